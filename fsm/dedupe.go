@@ -1,0 +1,120 @@
+package fsm
+
+import (
+	"slices"
+
+	pb "github.com/topkd/topkd/proto/topkd/raftcmd/v1"
+)
+
+// dedupeWindow is how many recent sequences per producer are remembered
+// (with their outcomes) below the highest one; gaps are allowed inside it.
+const dedupeWindow = 256
+
+// producer is one row of the deduplication table.
+type producer struct {
+	id       string
+	epoch    uint64
+	high     uint64
+	seen     [dedupeWindow / 64]uint64 // bit d: sequence high-d was applied
+	lastSeen int64                     // log time, ms
+	outcomes [dedupeWindow]*pb.Outcome // indexed by sequence % dedupeWindow
+	any      bool                      // high is meaningful
+}
+
+type dedupeTable struct {
+	ttlMs     int64
+	producers map[string]*producer
+}
+
+func newDedupeTable(ttlMs int64) *dedupeTable {
+	return &dedupeTable{ttlMs: ttlMs, producers: make(map[string]*producer)}
+}
+
+// check decides what to do with a part. It returns a non-nil outcome when the
+// part must not be applied (duplicate, too old, stale epoch), and otherwise the
+// producer row to record into (nil for parts without a producer id).
+func (t *dedupeTable) check(part *pb.ProducerPart, logMs int64) (*producer, *pb.Outcome) {
+	if part.ProducerId == "" {
+		return nil, nil
+	}
+	p := t.producers[part.ProducerId]
+	if p == nil {
+		p = &producer{id: part.ProducerId, epoch: part.Epoch}
+		t.producers[part.ProducerId] = p
+	}
+	p.lastSeen = logMs
+	seq := part.Sequence
+	switch {
+	case part.Epoch < p.epoch:
+		return nil, &pb.Outcome{Sequence: seq, Status: pb.PartStatus_PART_STATUS_STALE_EPOCH}
+	case part.Epoch > p.epoch:
+		*p = producer{id: p.id, epoch: part.Epoch, lastSeen: logMs}
+	}
+	if !p.any || seq > p.high {
+		return p, nil
+	}
+	d := p.high - seq
+	if d >= dedupeWindow {
+		return nil, &pb.Outcome{Sequence: seq, Status: pb.PartStatus_PART_STATUS_SEQUENCE_TOO_OLD}
+	}
+	if p.seen[d/64]&(1<<(d%64)) != 0 {
+		orig := p.outcomes[seq%dedupeWindow]
+		out := &pb.Outcome{Sequence: seq, Status: pb.PartStatus_PART_STATUS_DUPLICATE}
+		if orig != nil && orig.Sequence == seq {
+			out.Accepted, out.Rejected, out.Late = orig.Accepted, orig.Rejected, orig.Late
+		}
+		return nil, out
+	}
+	return p, nil
+}
+
+// record marks seq applied with its outcome.
+func (p *producer) record(seq uint64, out *pb.Outcome) {
+	if !p.any || seq > p.high {
+		shift := uint64(dedupeWindow)
+		if p.any {
+			shift = seq - p.high
+		}
+		p.shift(shift)
+		p.high, p.any = seq, true
+	}
+	d := p.high - seq
+	p.seen[d/64] |= 1 << (d % 64)
+	p.outcomes[seq%dedupeWindow] = out
+}
+
+// shift moves the seen bitmap n sequences down (older).
+func (p *producer) shift(n uint64) {
+	if n >= dedupeWindow {
+		p.seen = [dedupeWindow / 64]uint64{}
+		return
+	}
+	words, rem := int(n/64), n%64
+	var out [dedupeWindow / 64]uint64
+	for i := len(out) - 1; i >= words; i-- {
+		v := p.seen[i-words] << rem
+		if rem != 0 && i-words-1 >= 0 {
+			v |= p.seen[i-words-1] >> (64 - rem)
+		}
+		out[i] = v
+	}
+	p.seen = out
+}
+
+// expire drops producers idle for longer than the TTL in log time.
+func (t *dedupeTable) expire(logMs int64) {
+	for id, p := range t.producers {
+		if logMs-p.lastSeen > t.ttlMs {
+			delete(t.producers, id)
+		}
+	}
+}
+
+func (t *dedupeTable) sortedIDs() []string {
+	ids := make([]string, 0, len(t.producers))
+	for id := range t.producers {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	return ids
+}

@@ -1,0 +1,330 @@
+package fsm
+
+import (
+	"fmt"
+	"math"
+	"time"
+
+	pb "github.com/topkd/topkd/proto/topkd/raftcmd/v1"
+)
+
+const (
+	// DefaultKMax is the largest k a leaderboard answers unless configured.
+	DefaultKMax = 1000
+	// MaxKMax bounds K_max so heaps stay small enough to scan per batch.
+	MaxKMax = 100_000
+	// baseResolutionMs is the event-time resolution carried by deltas.
+	baseResolutionMs = 1000
+	// noTime stands for "no event seen yet" on the event clock.
+	noTime = math.MinInt64 / 4
+)
+
+// DefaultWindows are the sliding windows of a leaderboard created without any.
+var DefaultWindows = []time.Duration{time.Minute, time.Hour, 24 * time.Hour, 7 * 24 * time.Hour}
+
+// niceBuckets are the bucket widths DefaultBucket picks from.
+var niceBuckets = []time.Duration{
+	time.Second, 5 * time.Second, 10 * time.Second, 15 * time.Second, 30 * time.Second,
+	time.Minute, 5 * time.Minute, 10 * time.Minute, 15 * time.Minute, 30 * time.Minute,
+	time.Hour, 2 * time.Hour, 3 * time.Hour, 6 * time.Hour, 12 * time.Hour, 24 * time.Hour,
+}
+
+// DefaultBucket picks the widest "nice" bucket that divides d into at least
+// 24 buckets: 1m -> 1s, 1h -> 1m, 1d -> 1h, 7d -> 6h. Windows are answered at
+// bucket granularity, so this is the precision/memory trade-off.
+func DefaultBucket(d time.Duration) time.Duration {
+	best := time.Second
+	for _, b := range niceBuckets {
+		if d%b == 0 && d/b >= 24 {
+			best = b
+		}
+	}
+	return best
+}
+
+// DefaultLeaderboard is the config of the leaderboard that always exists.
+func DefaultLeaderboard(incarnation uint64) *pb.LeaderboardConfig {
+	c := &pb.LeaderboardConfig{
+		Name: "default", Incarnation: incarnation, Version: 1,
+		Mode: pb.Mode_MODE_EXACT, Clock: pb.Clock_CLOCK_WALL, KMax: DefaultKMax,
+	}
+	for _, d := range DefaultWindows {
+		c.Windows = append(c.Windows, &pb.WindowSpec{DurationMs: d.Milliseconds()})
+	}
+	return c
+}
+
+// NormalizeConfig fills defaults and validates a config. The FSM applies it
+// to every config command, so what it accepts is deterministic.
+func NormalizeConfig(c *pb.LeaderboardConfig) error {
+	if c.Name == "" {
+		return fmt.Errorf("leaderboard name is empty")
+	}
+	if c.Incarnation == 0 {
+		return fmt.Errorf("leaderboard %q: incarnation must be positive", c.Name)
+	}
+	switch c.Mode {
+	case pb.Mode_MODE_UNSPECIFIED:
+		c.Mode = pb.Mode_MODE_EXACT
+	case pb.Mode_MODE_EXACT:
+	default:
+		return fmt.Errorf("leaderboard %q: mode %v is not supported yet", c.Name, c.Mode)
+	}
+	switch c.Clock {
+	case pb.Clock_CLOCK_UNSPECIFIED:
+		c.Clock = pb.Clock_CLOCK_WALL
+	case pb.Clock_CLOCK_WALL, pb.Clock_CLOCK_EVENT:
+	default:
+		return fmt.Errorf("leaderboard %q: unknown clock %v", c.Name, c.Clock)
+	}
+	if c.KMax == 0 {
+		c.KMax = DefaultKMax
+	}
+	if c.KMax > MaxKMax {
+		return fmt.Errorf("leaderboard %q: k_max %d exceeds %d", c.Name, c.KMax, MaxKMax)
+	}
+	if c.AllowedLatenessMs < 0 {
+		return fmt.Errorf("leaderboard %q: allowed_lateness must not be negative", c.Name)
+	}
+	seen := map[int64]bool{}
+	for _, w := range c.Windows {
+		d := w.DurationMs
+		if d <= 0 || d%baseResolutionMs != 0 {
+			return fmt.Errorf("leaderboard %q: window %dms must be a positive whole number of seconds", c.Name, d)
+		}
+		if seen[d] {
+			return fmt.Errorf("leaderboard %q: window %v listed twice", c.Name, time.Duration(d)*time.Millisecond)
+		}
+		seen[d] = true
+		if w.BucketMs == 0 {
+			w.BucketMs = DefaultBucket(time.Duration(d) * time.Millisecond).Milliseconds()
+		}
+		if w.BucketMs <= 0 || w.BucketMs%baseResolutionMs != 0 || d%w.BucketMs != 0 {
+			return fmt.Errorf("leaderboard %q: bucket %dms must be whole seconds and divide window %dms", c.Name, w.BucketMs, d)
+		}
+		if d/w.BucketMs > 10_000 {
+			return fmt.Errorf("leaderboard %q: window %dms has more than 10000 buckets", c.Name, d)
+		}
+	}
+	return nil
+}
+
+// leaderboard is the exact counting state of one leaderboard on a partition.
+type leaderboard struct {
+	cfg   *pb.LeaderboardConfig
+	items cowArray[string] // by id; "" for free ids
+	index map[string]uint32
+	free  []uint32 // free ids, reused from the end
+	refs  []uint32 // bucket entries referencing each id, over all windows
+	live  int
+
+	all  *window
+	wins []*window
+
+	maxEventMs int64 // highest event time seen (event clock)
+	clockMs    int64 // window clock, monotonic
+	late       []uint64
+	accepted   uint64
+	rejectedMI uint64 // rejected by max_items
+
+	release func(id uint32)
+}
+
+func newLeaderboard(cfg *pb.LeaderboardConfig) *leaderboard {
+	lb := &leaderboard{cfg: cfg, index: make(map[string]uint32), maxEventMs: noTime, clockMs: noTime}
+	k := int(cfg.KMax)
+	lb.all = newWindow(0, 0, k, &lb.items)
+	for _, w := range cfg.Windows {
+		lb.wins = append(lb.wins, newWindow(w.DurationMs, w.BucketMs, k, &lb.items))
+	}
+	lb.late = make([]uint64, len(lb.wins))
+	lb.release = lb.releaseRef
+	return lb
+}
+
+// windowIndex maps a duration to -1 for "all" or the sliding window's index.
+func (lb *leaderboard) windowIndex(d time.Duration) (int, bool) {
+	if d == 0 {
+		return -1, true
+	}
+	for i, w := range lb.wins {
+		if w.durMs == d.Milliseconds() {
+			return i, true
+		}
+	}
+	return 0, false
+}
+
+func (lb *leaderboard) window(i int) *window {
+	if i < 0 {
+		return lb.all
+	}
+	return lb.wins[i]
+}
+
+// intern returns the id of item, allocating one unless max_items is reached.
+func (lb *leaderboard) intern(item string) (uint32, bool) {
+	if id, ok := lb.index[item]; ok {
+		return id, true
+	}
+	if lb.cfg.MaxItems > 0 && uint64(lb.live) >= lb.cfg.MaxItems {
+		return 0, false
+	}
+	var id uint32
+	if n := len(lb.free); n > 0 {
+		id = lb.free[n-1]
+		lb.free = lb.free[:n-1]
+		lb.items.set(int(id), item)
+	} else {
+		id = uint32(lb.items.append(item))
+		lb.refs = append(lb.refs, 0)
+		lb.all.grow(id)
+		for _, w := range lb.wins {
+			w.grow(id)
+		}
+	}
+	lb.index[item] = id
+	lb.live++
+	return id, true
+}
+
+// maybeFree releases an id once nothing counts or references it.
+func (lb *leaderboard) maybeFree(id uint32) {
+	if lb.refs[id] != 0 || lb.all.counts.get(int(id)) != 0 {
+		return
+	}
+	delete(lb.index, lb.items.get(int(id)))
+	lb.items.set(int(id), "")
+	lb.free = append(lb.free, id)
+	lb.live--
+}
+
+func (lb *leaderboard) releaseRef(id uint32) {
+	lb.refs[id]--
+	if lb.refs[id] == 0 {
+		lb.maybeFree(id)
+	}
+}
+
+// computeClock is the window clock for log time logMs, before the monotonic clamp.
+func (lb *leaderboard) computeClock(logMs int64) int64 {
+	if lb.cfg.Clock == pb.Clock_CLOCK_EVENT {
+		if lb.maxEventMs == noTime {
+			return noTime
+		}
+		return lb.maxEventMs - lb.cfg.AllowedLatenessMs
+	}
+	return logMs
+}
+
+// advance moves the window clock forward and expires buckets.
+func (lb *leaderboard) advance(logMs int64) {
+	c := lb.computeClock(logMs)
+	if c <= lb.clockMs {
+		return
+	}
+	lb.clockMs = c
+	for _, w := range lb.wins {
+		w.expire(c, lb.release)
+	}
+}
+
+// applyDeltas counts one leaderboard's deltas of a part. Late decisions use
+// the clock as it stood before the entry; the caller advances it afterwards.
+func (lb *leaderboard) applyDeltas(d *pb.LeaderboardDeltas, entryMs int64, out *pb.Outcome) {
+	var starts [16]int64
+	st := starts[:0]
+	for _, w := range lb.wins {
+		if lb.clockMs == noTime {
+			st = append(st, math.MinInt64)
+		} else {
+			st = append(st, w.startIndex(lb.clockMs))
+		}
+	}
+	var lateHere [16]uint64
+	lh := lateHere[:0]
+	for range lb.wins {
+		lh = append(lh, 0)
+	}
+	// Cache the last bucket per window: consecutive deltas usually share it.
+	var lastB [16]*bucket
+	lastBk := lastB[:0]
+	for range lb.wins {
+		lastBk = append(lastBk, nil)
+	}
+	for i, item := range d.Items {
+		ev := uint64(1)
+		if len(d.Events) > 0 && d.Events[i] > 0 {
+			ev = uint64(d.Events[i])
+		}
+		t := entryMs
+		if s := d.EventTimesS[i]; s != 0 {
+			t = s * baseResolutionMs
+		}
+		id, ok := lb.intern(item)
+		if !ok {
+			lb.rejectedMI += ev
+			out.Rejected += ev
+			continue
+		}
+		delta := d.Deltas[i]
+		lb.all.add(id, delta)
+		for wi, w := range lb.wins {
+			idx := floorDiv(t, w.bucketMs)
+			if idx < st[wi] {
+				lh[wi] += ev
+				continue
+			}
+			b := lastBk[wi]
+			if b == nil || b.index != idx {
+				b = w.bucketFor(idx)
+				lastBk[wi] = b
+			}
+			if w.addToBucket(b, id, delta) {
+				lb.refs[id]++
+			}
+		}
+		lb.maybeFree(id)
+		lb.accepted += ev
+		out.Accepted += ev
+		if t > lb.maxEventMs {
+			lb.maxEventMs = t
+		}
+	}
+	for wi, n := range lh {
+		if n > 0 {
+			lb.late[wi] += n
+			out.Late = append(out.Late, &pb.LateCount{Leaderboard: lb.cfg.Name, Window: uint32(wi), Events: n})
+		}
+	}
+}
+
+// settle runs once per applied batch.
+func (lb *leaderboard) settle() {
+	lb.all.settle()
+	for _, w := range lb.wins {
+		w.settle()
+	}
+}
+
+// update applies a same-incarnation config with a higher version; only the
+// limits may change.
+func (lb *leaderboard) update(c *pb.LeaderboardConfig) error {
+	old := lb.cfg
+	if c.Mode != old.Mode || c.Clock != old.Clock || len(c.Windows) != len(old.Windows) {
+		return fmt.Errorf("leaderboard %q: mode, clock and windows cannot change without a new incarnation", c.Name)
+	}
+	for i, w := range c.Windows {
+		if w.DurationMs != old.Windows[i].DurationMs || w.BucketMs != old.Windows[i].BucketMs {
+			return fmt.Errorf("leaderboard %q: windows cannot change without a new incarnation", c.Name)
+		}
+	}
+	lb.cfg = c
+	if c.KMax != old.KMax {
+		lb.all.resize(int(c.KMax))
+		for _, w := range lb.wins {
+			w.resize(int(c.KMax))
+		}
+	}
+	return nil
+}

@@ -1,0 +1,98 @@
+package fsm
+
+import (
+	"time"
+	"unsafe"
+)
+
+// Stats describe the FSM for status pages and metrics.
+type Stats struct {
+	AppliedIndex    uint64
+	LogTimeMs       int64
+	Leaderboards    []LeaderboardStats
+	Producers       int
+	Duplicates      uint64
+	TooOld          uint64
+	StaleEpoch      uint64
+	RejectedStale   uint64
+	IgnoredCommands uint64
+	ConfigRejected  uint64
+	Bytes           int64 // estimate of the counting state's memory
+}
+
+// LeaderboardStats describe one leaderboard on this partition.
+type LeaderboardStats struct {
+	Name             string
+	Incarnation      uint64
+	DistinctItems    int // live item ids
+	Accepted         uint64
+	RejectedMaxItems uint64
+	WindowEndMs      int64
+	Windows          []WindowStats // "all" first
+	Bytes            int64
+}
+
+// WindowStats describe one window.
+type WindowStats struct {
+	Window        time.Duration // 0: all
+	Bucket        time.Duration
+	PositiveItems int
+	Buckets       int
+	BucketEntries int
+	LateDropped   uint64
+}
+
+// Stats returns a consistent view of the counters.
+func (f *FSM) Stats() Stats {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	st := f.st
+	s := Stats{AppliedIndex: st.appliedIndex, LogTimeMs: st.logMs, Producers: len(st.dedupe.producers),
+		Duplicates: st.counters.Duplicates, TooOld: st.counters.TooOld, StaleEpoch: st.counters.StaleEpoch,
+		RejectedStale: st.counters.RejectedStale, IgnoredCommands: st.counters.IgnoredCommands,
+		ConfigRejected: st.counters.ConfigRejected}
+	s.Bytes += int64(len(st.dedupe.producers)) * int64(unsafe.Sizeof(producer{}))
+	for _, name := range st.sortedBoards() {
+		lb := st.boards[name]
+		ls := LeaderboardStats{Name: name, Incarnation: lb.cfg.Incarnation, DistinctItems: lb.live,
+			Accepted: lb.accepted, RejectedMaxItems: lb.rejectedMI, Bytes: lb.bytes()}
+		_, ls.WindowEndMs = lb.bounds(-1)
+		ls.Windows = append(ls.Windows, WindowStats{PositiveItems: lb.all.positive})
+		for i, w := range lb.wins {
+			ws := WindowStats{Window: time.Duration(w.durMs) * time.Millisecond, Bucket: time.Duration(w.bucketMs) * time.Millisecond,
+				PositiveItems: w.positive, Buckets: len(w.buckets), LateDropped: lb.late[i]}
+			for _, b := range w.buckets {
+				ws.BucketEntries += b.ids.len()
+			}
+			ls.Windows = append(ls.Windows, ws)
+		}
+		s.Bytes += ls.Bytes
+		s.Leaderboards = append(s.Leaderboards, ls)
+	}
+	return s
+}
+
+// bytes estimates a leaderboard's memory: item strings and table, per-window
+// arrays, heaps and class lists, and bucket entries with their index maps.
+func (lb *leaderboard) bytes() int64 {
+	const (
+		mapEntry    = 40 // string-keyed index map slot, amortized
+		bucketEntry = 4 + 8 + 24
+	)
+	var n int64
+	slots := int64(lb.items.capacity())
+	n += slots*16 + int64(lb.live)*mapEntry + int64(cap(lb.refs))*4 + int64(cap(lb.free))*4
+	for id := range lb.index {
+		n += int64(len(id))
+	}
+	for _, w := range append([]*window{lb.all}, lb.wins...) {
+		n += int64(w.counts.capacity())*8 + int64(cap(w.pos))*4 + int64(cap(w.heap))*4
+		for i := range w.classes {
+			n += int64(cap(w.classes[i].ids)) * 4
+		}
+		for _, b := range w.buckets {
+			n += int64(b.ids.len()) * bucketEntry
+		}
+	}
+	return n
+}

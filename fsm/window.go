@@ -1,0 +1,480 @@
+package fsm
+
+import (
+	"math/bits"
+	"slices"
+)
+
+// window keeps the exact counts of one window ("all" or a sliding duration)
+// and the structure that answers its top-K without scanning every item:
+//
+//   - top: an indexed min-heap holding up to cap = K_max + slack items;
+//   - classes: every other item with a positive count sits in a count class
+//     (exact for counts below 16, four classes per power of two above).
+//     Each class keeps an upper bound on the rank of its members.
+//
+// The bound of the highest non-empty class bounds every item outside the
+// heap, so heap members ranking above it are certain. When fewer than
+// min(K_max, positive items) are certain, refill evicts the uncertain members
+// and pulls the best items of the top classes back in, scanning only those
+// classes. DESIGN.md explains the amortized cost.
+type window struct {
+	durMs    int64 // 0: the "all" window
+	bucketMs int64
+	nb       int64 // buckets per window
+
+	items *cowArray[string] // owned by the leaderboard; for tie-breaks
+
+	counts cowArray[int64] // by item id
+	pos    []int32         // >=0 slot in its class; -1 none; <=-2 heap index -(pos+2)
+
+	heap     []uint32
+	capacity int
+	kmax     int
+
+	classes  [numClasses]class
+	nonEmpty [numClasses / 64]uint64
+	positive int
+	dirty    bool
+
+	buckets []*bucket // ascending index; sliding windows only
+	version uint64    // bumped on every change; read caches key on it
+}
+
+type class struct {
+	ids      []uint32
+	hasBound bool
+	bCount   int64
+	bID      uint32
+}
+
+// bucket holds one tumbling slice of a sliding window: each item at most
+// once, entries in first-seen log order (the canonical order).
+type bucket struct {
+	index  int64
+	ids    cowArray[uint32]
+	deltas cowArray[int64]
+	slot   map[uint32]int32
+}
+
+const (
+	numClasses = 256
+	posNone    = -1
+)
+
+func classOf(c int64) int {
+	if c < 16 {
+		return int(c)
+	}
+	b := bits.Len64(uint64(c))
+	sub := int(uint64(c)>>(b-3)) & 3
+	return 16 + (b-5)*4 + sub
+}
+
+func newWindow(durMs, bucketMs int64, kmax int, items *cowArray[string]) *window {
+	w := &window{durMs: durMs, bucketMs: bucketMs, kmax: kmax, items: items}
+	if durMs > 0 {
+		w.nb = durMs / bucketMs
+	}
+	w.setKmax(kmax)
+	return w
+}
+
+func (w *window) setKmax(kmax int) {
+	w.kmax = kmax
+	w.capacity = kmax + kmax/2 + 16
+	w.dirty = true
+}
+
+// grow makes room for item id.
+func (w *window) grow(id uint32) {
+	for int(id) >= w.counts.len() {
+		w.counts.append(0)
+		w.pos = append(w.pos, posNone)
+	}
+}
+
+// greater reports whether (ca, a) ranks above (cb, b): higher count, then smaller item.
+func (w *window) greater(ca int64, a uint32, cb int64, b uint32) bool {
+	if ca != cb {
+		return ca > cb
+	}
+	if a == b {
+		return false
+	}
+	return w.items.get(int(a)) < w.items.get(int(b))
+}
+
+func (w *window) rankAbove(a, b uint32) bool {
+	return w.greater(w.counts.get(int(a)), a, w.counts.get(int(b)), b)
+}
+
+// add applies delta to item id's count in this window.
+func (w *window) add(id uint32, delta int64) {
+	if delta == 0 {
+		return
+	}
+	old := w.counts.get(int(id))
+	nw := old + delta
+	w.counts.set(int(id), nw)
+	w.version++
+	if old <= 0 && nw > 0 {
+		w.positive++
+	} else if old > 0 && nw <= 0 {
+		w.positive--
+	}
+	p := w.pos[id]
+	switch {
+	case p <= -2:
+		hi := int(-(p + 2))
+		if nw <= 0 {
+			w.heapRemove(hi)
+			w.pos[id] = posNone
+			w.dirty = true
+			return
+		}
+		if nw > old {
+			w.siftDown(hi)
+		} else {
+			w.siftUp(hi)
+			w.dirty = true
+		}
+	case p == posNone:
+		if nw > 0 {
+			w.classInsert(id, nw)
+			w.promote(id, nw)
+		}
+	default:
+		oc := classOf(old)
+		if nw <= 0 {
+			w.classRemove(oc, int(p))
+			w.pos[id] = posNone
+			return
+		}
+		if nc := classOf(nw); nc != oc {
+			w.classRemove(oc, int(p))
+			w.classInsert(id, nw)
+		} else if nw > old {
+			w.raiseBound(nc, nw, id)
+		}
+		if nw > old {
+			w.promote(id, nw)
+		}
+	}
+}
+
+// promote moves a classed item into the heap when it outranks the heap minimum.
+func (w *window) promote(id uint32, c int64) {
+	if len(w.heap) >= w.capacity {
+		m := w.heap[0]
+		if !w.greater(c, id, w.counts.get(int(m)), m) {
+			return
+		}
+	}
+	w.classRemove(classOf(c), int(w.pos[id]))
+	w.heapPush(id)
+	if len(w.heap) > w.capacity {
+		m := w.heap[0]
+		w.heapRemove(0)
+		w.classInsert(m, w.counts.get(int(m)))
+	}
+}
+
+func (w *window) raiseBound(ci int, c int64, id uint32) {
+	cl := &w.classes[ci]
+	if !cl.hasBound || w.greater(c, id, cl.bCount, cl.bID) {
+		cl.hasBound, cl.bCount, cl.bID = true, c, id
+		w.dirty = true
+	}
+}
+
+func (w *window) classInsert(id uint32, c int64) {
+	ci := classOf(c)
+	cl := &w.classes[ci]
+	w.pos[id] = int32(len(cl.ids))
+	cl.ids = append(cl.ids, id)
+	w.nonEmpty[ci>>6] |= 1 << (ci & 63)
+	w.raiseBound(ci, c, id)
+}
+
+func (w *window) classRemove(ci, p int) {
+	cl := &w.classes[ci]
+	last := len(cl.ids) - 1
+	if p != last {
+		moved := cl.ids[last]
+		cl.ids[p] = moved
+		w.pos[moved] = int32(p)
+	}
+	cl.ids = cl.ids[:last]
+	if last == 0 {
+		w.nonEmpty[ci>>6] &^= 1 << (ci & 63)
+		cl.hasBound = false
+		if cap(cl.ids) > 1024 {
+			cl.ids = nil
+		}
+	}
+}
+
+// topClass is the highest non-empty class, or -1.
+func (w *window) topClass() int {
+	for i := len(w.nonEmpty) - 1; i >= 0; i-- {
+		if x := w.nonEmpty[i]; x != 0 {
+			return i*64 + bits.Len64(x) - 1
+		}
+	}
+	return -1
+}
+
+// outsideBound returns an upper bound on the rank of every item outside the heap.
+func (w *window) outsideBound() (c int64, id uint32, ok bool) {
+	ci := w.topClass()
+	if ci < 0 {
+		return 0, 0, false
+	}
+	cl := &w.classes[ci]
+	return cl.bCount, cl.bID, true
+}
+
+// certain appends the heap members that provably rank above every item outside it.
+func (w *window) certain(dst []uint32) []uint32 {
+	bc, bid, ok := w.outsideBound()
+	for _, id := range w.heap {
+		if !ok || w.greater(w.counts.get(int(id)), id, bc, bid) {
+			dst = append(dst, id)
+		}
+	}
+	return dst
+}
+
+func (w *window) certainCount() int {
+	bc, bid, ok := w.outsideBound()
+	if !ok {
+		return len(w.heap)
+	}
+	n := 0
+	for _, id := range w.heap {
+		if w.greater(w.counts.get(int(id)), id, bc, bid) {
+			n++
+		}
+	}
+	return n
+}
+
+// settle restores the invariant that at least min(K_max, positive) heap
+// members are certain. It runs once per applied batch, on the apply goroutine.
+func (w *window) settle() {
+	if !w.dirty {
+		return
+	}
+	w.dirty = false
+	target := min(w.kmax, w.positive)
+	if w.topClass() < 0 || w.certainCount() >= target {
+		return
+	}
+	w.refill()
+}
+
+func (w *window) refill() {
+	// Evict the uncertain members; afterwards every heap member outranks every outsider.
+	bc, bid, ok := w.outsideBound()
+	if ok {
+		kept := w.heap[:0]
+		var evict []uint32
+		for _, id := range w.heap {
+			if w.greater(w.counts.get(int(id)), id, bc, bid) {
+				kept = append(kept, id)
+			} else {
+				evict = append(evict, id)
+			}
+		}
+		w.heap = kept
+		for _, id := range evict {
+			w.classInsert(id, w.counts.get(int(id)))
+		}
+	}
+	// Pull the best outsiders in, one class at a time from the top.
+	for len(w.heap) < w.capacity {
+		ci := w.topClass()
+		if ci < 0 {
+			break
+		}
+		cl := &w.classes[ci]
+		room := w.capacity - len(w.heap)
+		if len(cl.ids) <= room {
+			ids := cl.ids
+			cl.ids = nil
+			cl.hasBound = false
+			w.nonEmpty[ci>>6] &^= 1 << (ci & 63)
+			w.heap = append(w.heap, ids...)
+			continue
+		}
+		w.takeBest(ci, room)
+		break
+	}
+	for i, id := range w.heap {
+		w.pos[id] = int32(-(i + 2))
+	}
+	for i := len(w.heap)/2 - 1; i >= 0; i-- {
+		w.siftDown(i)
+	}
+	w.dirty = false
+}
+
+// takeBest moves the n best members of class ci to the heap and tightens the
+// class bound to the best member left behind.
+func (w *window) takeBest(ci, n int) {
+	cl := &w.classes[ci]
+	// Sort a copy by rank, descending: classes this large are rare and short-lived.
+	ids := slices.Clone(cl.ids)
+	slices.SortFunc(ids, func(a, b uint32) int {
+		if w.rankAbove(a, b) {
+			return -1
+		}
+		if w.rankAbove(b, a) {
+			return 1
+		}
+		return 0
+	})
+	w.heap = append(w.heap, ids[:n]...)
+	rest := ids[n:]
+	cl.ids = cl.ids[:0]
+	for i, id := range rest {
+		cl.ids = append(cl.ids, id)
+		w.pos[id] = int32(i)
+	}
+	best := rest[0]
+	cl.hasBound, cl.bCount, cl.bID = true, w.counts.get(int(best)), best
+}
+
+// ---- indexed min-heap by rank ----
+
+func (w *window) heapPush(id uint32) {
+	w.heap = append(w.heap, id)
+	i := len(w.heap) - 1
+	w.pos[id] = int32(-(i + 2))
+	w.siftUp(i)
+}
+
+func (w *window) heapRemove(i int) {
+	last := len(w.heap) - 1
+	if i != last {
+		w.swap(i, last)
+	}
+	w.heap = w.heap[:last]
+	if i != last {
+		w.siftDown(i)
+		w.siftUp(i)
+	}
+}
+
+func (w *window) swap(i, j int) {
+	h := w.heap
+	h[i], h[j] = h[j], h[i]
+	w.pos[h[i]] = int32(-(i + 2))
+	w.pos[h[j]] = int32(-(j + 2))
+}
+
+// below reports whether heap[i] ranks below heap[j] (min-heap order).
+func (w *window) below(i, j int) bool { return w.rankAbove(w.heap[j], w.heap[i]) }
+
+func (w *window) siftUp(i int) {
+	for i > 0 {
+		p := (i - 1) / 2
+		if !w.below(i, p) {
+			return
+		}
+		w.swap(i, p)
+		i = p
+	}
+}
+
+func (w *window) siftDown(i int) {
+	n := len(w.heap)
+	for {
+		l := 2*i + 1
+		if l >= n {
+			return
+		}
+		m := l
+		if r := l + 1; r < n && w.below(r, l) {
+			m = r
+		}
+		if !w.below(m, i) {
+			return
+		}
+		w.swap(i, m)
+		i = m
+	}
+}
+
+// ---- buckets (sliding windows) ----
+
+func floorDiv(a, b int64) int64 {
+	q := a / b
+	if (a%b != 0) && ((a < 0) != (b < 0)) {
+		q--
+	}
+	return q
+}
+
+// startIndex is the first bucket inside the window when the clock reads clockMs.
+func (w *window) startIndex(clockMs int64) int64 {
+	return floorDiv(clockMs, w.bucketMs) - w.nb + 1
+}
+
+// bucketFor finds or creates the bucket with the given index.
+func (w *window) bucketFor(idx int64) *bucket {
+	i := len(w.buckets)
+	for i > 0 && w.buckets[i-1].index > idx {
+		i--
+	}
+	if i > 0 && w.buckets[i-1].index == idx {
+		return w.buckets[i-1]
+	}
+	b := &bucket{index: idx, slot: make(map[uint32]int32)}
+	w.buckets = slices.Insert(w.buckets, i, b)
+	return b
+}
+
+// addToBucket records delta for id in bucket b. It reports whether the
+// item gained a new bucket entry (a reference the leaderboard tracks).
+func (w *window) addToBucket(b *bucket, id uint32, delta int64) bool {
+	w.add(id, delta)
+	if s, ok := b.slot[id]; ok {
+		b.deltas.set(int(s), b.deltas.get(int(s))+delta)
+		return false
+	}
+	b.slot[id] = int32(b.ids.append(id))
+	b.deltas.append(delta)
+	return true
+}
+
+// expire drops buckets that fell out of the window, subtracting their
+// counts; release is called once per dropped entry, in canonical order.
+func (w *window) expire(clockMs int64, release func(id uint32)) {
+	start := w.startIndex(clockMs)
+	n := 0
+	for n < len(w.buckets) && w.buckets[n].index < start {
+		b := w.buckets[n]
+		for i := 0; i < b.ids.len(); i++ {
+			id := b.ids.get(i)
+			w.add(id, -b.deltas.get(i))
+			release(id)
+		}
+		w.buckets[n] = nil
+		n++
+	}
+	if n > 0 {
+		w.buckets = slices.Delete(w.buckets, 0, n)
+	}
+}
+
+// resize changes K_max and rebuilds the heap from scratch.
+func (w *window) resize(kmax int) {
+	for _, id := range w.heap {
+		w.classInsert(id, w.counts.get(int(id)))
+	}
+	w.heap = w.heap[:0]
+	w.setKmax(kmax)
+	w.refill()
+}
