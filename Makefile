@@ -1,0 +1,56 @@
+# topkd — build, test, generate, benchmark.
+GO        ?= go
+BIN       := $(CURDIR)/bin
+BUF_VERSION          := v1.75.0
+PROTOC_GEN_GO_VERSION := v1.36.12
+CONNECT_GO_VERSION    := v1.21.1
+STATICCHECK_VERSION   := v0.8.2
+export PATH := $(BIN):$(PATH)
+
+.PHONY: all build test test-race test-short generate generate-check tools bench bench-fsm lint fmt ci
+
+all: build
+
+build:
+	$(GO) build ./...
+
+# The README's test command: vet, unit and property tests, then the race-sensitive suites under -race.
+test:
+	$(GO) vet ./...
+	$(GO) test -count=1 ./...
+	$(GO) test -race -count=1 -run 'Race|Raft|Smoke' ./fsm/...
+
+test-short:
+	$(GO) test -short -count=1 ./...
+
+tools:
+	@mkdir -p $(BIN)
+	@test -x $(BIN)/buf || GOBIN=$(BIN) $(GO) install github.com/bufbuild/buf/cmd/buf@$(BUF_VERSION)
+	@test -x $(BIN)/protoc-gen-go || GOBIN=$(BIN) $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
+	@test -x $(BIN)/protoc-gen-connect-go || GOBIN=$(BIN) $(GO) install connectrpc.com/connect/cmd/protoc-gen-connect-go@$(CONNECT_GO_VERSION)
+
+# Regenerates the committed protobuf code.
+generate: tools
+	cd proto && buf lint && buf generate
+
+# Fails when the committed generated code is stale.
+generate-check: generate
+	@git diff --exit-code -- proto || (echo "generated code in proto/ is stale: run 'make generate' and commit" && exit 1)
+	@test -z "$$(git status --porcelain -- proto)" || (git status --porcelain -- proto; echo "untracked generated files in proto/" && exit 1)
+
+lint:
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); echo "gofmt needed" && exit 1)
+	$(GO) vet ./...
+	@test -x $(BIN)/staticcheck || GOBIN=$(BIN) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+	staticcheck ./...
+
+# Benchmarks of the counting state machine (1M-item cases; the 10M cases: make bench-fsm-10m).
+bench: bench-fsm
+
+bench-fsm:
+	$(GO) test ./fsm -run '^$$' -bench '1M|TopK|Memory|Snapshot' -benchtime 3x -timeout 60m
+
+bench-fsm-10m:
+	$(GO) test ./fsm -run '^$$' -bench '10M' -benchtime 1x -timeout 60m
+
+ci: lint generate-check test
