@@ -501,3 +501,24 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	f.publish(idx)
 	return nil
 }
+
+// Distinct is the number of live items of a leaderboard (0 when unknown).
+func (f *FSM) Distinct(leaderboard string) int {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if lb := f.st.boards[leaderboard]; lb != nil {
+		return lb.live
+	}
+	return 0
+}
+
+// Contains reports whether the leaderboard holds the item.
+func (f *FSM) Contains(leaderboard, item string) bool {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if lb := f.st.boards[leaderboard]; lb != nil {
+		_, ok := lb.index[item]
+		return ok
+	}
+	return false
+}

@@ -1,0 +1,144 @@
+// Command topkd runs a topkd node. With no flags it bootstraps a single-node
+// cluster in ./data on localhost ports and serves immediately; started again
+// it recovers from its data.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/topkd/topkd/rpc"
+	"github.com/topkd/topkd/server"
+)
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "topkd:", err)
+		os.Exit(1)
+	}
+}
+
+// env returns TOPKD_<NAME> or def: every flag has an environment override.
+func env(name, def string) string {
+	if v, ok := os.LookupEnv("TOPKD_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))); ok {
+		return v
+	}
+	return def
+}
+
+func envInt(name string, def int) int {
+	if v, err := strconv.Atoi(env(name, "")); err == nil {
+		return v
+	}
+	return def
+}
+
+func run(args []string) error {
+	fs := flag.NewFlagSet("topkd", flag.ContinueOnError)
+	host, _ := os.Hostname()
+	dataDir := fs.String("data-dir", env("data-dir", "./data"), "directory for Raft logs and snapshots (TOPKD_DATA_DIR)")
+	httpAddr := fs.String("http-addr", env("http-addr", "127.0.0.1:7070"), "client, admin and node-to-node HTTP address (TOPKD_HTTP_ADDR)")
+	raftAddr := fs.String("raft-addr", env("raft-addr", "127.0.0.1:7071"), "Raft address shared by every group (TOPKD_RAFT_ADDR)")
+	gossipAddr := fs.String("gossip-addr", env("gossip-addr", "127.0.0.1:7072"), "membership gossip address (TOPKD_GOSSIP_ADDR)")
+	nodeID := fs.String("node-id", env("node-id", ""), "node id, stable across restarts (TOPKD_NODE_ID; default: stored in the data dir, else the hostname)")
+	join := fs.String("join", env("join", ""), "address of a cluster node to join (TOPKD_JOIN)")
+	partitions := fs.Int("partitions", envInt("partitions", server.DefaultPartitions), "partitions of a new cluster, fixed at creation (TOPKD_PARTITIONS)")
+	memLimit := fs.Int("memory-high-water-mb", envInt("memory-high-water-mb", 0), "refuse ingest above this heap size in MiB, 0 = 75% of RAM (TOPKD_MEMORY_HIGH_WATER_MB)")
+	logLevel := fs.String("log-level", env("log-level", "info"), "debug, info, warn or error (TOPKD_LOG_LEVEL)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(*logLevel)); err != nil {
+		return fmt.Errorf("--log-level: %w", err)
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
+	slog.SetDefault(log)
+
+	id, err := resolveNodeID(*dataDir, *nodeID, host)
+	if err != nil {
+		return err
+	}
+	limit := uint64(*memLimit) << 20
+	if *memLimit == 0 {
+		limit = defaultHighWater()
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	start := time.Now()
+	n, err := server.Open(ctx, server.Config{NodeID: id, DataDir: *dataDir, RaftAddr: *raftAddr, HTTPAddr: *httpAddr,
+		GossipAddr: *gossipAddr, Join: *join, Partitions: *partitions, MemoryHighWater: limit, Logger: log})
+	if err != nil {
+		return err
+	}
+	srv := rpc.NewServer(*httpAddr, rpc.Handler(n))
+	errc := make(chan error, 1)
+	go func() { errc <- srv.ListenAndServe() }()
+	log.Info("topkd serving", "node", id, "http", *httpAddr, "raft", *raftAddr, "data", *dataDir,
+		"partitions", n.Partitions(), "startup", time.Since(start).Round(time.Millisecond))
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down")
+	case err := <-errc:
+		if !errors.Is(err, http.ErrServerClosed) {
+			n.Close()
+			return fmt.Errorf("http: %w", err)
+		}
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_ = srv.Shutdown(sctx)
+	return n.Close()
+}
+
+// resolveNodeID keeps a node's id stable: the flag, else the id stored in
+// the data dir, else the hostname; the choice is stored on first start.
+func resolveNodeID(dir, flagID, host string) (string, error) {
+	path := dir + "/node-id"
+	stored, err := os.ReadFile(path)
+	switch {
+	case err == nil:
+		s := strings.TrimSpace(string(stored))
+		if flagID != "" && flagID != s {
+			return "", fmt.Errorf("--node-id %q differs from %q stored in %s", flagID, s, path)
+		}
+		return s, nil
+	case !errors.Is(err, os.ErrNotExist):
+		return "", err
+	}
+	id := flagID
+	if id == "" {
+		id = host
+	}
+	if id == "" {
+		id = "node1"
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	return id, os.WriteFile(path, []byte(id+"\n"), 0o644)
+}
+
+// defaultHighWater is 75% of physical memory, or 8 GiB when unknown.
+func defaultHighWater() uint64 {
+	b, err := os.ReadFile("/proc/meminfo")
+	if err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			var kb uint64
+			if _, err := fmt.Sscanf(line, "MemTotal: %d kB", &kb); err == nil {
+				return kb * 1024 / 4 * 3
+			}
+		}
+	}
+	return 8 << 30
+}

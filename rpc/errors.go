@@ -1,0 +1,68 @@
+package rpc
+
+import (
+	"context"
+	"errors"
+	"net/http"
+
+	"connectrpc.com/connect"
+
+	"github.com/topkd/topkd/fsm"
+	"github.com/topkd/topkd/server"
+)
+
+// code maps an error from the node to a Connect code; HTTP statuses derive from it.
+func code(err error) connect.Code {
+	switch {
+	case errors.Is(err, server.ErrInvalid), errors.Is(err, fsm.ErrUnknownWindow), errors.Is(err, fsm.ErrInvalidK):
+		return connect.CodeInvalidArgument
+	case errors.Is(err, fsm.ErrUnknownLeaderboard):
+		return connect.CodeNotFound
+	case errors.Is(err, server.ErrLeaderboardExists):
+		return connect.CodeAlreadyExists
+	case errors.Is(err, server.ErrOverloaded):
+		return connect.CodeResourceExhausted
+	case errors.Is(err, server.ErrNotLeader), errors.Is(err, server.ErrNotReady), errors.Is(err, server.ErrUnknownOutcome):
+		return connect.CodeUnavailable
+	case errors.Is(err, context.DeadlineExceeded):
+		return connect.CodeDeadlineExceeded
+	case errors.Is(err, context.Canceled):
+		return connect.CodeCanceled
+	case errors.Is(err, server.ErrClusterNotSupported):
+		return connect.CodeUnimplemented
+	}
+	return connect.CodeInternal
+}
+
+func connectErr(err error) error {
+	if err == nil {
+		return nil
+	}
+	var ce *connect.Error
+	if errors.As(err, &ce) {
+		return err
+	}
+	return connect.NewError(code(err), err)
+}
+
+func httpStatus(c connect.Code) int {
+	switch c {
+	case connect.CodeInvalidArgument:
+		return http.StatusBadRequest
+	case connect.CodeNotFound:
+		return http.StatusNotFound
+	case connect.CodeAlreadyExists:
+		return http.StatusConflict
+	case connect.CodeResourceExhausted:
+		return http.StatusTooManyRequests
+	case connect.CodeUnavailable:
+		return http.StatusServiceUnavailable
+	case connect.CodeDeadlineExceeded:
+		return http.StatusGatewayTimeout
+	case connect.CodeUnimplemented:
+		return http.StatusNotImplemented
+	case connect.CodeCanceled:
+		return 499
+	}
+	return http.StatusInternalServerError
+}

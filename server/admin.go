@@ -1,0 +1,182 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/hashicorp/raft"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/topkd/topkd/fsm"
+	metapb "github.com/topkd/topkd/proto/topkd/meta/v1"
+	pb "github.com/topkd/topkd/proto/topkd/raftcmd/v1"
+)
+
+// CreateLeaderboard defines a leaderboard and returns once every partition has it.
+func (n *Node) CreateLeaderboard(ctx context.Context, c *pb.LeaderboardConfig) (*pb.LeaderboardConfig, error) {
+	c = proto.Clone(c).(*pb.LeaderboardConfig)
+	c.Incarnation, c.Version = 1, 1 // placeholders for validation; the meta group assigns them
+	if err := fsm.NormalizeConfig(c); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	r, err := n.applyMeta(ctx, &metapb.Command{Cmd: &metapb.Command_PutLeaderboard{
+		PutLeaderboard: &metapb.PutLeaderboard{Config: c, CreateOnly: true}}})
+	if err != nil {
+		return nil, err
+	}
+	created := r.(*pb.LeaderboardConfig)
+	return created, n.waitPartitions(ctx, func(p *partition) bool {
+		for _, have := range p.fsm.Leaderboards() {
+			if have.Name == created.Name && have.Incarnation == created.Incarnation {
+				return true
+			}
+		}
+		return false
+	})
+}
+
+// waitPartitions polls until ok holds on every partition.
+func (n *Node) waitPartitions(ctx context.Context, ok func(*partition) bool) error {
+	for _, p := range n.parts {
+		for !ok(p) {
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("partition %d did not take the change: %w", p.id, ctx.Err())
+			case <-time.After(5 * time.Millisecond):
+			}
+		}
+	}
+	return nil
+}
+
+// Leaderboards lists the definitions.
+func (n *Node) Leaderboards() []*pb.LeaderboardConfig {
+	st, _ := n.metaFSM.state()
+	return st.Leaderboards
+}
+
+// Leaderboard returns one definition.
+func (n *Node) Leaderboard(name string) (*pb.LeaderboardConfig, error) { return n.leaderboard(name) }
+
+// DropLeaderboard removes a leaderboard and its counts everywhere.
+func (n *Node) DropLeaderboard(ctx context.Context, name string) error {
+	if name == "default" {
+		return invalid("name", "the default leaderboard always exists")
+	}
+	if _, err := n.leaderboard(name); err != nil {
+		return err
+	}
+	if _, err := n.applyMeta(ctx, &metapb.Command{Cmd: &metapb.Command_DropLeaderboard{
+		DropLeaderboard: &metapb.DropLeaderboard{Name: name}}}); err != nil {
+		return err
+	}
+	return n.waitPartitions(ctx, func(p *partition) bool {
+		for _, have := range p.fsm.Leaderboards() {
+			if have.Name == name {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// LeaderboardStats sums a leaderboard's statistics over partitions.
+type LeaderboardStats struct {
+	Config   *pb.LeaderboardConfig
+	Accepted uint64
+	Rejected uint64
+	Distinct uint64
+	Windows  []fsm.WindowStats // "all" first; PositiveItems summed
+}
+
+// DescribeLeaderboard returns the definition and statistics.
+func (n *Node) DescribeLeaderboard(name string) (LeaderboardStats, error) {
+	cfg, err := n.leaderboard(name)
+	if err != nil {
+		return LeaderboardStats{}, err
+	}
+	out := LeaderboardStats{Config: cfg}
+	for _, p := range n.parts {
+		for _, ls := range p.fsm.Stats().Leaderboards {
+			if ls.Name != name || ls.Incarnation != cfg.Incarnation {
+				continue
+			}
+			out.Accepted += ls.Accepted
+			out.Rejected += ls.RejectedMaxItems
+			out.Distinct += uint64(ls.DistinctItems)
+			for i, w := range ls.Windows {
+				if i >= len(out.Windows) {
+					out.Windows = append(out.Windows, fsm.WindowStats{Window: w.Window, Bucket: w.Bucket})
+				}
+				out.Windows[i].PositiveItems += w.PositiveItems
+				out.Windows[i].LateDropped += w.LateDropped
+				out.Windows[i].Buckets = max(out.Windows[i].Buckets, w.Buckets)
+				out.Windows[i].BucketEntries += w.BucketEntries
+			}
+		}
+	}
+	return out, nil
+}
+
+// PartitionStatus describes this node's replica of a partition.
+type PartitionStatus struct {
+	Partition         int
+	State             string
+	Leader            string
+	CommitIndex       uint64
+	AppliedIndex      uint64
+	LastSnapshotIndex uint64
+	DistinctItems     uint64
+	StateBytes        int64
+}
+
+// Status describes the node.
+type Status struct {
+	NodeID     string
+	RaftAddr   string
+	HTTPAddr   string
+	Ready      bool
+	Partitions []PartitionStatus
+	MetaLeader string
+	HeapBytes  uint64
+}
+
+// Status returns this node's view.
+func (n *Node) Status(ctx context.Context) Status {
+	rctx, cancel := context.WithTimeout(ctx, 10*time.Millisecond)
+	defer cancel()
+	s := Status{NodeID: n.cfg.NodeID, RaftAddr: n.cfg.RaftAddr, HTTPAddr: n.cfg.HTTPAddr, Ready: n.Ready(rctx) == nil,
+		HeapBytes: n.mem.HeapBytes()}
+	_, id := n.meta.raft.LeaderWithID()
+	s.MetaLeader = string(id)
+	for _, p := range n.parts {
+		_, lid := p.g.raft.LeaderWithID()
+		st := p.fsm.Stats()
+		ps := PartitionStatus{Partition: p.id, State: p.g.raft.State().String(), Leader: string(lid),
+			CommitIndex: p.g.raft.CommitIndex(), AppliedIndex: p.fsm.AppliedIndex(), StateBytes: st.Bytes}
+		ps.LastSnapshotIndex = parseUint(p.g.raft.Stats()["last_snapshot_index"])
+		for _, l := range st.Leaderboards {
+			ps.DistinctItems += uint64(l.DistinctItems)
+		}
+		s.Partitions = append(s.Partitions, ps)
+	}
+	return s
+}
+
+func parseUint(s string) uint64 {
+	var v uint64
+	fmt.Sscan(s, &v)
+	return v
+}
+
+// RaftStats exposes each group's raft.Stats() for metrics.
+func (n *Node) RaftStats() map[string]map[string]string {
+	out := map[string]map[string]string{"meta": n.meta.raft.Stats()}
+	for _, p := range n.parts {
+		out[p.g.name] = p.g.raft.Stats()
+	}
+	return out
+}
+
+var _ = raft.Leader

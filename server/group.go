@@ -1,0 +1,223 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+)
+
+// RaftPolicy is the Raft tuning shared by every group of a node.
+type RaftPolicy struct {
+	HeartbeatTimeout  time.Duration
+	ElectionTimeout   time.Duration
+	CommitTimeout     time.Duration
+	SnapshotThreshold uint64 // entries between snapshots
+	SnapshotInterval  time.Duration
+	TrailingLogs      uint64 // entries kept after a snapshot for slow followers
+	SnapshotsRetained int
+}
+
+// DefaultRaftPolicy suits a LAN and a laptop: snapshots every 8192 entries
+// (an entry carries up to thousands of events), 4096 trailing entries.
+func DefaultRaftPolicy() RaftPolicy {
+	return RaftPolicy{
+		HeartbeatTimeout:  500 * time.Millisecond,
+		ElectionTimeout:   500 * time.Millisecond,
+		CommitTimeout:     5 * time.Millisecond,
+		SnapshotThreshold: 8192,
+		SnapshotInterval:  30 * time.Second,
+		TrailingLogs:      4096,
+		SnapshotsRetained: 2,
+	}
+}
+
+// readFSM is what a group needs of its state machine beyond raft.FSM.
+type readFSM interface {
+	raft.FSM
+	AppliedIndex() uint64
+	WaitApplied(ctx context.Context, idx uint64) error
+}
+
+// group is one Raft group on this node: raft, its bolt store (log and stable
+// store in one file), snapshots and transport over the node's mux.
+type group struct {
+	id        uint32
+	name      string
+	raft      *raft.Raft
+	fsm       readFSM
+	store     *raftboltdb.BoltStore
+	snaps     raft.SnapshotStore
+	trans     *raft.NetworkTransport
+	bootIndex uint64 // last log index found at boot; reads wait for it
+
+	ready  atomic.Bool // leader whose post-election barrier has completed
+	term   atomic.Uint64
+	notify chan bool
+	stop   chan struct{}
+	wg     sync.WaitGroup
+	log    *slog.Logger
+}
+
+type groupConfig struct {
+	id     uint32
+	name   string // "meta" or "p3"
+	dir    string
+	nodeID string
+	layer  *Mux
+	fsm    readFSM
+	policy RaftPolicy
+	log    *slog.Logger
+}
+
+func hclogFor(log *slog.Logger, name string) hclog.Logger {
+	std := slog.NewLogLogger(log.Handler(), slog.LevelWarn)
+	return hclog.FromStandardLogger(std, &hclog.LoggerOptions{Name: name, Level: hclog.Warn})
+}
+
+func openGroup(gc groupConfig) (*group, error) {
+	if err := os.MkdirAll(gc.dir, 0o755); err != nil {
+		return nil, fmt.Errorf("group %s: %w", gc.name, err)
+	}
+	store, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(gc.dir, "raft.db")})
+	if err != nil {
+		return nil, fmt.Errorf("group %s: open bolt store: %w", gc.name, err)
+	}
+	hl := hclogFor(gc.log, "raft-"+gc.name)
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(gc.dir, max(gc.policy.SnapshotsRetained, 1), hl)
+	if err != nil {
+		store.Close()
+		return nil, fmt.Errorf("group %s: snapshot store: %w", gc.name, err)
+	}
+	last, err := store.LastIndex()
+	if err != nil {
+		store.Close()
+		return nil, fmt.Errorf("group %s: read last index: %w", gc.name, err)
+	}
+	trans := raft.NewNetworkTransportWithLogger(gc.layer.Layer(gc.id), 3, 10*time.Second, hl)
+	g := &group{id: gc.id, name: gc.name, fsm: gc.fsm, store: store, snaps: snaps, trans: trans, bootIndex: last,
+		notify: make(chan bool, 1), stop: make(chan struct{}), log: gc.log.With("group", gc.name)}
+
+	cfg := raft.DefaultConfig()
+	cfg.LocalID = raft.ServerID(gc.nodeID)
+	cfg.Logger = hl
+	cfg.HeartbeatTimeout = gc.policy.HeartbeatTimeout
+	cfg.ElectionTimeout = gc.policy.ElectionTimeout
+	cfg.LeaderLeaseTimeout = min(gc.policy.HeartbeatTimeout, cfg.LeaderLeaseTimeout)
+	cfg.CommitTimeout = gc.policy.CommitTimeout
+	cfg.SnapshotThreshold = gc.policy.SnapshotThreshold
+	cfg.SnapshotInterval = gc.policy.SnapshotInterval
+	cfg.TrailingLogs = gc.policy.TrailingLogs
+	cfg.BatchApplyCh = true
+	cfg.MaxAppendEntries = 256
+	cfg.NotifyCh = g.notify
+	cfg.NoLegacyTelemetry = true
+	r, err := raft.NewRaft(cfg, gc.fsm, store, store, snaps, trans)
+	if err != nil {
+		trans.Close()
+		store.Close()
+		return nil, fmt.Errorf("group %s: start raft: %w", gc.name, err)
+	}
+	g.raft = r
+	g.wg.Add(1)
+	go g.watchLeadership()
+	return g, nil
+}
+
+// bootstrap makes this node the group's only voter, exactly once: a group
+// with any existing state is left alone.
+func (g *group) bootstrap(nodeID, addr string) error {
+	has, err := raft.HasExistingState(g.store, g.store, g.snaps)
+	if err != nil {
+		return fmt.Errorf("group %s: %w", g.name, err)
+	}
+	if has || g.bootIndex > 0 {
+		return nil
+	}
+	f := g.raft.BootstrapCluster(raft.Configuration{Servers: []raft.Server{
+		{Suffrage: raft.Voter, ID: raft.ServerID(nodeID), Address: raft.ServerAddress(addr)},
+	}})
+	if err := f.Error(); err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
+		return fmt.Errorf("group %s: bootstrap: %w", g.name, err)
+	}
+	return nil
+}
+
+// watchLeadership issues a Barrier after every leadership gain, so that the
+// FSM has applied every entry of earlier terms before reads are served.
+func (g *group) watchLeadership() {
+	defer g.wg.Done()
+	for {
+		select {
+		case <-g.stop:
+			return
+		case leader := <-g.notify:
+			g.ready.Store(false)
+			if !leader {
+				continue
+			}
+			for {
+				err := g.raft.Barrier(10 * time.Second).Error()
+				if err == nil {
+					g.ready.Store(g.raft.State() == raft.Leader)
+					break
+				}
+				if g.raft.State() != raft.Leader {
+					break
+				}
+				g.log.Warn("barrier after leadership gain failed; retrying", "err", err)
+				select {
+				case <-g.stop:
+					return
+				case <-time.After(100 * time.Millisecond):
+				}
+			}
+		}
+	}
+}
+
+// isLeader reports whether this node leads the group and has passed its barrier.
+func (g *group) isLeader() bool { return g.ready.Load() && g.raft.State() == raft.Leader }
+
+// waitBoot blocks until the FSM applied everything found in the log at boot.
+func (g *group) waitBoot(ctx context.Context) error {
+	if g.bootIndex == 0 {
+		return nil
+	}
+	return g.fsm.WaitApplied(ctx, g.bootIndex)
+}
+
+// readIndex implements a linearizable read barrier: the commit index taken
+// before VerifyLeader, then a wait for the FSM to apply it.
+func (g *group) readIndex(ctx context.Context) error {
+	if !g.isLeader() {
+		return ErrNotLeader
+	}
+	idx := g.raft.CommitIndex()
+	if err := g.raft.VerifyLeader().Error(); err != nil {
+		return fmt.Errorf("%w: %v", ErrNotLeader, err)
+	}
+	return g.fsm.WaitApplied(ctx, idx)
+}
+
+func (g *group) close() error {
+	close(g.stop)
+	err := g.raft.Shutdown().Error()
+	g.wg.Wait()
+	if cerr := g.trans.Close(); err == nil {
+		err = cerr
+	}
+	if cerr := g.store.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}

@@ -1,0 +1,57 @@
+package server
+
+import (
+	"fmt"
+	"runtime/metrics"
+	"sync/atomic"
+	"time"
+)
+
+// memoryGuard samples the live heap once a second and refuses ingest above
+// the high-water mark, before anything is proposed.
+type memoryGuard struct {
+	limit uint64
+	heap  atomic.Uint64
+}
+
+func newMemoryGuard(limit uint64) *memoryGuard {
+	g := &memoryGuard{limit: limit}
+	g.sample()
+	return g
+}
+
+func (g *memoryGuard) sample() {
+	s := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
+	metrics.Read(s)
+	if s[0].Value.Kind() == metrics.KindUint64 {
+		g.heap.Store(s[0].Value.Uint64())
+	}
+}
+
+func (g *memoryGuard) run(stop <-chan struct{}) func() {
+	return func() {
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+				g.sample()
+			}
+		}
+	}
+}
+
+func (g *memoryGuard) check() error {
+	if g.limit == 0 {
+		return nil
+	}
+	if h := g.heap.Load(); h > g.limit {
+		return fmt.Errorf("%w: node memory high-water mark reached (heap %d MiB > %d MiB)", ErrOverloaded, h>>20, g.limit>>20)
+	}
+	return nil
+}
+
+// HeapBytes is the last sampled live heap.
+func (g *memoryGuard) HeapBytes() uint64 { return g.heap.Load() }

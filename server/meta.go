@@ -1,0 +1,225 @@
+package server
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"slices"
+	"sync"
+
+	"github.com/hashicorp/raft"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/topkd/topkd/fsm"
+	metapb "github.com/topkd/topkd/proto/topkd/meta/v1"
+	pb "github.com/topkd/topkd/proto/topkd/raftcmd/v1"
+)
+
+var (
+	ErrLeaderboardExists = errors.New("leaderboard already exists")
+	ErrNotInitialized    = errors.New("cluster not initialized")
+)
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// metaFSM is the meta group's state machine: cluster shape, nodes and
+// leaderboard definitions. Small; snapshots are the whole state.
+type metaFSM struct {
+	mu      sync.RWMutex
+	st      *metapb.State
+	changed chan struct{} // closed and replaced on every change
+}
+
+var _ raft.FSM = (*metaFSM)(nil)
+
+func newMetaFSM() *metaFSM {
+	return &metaFSM{st: &metapb.State{}, changed: make(chan struct{})}
+}
+
+func encodeMeta(c *metapb.Command) ([]byte, error) {
+	b, err := proto.Marshal(c)
+	if err != nil {
+		return nil, err
+	}
+	out := binary.LittleEndian.AppendUint32(make([]byte, 0, 4+len(b)), crc32.Checksum(b, castagnoli))
+	return append(out, b...), nil
+}
+
+func decodeMeta(data []byte) (*metapb.Command, error) {
+	if len(data) < 4 {
+		return nil, fmt.Errorf("%w: meta command of %d bytes", fsm.ErrCorrupt, len(data))
+	}
+	if crc32.Checksum(data[4:], castagnoli) != binary.LittleEndian.Uint32(data) {
+		return nil, fmt.Errorf("%w: meta command checksum", fsm.ErrCorrupt)
+	}
+	c := &metapb.Command{}
+	if err := proto.Unmarshal(data[4:], c); err != nil {
+		return nil, fmt.Errorf("%w: meta command: %v", fsm.ErrCorrupt, err)
+	}
+	return c, nil
+}
+
+// Apply implements raft.FSM. Results are an error or a *pb.LeaderboardConfig.
+func (m *metaFSM) Apply(l *raft.Log) interface{} {
+	m.mu.Lock()
+	defer func() {
+		m.st.AppliedIndex = l.Index
+		close(m.changed)
+		m.changed = make(chan struct{})
+		m.mu.Unlock()
+	}()
+	if l.Type != raft.LogCommand {
+		return nil
+	}
+	c, err := decodeMeta(l.Data)
+	if err != nil {
+		panic(fmt.Sprintf("topkd meta: apply index %d: %v", l.Index, err))
+	}
+	switch x := c.Cmd.(type) {
+	case *metapb.Command_Init:
+		if m.st.Partitions != 0 {
+			return fmt.Errorf("cluster %s already initialized", m.st.ClusterId)
+		}
+		m.st.ClusterId, m.st.Partitions = x.Init.ClusterId, x.Init.Partitions
+		if x.Init.FirstNode != nil {
+			m.st.Nodes = append(m.st.Nodes, x.Init.FirstNode)
+		}
+		m.st.Leaderboards = append(m.st.Leaderboards, fsm.DefaultLeaderboard(l.Index))
+		return nil
+	case *metapb.Command_PutLeaderboard:
+		return m.put(x.PutLeaderboard, l.Index)
+	case *metapb.Command_DropLeaderboard:
+		for i, lb := range m.st.Leaderboards {
+			if lb.Name == x.DropLeaderboard.Name {
+				m.st.Leaderboards = slices.Delete(m.st.Leaderboards, i, i+1)
+				m.tombstone(lb.Name, lb.Incarnation)
+				return nil
+			}
+		}
+		return fmt.Errorf("%w %q", fsm.ErrUnknownLeaderboard, x.DropLeaderboard.Name)
+	}
+	return fmt.Errorf("empty meta command at index %d", l.Index)
+}
+
+func (m *metaFSM) tombstone(name string, inc uint64) {
+	for _, t := range m.st.Tombstones {
+		if t.Name == name {
+			t.Incarnation = max(t.Incarnation, inc)
+			return
+		}
+	}
+	m.st.Tombstones = append(m.st.Tombstones, &pb.Tombstone{Name: name, Incarnation: inc})
+}
+
+func (m *metaFSM) put(p *metapb.PutLeaderboard, index uint64) interface{} {
+	if m.st.Partitions == 0 {
+		return ErrNotInitialized
+	}
+	c := proto.Clone(p.Config).(*pb.LeaderboardConfig)
+	for i, old := range m.st.Leaderboards {
+		if old.Name != c.Name {
+			continue
+		}
+		if p.CreateOnly {
+			return fmt.Errorf("%w: %q", ErrLeaderboardExists, c.Name)
+		}
+		c.Incarnation, c.Version = old.Incarnation, old.Version+1
+		if err := fsm.NormalizeConfig(c); err != nil {
+			return err
+		}
+		m.st.Leaderboards[i] = c
+		return proto.Clone(c)
+	}
+	c.Incarnation, c.Version = index, 1
+	if err := fsm.NormalizeConfig(c); err != nil {
+		return err
+	}
+	m.st.Leaderboards = append(m.st.Leaderboards, c)
+	slices.SortFunc(m.st.Leaderboards, func(a, b *pb.LeaderboardConfig) int {
+		if a.Name < b.Name {
+			return -1
+		}
+		if a.Name > b.Name {
+			return 1
+		}
+		return 0
+	})
+	return proto.Clone(c)
+}
+
+// state returns a copy of the meta state and a channel closed on its next change.
+func (m *metaFSM) state() (*metapb.State, <-chan struct{}) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return proto.Clone(m.st).(*metapb.State), m.changed
+}
+
+func (m *metaFSM) Snapshot() (raft.FSMSnapshot, error) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	b, err := proto.Marshal(m.st)
+	if err != nil {
+		return nil, err
+	}
+	return metaSnapshot(binary.LittleEndian.AppendUint32(b, crc32.Checksum(b, castagnoli))), nil
+}
+
+func (m *metaFSM) Restore(rc io.ReadCloser) error {
+	defer rc.Close()
+	b, err := io.ReadAll(rc)
+	if err != nil {
+		return fmt.Errorf("read meta snapshot: %w", err)
+	}
+	if len(b) < 4 || crc32.Checksum(b[:len(b)-4], castagnoli) != binary.LittleEndian.Uint32(b[len(b)-4:]) {
+		return fmt.Errorf("%w: meta snapshot checksum", fsm.ErrCorrupt)
+	}
+	st := &metapb.State{}
+	if err := proto.Unmarshal(b[:len(b)-4], st); err != nil {
+		return fmt.Errorf("%w: meta snapshot: %v", fsm.ErrCorrupt, err)
+	}
+	m.mu.Lock()
+	m.st = st
+	close(m.changed)
+	m.changed = make(chan struct{})
+	m.mu.Unlock()
+	return nil
+}
+
+type metaSnapshot []byte
+
+func (s metaSnapshot) Persist(sink raft.SnapshotSink) error {
+	if _, err := sink.Write(s); err != nil {
+		sink.Cancel()
+		return err
+	}
+	return sink.Close()
+}
+
+func (metaSnapshot) Release() {}
+
+// AppliedIndex is the last index the meta FSM applied.
+func (m *metaFSM) AppliedIndex() uint64 {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.st.AppliedIndex
+}
+
+// WaitApplied blocks until the meta FSM applied idx or ctx ends.
+func (m *metaFSM) WaitApplied(ctx context.Context, idx uint64) error {
+	for {
+		m.mu.RLock()
+		applied, ch := m.st.AppliedIndex, m.changed
+		m.mu.RUnlock()
+		if applied >= idx {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("wait for meta index %d (at %d): %w", idx, applied, ctx.Err())
+		}
+	}
+}

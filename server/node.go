@@ -1,0 +1,365 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/cespare/xxhash/v2"
+	"github.com/hashicorp/raft"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/topkd/topkd/fsm"
+	metapb "github.com/topkd/topkd/proto/topkd/meta/v1"
+	pb "github.com/topkd/topkd/proto/topkd/raftcmd/v1"
+)
+
+// DefaultPartitions is P for a new cluster. Every partition is a Raft group
+// that fsyncs its own bolt file per commit, so P multiplies the disk's commit
+// load while the combiner amortizes it; 8 keeps a laptop disk comfortable and
+// still spreads over a handful of nodes. P is fixed at creation.
+const DefaultPartitions = 8
+
+// Config configures a node.
+type Config struct {
+	NodeID     string
+	DataDir    string
+	RaftAddr   string // advertised and listened on
+	HTTPAddr   string // advertised to peers
+	GossipAddr string
+	Join       string
+	Partitions int
+	Raft       RaftPolicy
+	Ingest     IngestPolicy
+	// MemoryHighWater rejects ingest with ErrOverloaded above this heap size (bytes); 0 disables.
+	MemoryHighWater uint64
+	CacheRefresh    time.Duration
+	Clock           Clock
+	Logger          *slog.Logger
+	// RaftListener overrides listening on RaftAddr (tests, TLS).
+	RaftListener net.Listener
+	RaftDialer   Dialer
+}
+
+// Node is one topkd process: the meta group, the partition groups, the
+// ingest combiners and the query path.
+type Node struct {
+	cfg   Config
+	log   *slog.Logger
+	clock Clock
+	mux   *Mux
+
+	meta      *group
+	metaFSM   *metaFSM
+	parts     []*partition
+	nparts    int
+	cache     *resultCache
+	mem       *memoryGuard
+	watermark *watermarks
+
+	stop chan struct{}
+	wg   sync.WaitGroup
+}
+
+// partition is this node's replica of one partition group.
+type partition struct {
+	id   int
+	g    *group
+	fsm  *fsm.FSM
+	comb *combiner
+}
+
+// Open starts a node; a node with no data bootstraps a single-node cluster.
+func Open(ctx context.Context, cfg Config) (*Node, error) {
+	if cfg.Join != "" {
+		return nil, fmt.Errorf("--join %s: %w (this release runs a single node)", cfg.Join, ErrClusterNotSupported)
+	}
+	if cfg.NodeID == "" {
+		return nil, errors.New("node id is empty")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = WallClock
+	}
+	if cfg.Raft == (RaftPolicy{}) {
+		cfg.Raft = DefaultRaftPolicy()
+	}
+	cfg.Ingest = cfg.Ingest.withDefaults()
+	if cfg.CacheRefresh <= 0 {
+		cfg.CacheRefresh = time.Second
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
+		return nil, fmt.Errorf("data dir: %w", err)
+	}
+	ln := cfg.RaftListener
+	if ln == nil {
+		var err error
+		if ln, err = net.Listen("tcp", cfg.RaftAddr); err != nil {
+			return nil, fmt.Errorf("listen raft: %w", err)
+		}
+	}
+	if cfg.RaftAddr == "" {
+		cfg.RaftAddr = ln.Addr().String()
+	}
+	n := &Node{cfg: cfg, log: cfg.Logger, clock: cfg.Clock, stop: make(chan struct{}), watermark: newWatermarks()}
+	n.mux = NewMux(ln, cfg.RaftDialer, cfg.Logger)
+	if err := n.openMeta(ctx); err != nil {
+		n.mux.Close()
+		return nil, err
+	}
+	if err := n.openPartitions(ctx); err != nil {
+		n.Close()
+		return nil, err
+	}
+	n.mem = newMemoryGuard(cfg.MemoryHighWater)
+	n.cache = newResultCache(n, cfg.CacheRefresh)
+	n.start(n.reconcileLoop)
+	n.start(n.tickLoop)
+	n.start(n.mem.run(n.stop))
+	n.start(n.cache.run(n.stop))
+	return n, nil
+}
+
+func (n *Node) start(f func()) {
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		f()
+	}()
+}
+
+func (n *Node) groupConfig(id uint32, name string, f readFSM) groupConfig {
+	return groupConfig{id: id, name: name, dir: filepath.Join(n.cfg.DataDir, name), nodeID: n.cfg.NodeID,
+		layer: n.mux, fsm: f, policy: n.cfg.Raft, log: n.log}
+}
+
+func (n *Node) openMeta(ctx context.Context) error {
+	n.metaFSM = newMetaFSM()
+	g, err := openGroup(n.groupConfig(MetaGroup, "meta", n.metaFSM))
+	if err != nil {
+		return err
+	}
+	n.meta = g
+	if err := g.bootstrap(n.cfg.NodeID, n.cfg.RaftAddr); err != nil {
+		return err
+	}
+	// Wait for leadership, then initialize the cluster once.
+	if err := n.waitLeader(ctx, g); err != nil {
+		return err
+	}
+	if err := g.waitBoot(ctx); err != nil {
+		return err
+	}
+	st, _ := n.metaFSM.state()
+	if st.Partitions == 0 {
+		p := n.cfg.Partitions
+		if p <= 0 {
+			p = DefaultPartitions
+		}
+		cmd := &metapb.Command{Cmd: &metapb.Command_Init{Init: &metapb.InitCluster{
+			ClusterId: n.cfg.NodeID + "-" + strconv.FormatInt(n.clock.Now().UnixNano(), 36), Partitions: uint32(p),
+			FirstNode: &metapb.Node{Id: n.cfg.NodeID, RaftAddr: n.cfg.RaftAddr, HttpAddr: n.cfg.HTTPAddr, GossipAddr: n.cfg.GossipAddr}}}}
+		if _, err := n.applyMeta(ctx, cmd); err != nil {
+			return fmt.Errorf("initialize cluster: %w", err)
+		}
+		n.log.Info("initialized a new cluster", "partitions", p, "node", n.cfg.NodeID)
+	} else if n.cfg.Partitions > 0 && uint32(n.cfg.Partitions) != st.Partitions {
+		n.log.Warn("partition count is fixed at creation; ignoring the flag", "flag", n.cfg.Partitions, "cluster", st.Partitions)
+	}
+	return nil
+}
+
+func (n *Node) waitLeader(ctx context.Context, g *group) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	for !g.isLeader() {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("group %s: no leader: %w", g.name, ctx.Err())
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	return nil
+}
+
+func (n *Node) applyMeta(ctx context.Context, c *metapb.Command) (interface{}, error) {
+	data, err := encodeMeta(c)
+	if err != nil {
+		return nil, err
+	}
+	if !n.meta.isLeader() {
+		return nil, ErrNotLeader
+	}
+	timeout := 10 * time.Second
+	if dl, ok := ctx.Deadline(); ok {
+		timeout = time.Until(dl)
+	}
+	f := n.meta.raft.Apply(data, timeout)
+	if err := f.Error(); err != nil {
+		return nil, raftErr(err)
+	}
+	if err, ok := f.Response().(error); ok {
+		return nil, err
+	}
+	return f.Response(), nil
+}
+
+// raftErr maps raft errors: before enqueue it is a plain "not leader",
+// afterwards the outcome is unknown.
+func raftErr(err error) error {
+	switch {
+	case errors.Is(err, raft.ErrNotLeader):
+		return fmt.Errorf("%w: %v", ErrNotLeader, err)
+	case errors.Is(err, raft.ErrRaftShutdown):
+		return fmt.Errorf("%w: %v", ErrNotReady, err)
+	default:
+		return fmt.Errorf("%w: %v", ErrUnknownOutcome, err)
+	}
+}
+
+func (n *Node) openPartitions(ctx context.Context) error {
+	st, _ := n.metaFSM.state()
+	n.nparts = int(st.Partitions)
+	for p := 0; p < n.nparts; p++ {
+		f := fsm.New(fsm.Options{})
+		g, err := openGroup(n.groupConfig(PartitionGroup(p), "p"+strconv.Itoa(p), f))
+		if err != nil {
+			return err
+		}
+		part := &partition{id: p, g: g, fsm: f}
+		n.parts = append(n.parts, part)
+		if err := g.bootstrap(n.cfg.NodeID, n.cfg.RaftAddr); err != nil {
+			return err
+		}
+		part.comb = newCombiner(n, part)
+		n.start(part.comb.run)
+	}
+	for _, p := range n.parts {
+		if err := n.waitLeader(ctx, p.g); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Ready reports whether every group has a leader here and has applied the log found at boot.
+func (n *Node) Ready(ctx context.Context) error {
+	if err := n.meta.waitBoot(ctx); err != nil {
+		return fmt.Errorf("%w: meta replaying: %v", ErrNotReady, err)
+	}
+	for _, p := range n.parts {
+		if err := p.g.waitBoot(ctx); err != nil {
+			return fmt.Errorf("%w: partition %d replaying: %v", ErrNotReady, p.id, err)
+		}
+	}
+	return nil
+}
+
+// Partitions is P.
+func (n *Node) Partitions() int { return n.nparts }
+
+// PartitionOf maps a (leaderboard, item) to its partition.
+func PartitionOf(leaderboard, item string, p int) int {
+	h := xxhash.New()
+	_, _ = h.WriteString(leaderboard)
+	_, _ = h.Write([]byte{0})
+	_, _ = h.WriteString(item)
+	return int(h.Sum64() % uint64(p))
+}
+
+// Close stops the node gracefully: combiners drain, groups shut down.
+func (n *Node) Close() error {
+	select {
+	case <-n.stop:
+		return nil
+	default:
+	}
+	close(n.stop)
+	n.wg.Wait()
+	var errs []error
+	for _, p := range n.parts {
+		errs = append(errs, p.g.close())
+	}
+	if n.meta != nil {
+		errs = append(errs, n.meta.close())
+	}
+	errs = append(errs, n.mux.Close())
+	return errors.Join(errs...)
+}
+
+// leaderboards returns the meta group's leaderboard definitions.
+func (n *Node) leaderboard(name string) (*pb.LeaderboardConfig, error) {
+	st, _ := n.metaFSM.state()
+	for _, c := range st.Leaderboards {
+		if c.Name == name {
+			return c, nil
+		}
+	}
+	return nil, fmt.Errorf("%w %q", fsm.ErrUnknownLeaderboard, name)
+}
+
+// reconcileLoop pushes leaderboard definitions from the meta group to every
+// partition this node leads, as versioned config and drop commands.
+func (n *Node) reconcileLoop() {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		st, changed := n.metaFSM.state()
+		n.reconcile(st)
+		select {
+		case <-n.stop:
+			return
+		case <-changed:
+		case <-t.C:
+		}
+	}
+}
+
+func (n *Node) reconcile(st *metapb.State) {
+	for _, p := range n.parts {
+		if !p.g.isLeader() {
+			continue
+		}
+		have := map[string]*pb.LeaderboardConfig{}
+		for _, c := range p.fsm.Leaderboards() {
+			have[c.Name] = c
+		}
+		var cmds [][]byte
+		for _, c := range st.Leaderboards {
+			h := have[c.Name]
+			if h != nil && (h.Incarnation > c.Incarnation || (h.Incarnation == c.Incarnation && h.Version >= c.Version)) {
+				continue
+			}
+			pc := proto.Clone(c).(*pb.LeaderboardConfig)
+			if pc.MaxItems > 0 {
+				// The FSM enforces its share; the ingest path checks the total before proposal.
+				pc.MaxItems = (pc.MaxItems + uint64(n.nparts) - 1) / uint64(n.nparts)
+			}
+			data, err := fsm.EncodeConfig(pc)
+			if err == nil {
+				cmds = append(cmds, data)
+			}
+		}
+		for _, t := range st.Tombstones {
+			if h := have[t.Name]; h != nil && h.Incarnation <= t.Incarnation {
+				if data, err := fsm.EncodeDrop(&pb.DropLeaderboard{Name: t.Name, Incarnation: t.Incarnation}); err == nil {
+					cmds = append(cmds, data)
+				}
+			}
+		}
+		for _, c := range cmds {
+			if err := p.g.raft.Apply(c, 5*time.Second).Error(); err != nil {
+				n.log.Warn("push leaderboard config", "partition", p.id, "err", err)
+			}
+		}
+	}
+}

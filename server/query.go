@@ -1,0 +1,346 @@
+package server
+
+import (
+	"container/heap"
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/topkd/topkd/fsm"
+	pb "github.com/topkd/topkd/proto/topkd/raftcmd/v1"
+)
+
+// Consistency is the read level of a query.
+type Consistency int
+
+const (
+	// Cached answers come from the node's result cache, refreshed in the background.
+	Cached Consistency = iota + 1
+	// Leader reads each partition at its leader.
+	Leader
+	// Linearizable reads each partition at its leader after a read-index check.
+	Linearizable
+)
+
+func (c Consistency) String() string {
+	switch c {
+	case Cached:
+		return "cached"
+	case Leader:
+		return "leader"
+	case Linearizable:
+		return "linearizable"
+	}
+	return "unknown"
+}
+
+// ParseConsistency maps "cached", "leader", "linearizable" ("" = def).
+func ParseConsistency(s string, def Consistency) (Consistency, error) {
+	switch s {
+	case "":
+		return def, nil
+	case "cached":
+		return Cached, nil
+	case "leader":
+		return Leader, nil
+	case "linearizable":
+		return Linearizable, nil
+	}
+	return 0, invalid("consistency", "%q is not one of cached, leader, linearizable", s)
+}
+
+// TopKQuery asks for the k most frequent items of a window (0 = all time).
+type TopKQuery struct {
+	Leaderboard string
+	Window      time.Duration
+	K           int
+	Consistency Consistency
+}
+
+// TopKAnswer is a merged answer over all partitions.
+type TopKAnswer struct {
+	Leaderboard   string
+	Incarnation   uint64
+	Window        time.Duration
+	WindowStartMs int64
+	WindowEndMs   int64
+	Items         []fsm.Item
+	Consistency   Consistency
+	AsOf          time.Time // when the partitions were read
+	Approximate   bool
+}
+
+// CountAnswer is one item's count.
+type CountAnswer struct {
+	Item          string
+	Count         int64
+	WindowStartMs int64
+	WindowEndMs   int64
+	Consistency   Consistency
+}
+
+func (n *Node) checkQuery(lb string, window time.Duration, k int) (*pb.LeaderboardConfig, error) {
+	cfg, err := n.leaderboard(lb)
+	if err != nil {
+		return nil, err
+	}
+	if window != 0 {
+		found := false
+		for _, w := range cfg.Windows {
+			if w.DurationMs == window.Milliseconds() {
+				found = true
+			}
+		}
+		if !found {
+			return nil, fmt.Errorf("%w %v for leaderboard %q", fsm.ErrUnknownWindow, window, lb)
+		}
+	}
+	if k != -1 && (k <= 0 || k > int(cfg.KMax)) {
+		return nil, invalid("k", "%d is outside 1..%d (the leaderboard's k_max)", k, cfg.KMax)
+	}
+	return cfg, nil
+}
+
+// TopK answers a top-k query at the requested consistency.
+func (n *Node) TopK(ctx context.Context, q TopKQuery) (TopKAnswer, error) {
+	if q.Leaderboard == "" {
+		q.Leaderboard = "default"
+	}
+	if q.Consistency == 0 {
+		q.Consistency = Cached
+	}
+	cfg, err := n.checkQuery(q.Leaderboard, q.Window, q.K)
+	if err != nil {
+		return TopKAnswer{}, err
+	}
+	if q.Consistency == Cached {
+		a, err := n.cache.get(ctx, cfg, q.Window)
+		if err != nil {
+			return TopKAnswer{}, err
+		}
+		if len(a.Items) > q.K {
+			a.Items = a.Items[:q.K]
+		}
+		return a, nil
+	}
+	return n.gather(ctx, cfg, q.Window, q.K, q.Consistency)
+}
+
+// gather scatters to every partition and merges the per-partition lists.
+// Partitions hold disjoint items, so the merge of their top-k lists is exact.
+func (n *Node) gather(ctx context.Context, cfg *pb.LeaderboardConfig, window time.Duration, k int, c Consistency) (TopKAnswer, error) {
+	if err := n.Ready(ctx); err != nil {
+		return TopKAnswer{}, err
+	}
+	lists := make([][]fsm.Item, len(n.parts))
+	a := TopKAnswer{Leaderboard: cfg.Name, Incarnation: cfg.Incarnation, Window: window, Consistency: c, AsOf: n.clock.Now()}
+	first := true
+	for i, p := range n.parts {
+		if err := p.readBarrier(ctx, c); err != nil {
+			return TopKAnswer{}, fmt.Errorf("partition %d: %w", p.id, err)
+		}
+		r, err := p.fsm.TopK(cfg.Name, window, k)
+		if err != nil {
+			return TopKAnswer{}, fmt.Errorf("partition %d: %w", p.id, err)
+		}
+		lists[i] = r.Items
+		if first || r.WindowEndMs < a.WindowEndMs {
+			a.WindowStartMs, a.WindowEndMs = r.WindowStartMs, r.WindowEndMs
+			first = false
+		}
+	}
+	a.Items = mergeTop(lists, k)
+	return a, nil
+}
+
+func (p *partition) readBarrier(ctx context.Context, c Consistency) error {
+	switch c {
+	case Linearizable:
+		return p.g.readIndex(ctx)
+	case Leader:
+		if !p.g.isLeader() {
+			return ErrNotLeader
+		}
+	}
+	return nil
+}
+
+// Count answers one item's count in a window.
+func (n *Node) Count(ctx context.Context, lb, item string, window time.Duration, c Consistency) (CountAnswer, error) {
+	if lb == "" {
+		lb = "default"
+	}
+	if c == 0 || c == Cached {
+		c = Leader
+	}
+	cfg, err := n.checkQuery(lb, window, -1)
+	if err != nil {
+		return CountAnswer{}, err
+	}
+	if err := n.Ready(ctx); err != nil {
+		return CountAnswer{}, err
+	}
+	p := n.parts[PartitionOf(cfg.Name, item, n.nparts)]
+	if err := p.readBarrier(ctx, c); err != nil {
+		return CountAnswer{}, err
+	}
+	r, err := p.fsm.Count(cfg.Name, item, window)
+	if err != nil {
+		return CountAnswer{}, err
+	}
+	return CountAnswer{Item: item, Count: r.Count, WindowStartMs: r.WindowStartMs, WindowEndMs: r.WindowEndMs, Consistency: c}, nil
+}
+
+// mergeTop merges lists sorted by (count desc, item asc) into the top k.
+func mergeTop(lists [][]fsm.Item, k int) []fsm.Item {
+	h := make(mergeHeap, 0, len(lists))
+	for _, l := range lists {
+		if len(l) > 0 {
+			h = append(h, l)
+		}
+	}
+	heap.Init(&h)
+	out := make([]fsm.Item, 0, k)
+	for len(out) < k && h.Len() > 0 {
+		l := h[0]
+		out = append(out, l[0])
+		if len(l) == 1 {
+			heap.Pop(&h)
+		} else {
+			h[0] = l[1:]
+			heap.Fix(&h, 0)
+		}
+	}
+	return out
+}
+
+type mergeHeap [][]fsm.Item
+
+func (h mergeHeap) Len() int { return len(h) }
+func (h mergeHeap) Less(i, j int) bool {
+	a, b := h[i][0], h[j][0]
+	if a.Count != b.Count {
+		return a.Count > b.Count
+	}
+	return a.Item < b.Item
+}
+func (h mergeHeap) Swap(i, j int) { h[i], h[j] = h[j], h[i] }
+func (h *mergeHeap) Push(x any)   { *h = append(*h, x.([]fsm.Item)) }
+func (h *mergeHeap) Pop() any {
+	old := *h
+	x := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return x
+}
+
+// ---- result cache ----
+
+type cacheKey struct {
+	lb     string
+	inc    uint64
+	window time.Duration
+}
+
+type cacheEntry struct {
+	ans      TopKAnswer
+	lastUsed time.Time
+}
+
+// resultCache keeps the top K_max of recently asked windows, refreshed in
+// the background so cached reads cost a map lookup and a slice.
+type resultCache struct {
+	n       *Node
+	every   time.Duration
+	mu      sync.Mutex
+	entries map[cacheKey]*cacheEntry
+}
+
+func newResultCache(n *Node, every time.Duration) *resultCache {
+	return &resultCache{n: n, every: every, entries: map[cacheKey]*cacheEntry{}}
+}
+
+func (rc *resultCache) get(ctx context.Context, cfg *pb.LeaderboardConfig, window time.Duration) (TopKAnswer, error) {
+	key := cacheKey{cfg.Name, cfg.Incarnation, window}
+	now := rc.n.clock.Now()
+	rc.mu.Lock()
+	e := rc.entries[key]
+	if e != nil {
+		e.lastUsed = now
+		a := e.ans
+		rc.mu.Unlock()
+		return a, nil
+	}
+	rc.mu.Unlock()
+	a, err := rc.n.gather(ctx, cfg, window, int(cfg.KMax), Leader)
+	if err != nil {
+		return TopKAnswer{}, err
+	}
+	a.Consistency = Cached
+	rc.mu.Lock()
+	rc.entries[key] = &cacheEntry{ans: a, lastUsed: now}
+	rc.mu.Unlock()
+	return a, nil
+}
+
+// age is how old the oldest cached answer is.
+func (rc *resultCache) age() time.Duration {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	now := rc.n.clock.Now()
+	var oldest time.Duration
+	for _, e := range rc.entries {
+		oldest = max(oldest, now.Sub(e.ans.AsOf))
+	}
+	return oldest
+}
+
+func (rc *resultCache) run(stop <-chan struct{}) func() {
+	return func() {
+		t := time.NewTicker(rc.every)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+				rc.refresh()
+			}
+		}
+	}
+}
+
+func (rc *resultCache) refresh() {
+	now := rc.n.clock.Now()
+	rc.mu.Lock()
+	keys := make([]cacheKey, 0, len(rc.entries))
+	for k, e := range rc.entries {
+		if now.Sub(e.lastUsed) > time.Minute {
+			delete(rc.entries, k)
+			continue
+		}
+		keys = append(keys, k)
+	}
+	rc.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), rc.every)
+	defer cancel()
+	for _, k := range keys {
+		cfg, err := rc.n.leaderboard(k.lb)
+		if err != nil || cfg.Incarnation != k.inc {
+			rc.mu.Lock()
+			delete(rc.entries, k)
+			rc.mu.Unlock()
+			continue
+		}
+		a, err := rc.n.gather(ctx, cfg, k.window, int(cfg.KMax), Leader)
+		if err != nil {
+			continue
+		}
+		a.Consistency = Cached
+		rc.mu.Lock()
+		if e := rc.entries[k]; e != nil {
+			e.ans = a
+		}
+		rc.mu.Unlock()
+	}
+}
