@@ -1,10 +1,178 @@
 package rpc
 
 import (
+	"context"
 	"net/http"
+	"time"
 
+	"connectrpc.com/connect"
+
+	topkv1 "github.com/topkd/topkd/proto/topk/v1"
+	"github.com/topkd/topkd/proto/topk/v1/topkv1connect"
 	"github.com/topkd/topkd/server"
 )
 
-// registerConnect mounts the topk.v1 Connect service.
-func registerConnect(mux *http.ServeMux, n *server.Node) {}
+// registerConnect mounts the topk.v1 service (Connect, gRPC, gRPC-Web).
+func registerConnect(mux *http.ServeMux, n *server.Node) {
+	path, h := topkv1connect.NewTopKServiceHandler(&service{n: n})
+	mux.Handle(path, h)
+}
+
+type service struct {
+	n *server.Node
+}
+
+var _ topkv1connect.TopKServiceHandler = (*service)(nil)
+
+func consistency(c topkv1.Consistency, def server.Consistency) server.Consistency {
+	switch c {
+	case topkv1.Consistency_CONSISTENCY_CACHED:
+		return server.Cached
+	case topkv1.Consistency_CONSISTENCY_LEADER:
+		return server.Leader
+	case topkv1.Consistency_CONSISTENCY_LINEARIZABLE:
+		return server.Linearizable
+	}
+	return def
+}
+
+func consistencyPB(c server.Consistency) topkv1.Consistency {
+	switch c {
+	case server.Cached:
+		return topkv1.Consistency_CONSISTENCY_CACHED
+	case server.Leader:
+		return topkv1.Consistency_CONSISTENCY_LEADER
+	case server.Linearizable:
+		return topkv1.Consistency_CONSISTENCY_LINEARIZABLE
+	}
+	return topkv1.Consistency_CONSISTENCY_UNSPECIFIED
+}
+
+func windowPB(d time.Duration, startMs, endMs int64) *topkv1.WindowInfo {
+	if d == 0 {
+		return &topkv1.WindowInfo{Type: "global", EndUnixMs: endMs}
+	}
+	return &topkv1.WindowInfo{Type: "sliding", Duration: FormatDuration(d), StartUnixMs: startMs, EndUnixMs: endMs}
+}
+
+func (s *service) Ingest(ctx context.Context, req *connect.Request[topkv1.IngestRequest]) (*connect.Response[topkv1.IngestResponse], error) {
+	m := req.Msg
+	in := server.IngestRequest{Leaderboard: m.Leaderboard, ProducerID: m.ProducerId, Epoch: m.Epoch, Sequence: m.Sequence,
+		Events: make([]server.Event, len(m.Events))}
+	for i, e := range m.Events {
+		in.Events[i] = server.Event{Item: e.Item, Count: e.Count, TimeMs: e.TimeUnixMs}
+	}
+	res, err := s.n.Ingest(ctx, in)
+	if err != nil {
+		return nil, connectErr(err)
+	}
+	out := &topkv1.IngestResponse{Accepted: res.Accepted, Duplicate: res.Duplicate, Rejected: res.Rejected}
+	for d, n := range res.Late {
+		out.LateDropped = append(out.LateDropped, &topkv1.LateDropped{Window: windowName(d), Events: n})
+	}
+	return connect.NewResponse(out), nil
+}
+
+func (s *service) TopK(ctx context.Context, req *connect.Request[topkv1.TopKRequest]) (*connect.Response[topkv1.TopKResponse], error) {
+	m := req.Msg
+	win, err := ParseWindow(m.Window)
+	if err != nil {
+		return nil, connectErr(badRequest("window", "%v", err))
+	}
+	k := int(m.K)
+	if k == 0 {
+		k = 100
+	}
+	a, err := s.n.TopK(ctx, server.TopKQuery{Leaderboard: m.Leaderboard, Window: win, K: k,
+		Consistency: consistency(m.Consistency, server.Leader)})
+	if err != nil {
+		return nil, connectErr(err)
+	}
+	out := &topkv1.TopKResponse{Leaderboard: a.Leaderboard, Window: windowPB(win, a.WindowStartMs, a.WindowEndMs),
+		Approximate: a.Approximate, Guaranteed: !a.Approximate, Consistency: consistencyPB(a.Consistency),
+		AsOfUnixMs: a.AsOf.UnixMilli(), GeneratedAtUnixMs: time.Now().UnixMilli(), Items: make([]*topkv1.RankedItem, len(a.Items))}
+	for i, it := range a.Items {
+		out.Items[i] = &topkv1.RankedItem{Id: it.Item, Count: it.Count, LowerBound: it.Count, UpperBound: it.Count}
+	}
+	return connect.NewResponse(out), nil
+}
+
+func (s *service) Count(ctx context.Context, req *connect.Request[topkv1.CountRequest]) (*connect.Response[topkv1.CountResponse], error) {
+	m := req.Msg
+	win, err := ParseWindow(m.Window)
+	if err != nil {
+		return nil, connectErr(badRequest("window", "%v", err))
+	}
+	a, err := s.n.Count(ctx, m.Leaderboard, m.Item, win, consistency(m.Consistency, server.Leader))
+	if err != nil {
+		return nil, connectErr(err)
+	}
+	return connect.NewResponse(&topkv1.CountResponse{Id: a.Item, Count: a.Count, LowerBound: a.Count, UpperBound: a.Count,
+		Window: windowPB(win, a.WindowStartMs, a.WindowEndMs)}), nil
+}
+
+func leaderboardPB(j leaderboardJSON) *topkv1.Leaderboard {
+	return &topkv1.Leaderboard{Name: j.Name, Mode: j.Mode, Windows: j.Windows, KMax: j.KMax, Clock: j.Clock,
+		AllowedLateness: j.AllowedLateness, MaxItems: j.MaxItems, Epsilon: j.Epsilon, Delta: j.Delta, Capacity: j.Capacity,
+		Incarnation: j.Incarnation, Version: j.Version}
+}
+
+func (s *service) CreateLeaderboard(ctx context.Context, req *connect.Request[topkv1.CreateLeaderboardRequest]) (*connect.Response[topkv1.CreateLeaderboardResponse], error) {
+	l := req.Msg.Leaderboard
+	if l == nil {
+		return nil, connectErr(badRequest("leaderboard", "missing"))
+	}
+	windows := l.Windows
+	if len(windows) == 0 {
+		windows = nil
+	}
+	c, err := ConfigFromFields(l.Name, l.Mode, windows, l.KMax, l.Clock, l.AllowedLateness, l.MaxItems, l.Epsilon, l.Delta, l.Capacity)
+	if err != nil {
+		return nil, connectErr(err)
+	}
+	created, err := s.n.CreateLeaderboard(ctx, c)
+	if err != nil {
+		return nil, connectErr(err)
+	}
+	return connect.NewResponse(&topkv1.CreateLeaderboardResponse{Leaderboard: leaderboardPB(ConfigJSON(created))}), nil
+}
+
+func (s *service) ListLeaderboards(ctx context.Context, req *connect.Request[topkv1.ListLeaderboardsRequest]) (*connect.Response[topkv1.ListLeaderboardsResponse], error) {
+	out := &topkv1.ListLeaderboardsResponse{}
+	for _, c := range s.n.Leaderboards() {
+		out.Leaderboards = append(out.Leaderboards, leaderboardPB(ConfigJSON(c)))
+	}
+	return connect.NewResponse(out), nil
+}
+
+func (s *service) DescribeLeaderboard(ctx context.Context, req *connect.Request[topkv1.DescribeLeaderboardRequest]) (*connect.Response[topkv1.DescribeLeaderboardResponse], error) {
+	st, err := s.n.DescribeLeaderboard(req.Msg.Name)
+	if err != nil {
+		return nil, connectErr(err)
+	}
+	out := &topkv1.DescribeLeaderboardResponse{Leaderboard: leaderboardPB(ConfigJSON(st.Config)), Accepted: st.Accepted, Rejected: st.Rejected}
+	for _, w := range st.Windows {
+		out.Windows = append(out.Windows, &topkv1.WindowStats{Window: windowName(w.Window), DistinctItems: uint64(w.PositiveItems), LateDropped: w.LateDropped})
+	}
+	return connect.NewResponse(out), nil
+}
+
+func (s *service) DropLeaderboard(ctx context.Context, req *connect.Request[topkv1.DropLeaderboardRequest]) (*connect.Response[topkv1.DropLeaderboardResponse], error) {
+	if err := s.n.DropLeaderboard(ctx, req.Msg.Name); err != nil {
+		return nil, connectErr(err)
+	}
+	return connect.NewResponse(&topkv1.DropLeaderboardResponse{}), nil
+}
+
+func (s *service) Status(ctx context.Context, req *connect.Request[topkv1.StatusRequest]) (*connect.Response[topkv1.StatusResponse], error) {
+	st := s.n.Status(ctx)
+	out := &topkv1.StatusResponse{Node: &topkv1.NodeStatus{NodeId: st.NodeID, HttpAddr: st.HTTPAddr, RaftAddr: st.RaftAddr, Ready: st.Ready},
+		Partitions: uint32(len(st.Partitions)), MetaLeader: st.MetaLeader, StateBytes: st.HeapBytes}
+	out.Nodes = append(out.Nodes, out.Node)
+	for _, p := range st.Partitions {
+		out.PartitionStatus = append(out.PartitionStatus, &topkv1.PartitionStatus{Partition: uint32(p.Partition), State: p.State,
+			Leader: p.Leader, CommitIndex: p.CommitIndex, AppliedIndex: p.AppliedIndex, LastSnapshotIndex: p.LastSnapshotIndex,
+			DistinctItems: p.DistinctItems})
+	}
+	return connect.NewResponse(out), nil
+}
