@@ -2,10 +2,13 @@ package rpc
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"time"
 
 	"connectrpc.com/connect"
+	"connectrpc.com/grpchealth"
+	"connectrpc.com/grpcreflect"
 
 	topkv1 "github.com/topkd/topkd/proto/topk/v1"
 	"github.com/topkd/topkd/proto/topk/v1/topkv1connect"
@@ -16,6 +19,25 @@ import (
 func registerConnect(mux *http.ServeMux, n *server.Node) {
 	path, h := topkv1connect.NewTopKServiceHandler(&service{n: n})
 	mux.Handle(path, h)
+	mux.Handle(grpchealth.NewHandler(&health{n: n}))
+	reflector := grpcreflect.NewStaticReflector(topkv1connect.TopKServiceName, grpchealth.HealthV1ServiceName)
+	mux.Handle(grpcreflect.NewHandlerV1(reflector))
+	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector))
+}
+
+// health answers gRPC health checks: serving once the node is ready.
+type health struct{ n *server.Node }
+
+func (h *health) Check(ctx context.Context, req *grpchealth.CheckRequest) (*grpchealth.CheckResponse, error) {
+	if req.Service != "" && req.Service != topkv1connect.TopKServiceName {
+		return nil, connect.NewError(connect.CodeNotFound, fmt.Errorf("unknown service %q", req.Service))
+	}
+	ctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel()
+	if h.n.Ready(ctx) != nil {
+		return &grpchealth.CheckResponse{Status: grpchealth.StatusNotServing}, nil
+	}
+	return &grpchealth.CheckResponse{Status: grpchealth.StatusServing}, nil
 }
 
 type service struct {

@@ -106,12 +106,15 @@ func (n *Node) Ingest(ctx context.Context, req IngestRequest) (IngestResult, err
 	}
 	parts, maxEvent, err := n.split(cfg, req)
 	if err != nil {
+		n.metrics.rejections.WithLabelValues("invalid").Inc()
 		return IngestResult{}, err
 	}
 	if err := n.mem.check(); err != nil {
+		n.metrics.rejections.WithLabelValues("memory").Inc()
 		return IngestResult{}, err
 	}
 	if err := n.checkMaxItems(cfg, req); err != nil {
+		n.metrics.rejections.WithLabelValues("max_items").Inc()
 		return IngestResult{}, err
 	}
 	if cfg.Clock == pb.Clock_CLOCK_EVENT {
@@ -312,6 +315,7 @@ func (c *combiner) submit(ctx context.Context, part *pb.ProducerPart) (*pb.Outco
 	select {
 	case c.in <- pp:
 	default:
+		c.n.metrics.rejections.WithLabelValues("queue_full").Inc()
 		return nil, fmt.Errorf("%w: partition %d ingest queue is full (%d parts)", ErrOverloaded, c.p.id, cap(c.in))
 	}
 	select {
@@ -379,6 +383,15 @@ func (c *combiner) propose(batch []*pendingPart) {
 	c.mu.Lock()
 	c.last = c.n.clock.Now()
 	c.mu.Unlock()
+	m := c.n.metrics
+	m.ingestEntries.Inc()
+	m.ingestParts.Add(float64(len(batch)))
+	size := 0
+	for _, pp := range batch {
+		size += pp.size
+	}
+	m.entryEvents.Observe(float64(size))
+	start := time.Now()
 	f := c.p.g.raft.Apply(data, pol.ApplyTimeout)
 	c.wg.Add(1)
 	go func() {
@@ -392,7 +405,13 @@ func (c *combiner) propose(batch []*pendingPart) {
 			fail(fmt.Errorf("partition %d: unexpected apply response %T", c.p.id, f.Response()))
 			return
 		}
+		now := c.n.clock.Now()
+		m.commitLatency.Observe(time.Since(start).Seconds())
+		c.p.ack.acked(f.Index(), now)
 		for i, pp := range batch {
+			if out := res.Outcomes[i]; out.Status == pb.PartStatus_PART_STATUS_APPLIED {
+				m.ingestEvents.WithLabelValues(pp.part.Boards[0].Leaderboard).Add(float64(out.Accepted))
+			}
 			pp.done <- partResult{out: res.Outcomes[i]}
 		}
 		<-c.inflight

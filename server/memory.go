@@ -2,7 +2,7 @@ package server
 
 import (
 	"fmt"
-	"runtime/metrics"
+	rtmetrics "runtime/metrics"
 	"sync/atomic"
 	"time"
 )
@@ -21,9 +21,9 @@ func newMemoryGuard(limit uint64) *memoryGuard {
 }
 
 func (g *memoryGuard) sample() {
-	s := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
-	metrics.Read(s)
-	if s[0].Value.Kind() == metrics.KindUint64 {
+	s := []rtmetrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
+	rtmetrics.Read(s)
+	if s[0].Value.Kind() == rtmetrics.KindUint64 {
 		g.heap.Store(s[0].Value.Uint64())
 	}
 }

@@ -61,6 +61,7 @@ type Node struct {
 	parts     []*partition
 	nparts    int
 	cache     *resultCache
+	metrics   *metrics
 	mem       *memoryGuard
 	watermark *watermarks
 
@@ -74,6 +75,7 @@ type partition struct {
 	g    *group
 	fsm  *fsm.FSM
 	comb *combiner
+	ack  ackTracker
 }
 
 // Open starts a node; a node with no data bootstraps a single-node cluster.
@@ -112,6 +114,7 @@ func Open(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	n := &Node{cfg: cfg, log: cfg.Logger, clock: cfg.Clock, stop: make(chan struct{}), watermark: newWatermarks()}
 	n.mux = NewMux(ln, cfg.RaftDialer, cfg.Logger)
+	n.metrics = newMetrics(n)
 	if err := n.openMeta(ctx); err != nil {
 		n.mux.Close()
 		return nil, err
@@ -231,7 +234,7 @@ func (n *Node) openPartitions(ctx context.Context) error {
 	n.nparts = int(st.Partitions)
 	for p := 0; p < n.nparts; p++ {
 		f := fsm.New(fsm.Options{})
-		g, err := openGroup(n.groupConfig(PartitionGroup(p), "p"+strconv.Itoa(p), f))
+		g, err := openGroup(n.groupConfig(PartitionGroup(p), "p"+strconv.Itoa(p), &timedFSM{readFSM: f, m: n.metrics}))
 		if err != nil {
 			return err
 		}

@@ -114,6 +114,8 @@ func (n *Node) TopK(ctx context.Context, q TopKQuery) (TopKAnswer, error) {
 	if err != nil {
 		return TopKAnswer{}, err
 	}
+	start := time.Now()
+	defer func() { n.metrics.queryLatency.WithLabelValues(q.Consistency.String()).Observe(time.Since(start).Seconds()) }()
 	if q.Consistency == Cached {
 		a, err := n.cache.get(ctx, cfg, q.Window)
 		if err != nil {
@@ -337,6 +339,11 @@ func (rc *resultCache) refresh() {
 			continue
 		}
 		a.Consistency = Cached
+		for _, p := range rc.n.parts {
+			if d, ok := p.ack.visible(p.fsm.AppliedIndex(), a.AsOf); ok {
+				rc.n.metrics.freshness.Observe(d.Seconds())
+			}
+		}
 		rc.mu.Lock()
 		if e := rc.entries[k]; e != nil {
 			e.ans = a

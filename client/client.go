@@ -1,0 +1,159 @@
+package client
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/topkd/topkd/proto/topk/v1/topkv1connect"
+)
+
+// ErrClosed is returned by calls on a closed Client.
+var ErrClosed = errors.New("client is closed")
+
+// Client talks to a topkd cluster through any of its nodes. It is safe for
+// concurrent use. Close it to flush queued events and stop its goroutines.
+type Client struct {
+	opts       options
+	addrs      []string
+	conns      []topkv1connect.TopKServiceClient
+	ownHTTP    *http.Client // closed by Close; nil when the caller gave one
+	next       atomic.Uint32
+	producerID string
+	epoch      uint64
+	seqs       *seqWindow
+
+	// runCtx is the context of batches sent by the batchers; Close cancels
+	// it only when flushing did not finish in time.
+	runCtx    context.Context
+	runCancel context.CancelFunc
+	stop      chan struct{} // closed by Close after the final flush
+	wg        sync.WaitGroup
+
+	mu       sync.Mutex
+	batchers map[string]*batcher
+	closed   bool
+
+	fmu      sync.Mutex
+	flights  map[*flight]struct{}
+	fchanged chan struct{} // closed and replaced whenever a flight ends
+	firstErr error         // first batch error since the last Flush
+}
+
+// New returns a client for the nodes at addrs ("host:port" or a base URL
+// such as "https://host:port"). It does not connect until the first call.
+func New(addrs []string, opts ...Option) (*Client, error) {
+	o := defaultOptions()
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if len(addrs) == 0 {
+		return nil, errors.New("no address given")
+	}
+	c := &Client{opts: o, producerID: o.producerID, epoch: o.epoch, seqs: newSeqWindow(),
+		stop: make(chan struct{}), batchers: map[string]*batcher{}, flights: map[*flight]struct{}{},
+		fchanged: make(chan struct{})}
+	if c.producerID == "" {
+		var b [16]byte
+		if _, err := rand.Read(b[:]); err != nil {
+			return nil, fmt.Errorf("producer id: %w", err)
+		}
+		c.producerID = hex.EncodeToString(b[:])
+	}
+	if c.epoch == 0 {
+		c.epoch = uint64(time.Now().UnixNano())
+	}
+	hc := o.httpClient
+	if hc == nil {
+		hc = &http.Client{Transport: newTransport()}
+		c.ownHTTP = hc
+	}
+	for _, a := range addrs {
+		u, err := baseURL(a)
+		if err != nil {
+			return nil, err
+		}
+		c.addrs = append(c.addrs, u)
+		c.conns = append(c.conns, topkv1connect.NewTopKServiceClient(hc, u))
+	}
+	c.runCtx, c.runCancel = context.WithCancel(context.Background())
+	return c, nil
+}
+
+// newTransport is tuned for many concurrent unary calls to few hosts.
+func newTransport() *http.Transport {
+	return &http.Transport{
+		DialContext:           (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConns:          256,
+		MaxIdleConnsPerHost:   64,
+		IdleConnTimeout:       90 * time.Second,
+		ForceAttemptHTTP2:     true,
+		ExpectContinueTimeout: time.Second,
+	}
+}
+
+func baseURL(addr string) (string, error) {
+	a := strings.TrimSpace(addr)
+	if a == "" {
+		return "", errors.New("empty address")
+	}
+	if !strings.Contains(a, "://") {
+		a = "http://" + a
+	}
+	if !strings.HasPrefix(a, "http://") && !strings.HasPrefix(a, "https://") {
+		return "", fmt.Errorf("address %q: only http and https are supported", addr)
+	}
+	return strings.TrimRight(a, "/"), nil
+}
+
+// Addrs returns the base URLs the client uses.
+func (c *Client) Addrs() []string { return append([]string(nil), c.addrs...) }
+
+// Producer returns the client's producer identity.
+func (c *Client) Producer() (id string, epoch uint64) { return c.producerID, c.epoch }
+
+// Close flushes queued events (as Flush), then stops the client's goroutines
+// and closes its idle connections. When ctx ends first, batches still in
+// flight are abandoned (their outcome is unknown) and ctx's error is
+// returned. Calls after Close fail with ErrClosed.
+func (c *Client) Close(ctx context.Context) error {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil
+	}
+	c.closed = true
+	bs := make([]*batcher, 0, len(c.batchers))
+	for _, b := range c.batchers {
+		bs = append(bs, b)
+	}
+	c.mu.Unlock()
+	for _, b := range bs {
+		b.close()
+	}
+	err := c.flush(ctx, bs)
+	if err != nil && ctx.Err() != nil {
+		c.runCancel()
+	}
+	close(c.stop)
+	c.wg.Wait()
+	c.runCancel()
+	if c.ownHTTP != nil {
+		c.ownHTTP.CloseIdleConnections()
+	}
+	return err
+}
+
+func (c *Client) isClosed() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.closed
+}

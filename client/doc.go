@@ -1,0 +1,29 @@
+// Package client is the Go client library of topkd: it ingests events with
+// automatic batching and idempotent retries, and runs queries and admin calls
+// against any node, speaking the Connect protocol with binary protobuf.
+//
+// Ingest. A Client has one producer identity, (producer_id, epoch), random
+// unless given by WithProducer, and numbers every batch it sends with the next
+// sequence. A batch whose outcome is unknown (Unavailable, DeadlineExceeded,
+// ResourceExhausted, or a transport error after the request may have reached
+// the server) is retried with the SAME sequence until the retry deadline, so
+// the server counts it once and answers a retry with the original outcome.
+// InvalidArgument, NotFound and other definite failures come back at once.
+// Add and AddMany queue events in a per-leaderboard batcher that sends a
+// batch when it holds WithBatchSize events or its first event is
+// WithBatchAge old; Flush waits for everything queued so far.
+//
+// Queries and admin calls (TopK, Count, leaderboards, Status) return plain Go
+// types. Read-only calls are retried and fail over across the addresses given
+// to New; CreateLeaderboard and DropLeaderboard only fail over when the
+// connection was refused, since a retry after an unknown outcome could
+// answer AlreadyExists or NotFound for work that succeeded.
+//
+// Errors keep their Connect code: use connect.CodeOf(err) to tell
+// InvalidArgument from NotFound from Unavailable.
+//
+// The client never imports the server: it depends only on the public API in
+// proto/topk/v1. It never invents a new sequence for a batch whose outcome is
+// unknown, never retries a definite failure, and never leaves a goroutine
+// running after Close.
+package client

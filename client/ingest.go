@@ -1,0 +1,167 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"sync"
+	"time"
+
+	"connectrpc.com/connect"
+
+	topkv1 "github.com/topkd/topkd/proto/topk/v1"
+	"github.com/topkd/topkd/proto/topk/v1/topkv1connect"
+)
+
+// Event is one occurrence to count.
+type Event struct {
+	Item string `json:"item"`
+	// Count is the event's weight; 0 means 1.
+	Count int64 `json:"count,omitempty"`
+	// Time is the event time; zero lets the receiving node stamp it.
+	Time time.Time `json:"time,omitzero"`
+	// Dimensions are reserved for per-dimension top-K.
+	Dimensions map[string]string `json:"dimensions,omitempty"`
+}
+
+// IngestResult is the server's answer to one batch.
+type IngestResult struct {
+	// Accepted counts the events counted in the "all" window.
+	Accepted uint64 `json:"accepted"`
+	// Duplicate is true when the batch had been applied before (a retry of a
+	// batch whose answer was lost): the counts are the original answer.
+	Duplicate bool `json:"duplicate"`
+	// LateDropped counts, per window, events too late for that window.
+	LateDropped map[string]uint64 `json:"late_dropped,omitempty"`
+	Rejected    uint64            `json:"rejected"`
+	// Sequence is the batch's sequence number for the client's producer.
+	Sequence uint64 `json:"sequence"`
+	// Attempts is how many requests it took (1 without retries).
+	Attempts int `json:"attempts"`
+}
+
+// BatchResult is the final answer to a batch sent by Add, AddMany or Flush.
+type BatchResult struct {
+	Leaderboard string
+	Events      int
+	Result      IngestResult
+	Err         error
+	// Latency runs from the first send of the batch to its final answer.
+	Latency time.Duration
+}
+
+// IngestBatch sends events as one batch and waits for its answer, retrying
+// an unknown outcome with the same sequence. An empty leaderboard means
+// "default".
+func (c *Client) IngestBatch(ctx context.Context, leaderboard string, events []Event) (IngestResult, error) {
+	if c.isClosed() {
+		return IngestResult{}, ErrClosed
+	}
+	return c.ingest(ctx, leaderboard, events)
+}
+
+func (c *Client) ingest(ctx context.Context, leaderboard string, events []Event) (IngestResult, error) {
+	op := fmt.Sprintf("ingest %d events into %q", len(events), lbName(leaderboard))
+	if len(events) == 0 {
+		return IngestResult{}, fmt.Errorf("%s: %w", op, connect.NewError(connect.CodeInvalidArgument, errors.New("no events")))
+	}
+	msg := &topkv1.IngestRequest{Leaderboard: leaderboard, ProducerId: c.producerID, Epoch: c.epoch,
+		Events: make([]*topkv1.Event, len(events))}
+	for i, e := range events {
+		pe := &topkv1.Event{Item: e.Item, Count: e.Count, Dimensions: maps.Clone(e.Dimensions)}
+		if !e.Time.IsZero() {
+			pe.TimeUnixMs = e.Time.UnixMilli()
+		}
+		msg.Events[i] = pe
+	}
+	seq, err := c.seqs.acquire(ctx)
+	if err != nil {
+		return IngestResult{}, fmt.Errorf("%s: %w", op, err)
+	}
+	defer c.seqs.release(seq)
+	msg.Sequence = seq
+	var resp *topkv1.IngestResponse
+	attempts, err := c.call(ctx, op, retryUnknown, func(ctx context.Context, n topkv1connect.TopKServiceClient) error {
+		r, err := n.Ingest(ctx, connect.NewRequest(msg))
+		if err != nil {
+			return err
+		}
+		resp = r.Msg
+		return nil
+	})
+	if err != nil {
+		return IngestResult{Sequence: seq, Attempts: attempts}, err
+	}
+	out := IngestResult{Accepted: resp.Accepted, Duplicate: resp.Duplicate, Rejected: resp.Rejected,
+		Sequence: seq, Attempts: attempts}
+	for _, l := range resp.LateDropped {
+		if out.LateDropped == nil {
+			out.LateDropped = map[string]uint64{}
+		}
+		out.LateDropped[l.Window] += l.Events
+	}
+	return out, nil
+}
+
+func lbName(s string) string {
+	if s == "" {
+		return "default"
+	}
+	return s
+}
+
+// seqWindowLimit keeps the sequences a client has outstanding within half of
+// the server's deduplication window (256 recent sequences per producer), so
+// that a batch retried for a long time is still recognised as a retry.
+const seqWindowLimit = 128
+
+// seqWindow hands out sequence numbers, holding back a new one while the
+// oldest unanswered batch is seqWindowLimit sequences behind.
+type seqWindow struct {
+	mu      sync.Mutex
+	next    uint64
+	out     map[uint64]struct{}
+	changed chan struct{} // closed and replaced on every release
+}
+
+func newSeqWindow() *seqWindow {
+	return &seqWindow{next: 1, out: map[uint64]struct{}{}, changed: make(chan struct{})}
+}
+
+func (s *seqWindow) acquire(ctx context.Context) (uint64, error) {
+	for {
+		s.mu.Lock()
+		if s.next-s.oldest() < seqWindowLimit {
+			seq := s.next
+			s.next++
+			s.out[seq] = struct{}{}
+			s.mu.Unlock()
+			return seq, nil
+		}
+		ch := s.changed
+		s.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return 0, fmt.Errorf("waiting for older batches to be answered: %w", ctx.Err())
+		}
+	}
+}
+
+// oldest returns the lowest outstanding sequence, or next when none is.
+func (s *seqWindow) oldest() uint64 {
+	low := s.next
+	for q := range s.out {
+		low = min(low, q)
+	}
+	return low
+}
+
+func (s *seqWindow) release(seq uint64) {
+	s.mu.Lock()
+	delete(s.out, seq)
+	close(s.changed)
+	s.changed = make(chan struct{})
+	s.mu.Unlock()
+}

@@ -1,0 +1,193 @@
+package server
+
+import (
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// metrics are the node's Prometheus metrics (names topkd_*). Hot-path
+// counters are updated inline; Raft and FSM state is read at scrape time
+// (raft's own go-metrics are process-wide, so each group's Stats() is used).
+type metrics struct {
+	reg           *prometheus.Registry
+	ingestEvents  *prometheus.CounterVec
+	ingestEntries prometheus.Counter
+	ingestParts   prometheus.Counter
+	rejections    *prometheus.CounterVec
+	commitLatency prometheus.Histogram
+	entryEvents   prometheus.Histogram
+	snapshotDur   *prometheus.HistogramVec
+	freshness     prometheus.Histogram
+	queryLatency  *prometheus.HistogramVec
+}
+
+func newMetrics(n *Node) *metrics {
+	m := &metrics{reg: prometheus.NewRegistry()}
+	m.ingestEvents = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "topkd_ingest_events_total",
+		Help: "Events accepted into Raft proposals by this node, by leaderboard."}, []string{"leaderboard"})
+	m.ingestEntries = prometheus.NewCounter(prometheus.CounterOpts{Name: "topkd_ingest_entries_total",
+		Help: "Ingest entries proposed to partition groups led by this node."})
+	m.ingestParts = prometheus.NewCounter(prometheus.CounterOpts{Name: "topkd_ingest_parts_total",
+		Help: "Producer parts coalesced into ingest entries."})
+	m.rejections = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "topkd_ingest_rejections_total",
+		Help: "Ingest requests refused before proposal, by reason."}, []string{"reason"})
+	m.commitLatency = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "topkd_ingest_commit_seconds",
+		Help: "Time from proposing an ingest entry to its commit and apply.", Buckets: prometheus.ExponentialBuckets(0.0002, 2, 16)})
+	m.entryEvents = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "topkd_ingest_entry_deltas",
+		Help: "Deltas per ingest entry (combiner effectiveness).", Buckets: prometheus.ExponentialBuckets(1, 4, 10)})
+	m.snapshotDur = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "topkd_snapshot_seconds",
+		Help: "Raft snapshot durations, by phase (capture on the apply goroutine, persist).",
+		Buckets: prometheus.ExponentialBuckets(0.0001, 4, 12)}, []string{"phase"})
+	m.freshness = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "topkd_cache_freshness_seconds",
+		Help: "Time from acknowledging an ingest entry to its visibility in the cached answer.",
+		Buckets: prometheus.ExponentialBuckets(0.01, 2, 12)})
+	m.queryLatency = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "topkd_query_seconds",
+		Help: "Top-K query latency inside the node, by consistency.", Buckets: prometheus.ExponentialBuckets(0.00001, 4, 12)},
+		[]string{"consistency"})
+	m.reg.MustRegister(m.ingestEvents, m.ingestEntries, m.ingestParts, m.rejections, m.commitLatency, m.entryEvents,
+		m.snapshotDur, m.freshness, m.queryLatency, &stateCollector{n: n},
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// Registry is the node's metrics registry, for /metrics.
+func (n *Node) Registry() *prometheus.Registry { return n.metrics.reg }
+
+var (
+	descRaftState = prometheus.NewDesc("topkd_raft_state", "Raft state of this replica (1 for the current state).",
+		[]string{"group", "state"}, nil)
+	descRaftIndex = prometheus.NewDesc("topkd_raft_index", "Raft indexes of this replica.", []string{"group", "kind"}, nil)
+	descQueue     = prometheus.NewDesc("topkd_ingest_queue_parts", "Parts waiting in a partition's combiner queue.", []string{"partition"}, nil)
+	descInflight  = prometheus.NewDesc("topkd_ingest_inflight_entries", "Ingest entries proposed and not yet applied.", []string{"partition"}, nil)
+	descLate      = prometheus.NewDesc("topkd_late_dropped_events", "Events too late for a window, by leaderboard and window.", []string{"leaderboard", "window"}, nil)
+	descDup       = prometheus.NewDesc("topkd_duplicate_parts", "Producer parts recognized as duplicates.", []string{"partition"}, nil)
+	descRejected  = prometheus.NewDesc("topkd_rejected_events", "Events rejected in the state machine (stale incarnation or max_items).", []string{"leaderboard", "reason"}, nil)
+	descBytes     = prometheus.NewDesc("topkd_state_bytes", "Estimated counting-state memory, by partition.", []string{"partition"}, nil)
+	descCacheAge  = prometheus.NewDesc("topkd_cache_age_seconds", "Age of the oldest cached top-K answer.", nil, nil)
+	descHeap      = prometheus.NewDesc("topkd_heap_bytes", "Live heap as sampled by the memory guard.", nil, nil)
+)
+
+type stateCollector struct{ n *Node }
+
+func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descRaftState, descRaftIndex, descQueue, descInflight, descLate, descDup, descRejected, descBytes, descCacheAge, descHeap} {
+		ch <- d
+	}
+}
+
+func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
+	n := c.n
+	groups := append([]*group{n.meta}, func() []*group {
+		var gs []*group
+		for _, p := range n.parts {
+			gs = append(gs, p.g)
+		}
+		return gs
+	}()...)
+	for _, g := range groups {
+		st := g.raft.State()
+		for _, s := range []raft.RaftState{raft.Follower, raft.Candidate, raft.Leader, raft.Shutdown} {
+			v := 0.0
+			if s == st {
+				v = 1
+			}
+			ch <- prometheus.MustNewConstMetric(descRaftState, prometheus.GaugeValue, v, g.name, s.String())
+		}
+		stats := g.raft.Stats()
+		for _, k := range []string{"commit_index", "applied_index", "last_log_index", "last_snapshot_index", "term"} {
+			v, _ := strconv.ParseFloat(stats[k], 64)
+			ch <- prometheus.MustNewConstMetric(descRaftIndex, prometheus.GaugeValue, v, g.name, k)
+		}
+		ch <- prometheus.MustNewConstMetric(descRaftIndex, prometheus.GaugeValue, float64(g.fsm.AppliedIndex()), g.name, "fsm_applied_index")
+	}
+	late := map[[2]string]uint64{}
+	rejected := map[[2]string]uint64{}
+	for _, p := range n.parts {
+		id := strconv.Itoa(p.id)
+		ch <- prometheus.MustNewConstMetric(descQueue, prometheus.GaugeValue, float64(len(p.comb.in)), id)
+		ch <- prometheus.MustNewConstMetric(descInflight, prometheus.GaugeValue, float64(len(p.comb.inflight)), id)
+		s := p.fsm.Stats()
+		ch <- prometheus.MustNewConstMetric(descDup, prometheus.CounterValue, float64(s.Duplicates), id)
+		ch <- prometheus.MustNewConstMetric(descBytes, prometheus.GaugeValue, float64(s.Bytes), id)
+		rejected[[2]string{"", "stale_incarnation"}] += s.RejectedStale
+		for _, l := range s.Leaderboards {
+			rejected[[2]string{l.Name, "max_items"}] += l.RejectedMaxItems
+			for _, w := range l.Windows[1:] {
+				late[[2]string{l.Name, w.Window.String()}] += w.LateDropped
+			}
+		}
+	}
+	for k, v := range late {
+		ch <- prometheus.MustNewConstMetric(descLate, prometheus.CounterValue, float64(v), k[0], k[1])
+	}
+	for k, v := range rejected {
+		ch <- prometheus.MustNewConstMetric(descRejected, prometheus.CounterValue, float64(v), k[0], k[1])
+	}
+	ch <- prometheus.MustNewConstMetric(descCacheAge, prometheus.GaugeValue, n.cache.age().Seconds())
+	ch <- prometheus.MustNewConstMetric(descHeap, prometheus.GaugeValue, float64(n.mem.HeapBytes()))
+}
+
+// ackTracker remembers a partition's last acknowledged entry so the cache
+// refresh can measure freshness.
+type ackTracker struct {
+	mu    sync.Mutex
+	index uint64
+	at    time.Time
+	seen  bool
+}
+
+func (a *ackTracker) acked(index uint64, at time.Time) {
+	a.mu.Lock()
+	a.index, a.at, a.seen = index, at, false
+	a.mu.Unlock()
+}
+
+// visible returns how long ago the last ack happened if appliedIndex covers it
+// and it was not reported before.
+func (a *ackTracker) visible(applied uint64, now time.Time) (time.Duration, bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.seen || a.index == 0 || applied < a.index {
+		return 0, false
+	}
+	a.seen = true
+	return now.Sub(a.at), true
+}
+
+// timedFSM times a partition FSM's snapshots.
+type timedFSM struct {
+	readFSM
+	m *metrics
+}
+
+// ApplyBatch keeps the wrapped FSM batching (raft checks for raft.BatchingFSM).
+func (t *timedFSM) ApplyBatch(logs []*raft.Log) []interface{} {
+	return t.readFSM.(raft.BatchingFSM).ApplyBatch(logs)
+}
+
+func (t *timedFSM) Snapshot() (raft.FSMSnapshot, error) {
+	start := time.Now()
+	s, err := t.readFSM.Snapshot()
+	t.m.snapshotDur.WithLabelValues("capture").Observe(time.Since(start).Seconds())
+	if err != nil {
+		return nil, err
+	}
+	return &timedSnapshot{FSMSnapshot: s, m: t.m}, nil
+}
+
+type timedSnapshot struct {
+	raft.FSMSnapshot
+	m *metrics
+}
+
+func (s *timedSnapshot) Persist(sink raft.SnapshotSink) error {
+	start := time.Now()
+	err := s.FSMSnapshot.Persist(sink)
+	s.m.snapshotDur.WithLabelValues("persist").Observe(time.Since(start).Seconds())
+	return err
+}
