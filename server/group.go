@@ -190,10 +190,32 @@ func (g *group) isLeader() bool { return g.ready.Load() && g.raft.State() == raf
 
 // waitBoot blocks until the FSM applied everything found in the log at boot.
 func (g *group) waitBoot(ctx context.Context) error {
-	if g.bootIndex == 0 {
+	if g.bootIndex == 0 || g.fsm.AppliedIndex() >= g.bootIndex {
 		return nil
 	}
-	return g.fsm.WaitApplied(ctx, g.bootIndex)
+	return g.waitFSM(ctx, g.bootIndex)
+}
+
+// waitFSM waits until the FSM applied every entry up to idx that it will
+// ever see. Raft keeps no-op and barrier entries from the FSM, so the FSM's
+// own applied index can stop short of idx; the target is the last command or
+// configuration entry at or below idx.
+func (g *group) waitFSM(ctx context.Context, idx uint64) error {
+	if g.fsm.AppliedIndex() >= idx {
+		return nil
+	}
+	target := idx
+	var l raft.Log
+	for target > 0 {
+		if err := g.store.GetLog(target, &l); err != nil {
+			break // compacted into a snapshot, which the FSM restored
+		}
+		if l.Type == raft.LogCommand || l.Type == raft.LogConfiguration {
+			break
+		}
+		target--
+	}
+	return g.fsm.WaitApplied(ctx, target)
 }
 
 // readIndex implements a linearizable read barrier: the commit index taken
@@ -206,7 +228,7 @@ func (g *group) readIndex(ctx context.Context) error {
 	if err := g.raft.VerifyLeader().Error(); err != nil {
 		return fmt.Errorf("%w: %v", ErrNotLeader, err)
 	}
-	return g.fsm.WaitApplied(ctx, idx)
+	return g.waitFSM(ctx, idx)
 }
 
 func (g *group) close() error {
