@@ -250,8 +250,25 @@ func (n *Node) openPartitions(ctx context.Context) error {
 		if err := n.waitLeader(ctx, p.g); err != nil {
 			return err
 		}
+		if err := p.g.waitBoot(ctx); err != nil {
+			return err
+		}
 	}
-	return nil
+	// Serve only once every partition holds every leaderboard definition.
+	n.reconcile(st)
+	want := map[string]uint64{}
+	for _, c := range st.Leaderboards {
+		want[c.Name] = c.Incarnation
+	}
+	return n.waitPartitions(ctx, func(p *partition) bool {
+		got := 0
+		for _, c := range p.fsm.Leaderboards() {
+			if inc, ok := want[c.Name]; ok && inc == c.Incarnation {
+				got++
+			}
+		}
+		return got == len(want)
+	})
 }
 
 // Ready reports whether every group has a leader here and has applied the log found at boot.

@@ -80,7 +80,8 @@ type CountAnswer struct {
 	Consistency   Consistency
 }
 
-func (n *Node) checkQuery(lb string, window time.Duration, k int) (*pb.LeaderboardConfig, error) {
+// checkQuery validates a query; k is checked unless it is nil (Count).
+func (n *Node) checkQuery(lb string, window time.Duration, k *int) (*pb.LeaderboardConfig, error) {
 	cfg, err := n.leaderboard(lb)
 	if err != nil {
 		return nil, err
@@ -96,8 +97,8 @@ func (n *Node) checkQuery(lb string, window time.Duration, k int) (*pb.Leaderboa
 			return nil, fmt.Errorf("%w %v for leaderboard %q", fsm.ErrUnknownWindow, window, lb)
 		}
 	}
-	if k != -1 && (k <= 0 || k > int(cfg.KMax)) {
-		return nil, invalid("k", "%d is outside 1..%d (the leaderboard's k_max)", k, cfg.KMax)
+	if k != nil && (*k <= 0 || *k > int(cfg.KMax)) {
+		return nil, invalid("k", "%d is outside 1..%d (the leaderboard's k_max)", *k, cfg.KMax)
 	}
 	return cfg, nil
 }
@@ -110,7 +111,7 @@ func (n *Node) TopK(ctx context.Context, q TopKQuery) (TopKAnswer, error) {
 	if q.Consistency == 0 {
 		q.Consistency = Cached
 	}
-	cfg, err := n.checkQuery(q.Leaderboard, q.Window, q.K)
+	cfg, err := n.checkQuery(q.Leaderboard, q.Window, &q.K)
 	if err != nil {
 		return TopKAnswer{}, err
 	}
@@ -176,7 +177,7 @@ func (n *Node) Count(ctx context.Context, lb, item string, window time.Duration,
 	if c == 0 || c == Cached {
 		c = Leader
 	}
-	cfg, err := n.checkQuery(lb, window, -1)
+	cfg, err := n.checkQuery(lb, window, nil)
 	if err != nil {
 		return CountAnswer{}, err
 	}

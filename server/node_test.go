@@ -1,0 +1,197 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/topkd/topkd/fsm"
+	pb "github.com/topkd/topkd/proto/topkd/raftcmd/v1"
+)
+
+// openTestNode opens a real single-node server in dir on a loopback Raft port.
+func openTestNode(t *testing.T, dir string) *Node {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	n, err := Open(ctx, Config{NodeID: "n1", DataDir: dir, RaftAddr: ln.Addr().String(), RaftListener: ln,
+		Partitions: 4, Raft: testPolicy(), Logger: quietLog()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func linearTop(t *testing.T, n *Node, lb string, w time.Duration, k int) []fsm.Item {
+	t.Helper()
+	a, err := n.TopK(context.Background(), TopKQuery{Leaderboard: lb, Window: w, K: k, Consistency: Linearizable})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a.Items
+}
+
+func TestNodeIngestQueryRestart(t *testing.T) {
+	dir := t.TempDir()
+	n := openTestNode(t, dir)
+	ctx := context.Background()
+	now := time.Now().UnixMilli()
+	var evs []Event
+	want := map[string]int64{}
+	for i := 0; i < 500; i++ {
+		item := fmt.Sprintf("song-%d", i%37)
+		c := int64(i%5 + 1)
+		evs = append(evs, Event{Item: item, Count: c, TimeMs: now})
+		want[item] += c
+	}
+	res, err := n.Ingest(ctx, IngestRequest{Events: evs, ProducerID: "p1", Epoch: 1, Sequence: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Accepted != 500 || res.Duplicate {
+		t.Fatalf("ingest result %+v, want 500 accepted", res)
+	}
+	// A retry of the same sequence is not counted again and returns the original answer.
+	res, err = n.Ingest(ctx, IngestRequest{Events: evs, ProducerID: "p1", Epoch: 1, Sequence: 1})
+	if err != nil || !res.Duplicate || res.Accepted != 500 {
+		t.Fatalf("retry: %+v, %v; want duplicate with 500 accepted", res, err)
+	}
+	check := func(n *Node) {
+		t.Helper()
+		for _, w := range []time.Duration{0, time.Hour} {
+			top := linearTop(t, n, "default", w, 37)
+			if len(top) != 37 {
+				t.Fatalf("window %v: %d items, want 37", w, len(top))
+			}
+			for i, it := range top {
+				if it.Count != want[it.Item] {
+					t.Errorf("window %v: %s = %d, want %d", w, it.Item, it.Count, want[it.Item])
+				}
+				if i > 0 && (top[i-1].Count < it.Count || (top[i-1].Count == it.Count && top[i-1].Item > it.Item)) {
+					t.Errorf("window %v: order broken at %d: %v then %v", w, i, top[i-1], it)
+				}
+			}
+		}
+		c, err := n.Count(ctx, "default", "song-3", 0, Linearizable)
+		if err != nil || c.Count != want["song-3"] {
+			t.Errorf("count song-3 = %d, %v; want %d", c.Count, err, want["song-3"])
+		}
+	}
+	check(n)
+	if err := n.Close(); err != nil {
+		t.Fatal(err)
+	}
+	n = openTestNode(t, dir)
+	defer n.Close()
+	if err := n.Ready(ctx); err != nil {
+		t.Fatal(err)
+	}
+	check(n)
+	// Deduplication survives the restart.
+	res, err = n.Ingest(ctx, IngestRequest{Events: evs, ProducerID: "p1", Epoch: 1, Sequence: 1})
+	if err != nil || !res.Duplicate {
+		t.Fatalf("retry after restart: %+v, %v; want duplicate", res, err)
+	}
+	check(n)
+}
+
+func TestNodeRejectsBadInput(t *testing.T) {
+	n := openTestNode(t, t.TempDir())
+	defer n.Close()
+	ctx := context.Background()
+	now := time.Now().UnixMilli()
+	good := Event{Item: "ok", TimeMs: now}
+	tests := []struct {
+		name  string
+		req   IngestRequest
+		want  error
+		field string
+	}{
+		{"empty batch", IngestRequest{}, ErrInvalid, "events"},
+		{"empty item", IngestRequest{Events: []Event{good, {Item: ""}}}, ErrInvalid, "events[1].item"},
+		{"oversized item", IngestRequest{Events: []Event{{Item: string(make([]byte, 513))}}}, ErrInvalid, "events[0].item"},
+		{"invalid utf-8", IngestRequest{Events: []Event{{Item: "a\xffb"}}}, ErrInvalid, "events[0].item"},
+		{"future time", IngestRequest{Events: []Event{{Item: "x", TimeMs: now + time.Hour.Milliseconds()}}}, ErrInvalid, "events[0].time"},
+		{"time before 1970", IngestRequest{Events: []Event{{Item: "x", TimeMs: -5}}}, ErrInvalid, "events[0].time"},
+		{"unknown leaderboard", IngestRequest{Leaderboard: "nope", Events: []Event{good}}, fsm.ErrUnknownLeaderboard, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := n.Ingest(ctx, tt.req)
+			if !errors.Is(err, tt.want) {
+				t.Fatalf("got %v, want %v", err, tt.want)
+			}
+			var fe *FieldError
+			if tt.field != "" && (!errors.As(err, &fe) || fe.Field != tt.field) {
+				t.Fatalf("got %v, want a field error on %s", err, tt.field)
+			}
+		})
+	}
+	// Nothing of the refused batches was counted.
+	if top := linearTop(t, n, "default", 0, 10); len(top) != 0 {
+		t.Fatalf("refused batches left counts: %v", top)
+	}
+	for _, k := range []int{0, -1, 1001} {
+		if _, err := n.TopK(ctx, TopKQuery{K: k}); !errors.Is(err, ErrInvalid) {
+			t.Errorf("k=%d: got %v, want ErrInvalid", k, err)
+		}
+	}
+	if _, err := n.TopK(ctx, TopKQuery{K: 1, Window: 2 * time.Hour}); !errors.Is(err, fsm.ErrUnknownWindow) {
+		t.Errorf("unknown window: got %v", err)
+	}
+}
+
+func TestNodeLeaderboardLifecycle(t *testing.T) {
+	n := openTestNode(t, t.TempDir())
+	defer n.Close()
+	ctx := context.Background()
+	cfg := &pb.LeaderboardConfig{Name: "plays", KMax: 5, Clock: pb.Clock_CLOCK_EVENT,
+		Windows: []*pb.WindowSpec{{DurationMs: time.Hour.Milliseconds()}}}
+	created, err := n.CreateLeaderboard(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if created.Incarnation == 0 || created.KMax != 5 {
+		t.Fatalf("created %+v", created)
+	}
+	if _, err := n.CreateLeaderboard(ctx, cfg); !errors.Is(err, ErrLeaderboardExists) {
+		t.Fatalf("second create: %v", err)
+	}
+	base := time.Date(2001, 1, 1, 0, 0, 0, 0, time.UTC).UnixMilli()
+	res, err := n.Ingest(ctx, IngestRequest{Leaderboard: "plays", Events: []Event{
+		{Item: "a", TimeMs: base}, {Item: "b", TimeMs: base + 2*time.Hour.Milliseconds()}, {Item: "a", TimeMs: base}}})
+	if err != nil || res.Accepted != 3 {
+		t.Fatalf("ingest: %+v, %v", res, err)
+	}
+	if top := linearTop(t, n, "plays", 0, 5); len(top) != 2 || top[0] != (fsm.Item{Item: "a", Count: 2}) {
+		t.Fatalf("all: %v", top)
+	}
+	// The event clock is at base+2h on b's partition; a's partition catches up through ticks.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		top := linearTop(t, n, "plays", time.Hour, 5)
+		if len(top) == 1 && top[0].Item == "b" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("1h window never slid past a: %v", top)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err := n.DropLeaderboard(ctx, "plays"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.TopK(ctx, TopKQuery{Leaderboard: "plays", K: 1}); !errors.Is(err, fsm.ErrUnknownLeaderboard) {
+		t.Fatalf("after drop: %v", err)
+	}
+	if err := n.DropLeaderboard(ctx, "default"); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("drop default: %v", err)
+	}
+}
