@@ -41,10 +41,10 @@ func newMetrics(n *Node) *metrics {
 	m.entryEvents = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "topkd_ingest_entry_deltas",
 		Help: "Deltas per ingest entry (combiner effectiveness).", Buckets: prometheus.ExponentialBuckets(1, 4, 10)})
 	m.snapshotDur = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "topkd_snapshot_seconds",
-		Help: "Raft snapshot durations, by phase (capture on the apply goroutine, persist).",
+		Help:    "Raft snapshot durations, by phase (capture on the apply goroutine, persist).",
 		Buckets: prometheus.ExponentialBuckets(0.0001, 4, 12)}, []string{"phase"})
 	m.freshness = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "topkd_cache_freshness_seconds",
-		Help: "Time from acknowledging an ingest entry to its visibility in the cached answer.",
+		Help:    "Time from acknowledging an ingest entry to its visibility in the cached answer.",
 		Buckets: prometheus.ExponentialBuckets(0.01, 2, 12)})
 	m.queryLatency = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "topkd_query_seconds",
 		Help: "Top-K query latency inside the node, by consistency.", Buckets: prometheus.ExponentialBuckets(0.00001, 4, 12)},

@@ -116,7 +116,9 @@ func (n *Node) TopK(ctx context.Context, q TopKQuery) (TopKAnswer, error) {
 		return TopKAnswer{}, err
 	}
 	start := time.Now()
-	defer func() { n.metrics.queryLatency.WithLabelValues(q.Consistency.String()).Observe(time.Since(start).Seconds()) }()
+	defer func() {
+		n.metrics.queryLatency.WithLabelValues(q.Consistency.String()).Observe(time.Since(start).Seconds())
+	}()
 	if q.Consistency == Cached {
 		a, err := n.cache.get(ctx, cfg, q.Window)
 		if err != nil {
