@@ -101,10 +101,7 @@ func (s *service) TopK(ctx context.Context, req *connect.Request[topkv1.TopKRequ
 	if err != nil {
 		return nil, connectErr(badRequest("window", "%v", err))
 	}
-	k := int(m.K)
-	if k == 0 {
-		k = 100
-	}
+	k := int(m.K) // 0: the node's default, min(100, k_max)
 	a, err := s.n.TopK(ctx, server.TopKQuery{Leaderboard: m.Leaderboard, Window: win, K: k,
 		Consistency: consistency(m.Consistency, server.Leader)})
 	if err != nil {

@@ -102,11 +102,15 @@ type topJSON struct {
 
 func (h *rest) topItems(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	k := 100
+	k := 0 // the node's default: min(100, k_max)
 	if s := q.Get("k"); s != "" {
 		v, err := strconv.Atoi(s)
 		if err != nil {
 			writeErr(w, badRequest("k", "%q is not an integer", s))
+			return
+		}
+		if v < 1 {
+			writeErr(w, badRequest("k", "%d is below 1", v))
 			return
 		}
 		k = v
@@ -258,11 +262,12 @@ func parseBatch(body []byte) (batchJSON, error) {
 		}
 		return b, nil
 	}
-	// An envelope object, or NDJSON (one event per line).
-	if first, _, _ := bytes.Cut(trimmed, []byte("\n")); bytes.Contains(first, []byte(`"events"`)) {
-		if err := strictUnmarshal(trimmed, &b); err == nil {
-			return b, nil
+	// An envelope object (possibly spanning lines), or NDJSON (one event per line).
+	if isEnvelope(trimmed) {
+		if err := strictUnmarshal(trimmed, &b); err != nil {
+			return b, badRequest("body", "malformed envelope {\"producer_id\",...,\"events\":[...]}: %v", err)
 		}
+		return b, nil
 	}
 	sc := bufio.NewScanner(bytes.NewReader(trimmed))
 	sc.Buffer(make([]byte, 64<<10), MaxBodyBytes)
@@ -283,6 +288,18 @@ func parseBatch(body []byte) (batchJSON, error) {
 		return b, badRequest("body", "%v", err)
 	}
 	return b, nil
+}
+
+// isEnvelope reports whether the body's first JSON value is an object with
+// an "events" key; when it does not decode, whether its first line names "events".
+func isEnvelope(body []byte) bool {
+	var first map[string]json.RawMessage
+	if err := json.NewDecoder(bytes.NewReader(body)).Decode(&first); err != nil {
+		line, _, _ := bytes.Cut(body, []byte("\n"))
+		return bytes.Contains(line, []byte(`"events"`))
+	}
+	_, ok := first["events"]
+	return ok
 }
 
 func strictUnmarshal(data []byte, v any) error {

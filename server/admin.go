@@ -121,25 +121,25 @@ func (n *Node) DescribeLeaderboard(name string) (LeaderboardStats, error) {
 
 // PartitionStatus describes this node's replica of a partition.
 type PartitionStatus struct {
-	Partition         int
-	State             string
-	Leader            string
-	CommitIndex       uint64
-	AppliedIndex      uint64
-	LastSnapshotIndex uint64
-	DistinctItems     uint64
-	StateBytes        int64
+	Partition         int    `json:"partition"`
+	State             string `json:"state"`
+	Leader            string `json:"leader"`
+	CommitIndex       uint64 `json:"commit_index"`
+	AppliedIndex      uint64 `json:"applied_index"`
+	LastSnapshotIndex uint64 `json:"last_snapshot_index"`
+	DistinctItems     uint64 `json:"distinct_items"`
+	StateBytes        int64  `json:"state_bytes"`
 }
 
 // Status describes the node.
 type Status struct {
-	NodeID     string
-	RaftAddr   string
-	HTTPAddr   string
-	Ready      bool
-	Partitions []PartitionStatus
-	MetaLeader string
-	HeapBytes  uint64
+	NodeID     string            `json:"node_id"`
+	RaftAddr   string            `json:"raft_addr"`
+	HTTPAddr   string            `json:"http_addr"`
+	Ready      bool              `json:"ready"`
+	Partitions []PartitionStatus `json:"partitions"`
+	MetaLeader string            `json:"meta_leader"`
+	HeapBytes  uint64            `json:"heap_bytes"`
 }
 
 // Status returns this node's view.

@@ -138,7 +138,7 @@ func TestNodeRejectsBadInput(t *testing.T) {
 	if top := linearTop(t, n, "default", 0, 10); len(top) != 0 {
 		t.Fatalf("refused batches left counts: %v", top)
 	}
-	for _, k := range []int{0, -1, 1001} {
+	for _, k := range []int{-1, 1001} { // 0 means the default, min(100, k_max)
 		if _, err := n.TopK(ctx, TopKQuery{K: k}); !errors.Is(err, ErrInvalid) {
 			t.Errorf("k=%d: got %v, want ErrInvalid", k, err)
 		}

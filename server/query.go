@@ -4,6 +4,8 @@ import (
 	"container/heap"
 	"context"
 	"fmt"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -50,6 +52,22 @@ func ParseConsistency(s string, def Consistency) (Consistency, error) {
 	return 0, invalid("consistency", "%q is not one of cached, leader, linearizable", s)
 }
 
+// DefaultK is the k of a query that names none (capped at the leaderboard's K_max).
+const DefaultK = 100
+
+// shortDuration writes whole days as "1d", else the shortest whole unit.
+func shortDuration(d time.Duration) string {
+	switch {
+	case d%(24*time.Hour) == 0:
+		return strconv.Itoa(int(d/(24*time.Hour))) + "d"
+	case d%time.Hour == 0:
+		return strconv.Itoa(int(d/time.Hour)) + "h"
+	case d%time.Minute == 0:
+		return strconv.Itoa(int(d/time.Minute)) + "m"
+	}
+	return d.String()
+}
+
 // TopKQuery asks for the k most frequent items of a window (0 = all time).
 type TopKQuery struct {
 	Leaderboard string
@@ -94,7 +112,12 @@ func (n *Node) checkQuery(lb string, window time.Duration, k *int) (*pb.Leaderbo
 			}
 		}
 		if !found {
-			return nil, fmt.Errorf("%w %v for leaderboard %q", fsm.ErrUnknownWindow, window, lb)
+			names := []string{"all"}
+			for _, w := range cfg.Windows {
+				names = append(names, shortDuration(time.Duration(w.DurationMs)*time.Millisecond))
+			}
+			return nil, fmt.Errorf("%w: time_window %s is not configured for leaderboard %q (it has %s)",
+				fsm.ErrUnknownWindow, shortDuration(window), lb, strings.Join(names, ", "))
 		}
 	}
 	if k != nil && (*k <= 0 || *k > int(cfg.KMax)) {
@@ -110,6 +133,11 @@ func (n *Node) TopK(ctx context.Context, q TopKQuery) (TopKAnswer, error) {
 	}
 	if q.Consistency == 0 {
 		q.Consistency = Cached
+	}
+	if q.K == 0 {
+		if cfg, err := n.leaderboard(q.Leaderboard); err == nil {
+			q.K = min(DefaultK, int(cfg.KMax))
+		}
 	}
 	cfg, err := n.checkQuery(q.Leaderboard, q.Window, &q.K)
 	if err != nil {
