@@ -220,6 +220,14 @@ func (b *batcher) loop() {
 func (c *Client) launch(lb string, events []Event) {
 	f := &flight{done: make(chan struct{})}
 	c.fmu.Lock()
+	if c.stopped.Load() {
+		// Only a Flush racing Close gets here: Close has already flushed.
+		if c.firstErr == nil {
+			c.firstErr = fmt.Errorf("ingest %d events into %q: %w", len(events), lbName(lb), ErrClosed)
+		}
+		c.fmu.Unlock()
+		return
+	}
 	c.flights[f] = struct{}{}
 	c.fmu.Unlock()
 	c.wg.Add(1)

@@ -36,6 +36,7 @@ type Client struct {
 	runCtx    context.Context
 	runCancel context.CancelFunc
 	stop      chan struct{} // closed by Close after the final flush
+	stopped   atomic.Bool   // set by Close after the final flush: no more requests
 	wg        sync.WaitGroup
 
 	mu       sync.Mutex
@@ -143,6 +144,9 @@ func (c *Client) Close(ctx context.Context) error {
 	if err != nil && ctx.Err() != nil {
 		c.runCancel()
 	}
+	c.fmu.Lock() // orders stopped against launch's check
+	c.stopped.Store(true)
+	c.fmu.Unlock()
 	close(c.stop)
 	c.wg.Wait()
 	c.runCancel()

@@ -2,11 +2,11 @@ package client
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"maps"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"connectrpc.com/connect"
 
@@ -64,11 +64,21 @@ func (c *Client) IngestBatch(ctx context.Context, leaderboard string, events []E
 func (c *Client) ingest(ctx context.Context, leaderboard string, events []Event) (IngestResult, error) {
 	op := fmt.Sprintf("ingest %d events into %q", len(events), lbName(leaderboard))
 	if len(events) == 0 {
-		return IngestResult{}, fmt.Errorf("%s: %w", op, connect.NewError(connect.CodeInvalidArgument, errors.New("no events")))
+		return IngestResult{}, invalidArg(op, "no events")
 	}
 	msg := &topkv1.IngestRequest{Leaderboard: leaderboard, ProducerId: c.producerID, Epoch: c.epoch,
 		Events: make([]*topkv1.Event, len(events))}
 	for i, e := range events {
+		// Protobuf strings must be UTF-8: say which event is wrong rather
+		// than fail to marshal the whole batch.
+		if !utf8.ValidString(e.Item) {
+			return IngestResult{}, invalidArg(op, "events[%d].item: not valid UTF-8", i)
+		}
+		for k, v := range e.Dimensions {
+			if !utf8.ValidString(k) || !utf8.ValidString(v) {
+				return IngestResult{}, invalidArg(op, "events[%d].dimensions: not valid UTF-8", i)
+			}
+		}
 		pe := &topkv1.Event{Item: e.Item, Count: e.Count, Dimensions: maps.Clone(e.Dimensions)}
 		if !e.Time.IsZero() {
 			pe.TimeUnixMs = e.Time.UnixMilli()

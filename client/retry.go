@@ -41,7 +41,7 @@ func retryable(err error, p retryPolicy) bool {
 	switch connect.CodeOf(err) {
 	case connect.CodeUnavailable, connect.CodeDeadlineExceeded, connect.CodeResourceExhausted, connect.CodeAborted:
 		return true
-	case connect.CodeUnknown, connect.CodeInternal:
+	case connect.CodeUnknown:
 		// Synthesized by the client when the connection broke while
 		// reading the answer: the request may have been applied.
 		return !connect.IsWireError(err)
@@ -58,6 +58,9 @@ func (c *Client) call(ctx context.Context, op string, p retryPolicy, fn func(con
 	start := int(c.next.Add(1))
 	began := time.Now()
 	for attempt := 0; ; attempt++ {
+		if c.stopped.Load() {
+			return attempt, fmt.Errorf("%s: %w", op, ErrClosed)
+		}
 		node := c.conns[(start+attempt)%len(c.conns)]
 		actx, acancel := context.WithTimeout(ctx, c.opts.attemptTimeout)
 		err := fn(actx, node)

@@ -17,7 +17,8 @@ import (
 
 // registerConnect mounts the topk.v1 service (Connect, gRPC, gRPC-Web).
 func registerConnect(mux *http.ServeMux, n *server.Node) {
-	path, h := topkv1connect.NewTopKServiceHandler(&service{n: n})
+	// Small answers are not worth gzip's CPU; large top-K lists still compress.
+	path, h := topkv1connect.NewTopKServiceHandler(&service{n: n}, connect.WithCompressMinBytes(8<<10))
 	mux.Handle(path, h)
 	mux.Handle(grpchealth.NewHandler(&health{n: n}))
 	reflector := grpcreflect.NewStaticReflector(topkv1connect.TopKServiceName, grpchealth.HealthV1ServiceName)
@@ -191,7 +192,7 @@ func (s *service) Status(ctx context.Context, req *connect.Request[topkv1.Status
 	for _, p := range st.Partitions {
 		out.PartitionStatus = append(out.PartitionStatus, &topkv1.PartitionStatus{Partition: uint32(p.Partition), State: p.State,
 			Leader: p.Leader, CommitIndex: p.CommitIndex, AppliedIndex: p.AppliedIndex, LastSnapshotIndex: p.LastSnapshotIndex,
-			DistinctItems: p.DistinctItems})
+			DistinctItems: p.DistinctItems, IngestEventsPerSecond: p.IngestEventsPerSecond})
 	}
 	return connect.NewResponse(out), nil
 }

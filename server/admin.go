@@ -129,6 +129,8 @@ type PartitionStatus struct {
 	LastSnapshotIndex uint64 `json:"last_snapshot_index"`
 	DistinctItems     uint64 `json:"distinct_items"`
 	StateBytes        int64  `json:"state_bytes"`
+	// IngestEventsPerSecond is the recent accepted-event rate (10 s moving average).
+	IngestEventsPerSecond float64 `json:"ingest_events_per_second"`
 }
 
 // Status describes the node.
@@ -154,7 +156,8 @@ func (n *Node) Status(ctx context.Context) Status {
 		_, lid := p.g.raft.LeaderWithID()
 		st := p.fsm.Stats()
 		ps := PartitionStatus{Partition: p.id, State: p.g.raft.State().String(), Leader: string(lid),
-			CommitIndex: p.g.raft.CommitIndex(), AppliedIndex: p.fsm.AppliedIndex(), StateBytes: st.Bytes}
+			CommitIndex: p.g.raft.CommitIndex(), AppliedIndex: p.fsm.AppliedIndex(), StateBytes: st.Bytes,
+			IngestEventsPerSecond: p.rate.perSecond(n.clock.Now())}
 		ps.LastSnapshotIndex = parseUint(p.g.raft.Stats()["last_snapshot_index"])
 		for _, l := range st.Leaderboards {
 			ps.DistinctItems += uint64(l.DistinctItems)

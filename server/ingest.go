@@ -411,6 +411,7 @@ func (c *combiner) propose(batch []*pendingPart) {
 		for i, pp := range batch {
 			if out := res.Outcomes[i]; out.Status == pb.PartStatus_PART_STATUS_APPLIED {
 				m.ingestEvents.WithLabelValues(pp.part.Boards[0].Leaderboard).Add(float64(out.Accepted))
+				c.p.rate.add(now, out.Accepted)
 			}
 			pp.done <- partResult{out: res.Outcomes[i]}
 		}

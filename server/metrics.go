@@ -191,3 +191,41 @@ func (s *timedSnapshot) Persist(sink raft.SnapshotSink) error {
 	s.m.snapshotDur.WithLabelValues("persist").Observe(time.Since(start).Seconds())
 	return err
 }
+
+// rateMeter is a cheap moving rate: events counted into one-second slots,
+// averaged over the last ten complete seconds.
+type rateMeter struct {
+	mu    sync.Mutex
+	slots [11]uint64
+	sec   int64 // unix second of the current slot
+}
+
+func (r *rateMeter) roll(now int64) {
+	if now <= r.sec {
+		return
+	}
+	for s := r.sec + 1; s <= now && s <= r.sec+int64(len(r.slots)); s++ {
+		r.slots[s%int64(len(r.slots))] = 0
+	}
+	r.sec = now
+}
+
+func (r *rateMeter) add(now time.Time, n uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.roll(now.Unix())
+	r.slots[r.sec%int64(len(r.slots))] += n
+}
+
+func (r *rateMeter) perSecond(now time.Time) float64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.roll(now.Unix())
+	var sum uint64
+	for i, v := range r.slots {
+		if int64(i) != r.sec%int64(len(r.slots)) {
+			sum += v
+		}
+	}
+	return float64(sum) / float64(len(r.slots)-1)
+}

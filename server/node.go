@@ -76,6 +76,7 @@ type partition struct {
 	fsm  *fsm.FSM
 	comb *combiner
 	ack  ackTracker
+	rate rateMeter // accepted events per second, for status and rebalancing
 }
 
 // Open starts a node; a node with no data bootstraps a single-node cluster.

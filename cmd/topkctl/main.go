@@ -1,0 +1,137 @@
+// Command topkctl is the admin CLI of topkd: status, queries, leaderboards,
+// bulk ingest from CSV or NDJSON, and a load generator. It talks to any node
+// through the Go client library.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/topkd/topkd/client"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	err := newApp(os.Stdin, os.Stdout, os.Stderr).root().ExecuteContext(ctx)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "topkctl:", err)
+		os.Exit(1)
+	}
+}
+
+// app holds the global flags and the streams the commands use.
+type app struct {
+	addr    string
+	timeout time.Duration
+	stdin   io.Reader
+	stdout  io.Writer
+	stderr  io.Writer
+}
+
+func newApp(stdin io.Reader, stdout, stderr io.Writer) *app {
+	return &app{stdin: stdin, stdout: stdout, stderr: stderr}
+}
+
+// envOr returns the environment variable or def.
+func envOr(name, def string) string {
+	if v, ok := os.LookupEnv(name); ok && v != "" {
+		return v
+	}
+	return def
+}
+
+func (a *app) root() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "topkctl",
+		Short: "Administer and query a topkd cluster",
+		Long: "topkctl talks to a topkd node over its HTTP port (Connect protocol).\n" +
+			"Every command takes --addr (TOPKD_ADDR): one node or a comma-separated list to fail over across.",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetIn(a.stdin)
+	root.SetOut(a.stdout)
+	root.SetErr(a.stderr)
+	defTimeout, err := time.ParseDuration(envOr("TOPKD_TIMEOUT", "30s"))
+	if err != nil {
+		defTimeout = 30 * time.Second
+	}
+	pf := root.PersistentFlags()
+	pf.StringVar(&a.addr, "addr", envOr("TOPKD_ADDR", "127.0.0.1:7070"), "node address(es), comma-separated (TOPKD_ADDR)")
+	pf.DurationVar(&a.timeout, "timeout", defTimeout, "deadline of each request, retries included (TOPKD_TIMEOUT)")
+	root.AddCommand(a.statusCmd(), a.topCmd(), a.countCmd(), a.leaderboardCmd(), a.ingestCmd(), a.benchCmd())
+	for _, c := range clusterCmds() {
+		root.AddCommand(c)
+	}
+	return root
+}
+
+// addrs splits --addr.
+func (a *app) addrs() []string {
+	var out []string
+	for _, s := range strings.Split(a.addr, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// client returns a client for --addr; the caller closes it.
+func (a *app) client(opts ...client.Option) (*client.Client, error) {
+	opts = append([]client.Option{client.WithRetryTimeout(a.timeout)}, opts...)
+	return client.New(a.addrs(), opts...)
+}
+
+// withClient runs f with a client and a context bounded by --timeout.
+func (a *app) withClient(cmd *cobra.Command, f func(ctx context.Context, c *client.Client) error) error {
+	c, err := a.client()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(cmd.Context(), a.timeout)
+	defer cancel()
+	ferr := f(ctx, c)
+	cerr := c.Close(context.Background())
+	if ferr != nil {
+		return ferr
+	}
+	return cerr
+}
+
+func (a *app) printJSON(v any) error {
+	enc := json.NewEncoder(a.stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// clusterCmds are the membership commands of the cluster release.
+func clusterCmds() []*cobra.Command {
+	mk := func(use, short string) *cobra.Command {
+		name := strings.Fields(use)[0]
+		return &cobra.Command{
+			Use:   use,
+			Short: short + " (cluster release)",
+			Args:  cobra.ArbitraryArgs,
+			RunE: func(cmd *cobra.Command, args []string) error {
+				return fmt.Errorf("%s needs the cluster release of topkd; this release runs a single node, so there is "+
+					"no membership to change (see 'topkctl status')", name)
+			},
+		}
+	}
+	return []*cobra.Command{
+		mk("join ADDR", "Admit a node into the cluster"),
+		mk("leave NODE", "Drain a node and remove it from the cluster"),
+		mk("rebalance", "Converge replica placement and spread leaders"),
+	}
+}

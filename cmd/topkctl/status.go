@@ -1,0 +1,77 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/topkd/topkd/client"
+)
+
+func (a *app) statusCmd() *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "Show the node and its partitions",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return a.withClient(cmd, func(ctx context.Context, c *client.Client) error {
+				st, err := c.Status(ctx)
+				if err != nil {
+					return err
+				}
+				if asJSON {
+					return a.printJSON(st)
+				}
+				return a.printStatus(st)
+			})
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the raw answer as JSON")
+	return cmd
+}
+
+func (a *app) printStatus(st *client.Status) error {
+	ready := "ready"
+	if !st.Node.Ready {
+		ready = "NOT READY"
+	}
+	w := tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(w, "node\t%s (%s)\n", st.Node.NodeID, ready)
+	fmt.Fprintf(w, "http\t%s\n", st.Node.HTTPAddr)
+	fmt.Fprintf(w, "raft\t%s\n", st.Node.RaftAddr)
+	fmt.Fprintf(w, "meta leader\t%s\n", st.MetaLeader)
+	fmt.Fprintf(w, "nodes\t%d\n", len(st.Nodes))
+	fmt.Fprintf(w, "partitions\t%d\n", st.Partitions)
+	fmt.Fprintf(w, "heap\t%s\n", humanBytes(st.StateBytes))
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	fmt.Fprintln(a.stdout)
+	w = tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(w, "PARTITION\tSTATE\tLEADER\tCOMMIT\tAPPLIED\tLAG\tSNAPSHOT\tITEMS\tEVENTS/S\t")
+	for _, p := range st.Replicas {
+		lag := uint64(0)
+		if p.CommitIndex > p.AppliedIndex {
+			lag = p.CommitIndex - p.AppliedIndex
+		}
+		fmt.Fprintf(w, "%d\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%.0f\t\n", p.Partition, p.State, p.Leader, p.CommitIndex,
+			p.AppliedIndex, lag, p.LastSnapshotIndex, p.DistinctItems, p.IngestEventsPerSecond)
+	}
+	return w.Flush()
+}
+
+func humanBytes(b uint64) string {
+	const unit = 1024
+	if b < unit {
+		return fmt.Sprintf("%d B", b)
+	}
+	div, exp := uint64(unit), 0
+	for n := b / unit; n >= unit; n /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(b)/float64(div), "KMGTPE"[exp])
+}
