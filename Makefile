@@ -7,18 +7,24 @@ CONNECT_GO_VERSION    := v1.21.1
 STATICCHECK_VERSION   := v0.8.2
 export PATH := $(BIN):$(PATH)
 
-.PHONY: all build test test-race test-short generate generate-check tools bench bench-fsm lint fmt ci
+.PHONY: all build run test test-short generate generate-check tools bench bench-fsm bench-fsm-10m bench-server bench-redis lint ci
 
 all: build
 
 build:
 	$(GO) build ./...
 
+# A working single-node topkd with the defaults: data in ./data, HTTP on 127.0.0.1:7070.
+run:
+	$(GO) build -o $(BIN)/topkd ./cmd/topkd
+	$(BIN)/topkd
+
 # The README's test command: vet, unit and property tests, then the race-sensitive suites under -race.
 test:
 	$(GO) vet ./...
 	$(GO) test -count=1 ./...
 	$(GO) test -race -count=1 -run 'Race|Raft|Smoke' ./fsm/...
+	$(GO) test -race -count=1 ./server/... ./rpc/... ./client/...
 
 test-short:
 	$(GO) test -short -count=1 ./...
@@ -52,5 +58,14 @@ bench-fsm:
 
 bench-fsm-10m:
 	$(GO) test ./fsm -run '^$$' -bench '10M' -benchtime 1x -timeout 60m
+
+# The node in-process: validation, combiner, Raft on raft-boltdb, apply.
+bench-server:
+	$(GO) test ./server -run '^$$' -bench NodeIngest -benchtime 3000x -timeout 30m
+
+# Side by side with redis-server (ZINCRBY + ZREVRANGE, appendfsync always) on the same stream.
+bench-redis:
+	@command -v redis-server >/dev/null || (apt-get update -qq && apt-get install -y -qq redis-server)
+	$(GO) test -tags bench ./cluster-test -run TestRedisComparison -count=1 -v -timeout 30m
 
 ci: lint generate-check test
