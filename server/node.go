@@ -290,7 +290,8 @@ func (n *Node) Partitions() int { return n.nparts }
 
 // PartitionOf maps a (leaderboard, item) to its partition.
 func PartitionOf(leaderboard, item string, p int) int {
-	h := xxhash.New()
+	var h xxhash.Digest // on the stack: this runs once per ingested event
+	h.Reset()
 	_, _ = h.WriteString(leaderboard)
 	_, _ = h.Write([]byte{0})
 	_, _ = h.WriteString(item)
