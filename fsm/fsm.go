@@ -163,6 +163,7 @@ func (f *FSM) applyCommand(st *state, l *raft.Log) interface{} {
 		return nil
 	case c.Checksum != nil:
 		st.setLogTime(c.Checksum.LeaderTimeMs)
+		st.advanceAll() // wall clocks follow log time, as for ticks
 		d, err := st.digest(l.Index)
 		if err != nil {
 			f.opts.OnFatal(err)

@@ -312,6 +312,9 @@ func (f *FSM) readSnapshot(r io.Reader) (*state, error) {
 			if got, want := rr.crc.Sum32(), binary.LittleEndian.Uint32(sum[:]); got != want {
 				return nil, corrupt("crc32c %08x, trailer says %08x", got, want)
 			}
+			if _, err := rr.r.ReadByte(); err != io.EOF {
+				return nil, corrupt("data after the trailer")
+			}
 			if err := rs.finishBoard(); err != nil {
 				return nil, err
 			}
@@ -604,4 +607,3 @@ func (rs *restorer) addProducer(m *pb.ProducerState) error {
 	rs.st.dedupe.producers[p.id] = p
 	return nil
 }
-

@@ -45,7 +45,7 @@ type class struct {
 	ids      []uint32
 	hasBound bool
 	bCount   int64
-	bID      uint32
+	bItem    string // by value: the bound's id may be freed and reused by another item
 }
 
 // bucket holds one tumbling slice of a sliding window: each item at most
@@ -182,8 +182,8 @@ func (w *window) promote(id uint32, c int64) {
 
 func (w *window) raiseBound(ci int, c int64, id uint32) {
 	cl := &w.classes[ci]
-	if !cl.hasBound || w.greater(c, id, cl.bCount, cl.bID) {
-		cl.hasBound, cl.bCount, cl.bID = true, c, id
+	if !cl.hasBound || w.aboveBound(c, id, cl.bCount, cl.bItem) {
+		cl.hasBound, cl.bCount, cl.bItem = true, c, w.items.get(int(id))
 		w.dirty = true
 	}
 }
@@ -226,20 +226,28 @@ func (w *window) topClass() int {
 }
 
 // outsideBound returns an upper bound on the rank of every item outside the heap.
-func (w *window) outsideBound() (c int64, id uint32, ok bool) {
+func (w *window) outsideBound() (c int64, item string, ok bool) {
 	ci := w.topClass()
 	if ci < 0 {
-		return 0, 0, false
+		return 0, "", false
 	}
 	cl := &w.classes[ci]
-	return cl.bCount, cl.bID, true
+	return cl.bCount, cl.bItem, true
+}
+
+// aboveBound reports whether (c, id) ranks above the bound (bc, bItem).
+func (w *window) aboveBound(c int64, id uint32, bc int64, bItem string) bool {
+	if c != bc {
+		return c > bc
+	}
+	return w.items.get(int(id)) < bItem
 }
 
 // certain appends the heap members that provably rank above every item outside it.
 func (w *window) certain(dst []uint32) []uint32 {
-	bc, bid, ok := w.outsideBound()
+	bc, bItem, ok := w.outsideBound()
 	for _, id := range w.heap {
-		if !ok || w.greater(w.counts.get(int(id)), id, bc, bid) {
+		if !ok || w.aboveBound(w.counts.get(int(id)), id, bc, bItem) {
 			dst = append(dst, id)
 		}
 	}
@@ -247,13 +255,13 @@ func (w *window) certain(dst []uint32) []uint32 {
 }
 
 func (w *window) certainCount() int {
-	bc, bid, ok := w.outsideBound()
+	bc, bItem, ok := w.outsideBound()
 	if !ok {
 		return len(w.heap)
 	}
 	n := 0
 	for _, id := range w.heap {
-		if w.greater(w.counts.get(int(id)), id, bc, bid) {
+		if w.aboveBound(w.counts.get(int(id)), id, bc, bItem) {
 			n++
 		}
 	}
@@ -276,12 +284,12 @@ func (w *window) settle() {
 
 func (w *window) refill() {
 	// Evict the uncertain members; afterwards every heap member outranks every outsider.
-	bc, bid, ok := w.outsideBound()
+	bc, bItem, ok := w.outsideBound()
 	if ok {
 		kept := w.heap[:0]
 		var evict []uint32
 		for _, id := range w.heap {
-			if w.greater(w.counts.get(int(id)), id, bc, bid) {
+			if w.aboveBound(w.counts.get(int(id)), id, bc, bItem) {
 				kept = append(kept, id)
 			} else {
 				evict = append(evict, id)
@@ -343,7 +351,7 @@ func (w *window) takeBest(ci, n int) {
 		w.pos[id] = int32(i)
 	}
 	best := rest[0]
-	cl.hasBound, cl.bCount, cl.bID = true, w.counts.get(int(best)), best
+	cl.hasBound, cl.bCount, cl.bItem = true, w.counts.get(int(best)), w.items.get(int(best))
 }
 
 // ---- indexed min-heap by rank ----
