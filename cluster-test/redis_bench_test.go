@@ -42,7 +42,12 @@ func TestRedisComparison(t *testing.T) {
 	rdir := t.TempDir()
 	rcmd := exec.Command(redisBin, "--port", portStr, "--bind", "127.0.0.1", "--appendonly", "yes",
 		"--appendfsync", "always", "--save", "", "--dir", rdir)
-	rcmd.Stdout, rcmd.Stderr = os.Stderr, os.Stderr
+	rlog, err := os.Create(filepath.Join(rdir, "redis.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rlog.Close()
+	rcmd.Stdout, rcmd.Stderr = rlog, rlog
 	if err := rcmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -61,6 +66,16 @@ func TestRedisComparison(t *testing.T) {
 
 	p := newProc(t)
 	p.start()
+	if prof := os.Getenv("TOPKD_BENCH_CPUPROFILE"); prof != "" {
+		// A CPU profile of the server during the topkd runs, for tuning.
+		go func() {
+			time.Sleep(time.Duration(envInt("TOPKD_BENCH_PROFILE_DELAY_S", 12)) * time.Second)
+			out, err := exec.Command("curl", "-s", "-o", prof, "http://"+p.http+"/debug/pprof/profile?seconds=5").CombinedOutput()
+			if err != nil {
+				t.Logf("profile: %v %s", err, out)
+			}
+		}()
+	}
 	c, err := client.New([]string{p.http})
 	if err != nil {
 		t.Fatal(err)
@@ -261,4 +276,3 @@ func cutLast(s, sep string) (string, string, bool) {
 	return s[:i], s[i+1:], true
 }
 
-var _ = filepath.Join
