@@ -140,9 +140,8 @@ func (w *window) add(id uint32, delta int64) {
 			w.dirty = true
 		}
 	case p == posNone:
-		if nw > 0 {
+		if nw > 0 && !w.promote(id, nw) {
 			w.classInsert(id, nw)
-			w.promote(id, nw)
 		}
 	default:
 		oc := classOf(old)
@@ -151,33 +150,43 @@ func (w *window) add(id uint32, delta int64) {
 			w.pos[id] = posNone
 			return
 		}
+		// An item that goes straight into the heap must not raise a class bound.
+		if nw > old && w.beatsHeapMin(id, nw) {
+			w.classRemove(oc, int(p))
+			w.promote(id, nw)
+			return
+		}
 		if nc := classOf(nw); nc != oc {
 			w.classRemove(oc, int(p))
 			w.classInsert(id, nw)
 		} else if nw > old {
 			w.raiseBound(nc, nw, id)
 		}
-		if nw > old {
-			w.promote(id, nw)
-		}
 	}
 }
 
-// promote moves a classed item into the heap when it outranks the heap minimum.
-func (w *window) promote(id uint32, c int64) {
-	if len(w.heap) >= w.capacity {
-		m := w.heap[0]
-		if !w.greater(c, id, w.counts.get(int(m)), m) {
-			return
-		}
+// beatsHeapMin reports whether an outsider with count c belongs in the heap.
+func (w *window) beatsHeapMin(id uint32, c int64) bool {
+	if len(w.heap) < w.capacity {
+		return true
 	}
-	w.classRemove(classOf(c), int(w.pos[id]))
+	m := w.heap[0]
+	return w.greater(c, id, w.counts.get(int(m)), m)
+}
+
+// promote pushes an item that is in no class into the heap if it belongs
+// there, evicting the heap minimum into its class when the heap is full.
+func (w *window) promote(id uint32, c int64) bool {
+	if !w.beatsHeapMin(id, c) {
+		return false
+	}
 	w.heapPush(id)
 	if len(w.heap) > w.capacity {
 		m := w.heap[0]
 		w.heapRemove(0)
 		w.classInsert(m, w.counts.get(int(m)))
 	}
+	return true
 }
 
 func (w *window) raiseBound(ci int, c int64, id uint32) {
@@ -329,28 +338,24 @@ func (w *window) refill() {
 }
 
 // takeBest moves the n best members of class ci to the heap and tightens the
-// class bound to the best member left behind.
+// class bound to the best member left behind. Quickselect keeps it linear in
+// the class size: large classes are ties of small counts.
 func (w *window) takeBest(ci, n int) {
 	cl := &w.classes[ci]
-	// Sort a copy by rank, descending: classes this large are rare and short-lived.
-	ids := slices.Clone(cl.ids)
-	slices.SortFunc(ids, func(a, b uint32) int {
-		if w.rankAbove(a, b) {
-			return -1
-		}
-		if w.rankAbove(b, a) {
-			return 1
-		}
-		return 0
-	})
+	ids := cl.ids
+	selectTop(ids, n, w)
 	w.heap = append(w.heap, ids[:n]...)
-	rest := ids[n:]
-	cl.ids = cl.ids[:0]
+	best := ids[n]
+	for _, id := range ids[n+1:] {
+		if w.rankAbove(id, best) {
+			best = id
+		}
+	}
+	rest := ids[:copy(ids, ids[n:])]
+	cl.ids = rest
 	for i, id := range rest {
-		cl.ids = append(cl.ids, id)
 		w.pos[id] = int32(i)
 	}
-	best := rest[0]
 	cl.hasBound, cl.bCount, cl.bItem = true, w.counts.get(int(best)), w.items.get(int(best))
 }
 
