@@ -124,7 +124,7 @@ func TestBatchAgeCutsPartialBatch(t *testing.T) {
 		if len(reqs) != 2 {
 			t.Fatalf("after the age: %d requests, want 2", len(reqs))
 		}
-		if got := len(reqs[1].Events); got != 3 {
+		if got := len(reqs[1].Events) + len(reqs[1].GetColumns().GetItems()); got != 3 {
 			t.Errorf("aged batch has %d events, want 3", got)
 		}
 		if reqs[0].Sequence == reqs[1].Sequence {

@@ -96,7 +96,7 @@ func (f *fakeService) Ingest(_ context.Context, req *connect.Request[topkv1.Inge
 	if i < len(f.failures) && f.failures[i] != 0 {
 		return nil, connect.NewError(f.failures[i], errors.New("injected failure"))
 	}
-	return connect.NewResponse(&topkv1.IngestResponse{Accepted: uint64(len(req.Msg.Events))}), nil
+	return connect.NewResponse(&topkv1.IngestResponse{Accepted: uint64(len(req.Msg.Events) + len(req.Msg.GetColumns().GetItems()))}), nil
 }
 
 func (f *fakeService) got() []*topkv1.IngestRequest {

@@ -85,6 +85,23 @@ func (s *service) Ingest(ctx context.Context, req *connect.Request[topkv1.Ingest
 	for i, e := range m.Events {
 		in.Events[i] = server.Event{Item: e.Item, Count: e.Count, TimeMs: e.TimeUnixMs}
 	}
+	if c := m.Columns; c != nil {
+		n := len(c.Items)
+		if (len(c.Counts) != 0 && len(c.Counts) != n) || (len(c.TimeUnixMs) != 0 && len(c.TimeUnixMs) != n) {
+			return nil, connectErr(badRequest("columns", "%d items, %d counts, %d times: counts and times must be empty or one per item",
+				n, len(c.Counts), len(c.TimeUnixMs)))
+		}
+		for i, item := range c.Items {
+			e := server.Event{Item: item}
+			if len(c.Counts) > 0 {
+				e.Count = c.Counts[i]
+			}
+			if len(c.TimeUnixMs) > 0 {
+				e.TimeMs = c.TimeUnixMs[i]
+			}
+			in.Events = append(in.Events, e)
+		}
+	}
 	res, err := s.n.Ingest(ctx, in)
 	if err != nil {
 		return nil, connectErr(err)

@@ -302,3 +302,23 @@ func TestGRPCHealth(t *testing.T) {
 		})
 	}
 }
+
+func TestConnectIngestColumns(t *testing.T) {
+	tn := newTestNode(t)
+	c := topkv1connect.NewTopKServiceClient(protocols[0].httpClient(t), tn.url)
+	ctx := t.Context()
+	_, err := c.Ingest(ctx, connect.NewRequest(&topkv1.IngestRequest{Columns: &topkv1.EventColumns{
+		Items: []string{"colA", "colB", "colA"}, Counts: []int64{2, 0, 3}}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := c.Count(ctx, connect.NewRequest(&topkv1.CountRequest{Item: "colA", Consistency: topkv1.Consistency_CONSISTENCY_LINEARIZABLE}))
+	if err != nil || r.Msg.Count != 5 {
+		t.Fatalf("count colA = %v, %v; want 5", r, err)
+	}
+	_, err = c.Ingest(ctx, connect.NewRequest(&topkv1.IngestRequest{Columns: &topkv1.EventColumns{
+		Items: []string{"x", "y"}, Counts: []int64{1}}}))
+	if connect.CodeOf(err) != connect.CodeInvalidArgument || !strings.Contains(err.Error(), "columns") {
+		t.Fatalf("mismatched columns: %v, want InvalidArgument naming columns", err)
+	}
+}
