@@ -42,7 +42,12 @@ func connectErr(err error) error {
 	if errors.As(err, &ce) {
 		return err
 	}
-	return connect.NewError(code(err), err)
+	ce = connect.NewError(code(err), err)
+	if ce.Code() == connect.CodeResourceExhausted {
+		// The retry hint: queues drain and the memory guard re-samples within a second.
+		ce.Meta().Set("Retry-After", "1")
+	}
+	return ce
 }
 
 func httpStatus(c connect.Code) int {
