@@ -275,4 +275,3 @@ func cutLast(s, sep string) (string, string, bool) {
 	}
 	return s[:i], s[i+1:], true
 }
-

@@ -28,15 +28,6 @@ func (lf *logFeeder) raw(data []byte) interface{} {
 	return lf.f.Apply(&raft.Log{Index: lf.index, Term: 1, Type: raft.LogCommand, Data: data})
 }
 
-func (lf *logFeeder) batch(datas ...[]byte) []interface{} {
-	logs := make([]*raft.Log, len(datas))
-	for i, d := range datas {
-		lf.index++
-		logs[i] = &raft.Log{Index: lf.index, Term: 1, Type: raft.LogCommand, Data: d}
-	}
-	return lf.f.ApplyBatch(logs)
-}
-
 func mustEncode(b []byte, err error) []byte {
 	if err != nil {
 		panic(err)

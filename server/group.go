@@ -61,7 +61,6 @@ type group struct {
 	bootIndex uint64 // last log index found at boot; reads wait for it
 
 	ready  atomic.Bool // leader whose post-election barrier has completed
-	term   atomic.Uint64
 	notify chan bool
 	stop   chan struct{}
 	wg     sync.WaitGroup
