@@ -1,0 +1,811 @@
+package fsm
+
+// Benchmarks of the counting state machine: apply throughput under a Zipf
+// load, TopK latency, memory per item and window, and the snapshot path.
+//
+// None of this runs without -bench. The large cases are named by their item
+// count so they can be run alone, for example:
+//
+//	go test ./fsm -run XXX -bench 'Apply/items=1M' -benchtime 3x
+//	go test ./fsm -run XXX -bench '/items=10M' -benchtime 3x -timeout 30m
+//
+// One op of BenchmarkApply is one hour of traffic (3,600 entries of 1,000 raw
+// events each, event time advancing 1 s per entry), so every op expires 60
+// buckets of the 1h window and one bucket of the 1d window; read events/s,
+// ns/event and ns/delta rather than ns/op; cpu-ns/event is process CPU time
+// (GC included), which the other tenants of a shared machine do not inflate
+// as much as wall time. The preloaded fixture is cached per item count for
+// the whole run and shared by Apply, TopK and Snapshot (the b.N=1 and b.N=3
+// runs continue the same log); `-bench .` holds both fixtures (about 2.5 GiB)
+// and takes about 6 minutes on 2 cores.
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"runtime"
+	"runtime/debug"
+	"runtime/metrics"
+	"runtime/pprof"
+	"slices"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	pb "github.com/topkd/topkd/proto/topkd/raftcmd/v1"
+)
+
+const (
+	benchBoard          = "bench"
+	benchZipfS          = 1.1
+	benchEventsPerEntry = 1000
+	benchSecsPerHour    = 3600
+	benchBatch          = 64 // hashicorp/raft's default MaxAppendEntries
+	benchLatencyBatch   = 8  // smaller batches for latency percentiles
+	benchPreloadChunk   = 8192
+	benchProducers      = 8
+	// benchBaseHour is an arbitrary hour (Nov 2023) the synthetic log starts at.
+	benchBaseHour = 472_222
+	// benchPermMul scrambles Zipf ranks over item numbers (odd, not a multiple
+	// of 5, so a bijection mod 10^k): popular items get scattered ids.
+	benchPermMul = 2_654_435_761
+)
+
+var benchSizes = []struct {
+	name string
+	n    int
+}{
+	{"1M", 1_000_000},
+	{"10M", 10_000_000},
+}
+
+var benchWindows = []time.Duration{time.Hour, 24 * time.Hour}
+
+func benchConfig(windows []time.Duration) *pb.LeaderboardConfig {
+	c := &pb.LeaderboardConfig{Name: benchBoard, Incarnation: 1, Version: 1, Mode: pb.Mode_MODE_EXACT, Clock: pb.Clock_CLOCK_WALL}
+	for _, d := range windows {
+		c.Windows = append(c.Windows, &pb.WindowSpec{DurationMs: d.Milliseconds()})
+	}
+	return c
+}
+
+func benchItem(buf []byte, i int) ([]byte, string) {
+	buf = strconv.AppendInt(append(buf[:0], "song_"...), int64(i), 10)
+	return buf, string(buf)
+}
+
+// benchFixture is a warmed FSM plus the deterministic generator that feeds it.
+type benchFixture struct {
+	n       int
+	f       *FSM
+	index   uint64
+	entries uint64
+	nextSec int64 // event second of the next real-rate entry
+	z       *rand.Zipf
+	cnt     []uint32 // scratch: events per item in the entry being built
+	order   []uint32 // scratch: items of that entry in first-seen order
+	name    []byte
+	prods   []string
+	events  uint64 // raw events applied, to check against the leaderboard
+	late    uint64 // events of the preload sweep, late for every sliding window
+	setup   time.Duration
+}
+
+// benchHour is one hour of pre-encoded entries.
+type benchHour struct {
+	logs   []*raft.Log
+	events int64
+	deltas int64
+}
+
+var benchFixtures = map[int]*benchFixture{}
+
+// getFixture returns the cached warmed FSM with n distinct items, building it
+// on first use.
+func getFixture(b *testing.B, n int) *benchFixture {
+	b.Helper()
+	if fx := benchFixtures[n]; fx != nil {
+		return fx
+	}
+	fx := newBenchFixture(b, n)
+	benchFixtures[n] = fx
+	return fx
+}
+
+func dropFixtures() {
+	clear(benchFixtures)
+	runtime.GC()
+}
+
+func (fx *benchFixture) board() *leaderboard { return fx.f.st.boards[benchBoard] }
+
+// draw returns the item number of one Zipf(1.1) event.
+func (fx *benchFixture) draw() uint32 {
+	r := fx.z.Uint64()
+	return uint32((r*benchPermMul + 7) % uint64(fx.n))
+}
+
+func (fx *benchFixture) log(data []byte) *raft.Log {
+	fx.index++
+	return &raft.Log{Index: fx.index, Term: 1, Type: raft.LogCommand, Data: data}
+}
+
+// entry wraps one leaderboard's deltas into an ingest entry from a rotating producer.
+func (fx *benchFixture) entry(logMs int64, d *pb.LeaderboardDeltas) *raft.Log {
+	p := fx.entries % benchProducers
+	seq := fx.entries/benchProducers + 1
+	fx.entries++
+	e := &pb.IngestEntry{LeaderTimeMs: logMs, Parts: []*pb.ProducerPart{
+		{ProducerId: fx.prods[p], Epoch: 1, Sequence: seq, Boards: []*pb.LeaderboardDeltas{d}},
+	}}
+	return fx.log(mustEncode(EncodeIngest(e)))
+}
+
+func newDeltas(n int) *pb.LeaderboardDeltas {
+	return &pb.LeaderboardDeltas{Leaderboard: benchBoard, Incarnation: 1,
+		Items: make([]string, 0, n), Deltas: make([]int64, 0, n), EventTimesS: make([]int64, 0, n), Events: make([]uint32, 0, n)}
+}
+
+func (fx *benchFixture) addDelta(d *pb.LeaderboardDeltas, item uint32, events uint32, sec int64) {
+	var s string
+	fx.name, s = benchItem(fx.name, int(item))
+	d.Items = append(d.Items, s)
+	d.Deltas = append(d.Deltas, int64(events))
+	d.EventTimesS = append(d.EventTimesS, sec)
+	d.Events = append(d.Events, events)
+}
+
+// applyChecked applies logs in raft-sized batches and fails on anything but a
+// fully accepted ingest.
+func (fx *benchFixture) applyChecked(b *testing.B, logs []*raft.Log) {
+	b.Helper()
+	for len(logs) > 0 {
+		n := min(benchBatch, len(logs))
+		for i, r := range fx.f.ApplyBatch(logs[:n]) {
+			switch r := r.(type) {
+			case nil:
+			case *IngestResult:
+				for _, o := range r.Outcomes {
+					if o.Status != pb.PartStatus_PART_STATUS_APPLIED || o.Rejected != 0 || (len(o.Late) != 0 && fx.late == 0) {
+						b.Fatalf("log %d: outcome %v, want applied with nothing rejected or late", logs[i].Index, o)
+					}
+				}
+			default:
+				b.Fatalf("log %d: result %T %v", logs[i].Index, r, r)
+			}
+		}
+		logs = logs[n:]
+	}
+}
+
+// applyLogs is the measured path: ApplyBatch in raft-sized batches, nothing else.
+func (f *FSM) applyLogs(logs []*raft.Log, batch int) {
+	for len(logs) > 0 {
+		n := min(batch, len(logs))
+		f.ApplyBatch(logs[:n])
+		logs = logs[n:]
+	}
+}
+
+// genHour pre-encodes the next hour of real-rate traffic: one entry per
+// second of 1,000 Zipf events, pre-aggregated per (item, second).
+func (fx *benchFixture) genHour() benchHour {
+	h := benchHour{logs: make([]*raft.Log, 0, benchSecsPerHour)}
+	for range benchSecsPerHour {
+		sec := fx.nextSec
+		fx.nextSec++
+		fx.order = fx.order[:0]
+		for range benchEventsPerEntry {
+			it := fx.draw()
+			if fx.cnt[it] == 0 {
+				fx.order = append(fx.order, it)
+			}
+			fx.cnt[it]++
+		}
+		d := newDeltas(len(fx.order))
+		for _, it := range fx.order {
+			fx.addDelta(d, it, fx.cnt[it], sec)
+			fx.cnt[it] = 0
+		}
+		h.logs = append(h.logs, fx.entry(sec*1000+500, d))
+		h.events += benchEventsPerEntry
+		h.deltas += int64(len(fx.order))
+	}
+	fx.events += uint64(h.events)
+	return h
+}
+
+// newBenchFixture builds a state that looks like a day of Zipf(1.1) traffic
+// over n items at 1,000 events/s:
+//
+//   - hour W-25: every item once (ids = item numbers, so ids do not follow
+//     popularity), with event times too old for the sliding windows;
+//   - hours W-23..W-1: each hour's 3.6M Zipf events aggregated per item into
+//     the hour's first second, which gives the 1d window the same buckets a
+//     real day would (one entry per distinct item per hour);
+//   - hour W: one real-rate hour, which fills the 1h window.
+//
+// The measured hours then start at W+1; each expires the oldest 1d bucket.
+func newBenchFixture(b *testing.B, n int) *benchFixture {
+	b.Helper()
+	start := time.Now()
+	// The preload grows the heap from nothing; fewer GC cycles make it faster.
+	defer debug.SetGCPercent(debug.SetGCPercent(400))
+	fx := &benchFixture{n: n, f: New(Options{}), cnt: make([]uint32, n)}
+	fx.z = rand.NewZipf(rand.New(rand.NewPCG(uint64(n), 0x70bd)), benchZipfS, 1, uint64(n-1))
+	for p := range benchProducers {
+		fx.prods = append(fx.prods, fmt.Sprintf("bench-producer-%d", p))
+	}
+	w := int64(benchBaseHour + 25)
+	fx.applyChecked(b, []*raft.Log{fx.log(mustEncode(EncodeConfig(benchConfig(benchWindows))))})
+
+	var pend []*raft.Log
+	flush := func() {
+		fx.applyChecked(b, pend)
+		pend = pend[:0]
+	}
+	emit := func(logMs int64, d *pb.LeaderboardDeltas) {
+		pend = append(pend, fx.entry(logMs, d))
+		if len(pend) == benchBatch {
+			flush()
+		}
+	}
+	// Every item once, with event times two days old: late for the sliding
+	// windows, so they count only in "all" and cost no bucket entries.
+	sec := (w - 25) * benchSecsPerHour
+	fx.applyChecked(b, []*raft.Log{fx.log(mustEncode(EncodeTick(&pb.Tick{LeaderTimeMs: sec * 1000})))})
+	fx.late = uint64(n)
+	d := newDeltas(benchPreloadChunk)
+	for i := range n {
+		fx.addDelta(d, uint32(i), 1, sec-2*86_400)
+		if len(d.Items) == benchPreloadChunk || i == n-1 {
+			emit(sec*1000, d)
+			d = newDeltas(benchPreloadChunk)
+		}
+	}
+	fx.events += uint64(n)
+	flush()
+	// 23 hours of Zipf traffic, aggregated per (item, hour).
+	for h := w - 23; h < w; h++ {
+		sec := h * benchSecsPerHour
+		fx.order = fx.order[:0]
+		for range benchSecsPerHour * benchEventsPerEntry {
+			it := fx.draw()
+			if fx.cnt[it] == 0 {
+				fx.order = append(fx.order, it)
+			}
+			fx.cnt[it]++
+		}
+		d := newDeltas(benchPreloadChunk)
+		for i, it := range fx.order {
+			fx.addDelta(d, it, fx.cnt[it], sec)
+			fx.cnt[it] = 0
+			if len(d.Items) == benchPreloadChunk || i == len(fx.order)-1 {
+				emit(sec*1000, d)
+				d = newDeltas(benchPreloadChunk)
+			}
+		}
+		fx.events += benchSecsPerHour * benchEventsPerEntry
+		flush()
+	}
+	// One real-rate hour fills the 1h window.
+	fx.nextSec = w * benchSecsPerHour
+	fx.applyChecked(b, fx.genHour().logs)
+	fx.setup = time.Since(start)
+	fx.check(b)
+	lb := fx.board()
+	var ms runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&ms)
+	b.Logf("fixture items=%d: built in %v; live items %d; bucket entries 1h=%d 1d=%d; heap %d MiB",
+		n, fx.setup.Round(time.Millisecond), lb.live, bucketEntries(lb.wins[0]), bucketEntries(lb.wins[1]), ms.HeapAlloc>>20)
+	return fx
+}
+
+// check verifies that every raw event generated so far was accepted, none late.
+func (fx *benchFixture) check(b *testing.B) {
+	b.Helper()
+	lb := fx.board()
+	if lb.accepted != fx.events {
+		b.Fatalf("leaderboard accepted %d events, want %d", lb.accepted, fx.events)
+	}
+	for i, n := range lb.late {
+		if n != fx.late {
+			b.Fatalf("window %d: late_dropped %d, want %d (the preload sweep)", i, n, fx.late)
+		}
+	}
+	if lb.live != fx.n {
+		b.Fatalf("live items %d, want %d", lb.live, fx.n)
+	}
+}
+
+// cpuTime is the CPU time the process has used (user + system, every thread,
+// GC workers included); it does not grow while the process waits for a core.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+func bucketEntries(w *window) int {
+	n := 0
+	for _, b := range w.buckets {
+		n += b.ids.len()
+	}
+	return n
+}
+
+// ---- memory ----
+
+type memCase struct {
+	name    string
+	windows []time.Duration
+	rounds  int // each item lands in this many buckets of every sliding window
+}
+
+var memCases = []memCase{
+	{"windows=all", nil, 1},
+	{"windows=all+1h", []time.Duration{time.Hour}, 1},
+	{"windows=all+1h+1d", []time.Duration{time.Hour, 24 * time.Hour}, 1},
+	{"windows=all+1h/buckets=2", []time.Duration{time.Hour}, 2},
+	{"windows=all+1h/buckets=4", []time.Duration{time.Hour}, 4},
+}
+
+// memResults caches heap deltas by case name so the derived metrics can use
+// the baselines when the cases run in one process.
+var memResults = map[string]int64{}
+
+// buildMemState applies n distinct items rounds times, each round in the
+// next minute of one hour, in entries of 8,192 deltas without a producer id.
+func buildMemState(b *testing.B, n int, c memCase) *FSM {
+	b.Helper()
+	f := New(Options{})
+	var index uint64
+	apply := func(data []byte) interface{} {
+		index++
+		return f.Apply(&raft.Log{Index: index, Term: 1, Type: raft.LogCommand, Data: data})
+	}
+	if r := apply(mustEncode(EncodeConfig(benchConfig(c.windows)))); r != nil {
+		b.Fatalf("config: %v", r)
+	}
+	var buf []byte
+	var s string
+	base := int64(benchBaseHour) * benchSecsPerHour
+	for round := range c.rounds {
+		sec := base + int64(60*round)
+		d := newDeltas(benchPreloadChunk)
+		for i := range n {
+			buf, s = benchItem(buf, i)
+			d.Items = append(d.Items, s)
+			d.Deltas = append(d.Deltas, 1)
+			d.EventTimesS = append(d.EventTimesS, sec)
+			if len(d.Items) == benchPreloadChunk || i == n-1 {
+				e := &pb.IngestEntry{LeaderTimeMs: sec * 1000, Parts: []*pb.ProducerPart{{Boards: []*pb.LeaderboardDeltas{d}}}}
+				r, ok := apply(mustEncode(EncodeIngest(e))).(*IngestResult)
+				if !ok || r.Outcomes[0].Accepted != uint64(len(d.Items)) {
+					b.Fatalf("ingest: %v, want %d accepted", r, len(d.Items))
+				}
+				d = newDeltas(benchPreloadChunk)
+			}
+		}
+	}
+	return f
+}
+
+func heapAlloc() int64 {
+	runtime.GC()
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return int64(ms.HeapAlloc)
+}
+
+// measureMem returns the live heap of a state built for c, and its Stats().Bytes.
+func measureMem(b *testing.B, n int, c memCase, timed bool) (heap, est int64) {
+	b.Helper()
+	before := heapAlloc()
+	if timed {
+		b.StartTimer()
+	}
+	f := buildMemState(b, n, c)
+	if timed {
+		b.StopTimer()
+	}
+	heap = heapAlloc() - before
+	est = f.Stats().Bytes
+	runtime.KeepAlive(f)
+	memResults[c.name] = heap
+	return heap, est
+}
+
+func memBaseline(b *testing.B, n int, name string) int64 {
+	b.Helper()
+	if h, ok := memResults[name]; ok {
+		return h
+	}
+	for _, c := range memCases {
+		if c.name == name {
+			h, _ := measureMem(b, n, c, false)
+			return h
+		}
+	}
+	b.Fatalf("no memory case %q", name)
+	return 0
+}
+
+// BenchmarkMemory measures the live heap (runtime.MemStats.HeapAlloc after
+// GC) of a leaderboard holding 1M distinct items, per item and per window,
+// against the FSM's own Stats().Bytes estimate. ns/op is the time to insert
+// the 1M new items.
+func BenchmarkMemory(b *testing.B) {
+	dropFixtures() // keep other benchmarks' state out of the heap being measured
+	const n = 1_000_000
+	var strBytes int64
+	var buf []byte
+	for i := range n {
+		buf, _ = benchItem(buf, i)
+		strBytes += int64(len(buf))
+	}
+	for _, c := range memCases {
+		b.Run("items=1M/"+c.name, func(b *testing.B) {
+			b.StopTimer()
+			var heap, est int64
+			for range b.N {
+				heap, est = measureMem(b, n, c, true)
+			}
+			per := float64(heap) / n
+			b.ReportMetric(per, "heapB/item")
+			b.ReportMetric(float64(est)/n, "estB/item")
+			b.ReportMetric(float64(est)/float64(heap), "est/heap")
+			b.ReportMetric(float64(strBytes)/n, "strB/item")
+			switch {
+			case len(c.windows) == 0:
+				b.ReportMetric(per-float64(strBytes)/n, "B/item-beyond-str")
+			case c.rounds == 1:
+				all := memBaseline(b, n, "windows=all")
+				b.ReportMetric(float64(heap-all)/n/float64(len(c.windows)), "B/item/window")
+			default:
+				one := memBaseline(b, n, "windows=all+1h")
+				b.ReportMetric(float64(heap-one)/n/float64(c.rounds-1), "B/bucket-entry")
+			}
+		})
+	}
+}
+
+// BenchmarkTopK measures TopK after the Zipf load of BenchmarkApply.
+func BenchmarkTopK(b *testing.B) {
+	b.Run("items=1M", func(b *testing.B) {
+		fx := getFixture(b, 1_000_000)
+		for _, w := range []struct {
+			name string
+			d    time.Duration
+		}{{"all", 0}, {"1h", time.Hour}} {
+			for _, k := range []int{100, 1000} {
+				b.Run(fmt.Sprintf("window=%s/k=%d", w.name, k), func(b *testing.B) {
+					r, err := fx.f.TopK(benchBoard, w.d, k)
+					if err != nil {
+						b.Fatal(err)
+					}
+					if len(r.Items) != k {
+						b.Fatalf("TopK returned %d items, want %d", len(r.Items), k)
+					}
+					if !slices.IsSortedFunc(r.Items, func(x, y Item) int { return int(y.Count - x.Count) }) {
+						b.Fatalf("TopK items not in count order: %v", r.Items[:10])
+					}
+					b.ReportAllocs()
+					b.ResetTimer()
+					for range b.N {
+						if _, err := fx.f.TopK(benchBoard, w.d, k); err != nil {
+							b.Fatal(err)
+						}
+					}
+					b.StopTimer()
+					b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N), "µs/topk")
+				})
+			}
+		}
+	})
+}
+
+// BenchmarkApply measures ApplyBatch (decode included) on one goroutine: a
+// leaderboard with windows all + 1h + 1d, Zipf(1.1) items, 1,000 raw events
+// per entry pre-aggregated per (item, second), 64 entries per ApplyBatch.
+// The measured loop is labelled bench=apply for pprof -tagfocus.
+func BenchmarkApply(b *testing.B) {
+	for _, sz := range benchSizes {
+		b.Run("items="+sz.name, func(b *testing.B) {
+			fx := getFixture(b, sz.n)
+			var events, deltas int64
+			var cpu time.Duration
+			b.ResetTimer()
+			for range b.N {
+				b.StopTimer()
+				h := fx.genHour()
+				b.StartTimer()
+				c0 := cpuTime()
+				pprof.Do(context.Background(), pprof.Labels("bench", "apply"), func(context.Context) {
+					fx.f.applyLogs(h.logs, benchBatch)
+				})
+				cpu += cpuTime() - c0
+				b.StopTimer()
+				events += h.events
+				deltas += h.deltas
+				fx.check(b)
+				b.StartTimer()
+			}
+			b.StopTimer()
+			el := b.Elapsed()
+			b.ReportMetric(float64(events)/el.Seconds(), "events/s")
+			b.ReportMetric(float64(el.Nanoseconds())/float64(events), "ns/event")
+			b.ReportMetric(float64(el.Nanoseconds())/float64(deltas), "ns/delta")
+			b.ReportMetric(float64(deltas)/float64(b.N*benchSecsPerHour), "deltas/entry")
+			b.ReportMetric(float64(cpu.Nanoseconds())/float64(events), "cpu-ns/event")
+		})
+	}
+}
+
+// ---- snapshots ----
+
+type discardSink struct{ n int64 }
+
+func (s *discardSink) Write(p []byte) (int, error) { s.n += int64(len(p)); return len(p), nil }
+func (s *discardSink) Close() error                { return nil }
+func (s *discardSink) ID() string                  { return "bench" }
+func (s *discardSink) Cancel() error               { return nil }
+
+// fileSink syncs on Close, like raft's file snapshot store.
+type fileSink struct{ *os.File }
+
+func (s fileSink) Close() error {
+	if err := s.File.Sync(); err != nil {
+		s.File.Close()
+		return err
+	}
+	return s.File.Close()
+}
+func (s fileSink) ID() string    { return "bench" }
+func (s fileSink) Cancel() error { return s.File.Close() }
+
+func newFileSink(b *testing.B, path string) fileSink {
+	b.Helper()
+	f, err := os.Create(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return fileSink{f}
+}
+
+func percentile(ds []time.Duration, p float64) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	i := int(math.Ceil(p*float64(len(s)))) - 1
+	return s[max(i, 0)]
+}
+
+// gcCycles is the number of completed GC cycles, read without stopping the world.
+func gcCycles() uint64 {
+	s := []metrics.Sample{{Name: "/gc/cycles/total:gc-cycles"}}
+	metrics.Read(s)
+	return s[0].Value.Uint64()
+}
+
+func msOf(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// BenchmarkSnapshot measures, on the Apply fixture: the Snapshot() pause on
+// the apply goroutine, Persist into io.Discard and into a synced file,
+// Restore from that file, and ApplyBatch latency while a Persist runs.
+func BenchmarkSnapshot(b *testing.B) {
+	for _, sz := range benchSizes {
+		b.Run("items="+sz.name, func(b *testing.B) {
+			fx := getFixture(b, sz.n)
+			items := float64(fx.board().items.len())
+			b.Run("op=snapshot", func(b *testing.B) {
+				for range b.N {
+					s, err := fx.f.Snapshot()
+					if err != nil {
+						b.Fatal(err)
+					}
+					s.Release()
+				}
+				b.StopTimer()
+				b.ReportMetric(msOf(b.Elapsed())/float64(b.N), "ms/snapshot")
+			})
+			b.Run("op=persist-discard", func(b *testing.B) {
+				s, err := fx.f.Snapshot()
+				if err != nil {
+					b.Fatal(err)
+				}
+				var size int64
+				b.ResetTimer()
+				for range b.N {
+					sink := &discardSink{}
+					if err := s.Persist(sink); err != nil {
+						b.Fatal(err)
+					}
+					size = sink.n
+				}
+				b.StopTimer()
+				b.SetBytes(size)
+				b.ReportMetric(items*float64(b.N)/b.Elapsed().Seconds(), "items/s")
+				b.ReportMetric(float64(size)/items, "B/item")
+			})
+			b.Run("op=persist-file", func(b *testing.B) {
+				s, err := fx.f.Snapshot()
+				if err != nil {
+					b.Fatal(err)
+				}
+				path := filepath.Join(b.TempDir(), "snap")
+				var size int64
+				b.ResetTimer()
+				for range b.N {
+					if err := s.Persist(newFileSink(b, path)); err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.StopTimer()
+				if st, err := os.Stat(path); err == nil {
+					size = st.Size()
+				}
+				b.SetBytes(size)
+				b.ReportMetric(items*float64(b.N)/b.Elapsed().Seconds(), "items/s")
+			})
+			b.Run("op=restore", func(b *testing.B) {
+				s, err := fx.f.Snapshot()
+				if err != nil {
+					b.Fatal(err)
+				}
+				path := filepath.Join(b.TempDir(), "snap")
+				if err := s.Persist(newFileSink(b, path)); err != nil {
+					b.Fatal(err)
+				}
+				st, err := os.Stat(path)
+				if err != nil {
+					b.Fatal(err)
+				}
+				want, err := fx.f.TopK(benchBoard, time.Hour, 1000)
+				if err != nil {
+					b.Fatal(err)
+				}
+				b.SetBytes(st.Size())
+				runtime.GC()
+				b.ResetTimer()
+				for range b.N {
+					r, err := os.Open(path)
+					if err != nil {
+						b.Fatal(err)
+					}
+					f2 := New(Options{})
+					if err := f2.Restore(r); err != nil {
+						b.Fatal(err)
+					}
+					b.StopTimer()
+					got, err := f2.TopK(benchBoard, time.Hour, 1000)
+					if err != nil {
+						b.Fatal(err)
+					}
+					if !slices.Equal(got.Items, want.Items) || got.AppliedIndex != want.AppliedIndex {
+						b.Fatalf("restored TopK differs: got index %d %v..., want index %d %v...",
+							got.AppliedIndex, got.Items[:3], want.AppliedIndex, want.Items[:3])
+					}
+					f2 = nil
+					runtime.GC()
+					b.StartTimer()
+				}
+				b.StopTimer()
+				b.ReportMetric(b.Elapsed().Seconds()/float64(b.N), "s/restore")
+				b.ReportMetric(items*float64(b.N)/b.Elapsed().Seconds(), "items/s")
+			})
+			b.Run("op=apply-during-persist", func(b *testing.B) {
+				// Each op is one hour of entries applied 8 per ApplyBatch:
+				// 10 min unrecorded (touches chunks an earlier snapshot froze),
+				// 20 min alone, 10 min after a Snapshot() that is released
+				// without Persist (copy-on-write cost alone), 20 min with a
+				// Persist into a synced file running (recorded while it runs).
+				dir := b.TempDir()
+				var alone, cow, with []time.Duration
+				var firstCow, firstWith, persistTime, pause time.Duration
+				var gcs uint64
+				timed := func(logs []*raft.Log, into *[]time.Duration, during func() bool) {
+					for len(logs) > 0 {
+						n := min(benchLatencyBatch, len(logs))
+						record := during == nil || during()
+						t0 := time.Now()
+						fx.f.ApplyBatch(logs[:n])
+						if d := time.Since(t0); record {
+							*into = append(*into, d)
+						}
+						logs = logs[n:]
+					}
+				}
+				snap := func() raft.FSMSnapshot {
+					t0 := time.Now()
+					s, err := fx.f.Snapshot()
+					if err != nil {
+						b.Fatal(err)
+					}
+					pause += time.Since(t0)
+					return s
+				}
+				const minute = 60
+				for range b.N {
+					b.StopTimer()
+					h := fx.genHour().logs
+					b.StartTimer()
+					fx.f.applyLogs(h[:10*minute], benchLatencyBatch)
+					timed(h[10*minute:30*minute], &alone, nil)
+
+					snap().Release()
+					n := len(cow)
+					timed(h[30*minute:40*minute], &cow, nil)
+					firstCow += cow[n]
+
+					s := snap()
+					gc0 := gcCycles()
+					done := make(chan error, 1)
+					sink := newFileSink(b, filepath.Join(dir, "snap"))
+					go func() {
+						start := time.Now()
+						err := s.Persist(sink)
+						persistTime += time.Since(start)
+						done <- err
+					}()
+					finished := false
+					var perr error
+					n = len(with)
+					timed(h[40*minute:], &with, func() bool {
+						if !finished {
+							select {
+							case perr = <-done:
+								finished = true
+							default:
+							}
+						}
+						return !finished
+					})
+					if !finished {
+						perr = <-done
+					}
+					if perr != nil {
+						b.Fatal(perr)
+					}
+					gcs += gcCycles() - gc0
+					if len(with) > n {
+						firstWith += with[n]
+					}
+					b.StopTimer()
+					fx.check(b)
+					b.StartTimer()
+				}
+				b.StopTimer()
+				report := func(ds []time.Duration, name string) {
+					if len(ds) == 0 {
+						return
+					}
+					b.ReportMetric(msOf(percentile(ds, 0.5)), "p50-ms-"+name)
+					b.ReportMetric(msOf(percentile(ds, 0.99)), "p99-ms-"+name)
+					b.ReportMetric(msOf(slices.Max(ds)), "max-ms-"+name)
+				}
+				report(alone, "alone")
+				report(cow, "after-snapshot")
+				report(with, "persist")
+				b.ReportMetric(msOf(firstCow)/float64(b.N), "first-ms-after-snapshot")
+				b.ReportMetric(msOf(firstWith)/float64(b.N), "first-ms-persist")
+				b.ReportMetric(float64(len(with))/float64(b.N), "batches-during-persist")
+				b.ReportMetric(float64(gcs)/float64(b.N), "gc-during-persist")
+				b.ReportMetric(msOf(persistTime)/float64(b.N), "ms/persist")
+				b.ReportMetric(msOf(pause)/float64(2*b.N), "ms/snapshot")
+			})
+		})
+	}
+}
