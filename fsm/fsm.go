@@ -57,6 +57,7 @@ type state struct {
 	appliedIndex uint64
 	logMs        int64
 	boards       map[string]*leaderboard
+	names        []string // sorted keys of boards: iteration order never comes from the map
 	tombstones   map[string]uint64
 	dedupe       *dedupeTable
 	counters     pb.SnapshotCounters
@@ -197,13 +198,23 @@ func (st *state) advanceAll() {
 	}
 }
 
-func (st *state) sortedBoards() []string {
-	names := make([]string, 0, len(st.boards))
-	for n := range st.boards {
-		names = append(names, n)
+// sortedBoards returns the leaderboard names in order; callers must not modify it.
+func (st *state) sortedBoards() []string { return st.names }
+
+// setBoard adds or replaces a leaderboard, keeping names sorted.
+func (st *state) setBoard(name string, lb *leaderboard) {
+	if _, ok := st.boards[name]; !ok {
+		i, _ := slices.BinarySearch(st.names, name)
+		st.names = slices.Insert(st.names, i, name)
 	}
-	slices.Sort(names)
-	return names
+	st.boards[name] = lb
+}
+
+func (st *state) dropBoard(name string) {
+	delete(st.boards, name)
+	if i, ok := slices.BinarySearch(st.names, name); ok {
+		st.names = slices.Delete(st.names, i, i+1)
+	}
 }
 
 func (st *state) applyIngest(e *pb.IngestEntry) *IngestResult {
@@ -277,7 +288,7 @@ func (st *state) applyConfig(c *pb.LeaderboardConfig) error {
 	case lb == nil || c.Incarnation > lb.cfg.Incarnation:
 		lb = newLeaderboard(c)
 		lb.advance(st.logMs)
-		st.boards[c.Name] = lb
+		st.setBoard(c.Name, lb)
 		return nil
 	case c.Incarnation < lb.cfg.Incarnation:
 		return fmt.Errorf("leaderboard %q: incarnation %d is older than %d", c.Name, c.Incarnation, lb.cfg.Incarnation)
@@ -294,7 +305,7 @@ func (st *state) applyConfig(c *pb.LeaderboardConfig) error {
 
 func (st *state) applyDrop(d *pb.DropLeaderboard) {
 	if lb := st.boards[d.Name]; lb != nil && d.Incarnation >= lb.cfg.Incarnation {
-		delete(st.boards, d.Name)
+		st.dropBoard(d.Name)
 	}
 	if d.Incarnation > st.tombstones[d.Name] {
 		st.tombstones[d.Name] = d.Incarnation

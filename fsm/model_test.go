@@ -1252,6 +1252,17 @@ func mdWindowInvariants(w *window) error {
 		if nonEmpty != (len(cl.ids) > 0) {
 			return fmt.Errorf("class %d: non-empty bit %v with %d members", ci, nonEmpty, len(cl.ids))
 		}
+		if cl.stale {
+			if ci == w.topClass() {
+				return fmt.Errorf("top class %d has a stale bound after settle", ci)
+			}
+			for _, id := range cl.ids {
+				if c := w.counts.get(int(id)); classOf(c) != ci {
+					return fmt.Errorf("id %d with count %d sits in class %d", id, c, ci)
+				}
+			}
+			continue
+		}
 		if len(cl.ids) > 0 && !cl.hasBound {
 			return fmt.Errorf("class %d has members but no bound", ci)
 		}

@@ -470,6 +470,7 @@ func (rs *restorer) startBoard(m *pb.LeaderboardState) error {
 		return corrupt("leaderboard %q: %d id slots", cfg.Name, m.IdSlots)
 	}
 	lb := newLeaderboard(cfg)
+	lb.index = make(map[string]uint32, m.IdSlots-uint64(len(m.FreeIds)))
 	if len(m.LateDropped) != len(lb.wins) {
 		return corrupt("leaderboard %q: %d late counters for %d windows", cfg.Name, len(m.LateDropped), len(lb.wins))
 	}
@@ -509,12 +510,13 @@ func (rs *restorer) addItems(m *pb.ItemChunk) error {
 			}
 			continue
 		}
-		if _, dup := lb.index[s]; dup {
+		n := len(lb.index)
+		lb.index[s] = id // one map operation: a duplicate leaves the size unchanged
+		if len(lb.index) == n {
 			return corrupt("leaderboard %q: item %q twice", rs.lbName, s)
 		}
-		lb.index[s] = id
 		lb.live++
-		lb.all.add(id, c)
+		lb.all.rawAdd(id, c)
 	}
 	rs.items += len(m.Items)
 	return nil
@@ -554,7 +556,9 @@ func (rs *restorer) addBucket(m *pb.BucketChunk) error {
 		if _, dup := b.slot[id]; dup {
 			return corrupt("leaderboard %q: id %d twice in bucket %d", rs.lbName, id, m.Index)
 		}
-		w.addToBucket(b, id, m.Deltas[i])
+		b.slot[id] = int32(b.ids.append(id))
+		b.deltas.append(m.Deltas[i])
+		w.rawAdd(id, m.Deltas[i])
 		lb.refs[id]++
 	}
 	rs.inBucket = !m.Last
@@ -579,8 +583,12 @@ func (rs *restorer) finishBoard() error {
 			return corrupt("leaderboard %q: id %d holds nothing but is not free", rs.lbName, id)
 		}
 	}
-	lb.settle()
-	rs.st.boards[rs.lbName] = lb
+	// Counts were written raw; build each window's classes and heap in one pass.
+	lb.all.rebuild()
+	for _, w := range lb.wins {
+		w.rebuild()
+	}
+	rs.st.setBoard(rs.lbName, lb)
 	rs.lb = nil
 	return nil
 }

@@ -44,8 +44,12 @@ type window struct {
 type class struct {
 	ids      []uint32
 	hasBound bool
-	bCount   int64
-	bItem    string // by value: the bound's id may be freed and reused by another item
+	// stale: the bound may be too low. Only the top class's bound is ever
+	// read, so classes below it skip the (string-comparing) raise and are
+	// rescanned once, when they become the top class.
+	stale  bool
+	bCount int64
+	bItem  string // by value: the bound's id may be freed and reused by another item
 }
 
 // bucket holds one tumbling slice of a sliding window: each item at most
@@ -191,6 +195,13 @@ func (w *window) promote(id uint32, c int64) bool {
 
 func (w *window) raiseBound(ci int, c int64, id uint32) {
 	cl := &w.classes[ci]
+	if cl.stale {
+		return
+	}
+	if ci < w.topClass() {
+		cl.stale = true
+		return
+	}
 	if !cl.hasBound || w.aboveBound(c, id, cl.bCount, cl.bItem) {
 		cl.hasBound, cl.bCount, cl.bItem = true, c, w.items.get(int(id))
 		w.dirty = true
@@ -217,7 +228,8 @@ func (w *window) classRemove(ci, p int) {
 	cl.ids = cl.ids[:last]
 	if last == 0 {
 		w.nonEmpty[ci>>6] &^= 1 << (ci & 63)
-		cl.hasBound = false
+		cl.hasBound, cl.stale = false, false
+		w.dirty = true // the next class down becomes the top: settle freshens its bound
 		if cap(cl.ids) > 1024 {
 			cl.ids = nil
 		}
@@ -234,7 +246,25 @@ func (w *window) topClass() int {
 	return -1
 }
 
-// outsideBound returns an upper bound on the rank of every item outside the heap.
+// freshenTop recomputes the top class's bound if it is stale. It runs on the
+// apply goroutine (settle, refill); readers rely on it having run.
+func (w *window) freshenTop() {
+	ci := w.topClass()
+	if ci < 0 || !w.classes[ci].stale {
+		return
+	}
+	cl := &w.classes[ci]
+	best := cl.ids[0]
+	for _, id := range cl.ids[1:] {
+		if w.rankAbove(id, best) {
+			best = id
+		}
+	}
+	cl.hasBound, cl.stale, cl.bCount, cl.bItem = true, false, w.counts.get(int(best)), w.items.get(int(best))
+}
+
+// outsideBound returns an upper bound on the rank of every item outside the
+// heap. The top class's bound is fresh after settle.
 func (w *window) outsideBound() (c int64, item string, ok bool) {
 	ci := w.topClass()
 	if ci < 0 {
@@ -284,6 +314,7 @@ func (w *window) settle() {
 		return
 	}
 	w.dirty = false
+	w.freshenTop()
 	target := min(w.kmax, w.positive)
 	if w.topClass() < 0 || w.certainCount() >= target {
 		return
@@ -293,6 +324,7 @@ func (w *window) settle() {
 
 func (w *window) refill() {
 	// Evict the uncertain members; afterwards every heap member outranks every outsider.
+	w.freshenTop()
 	bc, bItem, ok := w.outsideBound()
 	if ok {
 		kept := w.heap[:0]
@@ -320,7 +352,7 @@ func (w *window) refill() {
 		if len(cl.ids) <= room {
 			ids := cl.ids
 			cl.ids = nil
-			cl.hasBound = false
+			cl.hasBound, cl.stale = false, false
 			w.nonEmpty[ci>>6] &^= 1 << (ci & 63)
 			w.heap = append(w.heap, ids...)
 			continue
@@ -334,6 +366,7 @@ func (w *window) refill() {
 	for i := len(w.heap)/2 - 1; i >= 0; i-- {
 		w.siftDown(i)
 	}
+	w.freshenTop()
 	w.dirty = false
 }
 
@@ -356,7 +389,7 @@ func (w *window) takeBest(ci, n int) {
 	for i, id := range rest {
 		w.pos[id] = int32(i)
 	}
-	cl.hasBound, cl.bCount, cl.bItem = true, w.counts.get(int(best)), w.items.get(int(best))
+	cl.hasBound, cl.stale, cl.bCount, cl.bItem = true, false, w.counts.get(int(best)), w.items.get(int(best))
 }
 
 // ---- indexed min-heap by rank ----
@@ -489,5 +522,35 @@ func (w *window) resize(kmax int) {
 	}
 	w.heap = w.heap[:0]
 	w.setKmax(kmax)
+	w.refill()
+}
+
+// rawAdd changes a count without maintaining classes or heap; restore uses
+// it and calls rebuild once all counts are in.
+func (w *window) rawAdd(id uint32, d int64) {
+	w.counts.set(int(id), w.counts.get(int(id))+d)
+}
+
+// rebuild derives positive, classes and heap from the counts in one pass.
+func (w *window) rebuild() {
+	w.heap = w.heap[:0]
+	w.classes = [numClasses]class{}
+	w.nonEmpty = [numClasses / 64]uint64{}
+	w.positive = 0
+	for id := range w.counts.len() {
+		c := w.counts.get(id)
+		if c <= 0 {
+			w.pos[id] = posNone
+			continue
+		}
+		w.positive++
+		ci := classOf(c)
+		cl := &w.classes[ci]
+		w.pos[id] = int32(len(cl.ids))
+		cl.ids = append(cl.ids, uint32(id))
+		cl.stale = true
+		w.nonEmpty[ci>>6] |= 1 << (ci & 63)
+	}
+	w.version++
 	w.refill()
 }
