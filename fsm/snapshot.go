@@ -268,21 +268,23 @@ func corrupt(format string, a ...any) error {
 // restorer rebuilds state record by record, checking every invariant the
 // live state keeps, so a corrupt stream is an error, never a wrong state.
 type restorer struct {
-	f        *FSM
-	st       *state
-	lb       *leaderboard
-	lbName   string
-	items    int // item slots received for lb
-	wantIDs  int
-	freeSet  map[uint32]bool
-	curWin   int
-	curIdx   int64
-	curBk    *bucket
-	inBucket bool
-	lastName string
-	lastProd string
-	lastTomb string
-	stage    int
+	f         *FSM
+	st        *state
+	lb        *leaderboard
+	lbName    string
+	items     int // item slots received for lb
+	wantIDs   int
+	freeSet   map[uint32]bool
+	curWin    int
+	curIdx    int64
+	curBk     *bucket
+	inBucket  bool
+	seenIn    []uint32 // per id: the last bucket (bucketSeq) it appeared in, to refuse duplicates
+	bucketSeq uint32
+	lastName  string
+	lastProd  string
+	lastTomb  string
+	stage     int
 }
 
 func (f *FSM) readSnapshot(r io.Reader) (*state, error) {
@@ -470,7 +472,8 @@ func (rs *restorer) startBoard(m *pb.LeaderboardState) error {
 		return corrupt("leaderboard %q: %d id slots", cfg.Name, m.IdSlots)
 	}
 	lb := newLeaderboard(cfg)
-	lb.index = make(map[string]uint32, m.IdSlots-uint64(len(m.FreeIds)))
+	// Presize the index, but never trust a header enough to allocate for it unseen.
+	lb.index = make(map[string]uint32, min(m.IdSlots-uint64(len(m.FreeIds)), 1<<20))
 	if len(m.LateDropped) != len(lb.wins) {
 		return corrupt("leaderboard %q: %d late counters for %d windows", cfg.Name, len(m.LateDropped), len(lb.wins))
 	}
@@ -486,6 +489,7 @@ func (rs *restorer) startBoard(m *pb.LeaderboardState) error {
 	}
 	lb.free = slices.Clone(m.FreeIds)
 	rs.lb, rs.lbName, rs.items, rs.wantIDs = lb, cfg.Name, 0, int(m.IdSlots)
+	rs.seenIn, rs.bucketSeq = nil, 0
 	rs.curWin, rs.curIdx, rs.curBk, rs.inBucket = 0, 0, nil, false
 	return nil
 }
@@ -536,6 +540,9 @@ func (rs *restorer) addBucket(m *pb.BucketChunk) error {
 	}
 	wi := int(m.Window)
 	w := lb.wins[wi]
+	if rs.seenIn == nil {
+		rs.seenIn = make([]uint32, rs.wantIDs)
+	}
 	if rs.inBucket {
 		if wi != rs.curWin || m.Index != rs.curIdx {
 			return corrupt("leaderboard %q: bucket %d/%d interrupted", rs.lbName, rs.curWin, rs.curIdx)
@@ -544,7 +551,8 @@ func (rs *restorer) addBucket(m *pb.BucketChunk) error {
 		if wi < rs.curWin || (wi == rs.curWin && len(w.buckets) > 0 && m.Index <= w.buckets[len(w.buckets)-1].index) {
 			return corrupt("leaderboard %q: bucket %d/%d out of order", rs.lbName, wi, m.Index)
 		}
-		rs.curBk = &bucket{index: m.Index, slot: make(map[uint32]int32)}
+		rs.curBk = &bucket{index: m.Index}
+		rs.bucketSeq++
 		w.buckets = append(w.buckets, rs.curBk)
 	}
 	rs.curWin, rs.curIdx = wi, m.Index
@@ -553,10 +561,11 @@ func (rs *restorer) addBucket(m *pb.BucketChunk) error {
 		if int(id) >= rs.wantIDs || rs.freeSet[id] {
 			return corrupt("leaderboard %q: bucket entry for id %d", rs.lbName, id)
 		}
-		if _, dup := b.slot[id]; dup {
+		if rs.seenIn[id] == rs.bucketSeq {
 			return corrupt("leaderboard %q: id %d twice in bucket %d", rs.lbName, id, m.Index)
 		}
-		b.slot[id] = int32(b.ids.append(id))
+		rs.seenIn[id] = rs.bucketSeq
+		b.ids.append(id)
 		b.deltas.append(m.Deltas[i])
 		w.rawAdd(id, m.Deltas[i])
 		lb.refs[id]++

@@ -58,7 +58,7 @@ type bucket struct {
 	index  int64
 	ids    cowArray[uint32]
 	deltas cowArray[int64]
-	slot   map[uint32]int32
+	slot   map[uint32]int32 // id -> entry; built on first use (restored buckets may never need it)
 }
 
 const (
@@ -486,6 +486,12 @@ func (w *window) bucketFor(idx int64) *bucket {
 // item gained a new bucket entry (a reference the leaderboard tracks).
 func (w *window) addToBucket(b *bucket, id uint32, delta int64) bool {
 	w.add(id, delta)
+	if b.slot == nil {
+		b.slot = make(map[uint32]int32, b.ids.len())
+		for i := range b.ids.len() {
+			b.slot[b.ids.get(i)] = int32(i)
+		}
+	}
 	if s, ok := b.slot[id]; ok {
 		b.deltas.set(int(s), b.deltas.get(int(s))+delta)
 		return false
