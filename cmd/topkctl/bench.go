@@ -31,6 +31,7 @@ type benchFlags struct {
 	leaderboard      string
 	queryK           int
 	queryRate        float64
+	rate             float64
 	queryConsistency string
 	queryWindow      string
 	progress         bool
@@ -65,6 +66,7 @@ func (a *app) benchCmd() *cobra.Command {
 	fl.StringVar(&f.leaderboard, "leaderboard", "default", "leaderboard to load")
 	fl.IntVar(&f.queryK, "query-k", 100, "K of the top-K queries run during the load")
 	fl.Float64Var(&f.queryRate, "query-rate", 10, "top-K queries per second during the load (0: none)")
+	fl.Float64Var(&f.rate, "rate", 0, "offered load in events per second (0: as fast as acknowledgements allow)")
 	fl.StringVar(&f.queryConsistency, "query-consistency", "cached", "consistency of the top-K queries")
 	fl.StringVar(&f.queryWindow, "query-window", "all", "window of the top-K queries")
 	fl.BoolVar(&f.progress, "progress", true, "show a progress bar on stderr")
@@ -192,7 +194,11 @@ func (a *app) runBench(ctx context.Context, f benchFlags) error {
 	go func() {
 		defer fwg.Done()
 		defer close(batches)
-		feed(ctx, batches)
+		if f.rate <= 0 {
+			feed(ctx, batches)
+			return
+		}
+		paced(ctx, f.rate, feed, batches)
 	}()
 	go func() {
 		defer close(queriesDone)
@@ -359,4 +365,31 @@ func (a *app) loadFile(f benchFlags) ([][]client.Event, error) {
 		return nil, fmt.Errorf("%s: no events", f.file)
 	}
 	return out, nil
+}
+
+// paced forwards batches no faster than rate events per second, so latency
+// can be measured at a fixed offered load (e.g. 115,000 events/s).
+func paced(ctx context.Context, rate float64, feed func(context.Context, chan<- []client.Event), out chan<- []client.Event) {
+	in := make(chan []client.Event, 1)
+	go func() {
+		defer close(in)
+		feed(ctx, in)
+	}()
+	start := time.Now()
+	var sent int
+	for b := range in {
+		if wait := time.Until(start.Add(time.Duration(float64(sent) / rate * float64(time.Second)))); wait > 0 {
+			select {
+			case <-time.After(wait):
+			case <-ctx.Done():
+				return
+			}
+		}
+		select {
+		case out <- b:
+		case <-ctx.Done():
+			return
+		}
+		sent += len(b)
+	}
 }
