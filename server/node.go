@@ -12,13 +12,13 @@ import (
 	"sync"
 	"time"
 
-	"github.com/cespare/xxhash/v2"
 	"github.com/hashicorp/raft"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/topkd/topkd/fsm"
 	metapb "github.com/topkd/topkd/proto/topkd/meta/v1"
 	pb "github.com/topkd/topkd/proto/topkd/raftcmd/v1"
+	"github.com/topkd/topkd/ring"
 )
 
 // DefaultPartitions is P for a new cluster. Every partition is a Raft group
@@ -288,15 +288,8 @@ func (n *Node) Ready(ctx context.Context) error {
 // Partitions is P.
 func (n *Node) Partitions() int { return n.nparts }
 
-// PartitionOf maps a (leaderboard, item) to its partition.
-func PartitionOf(leaderboard, item string, p int) int {
-	var h xxhash.Digest // on the stack: this runs once per ingested event
-	h.Reset()
-	_, _ = h.WriteString(leaderboard)
-	_, _ = h.Write([]byte{0})
-	_, _ = h.WriteString(item)
-	return int(h.Sum64() % uint64(p))
-}
+// PartitionOf maps a (leaderboard, item) to its partition (ring.Partition).
+func PartitionOf(leaderboard, item string, p int) int { return ring.Partition(leaderboard, item, p) }
 
 // Close stops the node gracefully: combiners drain, groups shut down.
 func (n *Node) Close() error {

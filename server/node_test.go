@@ -195,15 +195,3 @@ func TestNodeLeaderboardLifecycle(t *testing.T) {
 		t.Fatalf("drop default: %v", err)
 	}
 }
-
-// The partition function is part of the on-disk format: it may never change.
-func TestPartitionOfIsStable(t *testing.T) {
-	for _, tt := range []struct {
-		lb, item string
-		want     int
-	}{{"default", "song_a", 790314}, {"default", "song_b", 774538}, {"plays", "LAX-LAS", 89299}} {
-		if got := PartitionOf(tt.lb, tt.item, 1<<20); got != tt.want {
-			t.Errorf("PartitionOf(%q, %q, 2^20) = %d, want %d", tt.lb, tt.item, got, tt.want)
-		}
-	}
-}
