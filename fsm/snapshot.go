@@ -472,8 +472,6 @@ func (rs *restorer) startBoard(m *pb.LeaderboardState) error {
 		return corrupt("leaderboard %q: %d id slots", cfg.Name, m.IdSlots)
 	}
 	lb := newLeaderboard(cfg)
-	// Presize the index, but never trust a header enough to allocate for it unseen.
-	lb.index = make(map[string]uint32, min(m.IdSlots-uint64(len(m.FreeIds)), 1<<20))
 	if len(m.LateDropped) != len(lb.wins) {
 		return corrupt("leaderboard %q: %d late counters for %d windows", cfg.Name, len(m.LateDropped), len(lb.wins))
 	}
@@ -514,11 +512,6 @@ func (rs *restorer) addItems(m *pb.ItemChunk) error {
 			}
 			continue
 		}
-		n := len(lb.index)
-		lb.index[s] = id // one map operation: a duplicate leaves the size unchanged
-		if len(lb.index) == n {
-			return corrupt("leaderboard %q: item %q twice", rs.lbName, s)
-		}
 		lb.live++
 		lb.all.rawAdd(id, c)
 	}
@@ -526,9 +519,24 @@ func (rs *restorer) addItems(m *pb.ItemChunk) error {
 	return nil
 }
 
+// finishItems checks the item count and builds the index in one presized
+// pass, now that the data backing the header's claims has been read.
 func (rs *restorer) finishItems() error {
 	if rs.items != rs.wantIDs {
 		return corrupt("leaderboard %q: %d of %d item slots", rs.lbName, rs.items, rs.wantIDs)
+	}
+	lb := rs.lb
+	lb.index = make(map[string]uint32, lb.live)
+	for id := range rs.wantIDs {
+		if rs.freeSet[uint32(id)] {
+			continue
+		}
+		s := lb.items.get(id)
+		n := len(lb.index)
+		lb.index[s] = uint32(id) // one map operation: a duplicate leaves the size unchanged
+		if len(lb.index) == n {
+			return corrupt("leaderboard %q: item %q twice", rs.lbName, s)
+		}
 	}
 	return nil
 }
