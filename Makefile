@@ -7,7 +7,7 @@ CONNECT_GO_VERSION    := v1.21.1
 STATICCHECK_VERSION   := v0.8.2
 export PATH := $(BIN):$(PATH)
 
-.PHONY: all build run test test-short generate generate-check tools bench bench-fsm bench-fsm-10m bench-server bench-redis bench-restart lint ci
+.PHONY: all build run test test-short generate generate-check tools bench bench-fsm bench-fsm-10m bench-server bench-redis bench-restart bench-single lint ci
 
 all: build
 
@@ -73,3 +73,8 @@ ci: lint generate-check test
 # Restart with 10M distinct items: time until a linearizable query is served again.
 bench-restart:
 	$(GO) test -tags bench ./cluster-test -run TestRestartLargeState -count=1 -v -timeout 30m
+
+# Single node through topkctl bench: maximum ingest, cached top-100 latency idle / at 115K events/s /
+# at half the maximum, freshness.
+bench-single:
+	bash cluster-test/bench_single.sh
