@@ -52,7 +52,7 @@ func TestBatchingSendsFewerRequestsThanEvents(t *testing.T) {
 	tr := &countingTransport{next: http.DefaultTransport.(*http.Transport).Clone()}
 	t.Cleanup(tr.next.(*http.Transport).CloseIdleConnections)
 	// An age of an hour: only size and Flush cut batches, so the count is exact.
-	c := newClient(t, []string{node.addr}, client.WithHTTPClient(ownTransport(tr)),
+	c := newClient(t, []string{node.Addr}, client.WithHTTPClient(ownTransport(tr)),
 		client.WithBatchSize(100), client.WithBatchAge(time.Hour))
 	const events = 1050
 	for i := range events {
@@ -78,7 +78,7 @@ func TestBatchingSendsFewerRequestsThanEvents(t *testing.T) {
 func TestBatchAgeSendsWithoutFlush(t *testing.T) {
 	node := newTestNode(t)
 	ctx := context.Background()
-	c := newClient(t, []string{node.addr}, client.WithBatchSize(1000), client.WithBatchAge(5*time.Millisecond))
+	c := newClient(t, []string{node.Addr}, client.WithBatchSize(1000), client.WithBatchAge(5*time.Millisecond))
 	for range 3 {
 		if err := c.Add(ctx, "default", client.Event{Item: "aged"}); err != nil {
 			t.Fatalf("Add: %v", err)
@@ -195,7 +195,7 @@ func TestRetryAfterLostResponseCountsOnce(t *testing.T) {
 
 	t.Run("IngestBatch", func(t *testing.T) {
 		tr := &losingTransport{next: inner, lose: 1}
-		c := newClient(t, []string{node.addr}, client.WithHTTPClient(ownTransport(tr)))
+		c := newClient(t, []string{node.Addr}, client.WithHTTPClient(ownTransport(tr)))
 		events := make([]client.Event, 50)
 		for i := range events {
 			events[i] = client.Event{Item: "lost-once"}
@@ -217,7 +217,7 @@ func TestRetryAfterLostResponseCountsOnce(t *testing.T) {
 
 	t.Run("Add", func(t *testing.T) {
 		tr := &losingTransport{next: inner, lose: 3}
-		c := newClient(t, []string{node.addr}, client.WithHTTPClient(ownTransport(tr)), client.WithBatchSize(10),
+		c := newClient(t, []string{node.Addr}, client.WithHTTPClient(ownTransport(tr)), client.WithBatchSize(10),
 			client.WithBackoff(time.Millisecond, 5*time.Millisecond))
 		for range 100 {
 			if err := c.Add(ctx, "default", client.Event{Item: "lost-async"}); err != nil {
@@ -239,7 +239,7 @@ func TestRetryAfterLostResponseCountsOnce(t *testing.T) {
 func TestInvalidInputComesBackWithItsCode(t *testing.T) {
 	node := newTestNode(t)
 	ctx := context.Background()
-	c := newClient(t, []string{node.addr})
+	c := newClient(t, []string{node.Addr})
 	if _, err := c.CreateLeaderboard(ctx, client.Leaderboard{Name: "small", KMax: 5, Windows: []string{"1h"}}); err != nil {
 		t.Fatalf("CreateLeaderboard: %v", err)
 	}
@@ -327,7 +327,7 @@ func TestInvalidInputComesBackWithItsCode(t *testing.T) {
 func TestAdminAndStatus(t *testing.T) {
 	node := newTestNode(t)
 	ctx := context.Background()
-	c := newClient(t, []string{node.addr})
+	c := newClient(t, []string{node.Addr})
 	lb, err := c.CreateLeaderboard(ctx, client.Leaderboard{Name: "songs", Windows: []string{"1h", "1d"}, KMax: 50})
 	if err != nil {
 		t.Fatal(err)
@@ -374,7 +374,7 @@ func TestAdminAndStatus(t *testing.T) {
 func TestFailsOverToALiveAddress(t *testing.T) {
 	node := newTestNode(t)
 	dead := deadAddr(t)
-	c := newClient(t, []string{dead, node.addr}, client.WithBackoff(time.Millisecond, 5*time.Millisecond))
+	c := newClient(t, []string{dead, node.Addr}, client.WithBackoff(time.Millisecond, 5*time.Millisecond))
 	for i := range 4 { // round-robin starts at each address in turn
 		if _, err := c.IngestBatch(context.Background(), "", []client.Event{{Item: "fo"}}); err != nil {
 			t.Fatalf("batch %d: %v", i, err)
@@ -451,7 +451,7 @@ func TestCloseFlushesAndLeavesNoGoroutines(t *testing.T) {
 	node := newTestNode(t)
 	ctx := context.Background()
 	ignore := goleak.IgnoreCurrent() // the node's own goroutines
-	c, err := client.New([]string{node.addr}, client.WithBatchAge(time.Hour))
+	c, err := client.New([]string{node.Addr}, client.WithBatchAge(time.Hour))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -479,7 +479,7 @@ func TestCloseFlushesAndLeavesNoGoroutines(t *testing.T) {
 	goleak.VerifyNone(t, ignore)
 
 	// Everything queued for default was sent before Close returned.
-	c2 := newClient(t, []string{node.addr})
+	c2 := newClient(t, []string{node.Addr})
 	for i := range 3 {
 		if got := countOf(t, c2, "default", fmt.Sprint("c", i)); got != 100 {
 			t.Errorf("count c%d = %d, want 100", i, got)

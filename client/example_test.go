@@ -30,7 +30,7 @@ func ExampleClient_TopK() {
 	defer node.Close()
 	ctx := context.Background()
 
-	c, err := client.New([]string{node.addr})
+	c, err := client.New([]string{node.Addr})
 	if err != nil {
 		fmt.Println(err)
 		return
@@ -70,7 +70,7 @@ func ExampleClient_Add() {
 	defer node.Close()
 	ctx := context.Background()
 
-	c, err := client.New([]string{node.addr}, client.WithBatchSize(500), client.WithBatchAge(10*time.Millisecond))
+	c, err := client.New([]string{node.Addr}, client.WithBatchSize(500), client.WithBatchAge(10*time.Millisecond))
 	if err != nil {
 		fmt.Println(err)
 		return
@@ -110,7 +110,7 @@ func ExampleClient_CreateLeaderboard() {
 	defer node.Close()
 	ctx := context.Background()
 
-	c, err := client.New([]string{node.addr})
+	c, err := client.New([]string{node.Addr})
 	if err != nil {
 		fmt.Println(err)
 		return

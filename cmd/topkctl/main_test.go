@@ -74,25 +74,25 @@ func rows(out string) []string {
 func TestIngestFlightsCSVThenTop(t *testing.T) {
 	node := newTestNode(t)
 	path := flightsCSV(t)
-	out := mustRun(t, node.addr, "ingest", path, "--item-col", "origin+destination", "--item-sep", "-",
+	out := mustRun(t, node.Addr, "ingest", path, "--item-col", "origin+destination", "--item-sep", "-",
 		"--time-col", "time", "--batch", "4", "--producers", "3", "--progress=false")
 	for _, want := range []string{"sent 16 events in 4 batches", "accepted 16", "duplicates 0", "rejected 0", "events/s"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("ingest summary %q lacks %q", out, want)
 		}
 	}
-	out = mustRun(t, node.addr, "top", "--k", "3", "--consistency", "linearizable")
+	out = mustRun(t, node.Addr, "top", "--k", "3", "--consistency", "linearizable")
 	got := rows(out)
 	want := []string{"RANK ID COUNT", "1 ORD-ATL 7", "2 LAX-SFO 5", "3 JFK-BOS 3"}
 	if len(got) != 5 || !strings.HasPrefix(got[0], "leaderboard default, window all, consistency linearizable") ||
 		strings.Join(got[1:], "|") != strings.Join(want, "|") {
 		t.Errorf("top output:\n%s\nwant a header line and rows %q", out, want)
 	}
-	out = mustRun(t, node.addr, "top", "--k", "2", "--consistency", "linearizable", "--json")
+	out = mustRun(t, node.Addr, "top", "--k", "2", "--consistency", "linearizable", "--json")
 	if !strings.Contains(out, `"id": "ORD-ATL"`) || !strings.Contains(out, `"consistency": "linearizable"`) {
 		t.Errorf("top --json:\n%s", out)
 	}
-	out = mustRun(t, node.addr, "count", "SEA-DEN", "--consistency", "linearizable")
+	out = mustRun(t, node.Addr, "count", "SEA-DEN", "--consistency", "linearizable")
 	if !strings.HasPrefix(out, "SEA-DEN\t1\t") {
 		t.Errorf("count output %q, want SEA-DEN 1", out)
 	}
@@ -100,7 +100,7 @@ func TestIngestFlightsCSVThenTop(t *testing.T) {
 
 func TestIngestGzipNDJSONFromStdinWithEventTimeLeaderboard(t *testing.T) {
 	node := newTestNode(t)
-	out := mustRun(t, node.addr, "leaderboard", "create", "retail", "--windows", "1h,1d", "--k-max", "50")
+	out := mustRun(t, node.Addr, "leaderboard", "create", "retail", "--windows", "1h,1d", "--k-max", "50")
 	if !strings.Contains(out, "created leaderboard retail") || !strings.Contains(out, "windows      all,1h,1d") {
 		t.Errorf("create output:\n%s", out)
 	}
@@ -110,7 +110,7 @@ func TestIngestGzipNDJSONFromStdinWithEventTimeLeaderboard(t *testing.T) {
 	fmt.Fprintf(zw, "{\"code\":\"A1\",\"qty\":5,\"ts\":%d}\n\n{\"code\":\"B2\",\"qty\":\"2\",\"ts\":%d}\n", now, now)
 	fmt.Fprintf(zw, "{\"code\":\"A1\",\"qty\":-1,\"ts\":%d}\n{\"code\":\"C3\",\"qty\":0,\"ts\":%d}\n", now, now)
 	zw.Close()
-	out, err := run(t, node.addr, raw.String(), "ingest", "--leaderboard", "retail", "--item-col", "code",
+	out, err := run(t, node.Addr, raw.String(), "ingest", "--leaderboard", "retail", "--item-col", "code",
 		"--count-col", "qty", "--time-col", "ts", "--time-format", "unix-ms", "--progress=false")
 	if err != nil {
 		t.Fatalf("ingest: %v\n%s", err, out)
@@ -118,20 +118,20 @@ func TestIngestGzipNDJSONFromStdinWithEventTimeLeaderboard(t *testing.T) {
 	if !strings.Contains(out, "sent 3 events") || !strings.Contains(out, "accepted 3") {
 		t.Errorf("ingest summary %q, want 3 events sent and accepted (the zero weight skipped)", out)
 	}
-	out = mustRun(t, node.addr, "top", "--leaderboard", "retail", "--window", "1h", "--consistency", "linearizable")
+	out = mustRun(t, node.Addr, "top", "--leaderboard", "retail", "--window", "1h", "--consistency", "linearizable")
 	if got := rows(out); len(got) != 4 || got[2] != "1 A1 4" || got[3] != "2 B2 2" {
 		t.Errorf("top of retail 1h:\n%s\nwant A1 4 then B2 2", out)
 	}
-	out = mustRun(t, node.addr, "leaderboard", "describe", "retail")
+	out = mustRun(t, node.Addr, "leaderboard", "describe", "retail")
 	if !strings.Contains(out, "accepted events: 3") {
 		t.Errorf("describe:\n%s", out)
 	}
-	out = mustRun(t, node.addr, "leaderboard", "list")
+	out = mustRun(t, node.Addr, "leaderboard", "list")
 	if !strings.Contains(out, "retail") || !strings.Contains(out, "default") {
 		t.Errorf("list:\n%s", out)
 	}
-	mustRun(t, node.addr, "leaderboard", "drop", "retail")
-	if _, err := run(t, node.addr, "", "top", "--leaderboard", "retail"); err == nil || !strings.Contains(err.Error(), "not_found") {
+	mustRun(t, node.Addr, "leaderboard", "drop", "retail")
+	if _, err := run(t, node.Addr, "", "top", "--leaderboard", "retail"); err == nil || !strings.Contains(err.Error(), "not_found") {
 		t.Errorf("top of a dropped leaderboard: err = %v, want not_found", err)
 	}
 }
@@ -140,15 +140,15 @@ func TestIngestReportsBadRecords(t *testing.T) {
 	node := newTestNode(t)
 	path := filepath.Join(t.TempDir(), "bad.csv")
 	os.WriteFile(path, []byte("item,time\na,2001-01-01T00:00:00Z\nb,yesterday\nc,2001-01-01T00:00:00Z\n"), 0o644)
-	_, err := run(t, node.addr, "", "ingest", path, "--time-col", "time", "--progress=false")
+	_, err := run(t, node.Addr, "", "ingest", path, "--time-col", "time", "--progress=false")
 	if err == nil || !strings.Contains(err.Error(), "line 3") || !strings.Contains(err.Error(), "yesterday") {
 		t.Errorf("err = %v, want it to name line 3 and the bad value", err)
 	}
-	out := mustRun(t, node.addr, "ingest", path, "--time-col", "time", "--skip-invalid", "--progress=false")
+	out := mustRun(t, node.Addr, "ingest", path, "--time-col", "time", "--skip-invalid", "--progress=false")
 	if !strings.Contains(out, "sent 2 events") || !strings.Contains(out, "skipped 1 invalid records") {
 		t.Errorf("summary %q, want 2 sent and 1 skipped", out)
 	}
-	if _, err := run(t, node.addr, "", "ingest", path, "--item-col", "sku", "--progress=false"); err == nil ||
+	if _, err := run(t, node.Addr, "", "ingest", path, "--item-col", "sku", "--progress=false"); err == nil ||
 		!strings.Contains(err.Error(), `column "sku" is not in the header`) {
 		t.Errorf("missing column: err = %v", err)
 	}
@@ -156,18 +156,18 @@ func TestIngestReportsBadRecords(t *testing.T) {
 
 func TestStatusAndBench(t *testing.T) {
 	node := newTestNode(t)
-	out := mustRun(t, node.addr, "status")
+	out := mustRun(t, node.Addr, "status")
 	if !strings.Contains(out, "node1 (ready)") || !strings.Contains(out, "PARTITION") || len(rows(out)) < 10 {
 		t.Errorf("status:\n%s", out)
 	}
-	out = mustRun(t, node.addr, "bench", "--events", "3000", "--items", "50", "--producers", "2", "--batch", "500",
+	out = mustRun(t, node.Addr, "bench", "--events", "3000", "--items", "50", "--producers", "2", "--batch", "500",
 		"--query-rate", "100", "--query-k", "5", "--progress=false")
 	for _, want := range []string{"acknowledged  3000 events in 6 batches", "accepted 3000", "ack latency", "client CPU"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("bench report lacks %q:\n%s", want, out)
 		}
 	}
-	out = mustRun(t, node.addr, "count", "item-0", "--consistency", "linearizable")
+	out = mustRun(t, node.Addr, "count", "item-0", "--consistency", "linearizable")
 	if strings.HasPrefix(out, "item-0\t0\t") {
 		t.Errorf("the most frequent Zipf item has no count: %q", out)
 	}

@@ -1,0 +1,90 @@
+// Package rpctest starts a real single-node topkd in-process, on free
+// loopback ports with a temporary data dir, for the tests and examples of
+// packages that talk to it over HTTP (client, topkctl). Like httptest, it
+// is for tests only.
+package rpctest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/topkd/topkd/rpc"
+	"github.com/topkd/topkd/server"
+)
+
+// Node is a running single-node topkd.
+type Node struct {
+	Addr string // host:port of the HTTP API
+	Node *server.Node
+	srv  *http.Server
+	done chan error
+	dir  string
+}
+
+// Start starts a node with 2 partitions and fast Raft timeouts; Close stops it.
+func Start() (*Node, error) {
+	dir, err := os.MkdirTemp("", "topkd-rpctest-")
+	if err != nil {
+		return nil, err
+	}
+	fail := func(err error) (*Node, error) {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	raftLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return fail(err)
+	}
+	httpLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		raftLn.Close()
+		return fail(err)
+	}
+	pol := server.DefaultRaftPolicy()
+	pol.HeartbeatTimeout, pol.ElectionTimeout = 50*time.Millisecond, 50*time.Millisecond
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	n, err := server.Open(ctx, server.Config{NodeID: "node1", DataDir: dir, RaftAddr: raftLn.Addr().String(),
+		RaftListener: raftLn, HTTPAddr: httpLn.Addr().String(), Partitions: 2, Raft: pol,
+		Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		httpLn.Close()
+		return fail(fmt.Errorf("open node: %w", err))
+	}
+	tn := &Node{Addr: httpLn.Addr().String(), Node: n, srv: rpc.NewServer("", rpc.Handler(n)), done: make(chan error, 1), dir: dir}
+	go func() { tn.done <- tn.srv.Serve(httpLn) }()
+	return tn, nil
+}
+
+// Close stops the HTTP server and the node and removes the data dir.
+func (tn *Node) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err := tn.srv.Shutdown(ctx)
+	if serr := <-tn.done; !errors.Is(serr, http.ErrServerClosed) {
+		err = errors.Join(err, serr)
+	}
+	return errors.Join(err, tn.Node.Close(), os.RemoveAll(tn.dir))
+}
+
+// New starts a node closed by t.Cleanup.
+func New(t testing.TB) *Node {
+	t.Helper()
+	tn, err := Start()
+	if err != nil {
+		t.Fatalf("start node: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := tn.Close(); err != nil {
+			t.Errorf("close node: %v", err)
+		}
+	})
+	return tn
+}
