@@ -534,3 +534,15 @@ func (f *FSM) Contains(leaderboard, item string) bool {
 	}
 	return false
 }
+
+// AcceptedEvents is the number of events accepted over all leaderboards,
+// a cheap measure of apply work (the server snapshots by it).
+func (f *FSM) AcceptedEvents() uint64 {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	var n uint64
+	for _, lb := range f.st.boards {
+		n += lb.accepted
+	}
+	return n
+}

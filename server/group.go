@@ -25,6 +25,10 @@ type RaftPolicy struct {
 	SnapshotInterval  time.Duration
 	TrailingLogs      uint64 // entries kept after a snapshot for slow followers
 	SnapshotsRetained int
+	// SnapshotEvents also snapshots a partition once this many events were
+	// applied since its last snapshot: entries vary from one delta to 64K, so
+	// an entry count alone does not bound the replay after a restart.
+	SnapshotEvents uint64
 }
 
 // DefaultRaftPolicy suits a LAN and a laptop: snapshots every 8192 entries
@@ -38,6 +42,7 @@ func DefaultRaftPolicy() RaftPolicy {
 		SnapshotInterval:  30 * time.Second,
 		TrailingLogs:      4096,
 		SnapshotsRetained: 2,
+		SnapshotEvents:    4_000_000,
 	}
 }
 

@@ -77,6 +77,8 @@ type partition struct {
 	comb *combiner
 	ack  ackTracker
 	rate rateMeter // accepted events per second, for status and rebalancing
+
+	snapAccepted uint64 // AcceptedEvents at the last snapshot this node asked for (snapshotLoop only)
 }
 
 // Open starts a node; a node with no data bootstraps a single-node cluster.
@@ -128,6 +130,7 @@ func Open(ctx context.Context, cfg Config) (*Node, error) {
 	n.cache = newResultCache(n, cfg.CacheRefresh)
 	n.start(n.reconcileLoop)
 	n.start(n.tickLoop)
+	n.start(n.snapshotLoop)
 	n.start(n.mem.run(n.stop))
 	n.start(n.cache.run(n.stop))
 	return n, nil
@@ -254,6 +257,7 @@ func (n *Node) openPartitions(ctx context.Context) error {
 		if err := p.g.waitBoot(ctx); err != nil {
 			return err
 		}
+		p.snapAccepted = p.fsm.AcceptedEvents()
 	}
 	// Serve only once every partition holds every leaderboard definition.
 	n.reconcile(st)
@@ -375,6 +379,38 @@ func (n *Node) reconcile(st *metapb.State) {
 			if err := p.g.raft.Apply(c, 5*time.Second).Error(); err != nil {
 				n.log.Warn("push leaderboard config", "partition", p.id, "err", err)
 			}
+		}
+	}
+}
+
+// snapshotLoop bounds the log a restart must replay by work, not entries:
+// a partition that applied Raft.SnapshotEvents events since its last
+// snapshot here is snapshotted now.
+func (n *Node) snapshotLoop() {
+	every := n.cfg.Raft.SnapshotEvents
+	if every == 0 {
+		return
+	}
+	t := time.NewTicker(5 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-n.stop:
+			return
+		case <-t.C:
+		}
+		for _, p := range n.parts {
+			acc := p.fsm.AcceptedEvents()
+			if acc < p.snapAccepted+every {
+				continue
+			}
+			start := time.Now()
+			if err := p.g.raft.Snapshot().Error(); err != nil {
+				n.log.Warn("snapshot", "partition", p.id, "err", err)
+				continue
+			}
+			n.log.Info("snapshot", "partition", p.id, "events_since_last", acc-p.snapAccepted, "took", time.Since(start).Round(time.Millisecond))
+			p.snapAccepted = acc
 		}
 	}
 }
