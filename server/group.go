@@ -42,7 +42,7 @@ func DefaultRaftPolicy() RaftPolicy {
 		SnapshotInterval:  30 * time.Second,
 		TrailingLogs:      4096,
 		SnapshotsRetained: 2,
-		SnapshotEvents:    4_000_000,
+		SnapshotEvents:    1_000_000,
 	}
 }
 

@@ -236,17 +236,35 @@ func raftErr(err error) error {
 func (n *Node) openPartitions(ctx context.Context) error {
 	st, _ := n.metaFSM.state()
 	n.nparts = int(st.Partitions)
-	for p := 0; p < n.nparts; p++ {
-		f := fsm.New(fsm.Options{})
-		g, err := openGroup(n.groupConfig(PartitionGroup(p), "p"+strconv.Itoa(p), &timedFSM{readFSM: f, m: n.metrics}))
-		if err != nil {
-			return err
+	// Open the groups in parallel: each restores its snapshot and replays its
+	// log inside raft.NewRaft, which is most of a restart.
+	parts := make([]*partition, n.nparts)
+	errs := make([]error, n.nparts)
+	var wg sync.WaitGroup
+	for p := range n.nparts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			f := fsm.New(fsm.Options{})
+			g, err := openGroup(n.groupConfig(PartitionGroup(p), "p"+strconv.Itoa(p), &timedFSM{readFSM: f, m: n.metrics}))
+			if err != nil {
+				errs[p] = err
+				return
+			}
+			parts[p] = &partition{id: p, g: g, fsm: f}
+			errs[p] = g.bootstrap(n.cfg.NodeID, n.cfg.RaftAddr)
+		}()
+	}
+	wg.Wait()
+	for _, part := range parts {
+		if part != nil {
+			n.parts = append(n.parts, part) // Close shuts down whatever opened
 		}
-		part := &partition{id: p, g: g, fsm: f}
-		n.parts = append(n.parts, part)
-		if err := g.bootstrap(n.cfg.NodeID, n.cfg.RaftAddr); err != nil {
-			return err
-		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	for _, part := range n.parts {
 		part.comb = newCombiner(n, part)
 		n.start(part.comb.run)
 	}
