@@ -57,6 +57,7 @@ func (c *Client) call(ctx context.Context, op string, p retryPolicy, fn func(con
 	defer cancel()
 	start := int(c.next.Add(1))
 	began := time.Now()
+	var cause error // the last failure that was not our own deadline cutting an attempt short
 	for attempt := 0; ; attempt++ {
 		if c.stopped.Load() {
 			return attempt, fmt.Errorf("%s: %w", op, ErrClosed)
@@ -71,6 +72,9 @@ func (c *Client) call(ctx context.Context, op string, p retryPolicy, fn func(con
 		if !retryable(err, p) {
 			return attempt + 1, fmt.Errorf("%s: %w", op, err)
 		}
+		if cause == nil || ctx.Err() == nil || connect.CodeOf(err) != connect.CodeDeadlineExceeded {
+			cause = err
+		}
 		delay, hinted := retryHint(err)
 		if !hinted {
 			delay = c.backoff(attempt)
@@ -78,14 +82,14 @@ func (c *Client) call(ctx context.Context, op string, p retryPolicy, fn func(con
 		dl, _ := ctx.Deadline()
 		if ctx.Err() != nil || time.Now().Add(delay).After(dl) {
 			return attempt + 1, fmt.Errorf("%s: gave up after %d attempts in %v: %w",
-				op, attempt+1, time.Since(began).Round(time.Millisecond), err)
+				op, attempt+1, time.Since(began).Round(time.Millisecond), cause)
 		}
 		t := time.NewTimer(delay)
 		select {
 		case <-ctx.Done():
 			t.Stop()
 			return attempt + 1, fmt.Errorf("%s: gave up after %d attempts in %v: %w",
-				op, attempt+1, time.Since(began).Round(time.Millisecond), err)
+				op, attempt+1, time.Since(began).Round(time.Millisecond), cause)
 		case <-t.C:
 		}
 	}
