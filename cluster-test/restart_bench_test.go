@@ -5,7 +5,6 @@ package clustertest
 import (
 	"context"
 	"fmt"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -91,5 +90,4 @@ func TestRestartLargeState(t *testing.T) {
 	if st.Windows[0].DistinctItems != uint64(distinct) {
 		t.Errorf("distinct items after restart: %d, want %d", st.Windows[0].DistinctItems, distinct)
 	}
-	_ = http.StatusOK
 }

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/hashicorp/raft"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/topkd/topkd/fsm"
@@ -182,4 +181,3 @@ func (n *Node) RaftStats() map[string]map[string]string {
 	return out
 }
 
-var _ = raft.Leader
