@@ -180,4 +180,3 @@ func (n *Node) RaftStats() map[string]map[string]string {
 	}
 	return out
 }
-
