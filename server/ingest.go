@@ -470,14 +470,7 @@ func (w *watermarks) list() []*pb.Watermark {
 // second, so windows keep sliding and event-clock watermarks spread.
 func (n *Node) tickLoop() {
 	const every = time.Second
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-n.stop:
-			return
-		case <-t.C:
-		}
+	n.periodic(every, func() {
 		wms := n.watermark.list()
 		now := n.clock.Now()
 		for _, p := range n.parts {
@@ -490,5 +483,5 @@ func (n *Node) tickLoop() {
 			}
 			p.g.raft.Apply(data, every)
 		}
-	}
+	})
 }

@@ -409,14 +409,7 @@ func (n *Node) snapshotLoop() {
 	if every == 0 {
 		return
 	}
-	t := time.NewTicker(5 * time.Second)
-	defer t.Stop()
-	for {
-		select {
-		case <-n.stop:
-			return
-		case <-t.C:
-		}
+	n.periodic(5*time.Second, func() {
 		for _, p := range n.parts {
 			acc := p.fsm.AcceptedEvents()
 			if acc < p.snapAccepted+every {
@@ -429,6 +422,20 @@ func (n *Node) snapshotLoop() {
 			}
 			n.log.Info("snapshot", "partition", p.id, "events_since_last", acc-p.snapAccepted, "took", time.Since(start).Round(time.Millisecond))
 			p.snapAccepted = acc
+		}
+	})
+}
+
+// periodic runs f every d until the node stops.
+func (n *Node) periodic(d time.Duration, f func()) {
+	t := time.NewTicker(d)
+	defer t.Stop()
+	for {
+		select {
+		case <-n.stop:
+			return
+		case <-t.C:
+			f()
 		}
 	}
 }
