@@ -76,8 +76,9 @@ func (f *FSM) Stats() Stats {
 // arrays, heaps and class lists, and bucket entries with their index maps.
 func (lb *leaderboard) bytes() int64 {
 	const (
-		mapEntry    = 40 // string-keyed index map slot, amortized
-		bucketEntry = 4 + 8 + 24
+		mapEntry     = 40    // string-keyed index map slot, amortized
+		bucketEntry  = 4 + 8 // id and delta; a slot map only where a late event needed one
+		slotMapEntry = 20
 	)
 	var n int64
 	slots := int64(lb.items.capacity())
@@ -86,12 +87,12 @@ func (lb *leaderboard) bytes() int64 {
 		n += int64(len(id))
 	}
 	for _, w := range append([]*window{lb.all}, lb.wins...) {
-		n += int64(w.counts.capacity())*8 + int64(cap(w.pos))*4 + int64(cap(w.heap))*4
+		n += int64(w.counts.capacity())*8 + int64(cap(w.pos))*4 + int64(cap(w.heap))*4 + int64(cap(w.slotGen))*4 + int64(cap(w.slot))*4
 		for i := range w.classes {
 			n += int64(cap(w.classes[i].ids)) * 4
 		}
 		for _, b := range w.buckets {
-			n += int64(b.ids.len()) * bucketEntry
+			n += int64(b.ids.len())*bucketEntry + int64(len(b.slot))*slotMapEntry
 		}
 	}
 	return n

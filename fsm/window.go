@@ -38,6 +38,11 @@ type window struct {
 	dirty    bool
 
 	buckets []*bucket // ascending index; sliding windows only
+	// The newest bucket finds an item's entry through per-id arrays instead
+	// of a map: slotGen[id] == fastGen means slot[id] is its entry there.
+	fastGen uint32
+	slotGen []uint32
+	slot    []int32
 	version uint64    // bumped on every change; read caches key on it
 }
 
@@ -58,7 +63,8 @@ type bucket struct {
 	index  int64
 	ids    cowArray[uint32]
 	deltas cowArray[int64]
-	slot   map[uint32]int32 // id -> entry; built on first use (restored buckets may never need it)
+	slot   map[uint32]int32 // id -> entry, built on first use when the per-id arrays do not apply
+	gen    uint32           // the window's fastGen when this bucket was the newest; 0 for others
 }
 
 const (
@@ -95,6 +101,10 @@ func (w *window) grow(id uint32) {
 	for int(id) >= w.counts.len() {
 		w.counts.append(0)
 		w.pos = append(w.pos, posNone)
+		if w.durMs > 0 {
+			w.slotGen = append(w.slotGen, 0)
+			w.slot = append(w.slot, 0)
+		}
 	}
 }
 
@@ -477,7 +487,11 @@ func (w *window) bucketFor(idx int64) *bucket {
 	if i > 0 && w.buckets[i-1].index == idx {
 		return w.buckets[i-1]
 	}
-	b := &bucket{index: idx, slot: make(map[uint32]int32)}
+	b := &bucket{index: idx}
+	if i == len(w.buckets) {
+		w.fastGen++ // the newest bucket: entries found through the per-id arrays
+		b.gen = w.fastGen
+	}
 	w.buckets = slices.Insert(w.buckets, i, b)
 	return b
 }
@@ -486,6 +500,16 @@ func (w *window) bucketFor(idx int64) *bucket {
 // item gained a new bucket entry (a reference the leaderboard tracks).
 func (w *window) addToBucket(b *bucket, id uint32, delta int64) bool {
 	w.add(id, delta)
+	if b.gen != 0 && b.gen == w.fastGen {
+		// The id check makes a wrapped generation counter harmless.
+		if s := int(w.slot[id]); w.slotGen[id] == b.gen && s < b.ids.len() && b.ids.get(s) == id {
+			b.deltas.set(s, b.deltas.get(s)+delta)
+			return false
+		}
+		w.slotGen[id], w.slot[id] = b.gen, int32(b.ids.append(id))
+		b.deltas.append(delta)
+		return true
+	}
 	if b.slot == nil {
 		b.slot = make(map[uint32]int32, b.ids.len())
 		for i := range b.ids.len() {
