@@ -43,7 +43,7 @@ type window struct {
 	fastGen uint32
 	slotGen []uint32
 	slot    []int32
-	version uint64    // bumped on every change; read caches key on it
+	version uint64 // bumped on every change; read caches key on it
 }
 
 type class struct {
