@@ -43,7 +43,6 @@ type window struct {
 	fastGen uint32
 	slotGen []uint32
 	slot    []int32
-	version uint64 // bumped on every change; read caches key on it
 }
 
 type class struct {
@@ -131,7 +130,6 @@ func (w *window) add(id uint32, delta int64) {
 	old := w.counts.get(int(id))
 	nw := old + delta
 	w.counts.set(int(id), nw)
-	w.version++
 	if old <= 0 && nw > 0 {
 		w.positive++
 	} else if old > 0 && nw <= 0 {
@@ -581,6 +579,5 @@ func (w *window) rebuild() {
 		cl.stale = true
 		w.nonEmpty[ci>>6] |= 1 << (ci & 63)
 	}
-	w.version++
 	w.refill()
 }
