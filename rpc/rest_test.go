@@ -305,22 +305,28 @@ func TestEventsLateAndRejected(t *testing.T) {
 			}
 		}
 	})
-	t.Run("rejected", func(t *testing.T) {
-		// max_items 4 over 4 partitions gives each partition a share of 1: the
-		// second new item of one partition is rejected by the state machine.
+	t.Run("max_items", func(t *testing.T) {
+		// At max_items the node refuses new items before proposal (429 naming
+		// the limit); items it already holds still count, and skew between
+		// partitions never refuses an item below the total.
 		tn.doJSON(t, http.MethodPost, "/api/leaderboards", `{"name":"small","max_items":4}`, http.StatusCreated, nil)
 		var same []string
-		for i := 0; len(same) < 2; i++ {
+		for i := 0; len(same) < 4; i++ {
 			if id := fmt.Sprintf("i%d", i); server.PartitionOf("small", id, tn.node.Partitions()) == 0 {
 				same = append(same, id)
 			}
 		}
-		got := tn.post(t, "?leaderboard=small", `[{"item":"`+same[0]+`"},{"item":"`+same[1]+`"}]`)
-		if got.Accepted != 1 || got.Rejected != 1 {
-			t.Errorf("got %+v, want accepted 1, rejected 1", got)
+		body := `[{"item":"` + strings.Join(same, `"},{"item":"`) + `"}]`
+		if got := tn.post(t, "?leaderboard=small", body); got.Accepted != 4 || got.Rejected != 0 {
+			t.Errorf("4 items in one partition: got %+v, want accepted 4", got)
 		}
-		if c0, c1 := tn.count(t, "small", same[0]), tn.count(t, "small", same[1]); c0+c1 != 1 {
-			t.Errorf("counts: got %s=%d %s=%d, want one of them 1", same[0], c0, same[1], c1)
+		if got := tn.post(t, "?leaderboard=small", `[{"item":"`+same[0]+`"}]`); got.Accepted != 1 {
+			t.Errorf("known item at the limit: got %+v, want accepted 1", got)
+		}
+		st, raw := tn.do(t, http.MethodPost, "/api/events?leaderboard=small", "application/json", []byte(`[{"item":"brand-new"}]`))
+		checkError(t, st, raw, http.StatusTooManyRequests, "max_items")
+		if c := tn.count(t, "small", "brand-new"); c != 0 {
+			t.Errorf("refused item counted: %d", c)
 		}
 	})
 }

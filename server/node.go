@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/topkd/topkd/fsm"
 	metapb "github.com/topkd/topkd/proto/topkd/meta/v1"
@@ -376,12 +375,11 @@ func (n *Node) reconcile(st *metapb.State) {
 			if h != nil && (h.Incarnation > c.Incarnation || (h.Incarnation == c.Incarnation && h.Version >= c.Version)) {
 				continue
 			}
-			pc := proto.Clone(c).(*pb.LeaderboardConfig)
-			if pc.MaxItems > 0 {
-				// The FSM enforces its share; the ingest path checks the total before proposal.
-				pc.MaxItems = (pc.MaxItems + uint64(n.nparts) - 1) / uint64(n.nparts)
-			}
-			data, err := fsm.EncodeConfig(pc)
+			// max_items: the ingest path refuses new items once the leaderboard's
+			// total reaches it (ResourceExhausted, before proposal); each FSM
+			// enforces the same number as a hard cap on its own memory, so skew
+			// between partitions never rejects an item below the total.
+			data, err := fsm.EncodeConfig(c)
 			if err == nil {
 				cmds = append(cmds, data)
 			}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -193,5 +194,39 @@ func TestNodeLeaderboardLifecycle(t *testing.T) {
 	}
 	if err := n.DropLeaderboard(ctx, "default"); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("drop default: %v", err)
+	}
+}
+
+func TestNodeLimitsAnswerOverloaded(t *testing.T) {
+	n := openTestNode(t, t.TempDir())
+	defer n.Close()
+	ctx := context.Background()
+	if _, err := n.CreateLeaderboard(ctx, &pb.LeaderboardConfig{Name: "small", MaxItems: 4}); err != nil {
+		t.Fatal(err)
+	}
+	var evs []Event
+	for i := 0; i < 4; i++ {
+		evs = append(evs, Event{Item: fmt.Sprintf("i%d", i)})
+	}
+	if res, err := n.Ingest(ctx, IngestRequest{Leaderboard: "small", Events: evs}); err != nil || res.Accepted != 4 {
+		t.Fatalf("first 4 items: %+v, %v", res, err)
+	}
+	// Known items still count; a new one is refused before proposal, naming the limit.
+	if _, err := n.Ingest(ctx, IngestRequest{Leaderboard: "small", Events: evs[:1]}); err != nil {
+		t.Fatalf("known item: %v", err)
+	}
+	_, err := n.Ingest(ctx, IngestRequest{Leaderboard: "small", Events: []Event{{Item: "new"}}})
+	if !errors.Is(err, ErrOverloaded) || !strings.Contains(err.Error(), "max_items") {
+		t.Fatalf("new item at max_items: %v, want ErrOverloaded naming max_items", err)
+	}
+	if c, _ := n.Count(ctx, "small", "new", 0, Linearizable); c.Count != 0 {
+		t.Fatalf("refused item counted: %d", c.Count)
+	}
+	// The memory high-water mark refuses everything, naming itself.
+	n.mem.limit = 1
+	n.mem.sample()
+	_, err = n.Ingest(ctx, IngestRequest{Events: evs})
+	if !errors.Is(err, ErrOverloaded) || !strings.Contains(err.Error(), "memory high-water mark") {
+		t.Fatalf("over the memory mark: %v, want ErrOverloaded naming the memory high-water mark", err)
 	}
 }
