@@ -131,6 +131,8 @@ type CountResult struct {
 	UpperBound  int64  `json:"upper_bound"`
 	Window      Window `json:"window"`
 	Approximate bool   `json:"approximate"`
+	// Rank is the 1-based rank in the window's cached top k_max; 0 when outside it.
+	Rank int `json:"rank,omitempty"`
 }
 
 func windowOf(w *topkv1.WindowInfo) Window {
@@ -202,7 +204,7 @@ func (c *Client) Count(ctx context.Context, leaderboard, item, window string, op
 		return nil, err
 	}
 	return &CountResult{ID: m.Id, Count: m.Count, LowerBound: m.LowerBound, UpperBound: m.UpperBound,
-		Window: windowOf(m.Window), Approximate: m.Approximate}, nil
+		Window: windowOf(m.Window), Approximate: m.Approximate, Rank: int(m.Rank)}, nil
 }
 
 // Leaderboard is a leaderboard's definition. Zero fields take the server's

@@ -145,7 +145,7 @@ func (s *service) Count(ctx context.Context, req *connect.Request[topkv1.CountRe
 		return nil, connectErr(err)
 	}
 	return connect.NewResponse(&topkv1.CountResponse{Id: a.Item, Count: a.Count, LowerBound: a.Count, UpperBound: a.Count,
-		Window: windowPB(win, a.WindowStartMs, a.WindowEndMs)}), nil
+		Window: windowPB(win, a.WindowStartMs, a.WindowEndMs), Rank: uint32(a.Rank)}), nil
 }
 
 func leaderboardPB(j leaderboardJSON) *topkv1.Leaderboard {

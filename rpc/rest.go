@@ -354,6 +354,9 @@ func (h *rest) item(w http.ResponseWriter, r *http.Request) {
 	}
 	out := map[string]any{"id": id, "count": a.Count, "lower_bound": a.Count, "upper_bound": a.Count,
 		"window": windowOf(win, a.WindowStartMs, a.WindowEndMs), "approximate": false, "consistency": a.Consistency.String()}
+	if a.Rank > 0 {
+		out["rank"] = a.Rank // among the cached top k_max, refreshed every second
+	}
 	writeJSON(w, http.StatusOK, out)
 }
 

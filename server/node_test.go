@@ -230,3 +230,22 @@ func TestNodeLimitsAnswerOverloaded(t *testing.T) {
 		t.Fatalf("over the memory mark: %v, want ErrOverloaded naming the memory high-water mark", err)
 	}
 }
+
+func TestNodeCountRank(t *testing.T) {
+	n := openTestNode(t, t.TempDir())
+	defer n.Close()
+	ctx := context.Background()
+	if _, err := n.Ingest(ctx, IngestRequest{Events: []Event{{Item: "b", Count: 5}, {Item: "a", Count: 9}, {Item: "c", Count: 1}}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		item string
+		want int
+	}{{"a", 1}, {"b", 2}, {"c", 3}, {"zzz", 0}} {
+		// The cache is filled on first use from the leaders, after the ingest above was acknowledged.
+		got, err := n.Count(ctx, "default", tt.item, 0, Linearizable)
+		if err != nil || got.Rank != tt.want {
+			t.Errorf("rank of %s = %d, %v; want %d", tt.item, got.Rank, err, tt.want)
+		}
+	}
+}

@@ -93,6 +93,7 @@ type TopKAnswer struct {
 type CountAnswer struct {
 	Item          string
 	Count         int64
+	Rank          int // 1-based rank in the cached top K_max of the window; 0 when outside it
 	WindowStartMs int64
 	WindowEndMs   int64
 	Consistency   Consistency
@@ -222,7 +223,16 @@ func (n *Node) Count(ctx context.Context, lb, item string, window time.Duration,
 	if err != nil {
 		return CountAnswer{}, err
 	}
-	return CountAnswer{Item: item, Count: r.Count, WindowStartMs: r.WindowStartMs, WindowEndMs: r.WindowEndMs, Consistency: c}, nil
+	a := CountAnswer{Item: item, Count: r.Count, WindowStartMs: r.WindowStartMs, WindowEndMs: r.WindowEndMs, Consistency: c}
+	if top, err := n.cache.get(ctx, cfg, window); err == nil {
+		for i, it := range top.Items {
+			if it.Item == item {
+				a.Rank = i + 1
+				break
+			}
+		}
+	}
+	return a, nil
 }
 
 // mergeTop merges lists sorted by (count desc, item asc) into the top k.

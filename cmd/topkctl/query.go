@@ -116,6 +116,8 @@ func (a *app) countCmd() *cobra.Command {
 				if res.Approximate {
 					_, err = fmt.Fprintf(a.stdout, "%s\t%d\t(between %d and %d, window %s)\n", res.ID, res.Count,
 						res.LowerBound, res.UpperBound, windowLabel(res.Window))
+				} else if res.Rank > 0 {
+					_, err = fmt.Fprintf(a.stdout, "%s\t%d\t(rank %d, window %s)\n", res.ID, res.Count, res.Rank, windowLabel(res.Window))
 				} else {
 					_, err = fmt.Fprintf(a.stdout, "%s\t%d\t(window %s)\n", res.ID, res.Count, windowLabel(res.Window))
 				}

@@ -804,13 +804,15 @@ func (x *CountRequest) GetConsistency() Consistency {
 }
 
 type CountResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	Count         int64                  `protobuf:"varint,2,opt,name=count,proto3" json:"count,omitempty"`
-	LowerBound    int64                  `protobuf:"varint,3,opt,name=lower_bound,json=lowerBound,proto3" json:"lower_bound,omitempty"`
-	UpperBound    int64                  `protobuf:"varint,4,opt,name=upper_bound,json=upperBound,proto3" json:"upper_bound,omitempty"`
-	Window        *WindowInfo            `protobuf:"bytes,5,opt,name=window,proto3" json:"window,omitempty"`
-	Approximate   bool                   `protobuf:"varint,6,opt,name=approximate,proto3" json:"approximate,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Id          string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Count       int64                  `protobuf:"varint,2,opt,name=count,proto3" json:"count,omitempty"`
+	LowerBound  int64                  `protobuf:"varint,3,opt,name=lower_bound,json=lowerBound,proto3" json:"lower_bound,omitempty"`
+	UpperBound  int64                  `protobuf:"varint,4,opt,name=upper_bound,json=upperBound,proto3" json:"upper_bound,omitempty"`
+	Window      *WindowInfo            `protobuf:"bytes,5,opt,name=window,proto3" json:"window,omitempty"`
+	Approximate bool                   `protobuf:"varint,6,opt,name=approximate,proto3" json:"approximate,omitempty"`
+	// 1-based rank in the window's cached top k_max (refreshed every second); 0 when outside it.
+	Rank          uint32 `protobuf:"varint,7,opt,name=rank,proto3" json:"rank,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -885,6 +887,13 @@ func (x *CountResponse) GetApproximate() bool {
 		return x.Approximate
 	}
 	return false
+}
+
+func (x *CountResponse) GetRank() uint32 {
+	if x != nil {
+		return x.Rank
+	}
+	return 0
 }
 
 type Leaderboard struct {
@@ -1804,7 +1813,7 @@ const file_topk_v1_topk_proto_rawDesc = "" +
 	"\vleaderboard\x18\x01 \x01(\tR\vleaderboard\x12\x12\n" +
 	"\x04item\x18\x02 \x01(\tR\x04item\x12\x16\n" +
 	"\x06window\x18\x03 \x01(\tR\x06window\x126\n" +
-	"\vconsistency\x18\x04 \x01(\x0e2\x14.topk.v1.ConsistencyR\vconsistency\"\xc6\x01\n" +
+	"\vconsistency\x18\x04 \x01(\x0e2\x14.topk.v1.ConsistencyR\vconsistency\"\xda\x01\n" +
 	"\rCountResponse\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
 	"\x05count\x18\x02 \x01(\x03R\x05count\x12\x1f\n" +
@@ -1813,7 +1822,8 @@ const file_topk_v1_topk_proto_rawDesc = "" +
 	"\vupper_bound\x18\x04 \x01(\x03R\n" +
 	"upperBound\x12+\n" +
 	"\x06window\x18\x05 \x01(\v2\x13.topk.v1.WindowInfoR\x06window\x12 \n" +
-	"\vapproximate\x18\x06 \x01(\bR\vapproximate\"\xca\x02\n" +
+	"\vapproximate\x18\x06 \x01(\bR\vapproximate\x12\x12\n" +
+	"\x04rank\x18\a \x01(\rR\x04rank\"\xca\x02\n" +
 	"\vLeaderboard\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04mode\x18\x02 \x01(\tR\x04mode\x12\x18\n" +
