@@ -256,6 +256,7 @@ func (g *group) close() error {
 	close(g.stop)
 	err := g.raft.Shutdown().Error()
 	g.wg.Wait()
+	g.trans.CloseStreams() // pooled outbound connections: peers' readers end with them
 	if cerr := g.trans.Close(); err == nil {
 		err = cerr
 	}

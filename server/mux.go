@@ -38,6 +38,7 @@ type Mux struct {
 	log    *slog.Logger
 	mu     sync.Mutex
 	layers map[uint32]*layer
+	conns  map[net.Conn]struct{} // accepted, so Close can end their readers
 	closed chan struct{}
 	wg     sync.WaitGroup
 }
@@ -48,7 +49,8 @@ func NewMux(ln net.Listener, dial Dialer, log *slog.Logger) *Mux {
 		var d net.Dialer
 		dial = func(ctx context.Context, addr string) (net.Conn, error) { return d.DialContext(ctx, "tcp", addr) }
 	}
-	m := &Mux{ln: ln, dial: dial, log: log, layers: make(map[uint32]*layer), closed: make(chan struct{})}
+	m := &Mux{ln: ln, dial: dial, log: log, layers: make(map[uint32]*layer), conns: make(map[net.Conn]struct{}),
+		closed: make(chan struct{})}
 	m.wg.Add(1)
 	go m.serve()
 	return m
@@ -78,6 +80,11 @@ func (m *Mux) Close() error {
 	}
 	close(m.closed)
 	err := m.ln.Close()
+	m.mu.Lock()
+	for c := range m.conns {
+		c.Close()
+	}
+	m.mu.Unlock()
 	m.wg.Wait()
 	return err
 }
@@ -109,6 +116,17 @@ func (m *Mux) serve() {
 
 // route reads the preamble and hands the connection to its group.
 func (m *Mux) route(c net.Conn) {
+	m.mu.Lock()
+	select {
+	case <-m.closed:
+		m.mu.Unlock()
+		c.Close()
+		return
+	default:
+	}
+	m.conns[c] = struct{}{}
+	m.mu.Unlock()
+	c = &trackedConn{Conn: c, m: m}
 	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	br := bufio.NewReader(c)
 	group, err := readPreamble(br)
@@ -218,4 +236,20 @@ func (l *layer) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, 
 	}
 	_ = c.SetWriteDeadline(time.Time{})
 	return c, nil
+}
+
+// trackedConn forgets itself in the mux when closed.
+type trackedConn struct {
+	net.Conn
+	m    *Mux
+	once sync.Once
+}
+
+func (c *trackedConn) Close() error {
+	c.once.Do(func() {
+		c.m.mu.Lock()
+		delete(c.m.conns, c.Conn)
+		c.m.mu.Unlock()
+	})
+	return c.Conn.Close()
 }
