@@ -54,10 +54,10 @@ lint:
 bench: bench-fsm
 
 bench-fsm:
-	$(GO) test ./fsm -run '^$$' -bench '1M|TopK|Memory|Snapshot' -benchtime 3x -timeout 60m
+	$(GO) test ./fsm -run '^$$' -bench '/items=1M' -benchtime 3x -timeout 60m
 
 bench-fsm-10m:
-	$(GO) test ./fsm -run '^$$' -bench '10M' -benchtime 1x -timeout 60m
+	$(GO) test ./fsm -run '^$$' -bench '/items=10M' -benchtime 3x -timeout 60m
 
 # The node in-process: validation, combiner, Raft on raft-boltdb, apply.
 bench-server:
