@@ -117,6 +117,8 @@ type leaderboard struct {
 	free  []uint32 // free ids, reused from the end
 	refs  []uint32 // bucket entries referencing each id, over all windows
 	live  int
+	// itemBytes sums the live items' lengths, for Stats without a walk.
+	itemBytes int64
 
 	all  *window
 	wins []*window
@@ -185,6 +187,7 @@ func (lb *leaderboard) intern(item string) (uint32, bool) {
 	}
 	lb.index[item] = id
 	lb.live++
+	lb.itemBytes += int64(len(item))
 	return id, true
 }
 
@@ -193,10 +196,12 @@ func (lb *leaderboard) maybeFree(id uint32) {
 	if lb.refs[id] != 0 || lb.all.counts.get(int(id)) != 0 {
 		return
 	}
-	delete(lb.index, lb.items.get(int(id)))
+	item := lb.items.get(int(id))
+	delete(lb.index, item)
 	lb.items.set(int(id), "")
 	lb.free = append(lb.free, id)
 	lb.live--
+	lb.itemBytes -= int64(len(item))
 }
 
 func (lb *leaderboard) releaseRef(id uint32) {

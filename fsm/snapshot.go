@@ -513,6 +513,7 @@ func (rs *restorer) addItems(m *pb.ItemChunk) error {
 			continue
 		}
 		lb.live++
+		lb.itemBytes += int64(len(s))
 		lb.all.rawAdd(id, c)
 	}
 	rs.items += len(m.Items)
