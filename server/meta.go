@@ -30,13 +30,14 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 type metaFSM struct {
 	mu      sync.RWMutex
 	st      *metapb.State
+	view    *metapb.State // an immutable copy of st, replaced on every change: readers never clone
 	changed chan struct{} // closed and replaced on every change
 }
 
 var _ raft.FSM = (*metaFSM)(nil)
 
 func newMetaFSM() *metaFSM {
-	return &metaFSM{st: &metapb.State{}, changed: make(chan struct{})}
+	return &metaFSM{st: &metapb.State{}, view: &metapb.State{}, changed: make(chan struct{})}
 }
 
 func encodeMeta(c *metapb.Command) ([]byte, error) {
@@ -67,6 +68,7 @@ func (m *metaFSM) Apply(l *raft.Log) interface{} {
 	m.mu.Lock()
 	defer func() {
 		m.st.AppliedIndex = l.Index
+		m.view = proto.Clone(m.st).(*metapb.State) // meta entries are rare; ingest and queries read view
 		close(m.changed)
 		m.changed = make(chan struct{})
 		m.mu.Unlock()
@@ -150,11 +152,12 @@ func (m *metaFSM) put(p *metapb.PutLeaderboard, index uint64) interface{} {
 	return proto.Clone(c)
 }
 
-// state returns a copy of the meta state and a channel closed on its next change.
+// state returns the meta state and a channel closed on its next change.
+// The state is shared and immutable: callers must not modify it.
 func (m *metaFSM) state() (*metapb.State, <-chan struct{}) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
-	return proto.Clone(m.st).(*metapb.State), m.changed
+	return m.view, m.changed
 }
 
 func (m *metaFSM) Snapshot() (raft.FSMSnapshot, error) {
@@ -182,6 +185,7 @@ func (m *metaFSM) Restore(rc io.ReadCloser) error {
 	}
 	m.mu.Lock()
 	m.st = st
+	m.view = proto.Clone(st).(*metapb.State)
 	close(m.changed)
 	m.changed = make(chan struct{})
 	m.mu.Unlock()
