@@ -376,7 +376,7 @@ type leaderboardJSON struct {
 	Version         uint64   `json:"version,omitempty"`
 }
 
-// ConfigFromJSON converts the JSON/flag form to a config (shared with Connect).
+// ConfigFromFields converts the JSON/flag form to a config (shared with Connect).
 func ConfigFromFields(name, mode string, windows []string, kmax uint32, clock, lateness string, maxItems uint64,
 	eps, delta float64, capacity uint64) (*pb.LeaderboardConfig, error) {
 	c := &pb.LeaderboardConfig{Name: name, KMax: kmax, MaxItems: maxItems, Epsilon: eps, Delta: delta, Capacity: capacity}

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	rtmetrics "runtime/metrics"
 	"sync/atomic"
-	"time"
 )
 
 // memoryGuard samples the live heap once a second and refuses ingest above
@@ -25,21 +24,6 @@ func (g *memoryGuard) sample() {
 	rtmetrics.Read(s)
 	if s[0].Value.Kind() == rtmetrics.KindUint64 {
 		g.heap.Store(s[0].Value.Uint64())
-	}
-}
-
-func (g *memoryGuard) run(stop <-chan struct{}) func() {
-	return func() {
-		t := time.NewTicker(time.Second)
-		defer t.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-t.C:
-				g.sample()
-			}
-		}
 	}
 }
 

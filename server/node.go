@@ -130,8 +130,8 @@ func Open(ctx context.Context, cfg Config) (*Node, error) {
 	n.start(n.reconcileLoop)
 	n.start(n.tickLoop)
 	n.start(n.snapshotLoop)
-	n.start(n.mem.run(n.stop))
-	n.start(n.cache.run(n.stop))
+	n.start(func() { n.periodic(time.Second, n.mem.sample) })
+	n.start(func() { n.periodic(cfg.CacheRefresh, n.cache.refresh) })
 	return n, nil
 }
 

@@ -338,21 +338,6 @@ func (rc *resultCache) age() time.Duration {
 	return oldest
 }
 
-func (rc *resultCache) run(stop <-chan struct{}) func() {
-	return func() {
-		t := time.NewTicker(rc.every)
-		defer t.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-t.C:
-				rc.refresh()
-			}
-		}
-	}
-}
-
 func (rc *resultCache) refresh() {
 	now := rc.n.clock.Now()
 	rc.mu.Lock()
