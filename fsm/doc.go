@@ -2,7 +2,9 @@
 // of a partition's Raft group applies: leaderboards with exact per-window
 // counts, an indexed min-heap with count classes for top-K, tumbling buckets
 // for sliding windows, a per-producer deduplication table, checksums, and a
-// streamed, checksummed snapshot format.
+// streamed, checksummed snapshot format. Leaderboards in the approximate
+// modes (cms, spacesaving) keep the structures of package sketch instead,
+// with deterministic bounds on every answer.
 //
 // The package never reads the clock, never draws random numbers and never
 // lets Go map iteration order reach its state or answers: time enters only

@@ -126,7 +126,7 @@ func fltExpected(counts []int64, names []string, k int) []Item {
 	var items []Item
 	for id, c := range counts {
 		if c > 0 {
-			items = append(items, Item{names[id], c})
+			items = append(items, ex(names[id], c))
 		}
 	}
 	slices.SortFunc(items, func(a, b Item) int {

@@ -314,10 +314,14 @@ func (st *state) applyDrop(d *pb.DropLeaderboard) {
 
 // ---- reads ----
 
-// Item is one ranked item.
+// Item is one ranked item. In exact mode Lower == Count == Upper; in the
+// approximate modes Count is the estimate (== Upper) and Lower..Upper
+// holds the true count, deterministically.
 type Item struct {
 	Item  string
 	Count int64
+	Lower int64
+	Upper int64
 }
 
 // TopKResult answers TopK. Windows are bucket-aligned: the window holds the
@@ -330,11 +334,18 @@ type TopKResult struct {
 	WindowEndMs   int64         // log time or watermark
 	Items         []Item
 	AppliedIndex  uint64
+	// Approximate answers carry Rest: an upper bound on the count of any
+	// item not in Items (0: no other item can count).
+	Approximate bool
+	Rest        int64
 }
 
 // CountResult answers Count.
 type CountResult struct {
 	Count         int64
+	Lower         int64
+	Upper         int64
+	Approximate   bool
 	WindowStartMs int64
 	WindowEndMs   int64
 	AppliedIndex  uint64
@@ -376,6 +387,16 @@ func (f *FSM) TopK(leaderboard string, window time.Duration, k int) (TopKResult,
 	if k <= 0 || k > int(lb.cfg.KMax) {
 		return TopKResult{}, fmt.Errorf("%w: k=%d, leaderboard %q answers 1..%d", ErrInvalidK, k, leaderboard, lb.cfg.KMax)
 	}
+	if lb.ap != nil {
+		r := lb.ap.window(wi).result(k)
+		res := TopKResult{Leaderboard: leaderboard, Incarnation: lb.cfg.Incarnation, Window: window,
+			AppliedIndex: f.st.appliedIndex, Approximate: true, Rest: clampInt64(r.Rest), Items: make([]Item, len(r.Items))}
+		res.WindowStartMs, res.WindowEndMs = lb.bounds(wi)
+		for i, c := range r.Items {
+			res.Items[i] = approxItem(c)
+		}
+		return res, nil
+	}
 	w := lb.window(wi)
 	ids := w.certain(make([]uint32, 0, len(w.heap)))
 	cmp := func(a, b uint32) int {
@@ -396,7 +417,8 @@ func (f *FSM) TopK(leaderboard string, window time.Duration, k int) (TopKResult,
 		AppliedIndex: f.st.appliedIndex, Items: make([]Item, len(ids))}
 	res.WindowStartMs, res.WindowEndMs = lb.bounds(wi)
 	for i, id := range ids {
-		res.Items[i] = Item{Item: lb.items.get(int(id)), Count: w.counts.get(int(id))}
+		c := w.counts.get(int(id))
+		res.Items[i] = Item{Item: lb.items.get(int(id)), Count: c, Lower: c, Upper: c}
 	}
 	return res, nil
 }
@@ -446,9 +468,15 @@ func (f *FSM) Count(leaderboard, item string, window time.Duration) (CountResult
 	}
 	res := CountResult{AppliedIndex: f.st.appliedIndex}
 	res.WindowStartMs, res.WindowEndMs = lb.bounds(wi)
+	if lb.ap != nil {
+		it := approxItem(lb.ap.window(wi).lookup(item))
+		res.Count, res.Lower, res.Upper, res.Approximate = it.Count, it.Lower, it.Upper, true
+		return res, nil
+	}
 	if id, ok := lb.index[item]; ok {
 		res.Count = lb.window(wi).counts.get(int(id))
 	}
+	res.Lower, res.Upper = res.Count, res.Count
 	return res, nil
 }
 
@@ -519,6 +547,9 @@ func (f *FSM) Distinct(leaderboard string) int {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	if lb := f.st.boards[leaderboard]; lb != nil {
+		if lb.ap != nil {
+			return lb.ap.all.monitored()
+		}
 		return lb.live
 	}
 	return 0
@@ -529,6 +560,9 @@ func (f *FSM) Contains(leaderboard, item string) bool {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	if lb := f.st.boards[leaderboard]; lb != nil {
+		if lb.ap != nil {
+			return lb.ap.all.lookup(item).Lower() > 0
+		}
 		_, ok := lb.index[item]
 		return ok
 	}

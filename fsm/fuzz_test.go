@@ -478,7 +478,7 @@ func fzCheckAnswers(t testing.TB, f *FSM) {
 					t.Fatalf("Count(%q, %q, %v): %v", c.Name, s, w, err)
 				}
 				if r.Count > 0 {
-					want = append(want, Item{s, r.Count})
+					want = append(want, ex(s, r.Count))
 				}
 			}
 			slices.SortStableFunc(want, func(a, b Item) int {

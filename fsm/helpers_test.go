@@ -95,3 +95,6 @@ func snapshotBytes(t testing.TB, f *FSM) []byte {
 }
 
 func ms(d time.Duration) int64 { return d.Milliseconds() }
+
+// ex is an exact-mode item: its bounds equal its count.
+func ex(item string, c int64) Item { return Item{Item: item, Count: c, Lower: c, Upper: c} }

@@ -66,9 +66,9 @@ func NormalizeConfig(c *pb.LeaderboardConfig) error {
 	switch c.Mode {
 	case pb.Mode_MODE_UNSPECIFIED:
 		c.Mode = pb.Mode_MODE_EXACT
-	case pb.Mode_MODE_EXACT:
+	case pb.Mode_MODE_EXACT, pb.Mode_MODE_CMS, pb.Mode_MODE_SPACESAVING:
 	default:
-		return fmt.Errorf("leaderboard %q: mode %v is not supported yet", c.Name, c.Mode)
+		return fmt.Errorf("leaderboard %q: unknown mode %v", c.Name, c.Mode)
 	}
 	switch c.Clock {
 	case pb.Clock_CLOCK_UNSPECIFIED:
@@ -106,7 +106,7 @@ func NormalizeConfig(c *pb.LeaderboardConfig) error {
 			return fmt.Errorf("leaderboard %q: window %dms has more than 10000 buckets", c.Name, d)
 		}
 	}
-	return nil
+	return normalizeApprox(c)
 }
 
 // leaderboard is the exact counting state of one leaderboard on a partition.
@@ -122,6 +122,7 @@ type leaderboard struct {
 
 	all  *window
 	wins []*window
+	ap   *approx // cms and spacesaving; then all and the windows' counts are unused
 
 	maxEventMs int64 // highest event time seen (event clock)
 	clockMs    int64 // window clock, monotonic
@@ -141,6 +142,9 @@ func newLeaderboard(cfg *pb.LeaderboardConfig) *leaderboard {
 	}
 	lb.late = make([]uint64, len(lb.wins))
 	lb.release = lb.releaseRef
+	if cfg.Mode != pb.Mode_MODE_EXACT {
+		lb.ap = newApprox(cfg)
+	}
 	return lb
 }
 
@@ -229,7 +233,11 @@ func (lb *leaderboard) advance(logMs int64) {
 		return
 	}
 	lb.clockMs = c
-	for _, w := range lb.wins {
+	for i, w := range lb.wins {
+		if lb.ap != nil {
+			lb.ap.wins[i].expire(w.startIndex(c))
+			continue
+		}
 		w.expire(c, lb.release)
 	}
 }
@@ -237,6 +245,10 @@ func (lb *leaderboard) advance(logMs int64) {
 // applyDeltas counts one leaderboard's deltas of a part. Late decisions use
 // the clock as it stood before the entry; the caller advances it afterwards.
 func (lb *leaderboard) applyDeltas(d *pb.LeaderboardDeltas, entryMs int64, out *pb.Outcome) {
+	if lb.ap != nil {
+		lb.applyApprox(d, entryMs, out)
+		return
+	}
 	var starts [16]int64
 	st := starts[:0]
 	for _, w := range lb.wins {
@@ -306,6 +318,9 @@ func (lb *leaderboard) applyDeltas(d *pb.LeaderboardDeltas, entryMs int64, out *
 
 // settle runs once per applied batch.
 func (lb *leaderboard) settle() {
+	if lb.ap != nil {
+		return
+	}
 	lb.all.settle()
 	for _, w := range lb.wins {
 		w.settle()
@@ -323,6 +338,9 @@ func (lb *leaderboard) update(c *pb.LeaderboardConfig) error {
 		if w.DurationMs != old.Windows[i].DurationMs || w.BucketMs != old.Windows[i].BucketMs {
 			return fmt.Errorf("leaderboard %q: windows cannot change without a new incarnation", c.Name)
 		}
+	}
+	if lb.ap != nil && (c.KMax != old.KMax || c.Capacity != old.Capacity || c.Epsilon != old.Epsilon || c.Delta != old.Delta) {
+		return fmt.Errorf("leaderboard %q: k_max, capacity, epsilon and delta of mode %s cannot change without a new incarnation", c.Name, c.Mode)
 	}
 	lb.cfg = c
 	if c.KMax != old.KMax {

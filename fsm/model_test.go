@@ -158,7 +158,7 @@ func mdRank(counts map[string]int64) []Item {
 	var items []Item
 	for it, c := range counts {
 		if c > 0 {
-			items = append(items, Item{Item: it, Count: c})
+			items = append(items, ex(it, c))
 		}
 	}
 	slices.SortFunc(items, func(x, y Item) int {
@@ -1523,7 +1523,7 @@ func (h *mdWinHarness) top(k int) []Item {
 	})
 	out := make([]Item, len(ids))
 	for i, id := range ids {
-		out[i] = Item{Item: w.items.get(int(id)), Count: w.counts.get(int(id))}
+		out[i] = ex(w.items.get(int(id)), w.counts.get(int(id)))
 	}
 	return out
 }
@@ -1747,7 +1747,7 @@ func TestWindowClassBoundAfterIDReuse(t *testing.T) {
 		evs[i].delta = -1
 	}
 	step(evs...)
-	want := []Item{{"n", 5}, {"p000", 5}}
+	want := []Item{ex("n", 5), ex("p000", 5)}
 	r, err := lf.f.TopK("r", 0, 2)
 	if err != nil {
 		t.Fatal(err)

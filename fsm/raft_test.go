@@ -328,7 +328,7 @@ func raftModelTop(counts map[string]int64, k int) []Item {
 	var items []Item
 	for it, c := range counts {
 		if c > 0 {
-			items = append(items, Item{it, c})
+			items = append(items, ex(it, c))
 		}
 	}
 	slices.SortFunc(items, func(a, b Item) int {

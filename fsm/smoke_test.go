@@ -26,7 +26,7 @@ func TestSmoke(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(r.Items) != 2 || r.Items[0] != (Item{"b", 5}) || r.Items[1] != (Item{"a", 3}) {
+	if len(r.Items) != 2 || r.Items[0] != ex("b", 5) || r.Items[1] != ex("a", 3) {
 		t.Fatalf("top %+v", r.Items)
 	}
 	// duplicate
@@ -55,7 +55,7 @@ func TestSmoke(t *testing.T) {
 		t.Fatal("restored snapshot differs")
 	}
 	r2, _ := f2.TopK("default", time.Hour, 10)
-	if len(r2.Items) != 3 || r2.Items[0] != (Item{"b", 5}) {
+	if len(r2.Items) != 3 || r2.Items[0] != ex("b", 5) {
 		t.Fatalf("restored %+v", r2.Items)
 	}
 }

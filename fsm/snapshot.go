@@ -32,7 +32,11 @@ const (
 	recBucket    = 5
 	recProducer  = 6
 	recTombstone = 7
-	recTrailer   = 0xFF
+	// Approximate boards: after their recBoard, per window a recApproxWindow
+	// and its recApproxBucket records (approx_snapshot.go).
+	recApproxWindow = 8
+	recApproxBucket = 9
+	recTrailer      = 0xFF
 
 	maxRecord = 64 << 20
 )
@@ -50,6 +54,7 @@ type snapBoard struct {
 	items   frozen[string]
 	counts  frozen[int64]
 	buckets [][]snapBucket
+	approx  []snapApprox
 }
 
 type snapBucket struct {
@@ -79,6 +84,12 @@ func (st *state) capture() *snapshot {
 				LateDropped: slices.Clone(lb.late), ClockMs: lb.clockMs},
 			items:  lb.items.freeze(),
 			counts: lb.all.counts.freeze(),
+		}
+		if lb.ap != nil {
+			b.st.RejectedNegative = lb.ap.rejectedNeg
+			b.approx = lb.ap.capture()
+			s.boards = append(s.boards, b)
+			continue
 		}
 		for _, w := range lb.wins {
 			var bs []snapBucket
@@ -184,6 +195,9 @@ func (s *snapshot) write(w io.Writer) error {
 		if err := rw.record(recBoard, b.st); err != nil {
 			return err
 		}
+		if err := writeApprox(rw, b.approx); err != nil {
+			return err
+		}
 		for first := 0; first < b.items.len(); first += chunkSize {
 			end := min(first+chunkSize, b.items.len())
 			ic := &pb.ItemChunk{FirstId: uint32(first), Items: make([]string, 0, end-first), AllCounts: make([]int64, 0, end-first)}
@@ -285,6 +299,7 @@ type restorer struct {
 	lastProd  string
 	lastTomb  string
 	stage     int
+	ap        *approxRestore // the current board is approximate
 }
 
 func (f *FSM) readSnapshot(r io.Reader) (*state, error) {
@@ -380,6 +395,10 @@ func (rs *restorer) record(t byte, data []byte) error {
 		m = &pb.ProducerState{}
 	case recTombstone:
 		m = &pb.Tombstone{}
+	case recApproxWindow:
+		m = &pb.ApproxWindow{}
+	case recApproxBucket:
+		m = &pb.ApproxBucket{}
 	default:
 		return corrupt("unknown record type %d", t)
 	}
@@ -408,14 +427,24 @@ func (rs *restorer) record(t byte, data []byte) error {
 		}
 		rs.stage = recBoard
 		return rs.startBoard(m)
+	case *pb.ApproxWindow:
+		if rs.lb == nil || rs.ap == nil || rs.stage != recBoard {
+			return corrupt("approximate window record out of order")
+		}
+		return rs.ap.window(m)
+	case *pb.ApproxBucket:
+		if rs.lb == nil || rs.ap == nil || rs.stage != recBoard {
+			return corrupt("approximate bucket record out of order")
+		}
+		return rs.ap.bucket(m)
 	case *pb.ItemChunk:
-		if rs.lb == nil || (rs.stage != recBoard && rs.stage != recItems) {
+		if rs.lb == nil || rs.ap != nil || (rs.stage != recBoard && rs.stage != recItems) {
 			return corrupt("item chunk out of order")
 		}
 		rs.stage = recItems
 		return rs.addItems(m)
 	case *pb.BucketChunk:
-		if rs.lb == nil || rs.stage < recBoard || rs.stage > recBucket {
+		if rs.lb == nil || rs.ap != nil || rs.stage < recBoard || rs.stage > recBucket {
 			return corrupt("bucket chunk out of order")
 		}
 		if rs.stage != recBucket {
@@ -472,6 +501,16 @@ func (rs *restorer) startBoard(m *pb.LeaderboardState) error {
 		return corrupt("leaderboard %q: %d id slots", cfg.Name, m.IdSlots)
 	}
 	lb := newLeaderboard(cfg)
+	rs.ap = nil
+	if lb.ap != nil {
+		if m.IdSlots != 0 || len(m.FreeIds) != 0 || m.RejectedMaxItems != 0 {
+			return corrupt("leaderboard %q: item table in an approximate board", cfg.Name)
+		}
+		lb.ap.rejectedNeg = m.RejectedNegative
+		rs.ap = &approxRestore{lb: lb, name: cfg.Name}
+	} else if m.RejectedNegative != 0 {
+		return corrupt("leaderboard %q: negative rejections in an exact board", cfg.Name)
+	}
 	if len(m.LateDropped) != len(lb.wins) {
 		return corrupt("leaderboard %q: %d late counters for %d windows", cfg.Name, len(m.LateDropped), len(lb.wins))
 	}
@@ -586,6 +625,14 @@ func (rs *restorer) addBucket(m *pb.BucketChunk) error {
 func (rs *restorer) finishBoard() error {
 	lb := rs.lb
 	if lb == nil {
+		return nil
+	}
+	if rs.ap != nil {
+		if err := rs.ap.finish(); err != nil {
+			return err
+		}
+		rs.st.setBoard(rs.lbName, lb)
+		rs.lb, rs.ap = nil, nil
 		return nil
 	}
 	if rs.stage == recBoard || rs.stage == recItems {

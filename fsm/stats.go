@@ -27,6 +27,8 @@ type LeaderboardStats struct {
 	DistinctItems    int // live item ids
 	Accepted         uint64
 	RejectedMaxItems uint64
+	RejectedNegative uint64 // approximate modes refuse negative deltas
+	Approximate      bool
 	WindowEndMs      int64
 	Windows          []WindowStats // "all" first
 	Bytes            int64
@@ -57,6 +59,18 @@ func (f *FSM) Stats() Stats {
 		ls := LeaderboardStats{Name: name, Incarnation: lb.cfg.Incarnation, DistinctItems: lb.live,
 			Accepted: lb.accepted, RejectedMaxItems: lb.rejectedMI, Bytes: lb.bytes()}
 		_, ls.WindowEndMs = lb.bounds(-1)
+		if lb.ap != nil {
+			ls.Approximate, ls.RejectedNegative = true, lb.ap.rejectedNeg
+			ls.DistinctItems = lb.ap.all.monitored()
+			ls.Windows = append(ls.Windows, WindowStats{PositiveItems: ls.DistinctItems})
+			for i, w := range lb.wins {
+				ls.Windows = append(ls.Windows, WindowStats{Window: time.Duration(w.durMs) * time.Millisecond,
+					Bucket: time.Duration(w.bucketMs) * time.Millisecond, PositiveItems: lb.ap.wins[i].monitored(), LateDropped: lb.late[i]})
+			}
+			s.Bytes += ls.Bytes
+			s.Leaderboards = append(s.Leaderboards, ls)
+			continue
+		}
 		ls.Windows = append(ls.Windows, WindowStats{PositiveItems: lb.all.positive})
 		for i, w := range lb.wins {
 			ws := WindowStats{Window: time.Duration(w.durMs) * time.Millisecond, Bucket: time.Duration(w.bucketMs) * time.Millisecond,
@@ -75,6 +89,9 @@ func (f *FSM) Stats() Stats {
 // bytes estimates a leaderboard's memory: item strings and table, per-window
 // arrays, heaps and class lists, and bucket entries with their index maps.
 func (lb *leaderboard) bytes() int64 {
+	if lb.ap != nil {
+		return lb.ap.bytes()
+	}
 	const (
 		mapEntry     = 40    // string-keyed index map slot, amortized
 		bucketEntry  = 4 + 8 // id and delta; a slot map only where a late event needed one

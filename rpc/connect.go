@@ -126,10 +126,10 @@ func (s *service) TopK(ctx context.Context, req *connect.Request[topkv1.TopKRequ
 		return nil, connectErr(err)
 	}
 	out := &topkv1.TopKResponse{Leaderboard: a.Leaderboard, Window: windowPB(win, a.WindowStartMs, a.WindowEndMs),
-		Approximate: a.Approximate, Guaranteed: !a.Approximate, Consistency: consistencyPB(a.Consistency),
+		Approximate: a.Approximate, Guaranteed: a.Guaranteed, MaxError: a.MaxError, Consistency: consistencyPB(a.Consistency),
 		AsOfUnixMs: a.AsOf.UnixMilli(), GeneratedAtUnixMs: time.Now().UnixMilli(), Items: make([]*topkv1.RankedItem, len(a.Items))}
 	for i, it := range a.Items {
-		out.Items[i] = &topkv1.RankedItem{Id: it.Item, Count: it.Count, LowerBound: it.Count, UpperBound: it.Count}
+		out.Items[i] = &topkv1.RankedItem{Id: it.Item, Count: it.Count, LowerBound: it.Lower, UpperBound: it.Upper}
 	}
 	return connect.NewResponse(out), nil
 }
@@ -144,7 +144,7 @@ func (s *service) Count(ctx context.Context, req *connect.Request[topkv1.CountRe
 	if err != nil {
 		return nil, connectErr(err)
 	}
-	return connect.NewResponse(&topkv1.CountResponse{Id: a.Item, Count: a.Count, LowerBound: a.Count, UpperBound: a.Count,
+	return connect.NewResponse(&topkv1.CountResponse{Id: a.Item, Count: a.Count, LowerBound: a.Lower, UpperBound: a.Upper, Approximate: a.Approximate,
 		Window: windowPB(win, a.WindowStartMs, a.WindowEndMs), Rank: uint32(a.Rank)}), nil
 }
 

@@ -131,10 +131,10 @@ func (h *rest) topItems(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	out := topJSON{Items: make([]itemJSON, len(a.Items)), Window: windowOf(win, a.WindowStartMs, a.WindowEndMs),
-		Approximate: a.Approximate, Guaranteed: !a.Approximate, GeneratedAt: time.Now().UTC().Format(time.RFC3339Nano),
+		Approximate: a.Approximate, Guaranteed: a.Guaranteed, MaxError: a.MaxError, GeneratedAt: time.Now().UTC().Format(time.RFC3339Nano),
 		Leaderboard: a.Leaderboard, Consistency: a.Consistency.String(), AsOf: a.AsOf.UTC().Format(time.RFC3339Nano)}
 	for i, it := range a.Items {
-		out.Items[i] = itemJSON{ID: it.Item, Count: it.Count, LowerBound: it.Count, UpperBound: it.Count}
+		out.Items[i] = itemJSON{ID: it.Item, Count: it.Count, LowerBound: it.Lower, UpperBound: it.Upper}
 	}
 	writeJSON(w, http.StatusOK, out)
 }
@@ -352,8 +352,8 @@ func (h *rest) item(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, err)
 		return
 	}
-	out := map[string]any{"id": id, "count": a.Count, "lower_bound": a.Count, "upper_bound": a.Count,
-		"window": windowOf(win, a.WindowStartMs, a.WindowEndMs), "approximate": false, "consistency": a.Consistency.String()}
+	out := map[string]any{"id": id, "count": a.Count, "lower_bound": a.Lower, "upper_bound": a.Upper,
+		"window": windowOf(win, a.WindowStartMs, a.WindowEndMs), "approximate": a.Approximate, "consistency": a.Consistency.String()}
 	if a.Rank > 0 {
 		out["rank"] = a.Rank // among the cached top k_max, refreshed every second
 	}

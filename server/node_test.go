@@ -171,7 +171,7 @@ func TestNodeLeaderboardLifecycle(t *testing.T) {
 	if err != nil || res.Accepted != 3 {
 		t.Fatalf("ingest: %+v, %v", res, err)
 	}
-	if top := linearTop(t, n, "plays", 0, 5); len(top) != 2 || top[0] != (fsm.Item{Item: "a", Count: 2}) {
+	if top := linearTop(t, n, "plays", 0, 5); len(top) != 2 || top[0] != (fsm.Item{Item: "a", Count: 2, Lower: 2, Upper: 2}) {
 		t.Fatalf("all: %v", top)
 	}
 	// The event clock is at base+2h on b's partition; a's partition catches up through ticks.

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/topkd/topkd/fsm"
+	"github.com/topkd/topkd/fsm/sketch"
 	pb "github.com/topkd/topkd/proto/topkd/raftcmd/v1"
 )
 
@@ -86,13 +87,40 @@ type TopKAnswer struct {
 	Items         []fsm.Item
 	Consistency   Consistency
 	AsOf          time.Time // when the partitions were read
-	Approximate   bool
+	// Approximate answers (modes cms and spacesaving) carry each item's
+	// bounds in fsm.Item. Rest bounds the count of every item not listed;
+	// Guaranteed says every listed item is provably in the top k; MaxError
+	// is the widest Upper-Lower among the items. Exact answers: Guaranteed, 0, 0.
+	Approximate bool
+	Guaranteed  bool
+	MaxError    int64
+	Rest        int64
+}
+
+// truncate keeps the best k items and recomputes what depends on k.
+func (a *TopKAnswer) truncate(k int) {
+	if len(a.Items) > k {
+		a.Rest = max(a.Rest, a.Items[k].Upper)
+		a.Items = a.Items[:k]
+	}
+	if !a.Approximate {
+		a.Guaranteed, a.MaxError, a.Rest = true, 0, 0
+		return
+	}
+	r := sketch.Result{Rest: uint64(a.Rest), Items: make([]sketch.Counter, len(a.Items))}
+	for i, it := range a.Items {
+		r.Items[i] = sketch.Counter{Item: it.Item, Count: uint64(it.Upper), Err: uint64(it.Upper - it.Lower)}
+	}
+	a.Guaranteed, a.MaxError = r.Guaranteed(k), int64(r.MaxError())
 }
 
 // CountAnswer is one item's count.
 type CountAnswer struct {
 	Item          string
 	Count         int64
+	Lower         int64 // == Count == Upper in exact mode
+	Upper         int64
+	Approximate   bool
 	Rank          int // 1-based rank in the cached top K_max of the window; 0 when outside it
 	WindowStartMs int64
 	WindowEndMs   int64
@@ -153,22 +181,24 @@ func (n *Node) TopK(ctx context.Context, q TopKQuery) (TopKAnswer, error) {
 		if err != nil {
 			return TopKAnswer{}, err
 		}
-		if len(a.Items) > q.K {
-			a.Items = a.Items[:q.K]
-		}
+		a.truncate(q.K)
 		return a, nil
 	}
 	return n.gather(ctx, cfg, q.Window, q.K, q.Consistency)
 }
 
 // gather scatters to every partition and merges the per-partition lists.
-// Partitions hold disjoint items, so the merge of their top-k lists is exact.
+// Partitions hold disjoint items, so the merge of their top-k lists is
+// exact, and in the approximate modes each item keeps its partition's
+// bounds; what is not listed is bounded by the largest partition Rest and
+// the best item merged away (sketch.MergeDisjoint's rule).
 func (n *Node) gather(ctx context.Context, cfg *pb.LeaderboardConfig, window time.Duration, k int, c Consistency) (TopKAnswer, error) {
 	if err := n.Ready(ctx); err != nil {
 		return TopKAnswer{}, err
 	}
 	lists := make([][]fsm.Item, len(n.parts))
-	a := TopKAnswer{Leaderboard: cfg.Name, Incarnation: cfg.Incarnation, Window: window, Consistency: c, AsOf: n.clock.Now()}
+	a := TopKAnswer{Leaderboard: cfg.Name, Incarnation: cfg.Incarnation, Window: window, Consistency: c, AsOf: n.clock.Now(),
+		Approximate: cfg.Mode != pb.Mode_MODE_EXACT}
 	first := true
 	for i, p := range n.parts {
 		if err := p.readBarrier(ctx, c); err != nil {
@@ -179,12 +209,14 @@ func (n *Node) gather(ctx context.Context, cfg *pb.LeaderboardConfig, window tim
 			return TopKAnswer{}, fmt.Errorf("partition %d: %w", p.id, err)
 		}
 		lists[i] = r.Items
+		a.Rest = max(a.Rest, r.Rest)
 		if first || r.WindowEndMs < a.WindowEndMs {
 			a.WindowStartMs, a.WindowEndMs = r.WindowStartMs, r.WindowEndMs
 			first = false
 		}
 	}
-	a.Items = mergeTop(lists, k)
+	a.Items = mergeTop(lists, k+1) // the (k+1)-th bounds what is left out
+	a.truncate(k)
 	return a, nil
 }
 
@@ -223,7 +255,7 @@ func (n *Node) Count(ctx context.Context, lb, item string, window time.Duration,
 	if err != nil {
 		return CountAnswer{}, err
 	}
-	a := CountAnswer{Item: item, Count: r.Count, WindowStartMs: r.WindowStartMs, WindowEndMs: r.WindowEndMs, Consistency: c}
+	a := CountAnswer{Item: item, Count: r.Count, Lower: r.Lower, Upper: r.Upper, Approximate: r.Approximate, WindowStartMs: r.WindowStartMs, WindowEndMs: r.WindowEndMs, Consistency: c}
 	if top, err := n.cache.get(ctx, cfg, window); err == nil {
 		for i, it := range top.Items {
 			if it.Item == item {

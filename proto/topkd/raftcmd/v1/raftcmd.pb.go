@@ -983,9 +983,11 @@ type LeaderboardState struct {
 	AcceptedEvents   uint64   `protobuf:"varint,6,opt,name=accepted_events,json=acceptedEvents,proto3" json:"accepted_events,omitempty"`
 	LateDropped      []uint64 `protobuf:"varint,7,rep,packed,name=late_dropped,json=lateDropped,proto3" json:"late_dropped,omitempty"` // per window
 	// Monotonic window clock (unix ms): log time or watermark.
-	ClockMs       int64 `protobuf:"varint,8,opt,name=clock_ms,json=clockMs,proto3" json:"clock_ms,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	ClockMs int64 `protobuf:"varint,8,opt,name=clock_ms,json=clockMs,proto3" json:"clock_ms,omitempty"`
+	// Events refused because an approximate mode got a negative delta.
+	RejectedNegative uint64 `protobuf:"varint,9,opt,name=rejected_negative,json=rejectedNegative,proto3" json:"rejected_negative,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *LeaderboardState) Reset() {
@@ -1074,6 +1076,459 @@ func (x *LeaderboardState) GetClockMs() int64 {
 	return 0
 }
 
+func (x *LeaderboardState) GetRejectedNegative() uint64 {
+	if x != nil {
+		return x.RejectedNegative
+	}
+	return 0
+}
+
+// A Space-Saving summary: counters in rank order (count desc, item asc).
+type SummaryState struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Capacity      uint64                 `protobuf:"varint,1,opt,name=capacity,proto3" json:"capacity,omitempty"`
+	Total         uint64                 `protobuf:"varint,2,opt,name=total,proto3" json:"total,omitempty"`
+	Floor         uint64                 `protobuf:"varint,3,opt,name=floor,proto3" json:"floor,omitempty"`
+	Items         []string               `protobuf:"bytes,4,rep,name=items,proto3" json:"items,omitempty"`
+	Counts        []uint64               `protobuf:"varint,5,rep,packed,name=counts,proto3" json:"counts,omitempty"`
+	Errs          []uint64               `protobuf:"varint,6,rep,packed,name=errs,proto3" json:"errs,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SummaryState) Reset() {
+	*x = SummaryState{}
+	mi := &file_topkd_raftcmd_v1_raftcmd_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SummaryState) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SummaryState) ProtoMessage() {}
+
+func (x *SummaryState) ProtoReflect() protoreflect.Message {
+	mi := &file_topkd_raftcmd_v1_raftcmd_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SummaryState.ProtoReflect.Descriptor instead.
+func (*SummaryState) Descriptor() ([]byte, []int) {
+	return file_topkd_raftcmd_v1_raftcmd_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *SummaryState) GetCapacity() uint64 {
+	if x != nil {
+		return x.Capacity
+	}
+	return 0
+}
+
+func (x *SummaryState) GetTotal() uint64 {
+	if x != nil {
+		return x.Total
+	}
+	return 0
+}
+
+func (x *SummaryState) GetFloor() uint64 {
+	if x != nil {
+		return x.Floor
+	}
+	return 0
+}
+
+func (x *SummaryState) GetItems() []string {
+	if x != nil {
+		return x.Items
+	}
+	return nil
+}
+
+func (x *SummaryState) GetCounts() []uint64 {
+	if x != nil {
+		return x.Counts
+	}
+	return nil
+}
+
+func (x *SummaryState) GetErrs() []uint64 {
+	if x != nil {
+		return x.Errs
+	}
+	return nil
+}
+
+// A Count-Min sketch's cells, row-major.
+type SketchState struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Width         uint32                 `protobuf:"varint,1,opt,name=width,proto3" json:"width,omitempty"`
+	Depth         uint32                 `protobuf:"varint,2,opt,name=depth,proto3" json:"depth,omitempty"`
+	Seed          uint64                 `protobuf:"varint,3,opt,name=seed,proto3" json:"seed,omitempty"`
+	Total         uint64                 `protobuf:"varint,4,opt,name=total,proto3" json:"total,omitempty"`
+	Cells         []uint64               `protobuf:"varint,5,rep,packed,name=cells,proto3" json:"cells,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SketchState) Reset() {
+	*x = SketchState{}
+	mi := &file_topkd_raftcmd_v1_raftcmd_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SketchState) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SketchState) ProtoMessage() {}
+
+func (x *SketchState) ProtoReflect() protoreflect.Message {
+	mi := &file_topkd_raftcmd_v1_raftcmd_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SketchState.ProtoReflect.Descriptor instead.
+func (*SketchState) Descriptor() ([]byte, []int) {
+	return file_topkd_raftcmd_v1_raftcmd_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *SketchState) GetWidth() uint32 {
+	if x != nil {
+		return x.Width
+	}
+	return 0
+}
+
+func (x *SketchState) GetDepth() uint32 {
+	if x != nil {
+		return x.Depth
+	}
+	return 0
+}
+
+func (x *SketchState) GetSeed() uint64 {
+	if x != nil {
+		return x.Seed
+	}
+	return 0
+}
+
+func (x *SketchState) GetTotal() uint64 {
+	if x != nil {
+		return x.Total
+	}
+	return 0
+}
+
+func (x *SketchState) GetCells() []uint64 {
+	if x != nil {
+		return x.Cells
+	}
+	return nil
+}
+
+// CMS candidates by item.
+type CandidateState struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Items  []string               `protobuf:"bytes,1,rep,name=items,proto3" json:"items,omitempty"`
+	Ests   []uint64               `protobuf:"varint,2,rep,packed,name=ests,proto3" json:"ests,omitempty"`
+	Lowers []uint64               `protobuf:"varint,3,rep,packed,name=lowers,proto3" json:"lowers,omitempty"`
+	// The candidacy each bucket delta belongs to (sliding windows).
+	Seqs          []uint64 `protobuf:"varint,4,rep,packed,name=seqs,proto3" json:"seqs,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CandidateState) Reset() {
+	*x = CandidateState{}
+	mi := &file_topkd_raftcmd_v1_raftcmd_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CandidateState) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CandidateState) ProtoMessage() {}
+
+func (x *CandidateState) ProtoReflect() protoreflect.Message {
+	mi := &file_topkd_raftcmd_v1_raftcmd_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CandidateState.ProtoReflect.Descriptor instead.
+func (*CandidateState) Descriptor() ([]byte, []int) {
+	return file_topkd_raftcmd_v1_raftcmd_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *CandidateState) GetItems() []string {
+	if x != nil {
+		return x.Items
+	}
+	return nil
+}
+
+func (x *CandidateState) GetEsts() []uint64 {
+	if x != nil {
+		return x.Ests
+	}
+	return nil
+}
+
+func (x *CandidateState) GetLowers() []uint64 {
+	if x != nil {
+		return x.Lowers
+	}
+	return nil
+}
+
+func (x *CandidateState) GetSeqs() []uint64 {
+	if x != nil {
+		return x.Seqs
+	}
+	return nil
+}
+
+type ApproxWindow struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Window uint32                 `protobuf:"varint,1,opt,name=window,proto3" json:"window,omitempty"`
+	// spacesaving: the all-time summary, or a sliding window's back aggregate.
+	Summary *SummaryState `protobuf:"bytes,2,opt,name=summary,proto3" json:"summary,omitempty"`
+	// cms "all": the sketch (sliding windows rebuild theirs from the buckets).
+	Sketch     *SketchState    `protobuf:"bytes,3,opt,name=sketch,proto3" json:"sketch,omitempty"`
+	Candidates *CandidateState `protobuf:"bytes,4,opt,name=candidates,proto3" json:"candidates,omitempty"`
+	// cms: bound on any non-candidate; sliding windows keep it per epoch.
+	Bound       uint64   `protobuf:"varint,5,opt,name=bound,proto3" json:"bound,omitempty"`
+	BoundKeys   []int64  `protobuf:"varint,6,rep,packed,name=bound_keys,json=boundKeys,proto3" json:"bound_keys,omitempty"`
+	BoundValues []uint64 `protobuf:"varint,7,rep,packed,name=bound_values,json=boundValues,proto3" json:"bound_values,omitempty"`
+	NextSeq     uint64   `protobuf:"varint,8,opt,name=next_seq,json=nextSeq,proto3" json:"next_seq,omitempty"`
+	MaxBucket   int64    `protobuf:"varint,9,opt,name=max_bucket,json=maxBucket,proto3" json:"max_bucket,omitempty"`
+	// spacesaving sliding: buckets before this position are on the front stack.
+	Front         uint32 `protobuf:"varint,10,opt,name=front,proto3" json:"front,omitempty"`
+	Buckets       uint32 `protobuf:"varint,11,opt,name=buckets,proto3" json:"buckets,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ApproxWindow) Reset() {
+	*x = ApproxWindow{}
+	mi := &file_topkd_raftcmd_v1_raftcmd_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ApproxWindow) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ApproxWindow) ProtoMessage() {}
+
+func (x *ApproxWindow) ProtoReflect() protoreflect.Message {
+	mi := &file_topkd_raftcmd_v1_raftcmd_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ApproxWindow.ProtoReflect.Descriptor instead.
+func (*ApproxWindow) Descriptor() ([]byte, []int) {
+	return file_topkd_raftcmd_v1_raftcmd_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *ApproxWindow) GetWindow() uint32 {
+	if x != nil {
+		return x.Window
+	}
+	return 0
+}
+
+func (x *ApproxWindow) GetSummary() *SummaryState {
+	if x != nil {
+		return x.Summary
+	}
+	return nil
+}
+
+func (x *ApproxWindow) GetSketch() *SketchState {
+	if x != nil {
+		return x.Sketch
+	}
+	return nil
+}
+
+func (x *ApproxWindow) GetCandidates() *CandidateState {
+	if x != nil {
+		return x.Candidates
+	}
+	return nil
+}
+
+func (x *ApproxWindow) GetBound() uint64 {
+	if x != nil {
+		return x.Bound
+	}
+	return 0
+}
+
+func (x *ApproxWindow) GetBoundKeys() []int64 {
+	if x != nil {
+		return x.BoundKeys
+	}
+	return nil
+}
+
+func (x *ApproxWindow) GetBoundValues() []uint64 {
+	if x != nil {
+		return x.BoundValues
+	}
+	return nil
+}
+
+func (x *ApproxWindow) GetNextSeq() uint64 {
+	if x != nil {
+		return x.NextSeq
+	}
+	return 0
+}
+
+func (x *ApproxWindow) GetMaxBucket() int64 {
+	if x != nil {
+		return x.MaxBucket
+	}
+	return 0
+}
+
+func (x *ApproxWindow) GetFront() uint32 {
+	if x != nil {
+		return x.Front
+	}
+	return 0
+}
+
+func (x *ApproxWindow) GetBuckets() uint32 {
+	if x != nil {
+		return x.Buckets
+	}
+	return 0
+}
+
+type ApproxBucket struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Window  uint32                 `protobuf:"varint,1,opt,name=window,proto3" json:"window,omitempty"`
+	Index   int64                  `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
+	Summary *SummaryState          `protobuf:"bytes,3,opt,name=summary,proto3" json:"summary,omitempty"`
+	// spacesaving: the suffix aggregate of the front stack from this bucket on.
+	Aggregate *SummaryState `protobuf:"bytes,4,opt,name=aggregate,proto3" json:"aggregate,omitempty"`
+	Sketch    *SketchState  `protobuf:"bytes,5,opt,name=sketch,proto3" json:"sketch,omitempty"`
+	// cms: exact weight each candidate added to this bucket while a candidate.
+	Candidates    *CandidateState `protobuf:"bytes,6,opt,name=candidates,proto3" json:"candidates,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ApproxBucket) Reset() {
+	*x = ApproxBucket{}
+	mi := &file_topkd_raftcmd_v1_raftcmd_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ApproxBucket) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ApproxBucket) ProtoMessage() {}
+
+func (x *ApproxBucket) ProtoReflect() protoreflect.Message {
+	mi := &file_topkd_raftcmd_v1_raftcmd_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ApproxBucket.ProtoReflect.Descriptor instead.
+func (*ApproxBucket) Descriptor() ([]byte, []int) {
+	return file_topkd_raftcmd_v1_raftcmd_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *ApproxBucket) GetWindow() uint32 {
+	if x != nil {
+		return x.Window
+	}
+	return 0
+}
+
+func (x *ApproxBucket) GetIndex() int64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *ApproxBucket) GetSummary() *SummaryState {
+	if x != nil {
+		return x.Summary
+	}
+	return nil
+}
+
+func (x *ApproxBucket) GetAggregate() *SummaryState {
+	if x != nil {
+		return x.Aggregate
+	}
+	return nil
+}
+
+func (x *ApproxBucket) GetSketch() *SketchState {
+	if x != nil {
+		return x.Sketch
+	}
+	return nil
+}
+
+func (x *ApproxBucket) GetCandidates() *CandidateState {
+	if x != nil {
+		return x.Candidates
+	}
+	return nil
+}
+
 // A dropped leaderboard's last incarnation, so stale configs stay ignored.
 type Tombstone struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1085,7 +1540,7 @@ type Tombstone struct {
 
 func (x *Tombstone) Reset() {
 	*x = Tombstone{}
-	mi := &file_topkd_raftcmd_v1_raftcmd_proto_msgTypes[12]
+	mi := &file_topkd_raftcmd_v1_raftcmd_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1097,7 +1552,7 @@ func (x *Tombstone) String() string {
 func (*Tombstone) ProtoMessage() {}
 
 func (x *Tombstone) ProtoReflect() protoreflect.Message {
-	mi := &file_topkd_raftcmd_v1_raftcmd_proto_msgTypes[12]
+	mi := &file_topkd_raftcmd_v1_raftcmd_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1110,7 +1565,7 @@ func (x *Tombstone) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Tombstone.ProtoReflect.Descriptor instead.
 func (*Tombstone) Descriptor() ([]byte, []int) {
-	return file_topkd_raftcmd_v1_raftcmd_proto_rawDescGZIP(), []int{12}
+	return file_topkd_raftcmd_v1_raftcmd_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Tombstone) GetName() string {
@@ -1139,7 +1594,7 @@ type ItemChunk struct {
 
 func (x *ItemChunk) Reset() {
 	*x = ItemChunk{}
-	mi := &file_topkd_raftcmd_v1_raftcmd_proto_msgTypes[13]
+	mi := &file_topkd_raftcmd_v1_raftcmd_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1151,7 +1606,7 @@ func (x *ItemChunk) String() string {
 func (*ItemChunk) ProtoMessage() {}
 
 func (x *ItemChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_topkd_raftcmd_v1_raftcmd_proto_msgTypes[13]
+	mi := &file_topkd_raftcmd_v1_raftcmd_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1164,7 +1619,7 @@ func (x *ItemChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ItemChunk.ProtoReflect.Descriptor instead.
 func (*ItemChunk) Descriptor() ([]byte, []int) {
-	return file_topkd_raftcmd_v1_raftcmd_proto_rawDescGZIP(), []int{13}
+	return file_topkd_raftcmd_v1_raftcmd_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ItemChunk) GetFirstId() uint32 {
@@ -1203,7 +1658,7 @@ type BucketChunk struct {
 
 func (x *BucketChunk) Reset() {
 	*x = BucketChunk{}
-	mi := &file_topkd_raftcmd_v1_raftcmd_proto_msgTypes[14]
+	mi := &file_topkd_raftcmd_v1_raftcmd_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1215,7 +1670,7 @@ func (x *BucketChunk) String() string {
 func (*BucketChunk) ProtoMessage() {}
 
 func (x *BucketChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_topkd_raftcmd_v1_raftcmd_proto_msgTypes[14]
+	mi := &file_topkd_raftcmd_v1_raftcmd_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1228,7 +1683,7 @@ func (x *BucketChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BucketChunk.ProtoReflect.Descriptor instead.
 func (*BucketChunk) Descriptor() ([]byte, []int) {
-	return file_topkd_raftcmd_v1_raftcmd_proto_rawDescGZIP(), []int{14}
+	return file_topkd_raftcmd_v1_raftcmd_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *BucketChunk) GetWindow() uint32 {
@@ -1287,7 +1742,7 @@ type ProducerState struct {
 
 func (x *ProducerState) Reset() {
 	*x = ProducerState{}
-	mi := &file_topkd_raftcmd_v1_raftcmd_proto_msgTypes[15]
+	mi := &file_topkd_raftcmd_v1_raftcmd_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1299,7 +1754,7 @@ func (x *ProducerState) String() string {
 func (*ProducerState) ProtoMessage() {}
 
 func (x *ProducerState) ProtoReflect() protoreflect.Message {
-	mi := &file_topkd_raftcmd_v1_raftcmd_proto_msgTypes[15]
+	mi := &file_topkd_raftcmd_v1_raftcmd_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1312,7 +1767,7 @@ func (x *ProducerState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProducerState.ProtoReflect.Descriptor instead.
 func (*ProducerState) Descriptor() ([]byte, []int) {
-	return file_topkd_raftcmd_v1_raftcmd_proto_rawDescGZIP(), []int{15}
+	return file_topkd_raftcmd_v1_raftcmd_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ProducerState) GetProducerId() string {
@@ -1368,7 +1823,7 @@ type LateCount struct {
 
 func (x *LateCount) Reset() {
 	*x = LateCount{}
-	mi := &file_topkd_raftcmd_v1_raftcmd_proto_msgTypes[16]
+	mi := &file_topkd_raftcmd_v1_raftcmd_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1380,7 +1835,7 @@ func (x *LateCount) String() string {
 func (*LateCount) ProtoMessage() {}
 
 func (x *LateCount) ProtoReflect() protoreflect.Message {
-	mi := &file_topkd_raftcmd_v1_raftcmd_proto_msgTypes[16]
+	mi := &file_topkd_raftcmd_v1_raftcmd_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1393,7 +1848,7 @@ func (x *LateCount) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LateCount.ProtoReflect.Descriptor instead.
 func (*LateCount) Descriptor() ([]byte, []int) {
-	return file_topkd_raftcmd_v1_raftcmd_proto_rawDescGZIP(), []int{16}
+	return file_topkd_raftcmd_v1_raftcmd_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *LateCount) GetLeaderboard() string {
@@ -1431,7 +1886,7 @@ type Outcome struct {
 
 func (x *Outcome) Reset() {
 	*x = Outcome{}
-	mi := &file_topkd_raftcmd_v1_raftcmd_proto_msgTypes[17]
+	mi := &file_topkd_raftcmd_v1_raftcmd_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1443,7 +1898,7 @@ func (x *Outcome) String() string {
 func (*Outcome) ProtoMessage() {}
 
 func (x *Outcome) ProtoReflect() protoreflect.Message {
-	mi := &file_topkd_raftcmd_v1_raftcmd_proto_msgTypes[17]
+	mi := &file_topkd_raftcmd_v1_raftcmd_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1456,7 +1911,7 @@ func (x *Outcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Outcome.ProtoReflect.Descriptor instead.
 func (*Outcome) Descriptor() ([]byte, []int) {
-	return file_topkd_raftcmd_v1_raftcmd_proto_rawDescGZIP(), []int{17}
+	return file_topkd_raftcmd_v1_raftcmd_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *Outcome) GetSequence() uint64 {
@@ -1565,7 +2020,7 @@ const file_topkd_raftcmd_v1_raftcmd_proto_rawDesc = "" +
 	"\vstale_epoch\x18\x04 \x01(\x04R\n" +
 	"staleEpoch\x12)\n" +
 	"\x10ignored_commands\x18\x05 \x01(\x04R\x0fignoredCommands\x12'\n" +
-	"\x0fconfig_rejected\x18\x06 \x01(\x04R\x0econfigRejected\"\xc5\x02\n" +
+	"\x0fconfig_rejected\x18\x06 \x01(\x04R\x0econfigRejected\"\xf2\x02\n" +
 	"\x10LeaderboardState\x12;\n" +
 	"\x06config\x18\x01 \x01(\v2#.topkd.raftcmd.v1.LeaderboardConfigR\x06config\x12)\n" +
 	"\x11max_event_time_ms\x18\x02 \x01(\x03R\x0emaxEventTimeMs\x12\x19\n" +
@@ -1574,7 +2029,52 @@ const file_topkd_raftcmd_v1_raftcmd_proto_rawDesc = "" +
 	"\x12rejected_max_items\x18\x05 \x01(\x04R\x10rejectedMaxItems\x12'\n" +
 	"\x0faccepted_events\x18\x06 \x01(\x04R\x0eacceptedEvents\x12!\n" +
 	"\flate_dropped\x18\a \x03(\x04R\vlateDropped\x12\x19\n" +
-	"\bclock_ms\x18\b \x01(\x03R\aclockMs\"A\n" +
+	"\bclock_ms\x18\b \x01(\x03R\aclockMs\x12+\n" +
+	"\x11rejected_negative\x18\t \x01(\x04R\x10rejectedNegative\"\x98\x01\n" +
+	"\fSummaryState\x12\x1a\n" +
+	"\bcapacity\x18\x01 \x01(\x04R\bcapacity\x12\x14\n" +
+	"\x05total\x18\x02 \x01(\x04R\x05total\x12\x14\n" +
+	"\x05floor\x18\x03 \x01(\x04R\x05floor\x12\x14\n" +
+	"\x05items\x18\x04 \x03(\tR\x05items\x12\x16\n" +
+	"\x06counts\x18\x05 \x03(\x04R\x06counts\x12\x12\n" +
+	"\x04errs\x18\x06 \x03(\x04R\x04errs\"y\n" +
+	"\vSketchState\x12\x14\n" +
+	"\x05width\x18\x01 \x01(\rR\x05width\x12\x14\n" +
+	"\x05depth\x18\x02 \x01(\rR\x05depth\x12\x12\n" +
+	"\x04seed\x18\x03 \x01(\x04R\x04seed\x12\x14\n" +
+	"\x05total\x18\x04 \x01(\x04R\x05total\x12\x14\n" +
+	"\x05cells\x18\x05 \x03(\x04R\x05cells\"f\n" +
+	"\x0eCandidateState\x12\x14\n" +
+	"\x05items\x18\x01 \x03(\tR\x05items\x12\x12\n" +
+	"\x04ests\x18\x02 \x03(\x04R\x04ests\x12\x16\n" +
+	"\x06lowers\x18\x03 \x03(\x04R\x06lowers\x12\x12\n" +
+	"\x04seqs\x18\x04 \x03(\x04R\x04seqs\"\x9b\x03\n" +
+	"\fApproxWindow\x12\x16\n" +
+	"\x06window\x18\x01 \x01(\rR\x06window\x128\n" +
+	"\asummary\x18\x02 \x01(\v2\x1e.topkd.raftcmd.v1.SummaryStateR\asummary\x125\n" +
+	"\x06sketch\x18\x03 \x01(\v2\x1d.topkd.raftcmd.v1.SketchStateR\x06sketch\x12@\n" +
+	"\n" +
+	"candidates\x18\x04 \x01(\v2 .topkd.raftcmd.v1.CandidateStateR\n" +
+	"candidates\x12\x14\n" +
+	"\x05bound\x18\x05 \x01(\x04R\x05bound\x12\x1d\n" +
+	"\n" +
+	"bound_keys\x18\x06 \x03(\x03R\tboundKeys\x12!\n" +
+	"\fbound_values\x18\a \x03(\x04R\vboundValues\x12\x19\n" +
+	"\bnext_seq\x18\b \x01(\x04R\anextSeq\x12\x1d\n" +
+	"\n" +
+	"max_bucket\x18\t \x01(\x03R\tmaxBucket\x12\x14\n" +
+	"\x05front\x18\n" +
+	" \x01(\rR\x05front\x12\x18\n" +
+	"\abuckets\x18\v \x01(\rR\abuckets\"\xad\x02\n" +
+	"\fApproxBucket\x12\x16\n" +
+	"\x06window\x18\x01 \x01(\rR\x06window\x12\x14\n" +
+	"\x05index\x18\x02 \x01(\x03R\x05index\x128\n" +
+	"\asummary\x18\x03 \x01(\v2\x1e.topkd.raftcmd.v1.SummaryStateR\asummary\x12<\n" +
+	"\taggregate\x18\x04 \x01(\v2\x1e.topkd.raftcmd.v1.SummaryStateR\taggregate\x125\n" +
+	"\x06sketch\x18\x05 \x01(\v2\x1d.topkd.raftcmd.v1.SketchStateR\x06sketch\x12@\n" +
+	"\n" +
+	"candidates\x18\x06 \x01(\v2 .topkd.raftcmd.v1.CandidateStateR\n" +
+	"candidates\"A\n" +
 	"\tTombstone\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
 	"\vincarnation\x18\x02 \x01(\x04R\vincarnation\"[\n" +
@@ -1641,7 +2141,7 @@ func file_topkd_raftcmd_v1_raftcmd_proto_rawDescGZIP() []byte {
 }
 
 var file_topkd_raftcmd_v1_raftcmd_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_topkd_raftcmd_v1_raftcmd_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_topkd_raftcmd_v1_raftcmd_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_topkd_raftcmd_v1_raftcmd_proto_goTypes = []any{
 	(Mode)(0),                 // 0: topkd.raftcmd.v1.Mode
 	(Clock)(0),                // 1: topkd.raftcmd.v1.Clock
@@ -1658,12 +2158,17 @@ var file_topkd_raftcmd_v1_raftcmd_proto_goTypes = []any{
 	(*SnapshotHeader)(nil),    // 12: topkd.raftcmd.v1.SnapshotHeader
 	(*SnapshotCounters)(nil),  // 13: topkd.raftcmd.v1.SnapshotCounters
 	(*LeaderboardState)(nil),  // 14: topkd.raftcmd.v1.LeaderboardState
-	(*Tombstone)(nil),         // 15: topkd.raftcmd.v1.Tombstone
-	(*ItemChunk)(nil),         // 16: topkd.raftcmd.v1.ItemChunk
-	(*BucketChunk)(nil),       // 17: topkd.raftcmd.v1.BucketChunk
-	(*ProducerState)(nil),     // 18: topkd.raftcmd.v1.ProducerState
-	(*LateCount)(nil),         // 19: topkd.raftcmd.v1.LateCount
-	(*Outcome)(nil),           // 20: topkd.raftcmd.v1.Outcome
+	(*SummaryState)(nil),      // 15: topkd.raftcmd.v1.SummaryState
+	(*SketchState)(nil),       // 16: topkd.raftcmd.v1.SketchState
+	(*CandidateState)(nil),    // 17: topkd.raftcmd.v1.CandidateState
+	(*ApproxWindow)(nil),      // 18: topkd.raftcmd.v1.ApproxWindow
+	(*ApproxBucket)(nil),      // 19: topkd.raftcmd.v1.ApproxBucket
+	(*Tombstone)(nil),         // 20: topkd.raftcmd.v1.Tombstone
+	(*ItemChunk)(nil),         // 21: topkd.raftcmd.v1.ItemChunk
+	(*BucketChunk)(nil),       // 22: topkd.raftcmd.v1.BucketChunk
+	(*ProducerState)(nil),     // 23: topkd.raftcmd.v1.ProducerState
+	(*LateCount)(nil),         // 24: topkd.raftcmd.v1.LateCount
+	(*Outcome)(nil),           // 25: topkd.raftcmd.v1.Outcome
 }
 var file_topkd_raftcmd_v1_raftcmd_proto_depIdxs = []int32{
 	0,  // 0: topkd.raftcmd.v1.LeaderboardConfig.mode:type_name -> topkd.raftcmd.v1.Mode
@@ -1673,14 +2178,21 @@ var file_topkd_raftcmd_v1_raftcmd_proto_depIdxs = []int32{
 	7,  // 4: topkd.raftcmd.v1.IngestEntry.parts:type_name -> topkd.raftcmd.v1.ProducerPart
 	9,  // 5: topkd.raftcmd.v1.Tick.watermarks:type_name -> topkd.raftcmd.v1.Watermark
 	4,  // 6: topkd.raftcmd.v1.LeaderboardState.config:type_name -> topkd.raftcmd.v1.LeaderboardConfig
-	20, // 7: topkd.raftcmd.v1.ProducerState.outcomes:type_name -> topkd.raftcmd.v1.Outcome
-	2,  // 8: topkd.raftcmd.v1.Outcome.status:type_name -> topkd.raftcmd.v1.PartStatus
-	19, // 9: topkd.raftcmd.v1.Outcome.late:type_name -> topkd.raftcmd.v1.LateCount
-	10, // [10:10] is the sub-list for method output_type
-	10, // [10:10] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	15, // 7: topkd.raftcmd.v1.ApproxWindow.summary:type_name -> topkd.raftcmd.v1.SummaryState
+	16, // 8: topkd.raftcmd.v1.ApproxWindow.sketch:type_name -> topkd.raftcmd.v1.SketchState
+	17, // 9: topkd.raftcmd.v1.ApproxWindow.candidates:type_name -> topkd.raftcmd.v1.CandidateState
+	15, // 10: topkd.raftcmd.v1.ApproxBucket.summary:type_name -> topkd.raftcmd.v1.SummaryState
+	15, // 11: topkd.raftcmd.v1.ApproxBucket.aggregate:type_name -> topkd.raftcmd.v1.SummaryState
+	16, // 12: topkd.raftcmd.v1.ApproxBucket.sketch:type_name -> topkd.raftcmd.v1.SketchState
+	17, // 13: topkd.raftcmd.v1.ApproxBucket.candidates:type_name -> topkd.raftcmd.v1.CandidateState
+	25, // 14: topkd.raftcmd.v1.ProducerState.outcomes:type_name -> topkd.raftcmd.v1.Outcome
+	2,  // 15: topkd.raftcmd.v1.Outcome.status:type_name -> topkd.raftcmd.v1.PartStatus
+	24, // 16: topkd.raftcmd.v1.Outcome.late:type_name -> topkd.raftcmd.v1.LateCount
+	17, // [17:17] is the sub-list for method output_type
+	17, // [17:17] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_topkd_raftcmd_v1_raftcmd_proto_init() }
@@ -1694,7 +2206,7 @@ func file_topkd_raftcmd_v1_raftcmd_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_topkd_raftcmd_v1_raftcmd_proto_rawDesc), len(file_topkd_raftcmd_v1_raftcmd_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   18,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -1,0 +1,228 @@
+package sketch
+
+import (
+	"maps"
+	"math/bits"
+	"slices"
+	"unsafe"
+)
+
+// ranked is an indexed min-heap of distinct items keyed by (count asc, item
+// desc): the root is the worst item by the total order. Items live in
+// stable slots (idx maps item -> slot id); the heap holds (count, slot id)
+// pairs, so a sift moves 16-byte nodes and updates slot positions without
+// touching the map; each node carries an 8-byte prefix of its item so most
+// ties are settled without reading the strings. Summary and CMSTopK share it.
+type ranked struct {
+	idx      map[string]int32
+	nodes    []hnode
+	slots    []slot // slots[id].pos is the heap position of slot id
+	strBytes int    // bytes of the item strings held
+}
+
+type hnode struct {
+	count uint64
+	key   uint64 // prefixKey of the item
+	id    int32
+}
+
+type slot struct {
+	item string
+	aux  uint64 // Summary: Err; CMSTopK: Lower
+	pos  int32
+}
+
+func newRanked() ranked {
+	return ranked{idx: make(map[string]int32)}
+}
+
+func (r *ranked) len() int { return len(r.nodes) }
+
+// worse reports whether a ranks strictly after b in the total order
+// (count desc, item asc).
+func (r *ranked) worse(a, b hnode) bool { return r.worseBit(a, b) == 1 }
+
+// worseBit is worse as 0 or 1, computed without a branch when counts or
+// 8-byte prefix keys differ (the common case), so that picking a child in
+// a sift is not a coin-flip branch misprediction: (count, ^key) compared
+// as one 128-bit number. Equal prefixes fall back to the strings.
+func (r *ranked) worseBit(a, b hnode) int {
+	if a.count == b.count && a.key == b.key {
+		if r.slots[a.id].item > r.slots[b.id].item {
+			return 1
+		}
+		return 0
+	}
+	_, borrow := bits.Sub64(b.key, a.key, 0) // low word: ^a.key - ^b.key
+	_, borrow = bits.Sub64(a.count, b.count, borrow)
+	return int(borrow)
+}
+
+// up moves node i toward the root while it ranks worse than its parent.
+func (r *ranked) up(i int) {
+	nodes := r.nodes
+	x := nodes[i]
+	for i > 0 {
+		p := (i - 1) / 2
+		pn := nodes[p]
+		if !r.worse(x, pn) {
+			break
+		}
+		nodes[i] = pn
+		r.slots[pn.id].pos = int32(i)
+		i = p
+	}
+	nodes[i] = x
+	r.slots[x.id].pos = int32(i)
+}
+
+// down moves node i toward the leaves while a child ranks worse than it.
+func (r *ranked) down(i int) {
+	nodes := r.nodes
+	n := len(nodes)
+	x := nodes[i]
+	for {
+		c := 2*i + 1
+		if c >= n {
+			break
+		}
+		if c+1 < n {
+			c += r.worseBit(nodes[c+1], nodes[c])
+		}
+		cn := nodes[c]
+		if !r.worse(cn, x) {
+			break
+		}
+		nodes[i] = cn
+		r.slots[cn.id].pos = int32(i)
+		i = c
+	}
+	nodes[i] = x
+	r.slots[x.id].pos = int32(i)
+}
+
+// sinkRoot places a new root whose item most likely belongs near the
+// leaves (an eviction's replacement: count min+w among many counters at
+// min). Bottom-up (Floyd): walk the worse-child path to a leaf with one
+// comparison per level, then climb back to x's place, usually a step or
+// two, instead of two comparisons per level on the way down.
+func (r *ranked) sinkRoot() {
+	nodes := r.nodes
+	n := len(nodes)
+	x := nodes[0]
+	i := 0
+	for {
+		c := 2*i + 1
+		if c >= n {
+			break
+		}
+		if c+1 < n {
+			c += r.worseBit(nodes[c+1], nodes[c])
+		}
+		nodes[i] = nodes[c]
+		r.slots[nodes[i].id].pos = int32(i)
+		i = c
+	}
+	for i > 0 {
+		p := (i - 1) / 2
+		pn := nodes[p]
+		if !r.worse(x, pn) {
+			break
+		}
+		nodes[i] = pn
+		r.slots[pn.id].pos = int32(i)
+		i = p
+	}
+	nodes[i] = x
+	r.slots[x.id].pos = int32(i)
+}
+
+// fix restores the heap after node i's count changed in either direction.
+func (r *ranked) fix(i int) {
+	if i > 0 && r.worse(r.nodes[i], r.nodes[(i-1)/2]) {
+		r.up(i)
+		return
+	}
+	r.down(i)
+}
+
+// prefixKey is the first 8 bytes of s, big-endian, zero-padded: keys
+// compare like the strings whenever they differ.
+func prefixKey(s string) uint64 {
+	var k uint64
+	for i := range min(len(s), 8) {
+		k |= uint64(s[i]) << (56 - 8*i)
+	}
+	return k
+}
+
+// push inserts an item that is not present. Item strings are kept as
+// given, not copied: strings are immutable, and the FSM's decoded items are
+// allocations of their own (a copy would cost ~15 ns per eviction).
+func (r *ranked) push(item string, count, aux uint64) {
+	id := int32(len(r.slots))
+	r.slots = append(r.slots, slot{item: item, aux: aux, pos: int32(len(r.nodes))})
+	r.nodes = append(r.nodes, hnode{count: count, key: prefixKey(item), id: id})
+	r.idx[item] = id
+	r.strBytes += len(item)
+	r.up(len(r.nodes) - 1)
+}
+
+// replaceRoot evicts the root and reuses its slot for a new item.
+func (r *ranked) replaceRoot(item string, count, aux uint64) {
+	id := r.nodes[0].id
+	s := &r.slots[id]
+	delete(r.idx, s.item)
+	r.strBytes += len(item) - len(s.item)
+	s.item, s.aux = item, aux
+	r.idx[item] = id
+	r.nodes[0].count = count
+	r.nodes[0].key = prefixKey(item)
+	r.sinkRoot()
+}
+
+// build replaces the contents with items whose validity (distinct) the
+// caller has checked, then heapifies in O(n).
+func (r *ranked) build(n int, at func(i int) (item string, count, aux uint64)) {
+	r.reset()
+	r.slots = slices.Grow(r.slots, n)
+	r.nodes = slices.Grow(r.nodes, n)
+	for i := range n {
+		item, count, aux := at(i)
+		r.slots = append(r.slots, slot{item: item, aux: aux, pos: int32(i)})
+		r.nodes = append(r.nodes, hnode{count: count, key: prefixKey(item), id: int32(i)})
+		r.idx[item] = int32(i)
+		r.strBytes += len(item)
+	}
+	for i := n/2 - 1; i >= 0; i-- { // none when n < 2
+		r.down(i)
+	}
+}
+
+func (r *ranked) reset() {
+	clear(r.idx)
+	clear(r.slots) // drop string references
+	r.slots = r.slots[:0]
+	r.nodes = r.nodes[:0]
+	r.strBytes = 0
+}
+
+func (r *ranked) clone() ranked {
+	return ranked{
+		idx:      maps.Clone(r.idx),
+		nodes:    slices.Clone(r.nodes),
+		slots:    slices.Clone(r.slots),
+		strBytes: r.strBytes,
+	}
+}
+
+// mapEntryBytes approximates a map[string]int32 entry: 24 bytes of key and
+// value plus a control byte, at the map's 7/8 maximum load, with growth
+// headroom averaged in.
+const mapEntryBytes = 40
+
+func (r *ranked) bytes() int {
+	return cap(r.nodes)*int(unsafe.Sizeof(hnode{})) +
+		cap(r.slots)*int(unsafe.Sizeof(slot{})) +
+		len(r.idx)*mapEntryBytes + r.strBytes
+}
