@@ -12,10 +12,10 @@ import (
 type cmsAll struct{ t *sketch.CMSTopK }
 
 func (w *cmsAll) add(item string, _ sketch.Loc, _ int64, n uint64) { w.t.Add(item, n) }
-func (w *cmsAll) expire(int64)                                        {}
-func (w *cmsAll) result(k int) sketch.Result                          { return w.t.Result(k) }
-func (w *cmsAll) bytes() int                                          { return w.t.Bytes() }
-func (w *cmsAll) monitored() int                                      { return len(w.t.Candidates()) }
+func (w *cmsAll) expire(int64)                                     {}
+func (w *cmsAll) result(k int) sketch.Result                       { return w.t.Result(k) }
+func (w *cmsAll) bytes() int                                       { return w.t.Bytes() }
+func (w *cmsAll) monitored() int                                   { return len(w.t.Candidates()) }
 func (w *cmsAll) lookup(item string) sketch.Counter {
 	c, _ := w.t.Lookup(item)
 	return c

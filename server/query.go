@@ -4,6 +4,7 @@ import (
 	"container/heap"
 	"context"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"sync"
@@ -107,11 +108,25 @@ func (a *TopKAnswer) truncate(k int) {
 		a.Guaranteed, a.MaxError, a.Rest = true, 0, 0
 		return
 	}
-	r := sketch.Result{Rest: uint64(a.Rest), Items: make([]sketch.Counter, len(a.Items))}
-	for i, it := range a.Items {
+	r := toResult(a.Items, a.Rest)
+	a.Guaranteed, a.MaxError = r.Guaranteed(k), int64(r.MaxError())
+}
+
+func toResult(items []fsm.Item, rest int64) sketch.Result {
+	r := sketch.Result{Rest: uint64(rest), Items: make([]sketch.Counter, len(items))}
+	for i, it := range items {
 		r.Items[i] = sketch.Counter{Item: it.Item, Count: uint64(it.Upper), Err: uint64(it.Upper - it.Lower)}
 	}
-	a.Guaranteed, a.MaxError = r.Guaranteed(k), int64(r.MaxError())
+	return r
+}
+
+func fromResult(cs []sketch.Counter) []fsm.Item {
+	out := make([]fsm.Item, len(cs))
+	for i, c := range cs {
+		up, lo := int64(min(c.Count, math.MaxInt64)), int64(min(c.Lower(), math.MaxInt64))
+		out[i] = fsm.Item{Item: c.Item, Count: up, Lower: lo, Upper: up}
+	}
+	return out
 }
 
 // CountAnswer is one item's count.
@@ -197,6 +212,7 @@ func (n *Node) gather(ctx context.Context, cfg *pb.LeaderboardConfig, window tim
 		return TopKAnswer{}, err
 	}
 	lists := make([][]fsm.Item, len(n.parts))
+	parts := make([]sketch.Result, len(n.parts))
 	a := TopKAnswer{Leaderboard: cfg.Name, Incarnation: cfg.Incarnation, Window: window, Consistency: c, AsOf: n.clock.Now(),
 		Approximate: cfg.Mode != pb.Mode_MODE_EXACT}
 	first := true
@@ -209,13 +225,21 @@ func (n *Node) gather(ctx context.Context, cfg *pb.LeaderboardConfig, window tim
 			return TopKAnswer{}, fmt.Errorf("partition %d: %w", p.id, err)
 		}
 		lists[i] = r.Items
-		a.Rest = max(a.Rest, r.Rest)
+		if a.Approximate {
+			parts[i] = toResult(r.Items, r.Rest)
+		}
 		if first || r.WindowEndMs < a.WindowEndMs {
 			a.WindowStartMs, a.WindowEndMs = r.WindowStartMs, r.WindowEndMs
 			first = false
 		}
 	}
-	a.Items = mergeTop(lists, k+1) // the (k+1)-th bounds what is left out
+	if !a.Approximate {
+		a.Items = mergeTop(lists, k)
+		a.truncate(k)
+		return a, nil
+	}
+	m := sketch.MergeDisjoint(k, parts...)
+	a.Items, a.Rest = fromResult(m.Items), int64(min(m.Rest, math.MaxInt64))
 	a.truncate(k)
 	return a, nil
 }

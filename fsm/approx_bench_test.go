@@ -1,0 +1,106 @@
+package fsm
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	pb "github.com/topkd/topkd/proto/topkd/raftcmd/v1"
+)
+
+// BenchmarkApplyModes applies the same Zipf(1.1) stream over 1M items, 1,000
+// events per entry pre-aggregated per (item, second), to one leaderboard
+// with windows all, 1h and 1d in each mode, side by side. It reports apply
+// cost per event and the state's size (live heap growth and snapshot bytes).
+//
+//	go test ./fsm -run '^$' -bench ApplyModes -benchtime 20x
+func BenchmarkApplyModes(b *testing.B) {
+	modes := []struct {
+		name string
+		cfg  func(c *pb.LeaderboardConfig)
+	}{
+		{"exact", func(c *pb.LeaderboardConfig) {}},
+		{"spacesaving", func(c *pb.LeaderboardConfig) { c.Mode = pb.Mode_MODE_SPACESAVING }},
+		{"cms", func(c *pb.LeaderboardConfig) { c.Mode = pb.Mode_MODE_CMS }},
+	}
+	for _, m := range modes {
+		b.Run("items=1M/mode="+m.name, func(b *testing.B) {
+			const n = 1_000_000
+			cfg := benchConfig(benchWindows)
+			m.cfg(cfg)
+			h0 := heapAlloc()
+			f := New(Options{})
+			var idx uint64
+			next := func(data []byte) *raft.Log {
+				idx++
+				return &raft.Log{Index: idx, Term: 1, Type: raft.LogCommand, Data: data}
+			}
+			if r := f.ApplyBatch([]*raft.Log{next(mustEncode(EncodeConfig(cfg)))}); r[0] != nil {
+				b.Fatal(r[0])
+			}
+			z := rand.NewZipf(rand.New(rand.NewPCG(n, 0x70bd)), benchZipfS, 1, n-1)
+			cnt := make([]uint32, n)
+			var order []uint32
+			var name []byte
+			sec := int64(benchBaseHour * benchSecsPerHour)
+			// 10 minutes of entries (600K events) per iteration.
+			gen := func() ([]*raft.Log, int64) {
+				logs := make([]*raft.Log, 0, 600)
+				for range 600 {
+					order = order[:0]
+					for range benchEventsPerEntry {
+						it := uint32((z.Uint64()*benchPermMul + 7) % n)
+						if cnt[it] == 0 {
+							order = append(order, it)
+						}
+						cnt[it]++
+					}
+					d := newDeltas(len(order))
+					for _, it := range order {
+						var s string
+						name, s = benchItem(name, int(it))
+						d.Items = append(d.Items, s)
+						d.Deltas = append(d.Deltas, int64(cnt[it]))
+						d.EventTimesS = append(d.EventTimesS, sec)
+						d.Events = append(d.Events, cnt[it])
+						cnt[it] = 0
+					}
+					e := &pb.IngestEntry{LeaderTimeMs: sec*1000 + 500, Parts: []*pb.ProducerPart{{Boards: []*pb.LeaderboardDeltas{d}}}}
+					logs = append(logs, next(mustEncode(EncodeIngest(e))))
+					sec++
+				}
+				return logs, 600 * benchEventsPerEntry
+			}
+			var events int64
+			b.ResetTimer()
+			for range b.N {
+				b.StopTimer()
+				logs, ev := gen()
+				b.StartTimer()
+				f.applyLogs(logs, benchBatch)
+				events += ev
+			}
+			b.StopTimer()
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(events), "ns/event")
+			b.ReportMetric(float64(events)/b.Elapsed().Seconds(), "events/s")
+			b.ReportMetric(float64(heapAlloc()-h0)/(1<<20), "heapMB")
+			b.ReportMetric(float64(len(snapshotBytes(b, f)))/(1<<20), "snapMB")
+			b.ReportMetric(float64(f.Distinct(benchBoard)), "tracked")
+			r, err := f.TopK(benchBoard, 0, 100)
+			if err != nil || len(r.Items) != 100 {
+				b.Fatalf("top-100: %d items, %v", len(r.Items), err)
+			}
+			start := time.Now()
+			for range 100 {
+				if _, err := f.TopK(benchBoard, time.Hour, 100); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(time.Since(start).Microseconds())/100, "µs/top100-1h")
+			_ = fmt.Sprint()
+		})
+	}
+}
