@@ -40,6 +40,7 @@ func BenchmarkSummaryAdd(b *testing.B) {
 				s.Add(ev[i&mask], 1)
 				i++
 			}
+			perEvent(b)
 		})
 	}
 }
@@ -58,6 +59,12 @@ func BenchmarkCMSTopKAdd(b *testing.B) {
 		t.Add(ev[i&mask], 1)
 		i++
 	}
+	perEvent(b)
+}
+
+// perEvent restates ns/op as ns/event for benchmarks doing one Add per op.
+func perEvent(b *testing.B) {
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N), "ns/event")
 }
 
 // BenchmarkMerge merges two full summaries of capacity 5000 built from the
@@ -76,6 +83,7 @@ func BenchmarkMerge(b *testing.B) {
 	for b.Loop() {
 		Merge(5000, x, y)
 	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*(x.Len()+y.Len())), "ns/counter")
 }
 
 func BenchmarkSummaryResult(b *testing.B) {

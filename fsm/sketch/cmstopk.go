@@ -5,6 +5,8 @@ import (
 	"slices"
 	"strings"
 	"unsafe"
+
+	"github.com/cespare/xxhash/v2"
 )
 
 // Candidate is one item of a CMSTopK heap.
@@ -42,8 +44,10 @@ func (t *CMSTopK) Add(item string, w uint64) {
 	if w == 0 {
 		return
 	}
-	est := t.sk.Add(item, w)
-	if id, ok := t.r.idx[item]; ok {
+	h := xxhash.Sum64String(item) // one hash for the sketch and the index
+	est := t.sk.addLoc(t.sk.locateHash(h), w)
+	id, ok := t.r.findForAddHashed(item, h)
+	if ok {
 		sl := &t.r.slots[id]
 		sl.aux += w
 		p := int(sl.pos)
@@ -52,14 +56,14 @@ func (t *CMSTopK) Add(item string, w uint64) {
 		return
 	}
 	if t.r.len() < t.k {
-		t.r.push(item, est, w)
+		t.r.push(item, h, est, w)
 		return
 	}
 	root := t.r.nodes[0]
-	victim := t.r.slots[root.id].item
-	if better(est, item, root.count, victim) {
-		t.bound = max(t.bound, t.sk.Estimate(victim))
-		t.r.replaceRoot(item, est, w)
+	victim := &t.r.slots[root.id]
+	if better(est, item, root.count, victim.item) {
+		t.bound = max(t.bound, t.sk.EstimateAt(t.sk.locateHash(victim.hash)))
+		t.r.replaceRoot(item, h, est, w)
 		return
 	}
 	t.bound = max(t.bound, est)
@@ -76,7 +80,7 @@ func (t *CMSTopK) Sketch() *CountMin { return t.sk }
 // current returns the candidate in slot id with its current estimate.
 func (t *CMSTopK) current(id int32) Counter {
 	sl := &t.r.slots[id]
-	est := t.sk.Estimate(sl.item)
+	est := t.sk.EstimateAt(t.sk.locateHash(sl.hash))
 	return Counter{Item: sl.item, Count: est, Err: est - min(sl.aux, est)}
 }
 
@@ -108,7 +112,7 @@ func (t *CMSTopK) Result(k int) Result {
 // Lookup returns a candidate as Top would, with true. Any other item gets
 // its sketch estimate as Count and a zero lower bound, with false.
 func (t *CMSTopK) Lookup(item string) (Counter, bool) {
-	if id, ok := t.r.idx[item]; ok {
+	if id, ok := t.r.find(item); ok {
 		return t.current(id), true
 	}
 	est := t.sk.Estimate(item)

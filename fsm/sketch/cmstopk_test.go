@@ -73,6 +73,9 @@ func TestCMSTopKProperties(t *testing.T) {
 		// Narrow sketches, so estimates collide and exceed true counts.
 		width, depth, seed := rapid.IntRange(1, 12).Draw(t, "width"), rapid.IntRange(1, 3).Draw(t, "depth"), rapid.Uint64().Draw(t, "seed")
 		c := NewCMSTopK(k, width, depth, seed)
+		if rapid.Bool().Draw(t, "goMapIndex") {
+			c.r.toSlow()
+		}
 		ref := &cmsModel{k: k, sk: NewCountMin(width, depth, seed)}
 		truth := model{}
 		for _, e := range genStream(u, 300).Draw(t, "stream") {

@@ -100,7 +100,11 @@ func mix64(x uint64) uint64 {
 // a 1/width^2 floor under the failure probability that broke the delta
 // guarantee in tests (see DESIGN.md).
 func (c *CountMin) Locate(item string) Loc {
-	h := xxhash.Sum64String(item)
+	return c.locateHash(xxhash.Sum64String(item))
+}
+
+// locateHash is Locate from the item's xxhash (CMSTopK's index keeps it).
+func (c *CountMin) locateHash(h uint64) Loc {
 	w := uint64(c.width)
 	var l Loc
 	base := uint64(0)
@@ -140,7 +144,11 @@ func (c *CountMin) EstimateAt(l Loc) uint64 {
 
 // Add adds w occurrences of item and returns its new estimate.
 func (c *CountMin) Add(item string, w uint64) uint64 {
-	l := c.Locate(item)
+	return c.addLoc(c.Locate(item), w)
+}
+
+// addLoc is AddAt returning the new estimate.
+func (c *CountMin) addLoc(l Loc, w uint64) uint64 {
 	c.total += w
 	est := uint64(math.MaxUint64)
 	for _, o := range l.off[:c.depth] {

@@ -11,7 +11,7 @@ import (
 
 func TestCountMinSize(t *testing.T) {
 	tests := []struct {
-		eps, delta  float64
+		eps, delta   float64
 		width, depth int
 	}{
 		{0.001, 0.01, 2719, 5},

@@ -5,16 +5,22 @@ import (
 	"math/bits"
 	"slices"
 	"unsafe"
+
+	"github.com/cespare/xxhash/v2"
 )
 
 // ranked is an indexed min-heap of distinct items keyed by (count asc, item
 // desc): the root is the worst item by the total order. Items live in
-// stable slots (idx maps item -> slot id); the heap holds (count, slot id)
-// pairs, so a sift moves 16-byte nodes and updates slot positions without
-// touching the map; each node carries an 8-byte prefix of its item so most
-// ties are settled without reading the strings. Summary and CMSTopK share it.
+// stable slots, found through an index (index.go); the heap holds (count,
+// prefix key, slot id) nodes, so a sift moves small nodes and updates slot
+// positions without touching the index, and the 8-byte prefix of the item
+// settles most ties without reading the strings. Summary and CMSTopK
+// share it.
 type ranked struct {
-	idx      map[string]int32
+	tab      []ientry // open-addressing index; nil once slow is set
+	mask     uint64
+	used     int
+	slow     map[string]int32 // the index after a too-long probe, else nil
 	nodes    []hnode
 	slots    []slot // slots[id].pos is the heap position of slot id
 	strBytes int    // bytes of the item strings held
@@ -28,12 +34,13 @@ type hnode struct {
 
 type slot struct {
 	item string
+	hash uint64 // xxhash of item: the index's key, kept in either index mode
 	aux  uint64 // Summary: Err; CMSTopK: Lower
 	pos  int32
 }
 
 func newRanked() ranked {
-	return ranked{idx: make(map[string]int32)}
+	return ranked{tab: make([]ientry, 16), mask: 15}
 }
 
 func (r *ranked) len() int { return len(r.nodes) }
@@ -156,51 +163,73 @@ func prefixKey(s string) uint64 {
 	return k
 }
 
-// push inserts an item that is not present. Item strings are kept as
-// given, not copied: strings are immutable, and the FSM's decoded items are
-// allocations of their own (a copy would cost ~15 ns per eviction).
-func (r *ranked) push(item string, count, aux uint64) {
+// push inserts an item that is not present, with h its hash from
+// findForAdd. Item strings are kept as given, not copied: strings are
+// immutable, and the FSM's decoded items are allocations of their own (a
+// copy would cost ~15 ns per eviction).
+func (r *ranked) push(item string, h, count, aux uint64) {
 	id := int32(len(r.slots))
-	r.slots = append(r.slots, slot{item: item, aux: aux, pos: int32(len(r.nodes))})
+	long := r.index(item, h, id)
+	r.slots = append(r.slots, slot{item: item, hash: h, aux: aux, pos: int32(len(r.nodes))})
 	r.nodes = append(r.nodes, hnode{count: count, key: prefixKey(item), id: id})
-	r.idx[item] = id
 	r.strBytes += len(item)
 	r.up(len(r.nodes) - 1)
+	if long {
+		r.toSlow()
+	}
 }
 
-// replaceRoot evicts the root and reuses its slot for a new item.
-func (r *ranked) replaceRoot(item string, count, aux uint64) {
+// replaceRoot evicts the root and reuses its slot for a new item, with h
+// its hash from findForAdd.
+func (r *ranked) replaceRoot(item string, h, count, aux uint64) {
 	id := r.nodes[0].id
+	r.unindex(id)
 	s := &r.slots[id]
-	delete(r.idx, s.item)
 	r.strBytes += len(item) - len(s.item)
-	s.item, s.aux = item, aux
-	r.idx[item] = id
+	s.item, s.hash, s.aux = item, h, aux
+	long := r.index(item, h, id)
 	r.nodes[0].count = count
 	r.nodes[0].key = prefixKey(item)
 	r.sinkRoot()
+	if long {
+		r.toSlow()
+	}
 }
 
-// build replaces the contents with items whose validity (distinct) the
-// caller has checked, then heapifies in O(n).
+// build replaces the contents with distinct items (the caller checked),
+// then heapifies in O(n).
 func (r *ranked) build(n int, at func(i int) (item string, count, aux uint64)) {
 	r.reset()
 	r.slots = slices.Grow(r.slots, n)
 	r.nodes = slices.Grow(r.nodes, n)
+	if r.slow == nil && len(r.tab) < max(16, 2*n) {
+		r.tab = make([]ientry, max(16, 1<<bits.Len(uint(2*n))))
+		r.mask = uint64(len(r.tab) - 1)
+	}
+	long := false
 	for i := range n {
 		item, count, aux := at(i)
-		r.slots = append(r.slots, slot{item: item, aux: aux, pos: int32(i)})
+		h := xxhash.Sum64String(item)
+		long = r.index(item, h, int32(i)) || long
+		r.slots = append(r.slots, slot{item: item, hash: h, aux: aux, pos: int32(i)})
 		r.nodes = append(r.nodes, hnode{count: count, key: prefixKey(item), id: int32(i)})
-		r.idx[item] = int32(i)
 		r.strBytes += len(item)
 	}
 	for i := n/2 - 1; i >= 0; i-- { // none when n < 2
 		r.down(i)
 	}
+	if long {
+		r.toSlow()
+	}
 }
 
 func (r *ranked) reset() {
-	clear(r.idx)
+	if r.slow != nil {
+		clear(r.slow)
+	} else {
+		clear(r.tab)
+		r.used = 0
+	}
 	clear(r.slots) // drop string references
 	r.slots = r.slots[:0]
 	r.nodes = r.nodes[:0]
@@ -209,7 +238,10 @@ func (r *ranked) reset() {
 
 func (r *ranked) clone() ranked {
 	return ranked{
-		idx:      maps.Clone(r.idx),
+		tab:      slices.Clone(r.tab),
+		mask:     r.mask,
+		used:     r.used,
+		slow:     maps.Clone(r.slow),
 		nodes:    slices.Clone(r.nodes),
 		slots:    slices.Clone(r.slots),
 		strBytes: r.strBytes,
@@ -224,5 +256,6 @@ const mapEntryBytes = 40
 func (r *ranked) bytes() int {
 	return cap(r.nodes)*int(unsafe.Sizeof(hnode{})) +
 		cap(r.slots)*int(unsafe.Sizeof(slot{})) +
-		len(r.idx)*mapEntryBytes + r.strBytes
+		cap(r.tab)*int(unsafe.Sizeof(ientry{})) +
+		len(r.slow)*mapEntryBytes + r.strBytes
 }

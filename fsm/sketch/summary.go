@@ -42,7 +42,8 @@ func (s *Summary) Add(item string, w uint64) {
 		return
 	}
 	s.total += w
-	if id, ok := s.r.idx[item]; ok {
+	id, h, ok := s.r.findForAdd(item)
+	if ok {
 		p := int(s.r.slots[id].pos)
 		s.r.nodes[p].count += w
 		s.r.down(p)
@@ -50,17 +51,17 @@ func (s *Summary) Add(item string, w uint64) {
 	}
 	if s.r.len() < s.capacity {
 		// Unmonitored items may have up to floor occurrences already.
-		s.r.push(item, s.floor+w, s.floor)
+		s.r.push(item, h, s.floor+w, s.floor)
 		return
 	}
 	m := s.r.nodes[0].count
 	s.floor = max(s.floor, m)
-	s.r.replaceRoot(item, m+w, m)
+	s.r.replaceRoot(item, h, m+w, m)
 }
 
 // Lookup returns the item's counter if it is monitored.
 func (s *Summary) Lookup(item string) (Counter, bool) {
-	id, ok := s.r.idx[item]
+	id, ok := s.r.find(item)
 	if !ok {
 		return Counter{}, false
 	}
@@ -75,26 +76,33 @@ func (s *Summary) counter(id int32) Counter {
 // Top returns the best k counters by the total order in a new slice.
 func (s *Summary) Top(k int) []Counter {
 	n := s.r.len()
-	if k >= n/4 {
-		cs := s.Counters()
-		return cs[:min(max(k, 0), n)]
+	k = max(k, 0)
+	if k < n/8 {
+		// Few wanted: a k-heap over the counters, no copy of them all.
+		b := newBestK(k, n)
+		for _, nd := range s.r.nodes {
+			sl := &s.r.slots[nd.id]
+			b.offer(nd.count, sl.item, sl.aux)
+		}
+		return b.sorted()
 	}
-	b := newBestK(k, n)
-	for _, nd := range s.r.nodes {
-		sl := &s.r.slots[nd.id]
-		b.offer(nd.count, sl.item, sl.aux)
-	}
-	return b.sorted()
+	return topOf(s.all(), k)
 }
 
-// Counters returns all counters in the total order: the canonical form
-// that snapshots store and Restore takes.
-func (s *Summary) Counters() []Counter {
+// all returns the counters in no particular order.
+func (s *Summary) all() []Counter {
 	cs := make([]Counter, len(s.r.nodes))
 	for i, nd := range s.r.nodes {
 		sl := &s.r.slots[nd.id]
 		cs[i] = Counter{Item: sl.item, Count: nd.count, Err: sl.aux}
 	}
+	return cs
+}
+
+// Counters returns all counters in the total order: the canonical form
+// that snapshots store and Restore takes.
+func (s *Summary) Counters() []Counter {
+	cs := s.all()
 	slices.SortFunc(cs, cmpCounters)
 	return cs
 }
@@ -175,46 +183,22 @@ func Restore(capacity int, total, floor uint64, cs []Counter) (*Summary, error) 
 // Nil parts are skipped.
 func Merge(capacity int, parts ...*Summary) *Summary {
 	capacity = max(capacity, 1)
+	ps := make([]*Summary, 0, len(parts))
 	var sumFloor, total uint64
 	n := 0
 	for _, p := range parts {
-		if p == nil {
-			continue
-		}
-		sumFloor += p.floor
-		total += p.total
-		n += p.r.len()
-	}
-	type acc struct {
-		count, err, floors uint64 // floors: sum of floors of the parts holding the item
-	}
-	cs := make([]Counter, 0, n)
-	accs := make([]acc, 0, n)
-	index := make(map[string]int32, n)
-	for _, p := range parts {
-		if p == nil {
-			continue
-		}
-		for _, nd := range p.r.nodes {
-			sl := &p.r.slots[nd.id]
-			j, ok := index[sl.item]
-			if !ok {
-				j = int32(len(cs))
-				index[sl.item] = j
-				cs = append(cs, Counter{Item: sl.item})
-				accs = append(accs, acc{})
-			}
-			a := &accs[j]
-			a.count += nd.count
-			a.err += sl.aux
-			a.floors += p.floor
+		if p != nil {
+			ps = append(ps, p)
+			sumFloor += p.floor
+			total += p.total
+			n += p.r.len()
 		}
 	}
-	for j := range cs {
-		a := &accs[j]
-		missing := sumFloor - a.floors // floors of the parts that do not monitor the item
-		cs[j].Count = a.count + missing
-		cs[j].Err = a.err + missing
+	var cs []Counter
+	if len(ps) <= 3 {
+		cs = unionByLookup(ps, sumFloor, n)
+	} else {
+		cs = unionByIndex(ps, sumFloor, n)
 	}
 	floor := max(sumFloor, partitionBest(cs, capacity))
 	cs = cs[:min(len(cs), capacity)]
@@ -224,4 +208,64 @@ func Merge(capacity int, parts ...*Summary) *Summary {
 		return cs[i].Item, cs[i].Count, cs[i].Err
 	})
 	return s
+}
+
+// unionByLookup merges a few parts without building a union map: each
+// item is summed by looking it up in the other parts, and skipped in a part
+// when an earlier part already holds it. (P-1) lookups per counter beat
+// inserting every counter into a fresh map while P is small.
+func unionByLookup(ps []*Summary, sumFloor uint64, n int) []Counter {
+	cs := make([]Counter, 0, n)
+	for i, p := range ps {
+	next:
+		for j := range p.r.slots {
+			sl := &p.r.slots[j]
+			for _, q := range ps[:i] {
+				if _, seen := q.r.findHashed(sl.item, sl.hash); seen {
+					continue next
+				}
+			}
+			c := Counter{Item: sl.item, Count: p.r.nodes[sl.pos].count, Err: sl.aux}
+			floors := p.floor // of the parts holding the item
+			for _, q := range ps[i+1:] {
+				if id, ok := q.r.findHashed(sl.item, sl.hash); ok {
+					qs := &q.r.slots[id]
+					c.Count += q.r.nodes[qs.pos].count
+					c.Err += qs.aux
+					floors += q.floor
+				}
+			}
+			c.Count += sumFloor - floors
+			c.Err += sumFloor - floors
+			cs = append(cs, c)
+		}
+	}
+	return cs
+}
+
+// unionByIndex merges many parts through one map from item to its sums.
+func unionByIndex(ps []*Summary, sumFloor uint64, n int) []Counter {
+	cs := make([]Counter, 0, n)
+	floors := make([]uint64, 0, n) // per item: floors of the parts holding it
+	index := make(map[string]int32, n)
+	for _, p := range ps {
+		for j := range p.r.slots {
+			sl := &p.r.slots[j]
+			k, ok := index[sl.item]
+			if !ok {
+				k = int32(len(cs))
+				index[sl.item] = k
+				cs = append(cs, Counter{Item: sl.item})
+				floors = append(floors, 0)
+			}
+			cs[k].Count += p.r.nodes[sl.pos].count
+			cs[k].Err += sl.aux
+			floors[k] += p.floor
+		}
+	}
+	for k := range cs {
+		cs[k].Count += sumFloor - floors[k]
+		cs[k].Err += sumFloor - floors[k]
+	}
+	return cs
 }

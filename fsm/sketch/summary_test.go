@@ -2,8 +2,10 @@ package sketch
 
 import (
 	"slices"
+	"strconv"
 	"testing"
 
+	"github.com/cespare/xxhash/v2"
 	"pgregory.net/rapid"
 )
 
@@ -17,6 +19,9 @@ func TestSummaryProperties(t *testing.T) {
 		stream := genStream(u, 300).Draw(t, "stream")
 
 		s := NewSummary(capacity)
+		if rapid.Bool().Draw(t, "goMapIndex") {
+			s.r.toSlow()
+		}
 		ref := &ssModel{capacity: capacity}
 		truth := model{}
 		for _, e := range stream {
@@ -40,6 +45,21 @@ func TestSummaryProperties(t *testing.T) {
 			if got, want := s.Top(k), r.Items; !slices.Equal(got, want) {
 				t.Fatalf("Top(%d) = %+v, want %+v", k, got, want)
 			}
+		}
+
+		// Snapshot round trip, then identical behaviour under further Adds.
+		cs := s.Counters()
+		slices.Reverse(cs) // Restore must not depend on the order given
+		r, err := Restore(s.Capacity(), s.Total(), s.Floor(), cs)
+		if err != nil {
+			t.Fatalf("Restore = %v", err)
+		}
+		for _, e := range genStream(u, 100).Draw(t, "more") {
+			s.Add(e.item, e.w)
+			r.Add(e.item, e.w)
+		}
+		if !slices.Equal(r.Counters(), s.Counters()) || r.Floor() != s.Floor() || r.Total() != s.Total() {
+			t.Fatalf("restored summary diverged: %+v vs %+v", r.Counters(), s.Counters())
 		}
 	})
 }
@@ -117,6 +137,9 @@ func TestMergeProperties(t *testing.T) {
 		parts := make([]*Summary, nparts)
 		for i := range parts {
 			parts[i] = NewSummary(rapid.IntRange(1, 6).Draw(t, "partCapacity"))
+			if rapid.Bool().Draw(t, "goMapIndex") {
+				parts[i].r.toSlow()
+			}
 		}
 		truth := model{}
 		partTruth := make([]model, nparts)
@@ -172,4 +195,75 @@ func TestMergeProperties(t *testing.T) {
 		}
 		checkSummary(t, m, truth, u)
 	})
+}
+
+// collidingItems returns n distinct items whose xxhash agrees in the low
+// 12 bits: they share a home entry in any index table up to 4096 entries.
+func collidingItems(n int) []string {
+	var items []string
+	for i := 0; len(items) < n; i++ {
+		x := strconv.Itoa(i)
+		if xxhash.Sum64String(x)&0xfff == 0x234 {
+			items = append(items, x)
+		}
+	}
+	return items
+}
+
+// TestIndexFallback feeds items crafted to collide in the index: the
+// summary must leave open addressing for a Go map and count exactly as the
+// naive Space-Saving does, before and after.
+func TestIndexFallback(t *testing.T) {
+	items := collidingItems(2 * maxProbe)
+	s := NewSummary(len(items) - 10)
+	ref := &ssModel{capacity: s.Capacity()}
+	for round := range 3 {
+		for i, x := range items {
+			w := uint64(1 + (i+round)%3)
+			s.Add(x, w)
+			ref.add(x, w)
+		}
+	}
+	if s.r.slow == nil {
+		t.Fatalf("index still open addressing after %d colliding items", len(items))
+	}
+	if got, want := s.Counters(), ref.counters(); !slices.Equal(got, want) {
+		t.Fatalf("Counters() = %+v, want %+v", got, want)
+	}
+	c := s.Clone()
+	c.Reset()
+	c.Add("a", 1)
+	if got, ok := c.Lookup("a"); !ok || got.Count != 1 {
+		t.Fatalf("after Reset in Go map mode: Lookup(a) = %+v, %v", got, ok)
+	}
+	if _, ok := s.Lookup("a"); ok {
+		t.Fatalf("clone shares its index with the original")
+	}
+}
+
+// TestIndexRandom exercises the open-addressing index with wrap-around,
+// growth and backward-shift deletion: a small table, many evictions.
+func TestIndexRandom(t *testing.T) {
+	z := newZipf(300, 0.8, 5)
+	items := zipfItems(300, 5)
+	s := NewSummary(7)
+	ref := &ssModel{capacity: 7}
+	for range 20000 {
+		x := items[z.next()]
+		s.Add(x, 1)
+		ref.add(x, 1)
+	}
+	if s.r.slow != nil {
+		t.Fatalf("random items pushed the index to a Go map")
+	}
+	if got, want := s.Counters(), ref.counters(); !slices.Equal(got, want) {
+		t.Fatalf("Counters() = %+v, want %+v", got, want)
+	}
+	for _, x := range items {
+		_, got := s.Lookup(x)
+		want := slices.ContainsFunc(ref.cs, func(c Counter) bool { return c.Item == x })
+		if got != want {
+			t.Fatalf("Lookup(%q) found %v, want %v", x, got, want)
+		}
+	}
 }
