@@ -353,6 +353,19 @@ func fzSnapshotLogs() map[string][][]byte {
 				Windows: []*pb.WindowSpec{{DurationMs: 5000}}})),
 		},
 	}
+	ssCfg := &pb.LeaderboardConfig{Name: "ss", Incarnation: 1, Version: 1, KMax: 2, Mode: pb.Mode_MODE_SPACESAVING, Capacity: 3,
+		Windows: []*pb.WindowSpec{{DurationMs: 4000, BucketMs: 1000}}}
+	cmsCfg := &pb.LeaderboardConfig{Name: "cms", Incarnation: 2, Version: 1, KMax: 2, Mode: pb.Mode_MODE_CMS, Epsilon: 0.5, Delta: 0.2,
+		Windows: []*pb.WindowSpec{{DurationMs: 4000, BucketMs: 1000}}}
+	apEvs := func(t int64) *pb.ProducerPart {
+		return part("", 0, 0, deltas("ss", 1, ev{"a", 3, 0}, ev{"b", 1, t}, ev{"c", 2, 0}, ev{"d", 1, 0}, ev{"x", 4, 0}),
+			deltas("cms", 2, ev{"a", 3, 0}, ev{"b", 1, t}, ev{"c", 2, 0}, ev{"d", 1, 0}, ev{"x", 4, 0}, ev{"n", -1, 0}))
+	}
+	logs["approx"] = [][]byte{
+		mustEncode(EncodeConfig(ssCfg)), mustEncode(EncodeConfig(cmsCfg)),
+		fzIngest(b, apEvs(0)), fzIngest(b+1000, apEvs(sec)), fzIngest(b+2000, apEvs(0)),
+		fzTick(b + 4500), fzIngest(b+5000, apEvs(sec+3)),
+	}
 	var bigItems []ev
 	for i := range chunkSize + 5 {
 		bigItems = append(bigItems, ev{fmt.Sprintf("i%05d", i), int64(i%7 - 1), 0})
@@ -466,6 +479,10 @@ func fzCheckAnswers(t testing.TB, f *FSM) {
 		live := lb.live
 		f.mu.RUnlock()
 		ls := stats.Leaderboards[li]
+		if ls.Approximate {
+			fzCheckApprox(t, f, c)
+			continue
+		}
 		if ls.Name != c.Name || ls.DistinctItems != len(items) || live != len(items) {
 			t.Fatalf("leaderboard %q: stats %q with %d distinct items, live %d, index %d", c.Name, ls.Name, ls.DistinctItems, live, len(items))
 		}
@@ -515,6 +532,35 @@ func fzCheckAnswers(t testing.TB, f *FSM) {
 		}
 		if _, err := f.TopK(c.Name, 7*time.Millisecond, 1); !errors.Is(err, ErrUnknownWindow) {
 			t.Fatalf("TopK of an unknown window: %v, want %v", err, ErrUnknownWindow)
+		}
+	}
+}
+
+// fzCheckApprox checks an approximate board's answers agree with each other:
+// bounds ordered, ranking by estimate, smaller k a prefix, Count agreeing
+// with a listed item's bounds.
+func fzCheckApprox(t testing.TB, f *FSM, c *pb.LeaderboardConfig) {
+	t.Helper()
+	for _, w := range fzWindows(c) {
+		full, err := f.TopK(c.Name, w, int(c.KMax))
+		if err != nil || !full.Approximate {
+			t.Fatalf("TopK(%q, %v): %v, approximate %v", c.Name, w, err, full.Approximate)
+		}
+		for i, it := range full.Items {
+			if it.Lower < 0 || it.Lower > it.Upper || it.Count != it.Upper {
+				t.Fatalf("TopK(%q, %v): item %+v", c.Name, w, it)
+			}
+			if i > 0 && rankAboveEst(uint64(it.Count), it.Item, uint64(full.Items[i-1].Count), full.Items[i-1].Item) {
+				t.Fatalf("TopK(%q, %v): out of order %+v", c.Name, w, full.Items)
+			}
+			cr, err := f.Count(c.Name, it.Item, w)
+			if err != nil || cr.Upper != it.Upper || cr.Lower < 0 || cr.Lower > cr.Upper {
+				t.Fatalf("Count(%q, %q, %v) = %+v, %v; TopK says %+v", c.Name, it.Item, w, cr, err, it)
+			}
+		}
+		r, err := f.TopK(c.Name, w, 1)
+		if err != nil || (len(full.Items) > 0 && (len(r.Items) != 1 || r.Items[0] != full.Items[0])) {
+			t.Fatalf("TopK(%q, %v, 1) = %+v, %v; k_max answer starts %+v", c.Name, w, r.Items, err, full.Items)
 		}
 	}
 }
