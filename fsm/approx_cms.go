@@ -17,7 +17,11 @@ func (w *cmsAll) result(k int) sketch.Result                       { return w.t.
 func (w *cmsAll) bytes() int                                       { return w.t.Bytes() }
 func (w *cmsAll) monitored() int                                   { return len(w.t.Candidates()) }
 func (w *cmsAll) lookup(item string) sketch.Counter {
-	c, _ := w.t.Lookup(item)
+	c, ok := w.t.Lookup(item)
+	if !ok { // a non-candidate is also bounded by what was refused or evicted
+		c.Count = min(c.Count, w.t.Bound())
+		c.Err = c.Count
+	}
 	return c
 }
 
@@ -295,10 +299,12 @@ func (w *cmsWindow) result(k int) sketch.Result {
 
 func (w *cmsWindow) lookup(item string) sketch.Counter {
 	est := w.sk.Estimate(item)
-	var lower uint64
-	if c := w.cands[item]; c != nil {
-		lower = min(c.lower, est)
+	c := w.cands[item]
+	if c == nil { // a non-candidate is also bounded by what was refused or evicted
+		est = min(est, w.bound())
+		return sketch.Counter{Item: item, Count: est, Err: est}
 	}
+	lower := min(c.lower, est)
 	return sketch.Counter{Item: item, Count: est, Err: est - lower}
 }
 
