@@ -6,6 +6,7 @@ import (
 	"io"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -276,4 +277,63 @@ func apSnapshot(t *rapid.T, f *FSM) []byte {
 		t.Fatal(err)
 	}
 	return buf.Bytes()
+}
+
+// TestApproxRace reads approximate boards (TopK, Count, Stats, Snapshot)
+// while batches apply; run under -race by make test.
+func TestApproxRace(t *testing.T) {
+	f := New(Options{})
+	var idx uint64
+	apply := func(cmds ...[]byte) {
+		logs := make([]*raft.Log, len(cmds))
+		for i, c := range cmds {
+			idx++
+			logs[i] = &raft.Log{Index: idx, Term: 1, Type: raft.LogCommand, Data: c}
+		}
+		f.ApplyBatch(logs)
+	}
+	ws := []*pb.WindowSpec{{DurationMs: 10_000, BucketMs: 1000}}
+	apply(mustEncode(EncodeConfig(&pb.LeaderboardConfig{Name: "ss", Incarnation: 1, Version: 1, Mode: pb.Mode_MODE_SPACESAVING, KMax: 5, Capacity: 8, Windows: ws})),
+		mustEncode(EncodeConfig(&pb.LeaderboardConfig{Name: "cms", Incarnation: 1, Version: 1, Mode: pb.Mode_MODE_CMS, KMax: 5, Epsilon: 0.1, Windows: ws})))
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	for _, name := range []string{"ss", "cms"} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				for _, w := range []time.Duration{0, 10 * time.Second} {
+					if _, err := f.TopK(name, w, 5); err != nil {
+						t.Error(err)
+						return
+					}
+					if _, err := f.Count(name, "i3", w); err != nil {
+						t.Error(err)
+						return
+					}
+				}
+				f.Stats()
+			}
+		}()
+	}
+	now := int64(1_700_000_000_000)
+	for i := range 300 {
+		now += 700
+		var evs []ev
+		for j := range 20 {
+			evs = append(evs, ev{fmt.Sprintf("i%d", (i*7+j*j)%40), int64(1 + j%3), 0})
+		}
+		apply(mustEncode(EncodeIngest(&pb.IngestEntry{LeaderTimeMs: now, Parts: []*pb.ProducerPart{
+			part("", 0, 0, deltas("ss", 1, evs...), deltas("cms", 1, evs...))}})))
+		if i%50 == 0 {
+			snapshotBytes(t, f)
+		}
+	}
+	close(done)
+	wg.Wait()
 }
