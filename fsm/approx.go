@@ -141,7 +141,10 @@ func (lb *leaderboard) applyApprox(d *pb.LeaderboardDeltas, entryMs int64, out *
 		}
 	}
 	var lateHere [16]uint64
-	lh := lateHere[:len(lb.wins)]
+	lh := lateHere[:0]
+	for range lb.wins {
+		lh = append(lh, 0)
+	}
 	var cms *sketch.CountMin
 	if c, ok := a.all.(*cmsAll); ok {
 		cms = c.t.Sketch()

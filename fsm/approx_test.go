@@ -337,3 +337,38 @@ func TestApproxRace(t *testing.T) {
 	close(done)
 	wg.Wait()
 }
+
+func TestCheckUpdate(t *testing.T) {
+	base := func(mode pb.Mode) *pb.LeaderboardConfig {
+		c := &pb.LeaderboardConfig{Name: "x", Incarnation: 1, Version: 1, Mode: mode,
+			Windows: []*pb.WindowSpec{{DurationMs: 3_600_000}}}
+		if err := NormalizeConfig(c); err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	cases := []struct {
+		name   string
+		mode   pb.Mode
+		change func(c *pb.LeaderboardConfig)
+		ok     bool
+	}{
+		{"exact k_max", pb.Mode_MODE_EXACT, func(c *pb.LeaderboardConfig) { c.KMax = 10 }, true},
+		{"exact max_items", pb.Mode_MODE_EXACT, func(c *pb.LeaderboardConfig) { c.MaxItems = 10 }, true},
+		{"exact to cms", pb.Mode_MODE_EXACT, func(c *pb.LeaderboardConfig) { c.Mode = pb.Mode_MODE_CMS }, false},
+		{"window", pb.Mode_MODE_EXACT, func(c *pb.LeaderboardConfig) { c.Windows[0].BucketMs = 1000 }, false},
+		{"spacesaving capacity", pb.Mode_MODE_SPACESAVING, func(c *pb.LeaderboardConfig) { c.Capacity++ }, false},
+		{"spacesaving k_max", pb.Mode_MODE_SPACESAVING, func(c *pb.LeaderboardConfig) { c.KMax = 10 }, false},
+		{"cms epsilon", pb.Mode_MODE_CMS, func(c *pb.LeaderboardConfig) { c.Epsilon = 0.01 }, false},
+		{"cms lateness", pb.Mode_MODE_CMS, func(c *pb.LeaderboardConfig) { c.AllowedLatenessMs = 1000 }, true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			old, c := base(tc.mode), base(tc.mode)
+			tc.change(c)
+			if err := CheckUpdate(old, c); (err == nil) != tc.ok {
+				t.Fatalf("CheckUpdate: %v, want ok=%v", err, tc.ok)
+			}
+		})
+	}
+}

@@ -327,10 +327,10 @@ func (lb *leaderboard) settle() {
 	}
 }
 
-// update applies a same-incarnation config with a higher version; only the
-// limits may change.
-func (lb *leaderboard) update(c *pb.LeaderboardConfig) error {
-	old := lb.cfg
+// CheckUpdate reports whether c may replace old within one incarnation:
+// only the limits may change (and in the approximate modes, not k_max or
+// the structure's size either). Both must be normalized.
+func CheckUpdate(old, c *pb.LeaderboardConfig) error {
 	if c.Mode != old.Mode || c.Clock != old.Clock || len(c.Windows) != len(old.Windows) {
 		return fmt.Errorf("leaderboard %q: mode, clock and windows cannot change without a new incarnation", c.Name)
 	}
@@ -339,8 +339,17 @@ func (lb *leaderboard) update(c *pb.LeaderboardConfig) error {
 			return fmt.Errorf("leaderboard %q: windows cannot change without a new incarnation", c.Name)
 		}
 	}
-	if lb.ap != nil && (c.KMax != old.KMax || c.Capacity != old.Capacity || c.Epsilon != old.Epsilon || c.Delta != old.Delta) {
+	if c.Mode != pb.Mode_MODE_EXACT && (c.KMax != old.KMax || c.Capacity != old.Capacity || c.Epsilon != old.Epsilon || c.Delta != old.Delta) {
 		return fmt.Errorf("leaderboard %q: k_max, capacity, epsilon and delta of mode %s cannot change without a new incarnation", c.Name, c.Mode)
+	}
+	return nil
+}
+
+// update applies a same-incarnation config with a higher version.
+func (lb *leaderboard) update(c *pb.LeaderboardConfig) error {
+	old := lb.cfg
+	if err := CheckUpdate(old, c); err != nil {
+		return err
 	}
 	lb.cfg = c
 	if c.KMax != old.KMax {

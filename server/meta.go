@@ -132,6 +132,9 @@ func (m *metaFSM) put(p *metapb.PutLeaderboard, index uint64) interface{} {
 		if err := fsm.NormalizeConfig(c); err != nil {
 			return err
 		}
+		if err := fsm.CheckUpdate(old, c); err != nil { // partitions would refuse it: keep meta in step
+			return err
+		}
 		m.st.Leaderboards[i] = c
 		return proto.Clone(c)
 	}
