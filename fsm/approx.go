@@ -119,9 +119,9 @@ func newApprox(c *pb.LeaderboardConfig) *approx {
 		}
 	case pb.Mode_MODE_SPACESAVING:
 		m := int(c.Capacity)
-		a.all = &ssAll{s: sketch.NewSummary(m)}
+		a.all = &ssAll{s: sketch.NewSpaceSaving(m)}
 		for range c.Windows {
-			a.wins = append(a.wins, &ssWindow{m: m, back: sketch.NewSummary(m)})
+			a.wins = append(a.wins, &ssWindow{m: m, back: sketch.NewSpaceSaving(m)})
 		}
 	}
 	return a
@@ -224,12 +224,13 @@ func (w *ssAll) capture(wi uint32) (*pb.ApproxWindow, []*pb.ApproxBucket) {
 	return &pb.ApproxWindow{Window: wi, Summary: summaryState(w.s)}, nil
 }
 
-// ssLookup bounds one item: its counter, or [0, floor] when unmonitored.
+// ssLookup bounds one item: its counter, or [0, its filter cell] when unmonitored.
 func ssLookup(s *sketch.Summary, item string) sketch.Counter {
 	if c, ok := s.Lookup(item); ok {
 		return c
 	}
-	return sketch.Counter{Item: item, Count: s.Floor(), Err: s.Floor()}
+	b := s.Unmonitored(item)
+	return sketch.Counter{Item: item, Count: b, Err: b}
 }
 
 // ssWindow answers a sliding window from Space-Saving summaries, which merge
@@ -254,7 +255,7 @@ type ssBucket struct {
 func (w *ssWindow) add(item string, _ sketch.Loc, idx int64, n uint64) {
 	p, ok := slices.BinarySearchFunc(w.buckets, idx, func(b ssBucket, i int64) int { return cmpInt64(b.index, i) })
 	if !ok {
-		w.buckets = slices.Insert(w.buckets, p, ssBucket{index: idx, s: sketch.NewSummary(w.m)})
+		w.buckets = slices.Insert(w.buckets, p, ssBucket{index: idx, s: sketch.NewSpaceSaving(w.m)})
 		if p < w.front {
 			// A late event opened a bucket inside the front stack: it joins
 			// the stack, its aggregate covering the older-suffix below it.
@@ -360,7 +361,8 @@ func (w *ssWindow) capture(wi uint32) (*pb.ApproxWindow, []*pb.ApproxBucket) {
 func summaryState(s *sketch.Summary) *pb.SummaryState {
 	cs := s.Counters()
 	st := &pb.SummaryState{Capacity: uint64(s.Capacity()), Total: s.Total(), Floor: s.Floor(),
-		Items: make([]string, len(cs)), Counts: make([]uint64, len(cs)), Errs: make([]uint64, len(cs))}
+		Items: make([]string, len(cs)), Counts: make([]uint64, len(cs)), Errs: make([]uint64, len(cs)),
+		Filter: slices.Clone(s.Filter())}
 	for i, c := range cs {
 		st.Items[i], st.Counts[i], st.Errs[i] = c.Item, c.Count, c.Err
 	}
@@ -381,7 +383,17 @@ func restoreSummary(st *pb.SummaryState, m int) (*sketch.Summary, error) {
 	for i := range cs {
 		cs[i] = sketch.Counter{Item: st.Items[i], Count: st.Counts[i], Err: st.Errs[i]}
 	}
-	return sketch.Restore(m, st.Total, st.Floor, cs)
+	if len(st.Filter) != sketch.FilterCellsPerCounter*m {
+		return nil, fmt.Errorf("summary has %d filter cells, capacity %d needs %d", len(st.Filter), m, sketch.FilterCellsPerCounter*m)
+	}
+	s, err := sketch.RestoreFiltered(m, st.Total, st.Filter, cs)
+	if err != nil {
+		return nil, err
+	}
+	if s.Floor() != st.Floor {
+		return nil, fmt.Errorf("summary floor %d, its cells say %d", st.Floor, s.Floor())
+	}
+	return s, nil
 }
 
 func cmpInt64(a, b int64) int {

@@ -60,7 +60,7 @@ type adder interface {
 
 func newAdder(md mode, p params) adder {
 	if md == modeSS {
-		return sketch.NewSummary(p.m)
+		return sketch.NewSpaceSaving(p.m)
 	}
 	return sketch.NewCMSTopK(p.k, p.width, p.depth, cmsSeed)
 }

@@ -161,8 +161,8 @@ func TestModeMemory(t *testing.T) {
 		})
 		for i, mk := range []func() adder{
 			func() adder { return sketch.NewCMSTopK(memCMSK, cw, cd, cmsSeed) },
-			func() adder { return sketch.NewSummary(1000) },
-			func() adder { return sketch.NewSummary(10000) },
+			func() adder { return sketch.NewSpaceSaving(1000) },
+			func() adder { return sketch.NewSpaceSaving(10000) },
 		} {
 			r := rows[i+2]
 			if i == 0 {

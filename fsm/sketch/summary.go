@@ -5,6 +5,8 @@ import (
 	"slices"
 	"strings"
 	"unsafe"
+
+	"github.com/cespare/xxhash/v2"
 )
 
 // Summary is a Space-Saving summary of at most Capacity counters (Metwally
@@ -15,8 +17,55 @@ type Summary struct {
 	capacity int
 	total    uint64
 	floor    uint64
-	r        ranked
+	// filter, when present, bounds unmonitored items per cell (filtered
+	// Space-Saving, Homem & Carvalho 2010): an item is admitted only once
+	// its cell's bound plus its weight beats the minimum counter, so the
+	// tail stops churning the counters. floor is then the largest cell.
+	filter []uint64
+	r      ranked
 }
+
+// FilterCellsPerCounter is how many filter cells NewSpaceSaving gives each
+// counter: about a quarter of the memory (DESIGN.md, "Filtered Space-Saving").
+const FilterCellsPerCounter = 4
+
+// NewSpaceSaving returns an empty filtered summary of capacity counters and
+// FilterCellsPerCounter cells per counter: the structure of topkd's
+// spacesaving mode.
+func NewSpaceSaving(capacity int) *Summary {
+	return NewFilteredSummary(capacity, FilterCellsPerCounter*max(capacity, 1))
+}
+
+// NewFilteredSummary returns an empty summary with a filter of cells cells
+// (0: none, a plain Space-Saving summary).
+func NewFilteredSummary(capacity, cells int) *Summary {
+	s := NewSummary(capacity)
+	if cells > 0 {
+		s.filter = make([]uint64, cells)
+	}
+	return s
+}
+
+// Cells is the number of filter cells (0 for a plain summary).
+func (s *Summary) Cells() int { return len(s.filter) }
+
+// Filter returns the filter cells (read-only; for snapshots).
+func (s *Summary) Filter() []uint64 { return s.filter }
+
+// cell maps an item's hash to its filter cell (multiply-shift of the high half).
+func (s *Summary) cell(h uint64) int { return int((h >> 32) * uint64(len(s.filter)) >> 32) }
+
+// bound is the upper bound on an unmonitored item with hash h.
+func (s *Summary) bound(h uint64) uint64 {
+	if s.filter != nil {
+		return s.filter[s.cell(h)]
+	}
+	return s.floor
+}
+
+// Unmonitored returns the upper bound on item's true count if it is not
+// monitored: its filter cell, or Floor for a plain summary.
+func (s *Summary) Unmonitored(item string) uint64 { return s.bound(xxhash.Sum64String(item)) }
 
 // NewSummary returns an empty summary. A capacity below 1 is raised to 1.
 func NewSummary(capacity int) *Summary {
@@ -49,6 +98,10 @@ func (s *Summary) Add(item string, w uint64) {
 		s.r.down(p)
 		return
 	}
+	if s.filter != nil {
+		s.addFiltered(item, h, w)
+		return
+	}
 	if s.r.len() < s.capacity {
 		// Unmonitored items may have up to floor occurrences already.
 		s.r.push(item, h, s.floor+w, s.floor)
@@ -57,6 +110,28 @@ func (s *Summary) Add(item string, w uint64) {
 	m := s.r.nodes[0].count
 	s.floor = max(s.floor, m)
 	s.r.replaceRoot(item, h, m+w, m)
+}
+
+// addFiltered adds an unmonitored item to a filtered summary. Every cell
+// stays at or below the minimum counter once the summary is full: it only
+// grows to base+w <= min, or to an evicted minimum.
+func (s *Summary) addFiltered(item string, h, w uint64) {
+	c := s.cell(h)
+	base := s.filter[c]
+	if s.r.len() < s.capacity {
+		s.r.push(item, h, base+w, base)
+		return
+	}
+	m := s.r.nodes[0].count
+	if base+w <= m {
+		s.filter[c] = base + w
+		s.floor = max(s.floor, base+w)
+		return
+	}
+	vc := s.cell(s.r.slots[s.r.nodes[0].id].hash)
+	s.filter[vc] = max(s.filter[vc], m)
+	s.floor = max(s.floor, m)
+	s.r.replaceRoot(item, h, base+w, base)
 }
 
 // Lookup returns the item's counter if it is monitored.
@@ -112,7 +187,7 @@ func (s *Summary) Counters() []Counter {
 func (s *Summary) Result(k int) Result {
 	k = max(k, 0)
 	cs := s.Top(k + 1)
-	rest := s.floor
+	rest := s.floor // the largest cell, for a filtered summary
 	if len(cs) > k {
 		rest = max(rest, cs[k].Count)
 		cs = cs[:k]
@@ -122,18 +197,19 @@ func (s *Summary) Result(k int) Result {
 
 // Clone returns an independent deep copy.
 func (s *Summary) Clone() *Summary {
-	return &Summary{capacity: s.capacity, total: s.total, floor: s.floor, r: s.r.clone()}
+	return &Summary{capacity: s.capacity, total: s.total, floor: s.floor, filter: slices.Clone(s.filter), r: s.r.clone()}
 }
 
 // Reset empties the summary, keeping its capacity and allocations.
 func (s *Summary) Reset() {
 	s.total, s.floor = 0, 0
+	clear(s.filter)
 	s.r.reset()
 }
 
 // Bytes estimates the heap bytes held.
 func (s *Summary) Bytes() int {
-	return int(unsafe.Sizeof(*s)) + s.r.bytes()
+	return int(unsafe.Sizeof(*s)) + 8*cap(s.filter) + s.r.bytes()
 }
 
 // Restore rebuilds a summary from its canonical parts (Total, Floor,
@@ -141,6 +217,10 @@ func (s *Summary) Bytes() int {
 // counters than capacity, duplicate items, Err > Count, Count < floor,
 // Count > total or floor > total. The counters may come in any order.
 func Restore(capacity int, total, floor uint64, cs []Counter) (*Summary, error) {
+	return restore(capacity, total, floor, cs)
+}
+
+func restore(capacity int, total, floor uint64, cs []Counter) (*Summary, error) {
 	if capacity < 1 {
 		return nil, fmt.Errorf("restore summary: capacity %d < 1: %w", capacity, ErrInvalid)
 	}
@@ -173,6 +253,28 @@ func Restore(capacity int, total, floor uint64, cs []Counter) (*Summary, error) 
 	return s, nil
 }
 
+// RestoreFiltered rebuilds a filtered summary from Total, its filter cells
+// and Counters. Floor is the largest cell. It rejects duplicates, Err >
+// Count, Count or a cell above total, and more counters than capacity.
+func RestoreFiltered(capacity int, total uint64, cells []uint64, cs []Counter) (*Summary, error) {
+	if len(cells) == 0 {
+		return nil, fmt.Errorf("restore summary: no filter cells: %w", ErrInvalid)
+	}
+	var floor uint64
+	for i, c := range cells {
+		if c > total {
+			return nil, fmt.Errorf("restore summary: cell %d holds %d > total %d: %w", i, c, total, ErrInvalid)
+		}
+		floor = max(floor, c)
+	}
+	s, err := restore(capacity, total, 0, cs)
+	if err != nil {
+		return nil, err
+	}
+	s.floor, s.filter = floor, slices.Clone(cells)
+	return s, nil
+}
+
 // Merge combines summaries of disjoint sub-streams into one of the given
 // capacity (raised to 1 if lower). An item missing from a part may have up
 // to that part's floor there, so it is charged the floor in both Count and
@@ -183,6 +285,9 @@ func Restore(capacity int, total, floor uint64, cs []Counter) (*Summary, error) 
 // Nil parts are skipped.
 func Merge(capacity int, parts ...*Summary) *Summary {
 	capacity = max(capacity, 1)
+	if len(parts) > 0 && parts[0] != nil && parts[0].filter != nil {
+		return mergeFiltered(capacity, parts)
+	}
 	ps := make([]*Summary, 0, len(parts))
 	var sumFloor, total uint64
 	n := 0
@@ -268,4 +373,85 @@ func unionByIndex(ps []*Summary, sumFloor uint64, n int) []Counter {
 		cs[k].Err += sumFloor - floors[k]
 	}
 	return cs
+}
+
+// mergeFiltered merges filtered summaries with equal cell counts (a part
+// without a filter, or of another size, is charged through its Floor in
+// every cell). An item missing from a part is charged that part's bound for
+// it (its cell); the merged filter is the cell-wise sum, raised to every
+// discarded counter's Count in its cell, so it bounds every item the
+// result does not monitor.
+func mergeFiltered(capacity int, parts []*Summary) *Summary {
+	cells := len(parts[0].filter)
+	ps := make([]*Summary, 0, len(parts))
+	var total uint64
+	n := 0
+	for _, p := range parts {
+		if p != nil {
+			ps = append(ps, p)
+			total += p.total
+			n += p.r.len()
+		}
+	}
+	s := NewFilteredSummary(capacity, cells)
+	boundOf := func(p *Summary, h uint64) uint64 {
+		if len(p.filter) == cells {
+			return p.filter[s.cell(h)]
+		}
+		return p.floor
+	}
+	for c := range s.filter {
+		for _, p := range ps {
+			if len(p.filter) == cells {
+				s.filter[c] += p.filter[c]
+			} else {
+				s.filter[c] += p.floor
+			}
+		}
+	}
+	cs := make([]Counter, 0, n)
+	hashes := make([]uint64, 0, n)
+	held := make([]uint64, 0, n) // per item: the bounds of the parts holding it
+	index := make(map[string]int32, n)
+	for _, p := range ps {
+		for j := range p.r.slots {
+			sl := &p.r.slots[j]
+			k, ok := index[sl.item]
+			if !ok {
+				k = int32(len(cs))
+				index[sl.item] = k
+				cs = append(cs, Counter{Item: sl.item})
+				hashes = append(hashes, sl.hash)
+				held = append(held, 0)
+			}
+			cs[k].Count += p.r.nodes[sl.pos].count
+			cs[k].Err += sl.aux
+			held[k] += boundOf(p, sl.hash)
+		}
+	}
+	for k := range cs {
+		missing := s.filter[s.cell(hashes[k])] - held[k]
+		cs[k].Count += missing
+		cs[k].Err += missing
+	}
+	// Order by the total order; the hash travels with its counter.
+	ord := make([]int32, len(cs))
+	for i := range ord {
+		ord[i] = int32(i)
+	}
+	slices.SortFunc(ord, func(a, b int32) int { return cmpCounters(cs[a], cs[b]) })
+	for _, k := range ord[min(len(ord), capacity):] {
+		c := s.cell(hashes[k])
+		s.filter[c] = max(s.filter[c], cs[k].Count)
+	}
+	ord = ord[:min(len(ord), capacity)]
+	for _, v := range s.filter {
+		s.floor = max(s.floor, v)
+	}
+	s.total = total
+	s.r.build(len(ord), func(i int) (string, uint64, uint64) {
+		c := cs[ord[i]]
+		return c.Item, c.Count, c.Err
+	})
+	return s
 }

@@ -1085,13 +1085,15 @@ func (x *LeaderboardState) GetRejectedNegative() uint64 {
 
 // A Space-Saving summary: counters in rank order (count desc, item asc).
 type SummaryState struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Capacity      uint64                 `protobuf:"varint,1,opt,name=capacity,proto3" json:"capacity,omitempty"`
-	Total         uint64                 `protobuf:"varint,2,opt,name=total,proto3" json:"total,omitempty"`
-	Floor         uint64                 `protobuf:"varint,3,opt,name=floor,proto3" json:"floor,omitempty"`
-	Items         []string               `protobuf:"bytes,4,rep,name=items,proto3" json:"items,omitempty"`
-	Counts        []uint64               `protobuf:"varint,5,rep,packed,name=counts,proto3" json:"counts,omitempty"`
-	Errs          []uint64               `protobuf:"varint,6,rep,packed,name=errs,proto3" json:"errs,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Capacity uint64                 `protobuf:"varint,1,opt,name=capacity,proto3" json:"capacity,omitempty"`
+	Total    uint64                 `protobuf:"varint,2,opt,name=total,proto3" json:"total,omitempty"`
+	Floor    uint64                 `protobuf:"varint,3,opt,name=floor,proto3" json:"floor,omitempty"`
+	Items    []string               `protobuf:"bytes,4,rep,name=items,proto3" json:"items,omitempty"`
+	Counts   []uint64               `protobuf:"varint,5,rep,packed,name=counts,proto3" json:"counts,omitempty"`
+	Errs     []uint64               `protobuf:"varint,6,rep,packed,name=errs,proto3" json:"errs,omitempty"`
+	// Filter cells of a filtered summary (floor is then their maximum).
+	Filter        []uint64 `protobuf:"varint,7,rep,packed,name=filter,proto3" json:"filter,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1164,6 +1166,13 @@ func (x *SummaryState) GetCounts() []uint64 {
 func (x *SummaryState) GetErrs() []uint64 {
 	if x != nil {
 		return x.Errs
+	}
+	return nil
+}
+
+func (x *SummaryState) GetFilter() []uint64 {
+	if x != nil {
+		return x.Filter
 	}
 	return nil
 }
@@ -2030,14 +2039,15 @@ const file_topkd_raftcmd_v1_raftcmd_proto_rawDesc = "" +
 	"\x0faccepted_events\x18\x06 \x01(\x04R\x0eacceptedEvents\x12!\n" +
 	"\flate_dropped\x18\a \x03(\x04R\vlateDropped\x12\x19\n" +
 	"\bclock_ms\x18\b \x01(\x03R\aclockMs\x12+\n" +
-	"\x11rejected_negative\x18\t \x01(\x04R\x10rejectedNegative\"\x98\x01\n" +
+	"\x11rejected_negative\x18\t \x01(\x04R\x10rejectedNegative\"\xb0\x01\n" +
 	"\fSummaryState\x12\x1a\n" +
 	"\bcapacity\x18\x01 \x01(\x04R\bcapacity\x12\x14\n" +
 	"\x05total\x18\x02 \x01(\x04R\x05total\x12\x14\n" +
 	"\x05floor\x18\x03 \x01(\x04R\x05floor\x12\x14\n" +
 	"\x05items\x18\x04 \x03(\tR\x05items\x12\x16\n" +
 	"\x06counts\x18\x05 \x03(\x04R\x06counts\x12\x12\n" +
-	"\x04errs\x18\x06 \x03(\x04R\x04errs\"y\n" +
+	"\x04errs\x18\x06 \x03(\x04R\x04errs\x12\x16\n" +
+	"\x06filter\x18\a \x03(\x04R\x06filter\"y\n" +
 	"\vSketchState\x12\x14\n" +
 	"\x05width\x18\x01 \x01(\rR\x05width\x12\x14\n" +
 	"\x05depth\x18\x02 \x01(\rR\x05depth\x12\x12\n" +
