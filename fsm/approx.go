@@ -383,10 +383,7 @@ func restoreSummary(st *pb.SummaryState, m int) (*sketch.Summary, error) {
 	for i := range cs {
 		cs[i] = sketch.Counter{Item: st.Items[i], Count: st.Counts[i], Err: st.Errs[i]}
 	}
-	if len(st.Filter) != sketch.FilterCellsPerCounter*m {
-		return nil, fmt.Errorf("summary has %d filter cells, capacity %d needs %d", len(st.Filter), m, sketch.FilterCellsPerCounter*m)
-	}
-	s, err := sketch.RestoreFiltered(m, st.Total, st.Filter, cs)
+	s, err := sketch.RestoreFiltered(m, sketch.FilterCellsPerCounter*m, st.Total, st.Filter, cs)
 	if err != nil {
 		return nil, err
 	}

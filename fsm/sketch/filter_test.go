@@ -57,7 +57,7 @@ func TestFilteredProperties(t *testing.T) {
 		}
 		cs := s.Counters()
 		slices.Reverse(cs)
-		r, err := RestoreFiltered(s.Capacity(), s.Total(), s.Filter(), cs)
+		r, err := RestoreFiltered(s.Capacity(), s.Cells(), s.Total(), s.Filter(), cs)
 		if err != nil {
 			t.Fatalf("RestoreFiltered = %v", err)
 		}

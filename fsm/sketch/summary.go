@@ -21,6 +21,9 @@ type Summary struct {
 	// Space-Saving, Homem & Carvalho 2010): an item is admitted only once
 	// its cell's bound plus its weight beats the minimum counter, so the
 	// tail stops churning the counters. floor is then the largest cell.
+	// The cells are allocated on first use: until then all are zero, and
+	// a bucket's summary that never fills costs nothing for them.
+	cells  int
 	filter []uint64
 	r      ranked
 }
@@ -40,25 +43,41 @@ func NewSpaceSaving(capacity int) *Summary {
 // (0: none, a plain Space-Saving summary).
 func NewFilteredSummary(capacity, cells int) *Summary {
 	s := NewSummary(capacity)
-	if cells > 0 {
-		s.filter = make([]uint64, cells)
-	}
+	s.cells = max(cells, 0)
 	return s
 }
 
 // Cells is the number of filter cells (0 for a plain summary).
-func (s *Summary) Cells() int { return len(s.filter) }
+func (s *Summary) Cells() int { return s.cells }
 
-// Filter returns the filter cells (read-only; for snapshots).
+// Filter returns the filter cells (read-only; for snapshots); nil while
+// every cell is zero.
 func (s *Summary) Filter() []uint64 { return s.filter }
 
 // cell maps an item's hash to its filter cell (multiply-shift of the high half).
-func (s *Summary) cell(h uint64) int { return int((h >> 32) * uint64(len(s.filter)) >> 32) }
+func (s *Summary) cell(h uint64) int { return int((h >> 32) * uint64(s.cells) >> 32) }
+
+// cellValue is filter cell c (0 before the filter is allocated).
+func (s *Summary) cellValue(c int) uint64 {
+	if s.filter == nil {
+		return 0
+	}
+	return s.filter[c]
+}
+
+// setCell writes filter cell c, allocating the filter on first use.
+func (s *Summary) setCell(c int, v uint64) {
+	if s.filter == nil {
+		s.filter = make([]uint64, s.cells)
+	}
+	s.filter[c] = v
+	s.floor = max(s.floor, v)
+}
 
 // bound is the upper bound on an unmonitored item with hash h.
 func (s *Summary) bound(h uint64) uint64 {
-	if s.filter != nil {
-		return s.filter[s.cell(h)]
+	if s.cells > 0 {
+		return s.cellValue(s.cell(h))
 	}
 	return s.floor
 }
@@ -98,7 +117,7 @@ func (s *Summary) Add(item string, w uint64) {
 		s.r.down(p)
 		return
 	}
-	if s.filter != nil {
+	if s.cells > 0 {
 		s.addFiltered(item, h, w)
 		return
 	}
@@ -117,20 +136,18 @@ func (s *Summary) Add(item string, w uint64) {
 // grows to base+w <= min, or to an evicted minimum.
 func (s *Summary) addFiltered(item string, h, w uint64) {
 	c := s.cell(h)
-	base := s.filter[c]
+	base := s.cellValue(c)
 	if s.r.len() < s.capacity {
 		s.r.push(item, h, base+w, base)
 		return
 	}
 	m := s.r.nodes[0].count
 	if base+w <= m {
-		s.filter[c] = base + w
-		s.floor = max(s.floor, base+w)
+		s.setCell(c, base+w)
 		return
 	}
 	vc := s.cell(s.r.slots[s.r.nodes[0].id].hash)
-	s.filter[vc] = max(s.filter[vc], m)
-	s.floor = max(s.floor, m)
+	s.setCell(vc, max(s.cellValue(vc), m))
 	s.r.replaceRoot(item, h, base+w, base)
 }
 
@@ -197,7 +214,7 @@ func (s *Summary) Result(k int) Result {
 
 // Clone returns an independent deep copy.
 func (s *Summary) Clone() *Summary {
-	return &Summary{capacity: s.capacity, total: s.total, floor: s.floor, filter: slices.Clone(s.filter), r: s.r.clone()}
+	return &Summary{capacity: s.capacity, total: s.total, floor: s.floor, cells: s.cells, filter: slices.Clone(s.filter), r: s.r.clone()}
 }
 
 // Reset empties the summary, keeping its capacity and allocations.
@@ -253,15 +270,16 @@ func restore(capacity int, total, floor uint64, cs []Counter) (*Summary, error) 
 	return s, nil
 }
 
-// RestoreFiltered rebuilds a filtered summary from Total, its filter cells
-// and Counters. Floor is the largest cell. It rejects duplicates, Err >
-// Count, Count or a cell above total, and more counters than capacity.
-func RestoreFiltered(capacity int, total uint64, cells []uint64, cs []Counter) (*Summary, error) {
-	if len(cells) == 0 {
-		return nil, fmt.Errorf("restore summary: no filter cells: %w", ErrInvalid)
+// RestoreFiltered rebuilds a filtered summary of cells cells from Total,
+// its filter (empty: all cells zero) and Counters. Floor is the largest
+// cell. It rejects duplicates, Err > Count, Count or a cell above total,
+// and more counters than capacity.
+func RestoreFiltered(capacity, cells int, total uint64, filter []uint64, cs []Counter) (*Summary, error) {
+	if cells < 1 || (len(filter) != 0 && len(filter) != cells) {
+		return nil, fmt.Errorf("restore summary: %d filter values for %d cells: %w", len(filter), cells, ErrInvalid)
 	}
 	var floor uint64
-	for i, c := range cells {
+	for i, c := range filter {
 		if c > total {
 			return nil, fmt.Errorf("restore summary: cell %d holds %d > total %d: %w", i, c, total, ErrInvalid)
 		}
@@ -271,7 +289,10 @@ func RestoreFiltered(capacity int, total uint64, cells []uint64, cs []Counter) (
 	if err != nil {
 		return nil, err
 	}
-	s.floor, s.filter = floor, slices.Clone(cells)
+	s.floor, s.cells = floor, cells
+	if len(filter) > 0 {
+		s.filter = slices.Clone(filter)
+	}
 	return s, nil
 }
 
@@ -285,7 +306,7 @@ func RestoreFiltered(capacity int, total uint64, cells []uint64, cs []Counter) (
 // Nil parts are skipped.
 func Merge(capacity int, parts ...*Summary) *Summary {
 	capacity = max(capacity, 1)
-	if len(parts) > 0 && parts[0] != nil && parts[0].filter != nil {
+	if len(parts) > 0 && parts[0] != nil && parts[0].cells > 0 {
 		return mergeFiltered(capacity, parts)
 	}
 	ps := make([]*Summary, 0, len(parts))
@@ -382,7 +403,7 @@ func unionByIndex(ps []*Summary, sumFloor uint64, n int) []Counter {
 // discarded counter's Count in its cell, so it bounds every item the
 // result does not monitor.
 func mergeFiltered(capacity int, parts []*Summary) *Summary {
-	cells := len(parts[0].filter)
+	cells := parts[0].cells
 	ps := make([]*Summary, 0, len(parts))
 	var total uint64
 	n := 0
@@ -394,17 +415,22 @@ func mergeFiltered(capacity int, parts []*Summary) *Summary {
 		}
 	}
 	s := NewFilteredSummary(capacity, cells)
+	s.filter = make([]uint64, cells)
 	boundOf := func(p *Summary, h uint64) uint64 {
-		if len(p.filter) == cells {
-			return p.filter[s.cell(h)]
+		if p.cells == cells {
+			return p.cellValue(s.cell(h))
 		}
 		return p.floor
 	}
-	for c := range s.filter {
-		for _, p := range ps {
-			if len(p.filter) == cells {
-				s.filter[c] += p.filter[c]
-			} else {
+	for _, p := range ps {
+		switch {
+		case p.cells == cells && p.filter == nil:
+		case p.cells == cells:
+			for c, v := range p.filter {
+				s.filter[c] += v
+			}
+		default:
+			for c := range s.filter {
 				s.filter[c] += p.floor
 			}
 		}
