@@ -361,7 +361,7 @@ Calibration: the largest parameter whose measured footprint on this stream fits 
   hash seed; about one collection in thirty still holds a transient ~5.5 KB object of the runtime or
   test harness, so every heap reading is the smaller of two collections), so a build that misses the
   budget by at most 25%% is repeated once and the parameter fits if either build does.
-  spacesaving: capacity m with 4 filter cells per counter (sketch.NewSpaceSaving; never above the number of distinct items).
+  spacesaving: capacity m with sketch.FilterCellsPerCounter filter cells per counter (sketch.NewSpaceSaving; m never above the number of distinct items).
   cms: K = clamp(budget/2 / bytes-per-candidate, %d, %d), but candidates take at most 3/4 of the budget
     (so K < %d at the smallest budgets); the sketch gets the rest: depth %d = ceil(ln(1/%.2g)) while each row
     has >= %d cells, else fewer rows; width = cells/depth; epsilon = e/width; the cells are calibrated

@@ -33,7 +33,7 @@ type CMSTopK struct {
 // NewCountMin for the clamping of width and depth). A k below 1 is raised
 // to 1.
 func NewCMSTopK(k, width, depth int, seed uint64) *CMSTopK {
-	return &CMSTopK{k: max(k, 1), sk: NewCountMin(width, depth, seed), r: newRanked()}
+	return &CMSTopK{k: max(k, 1), sk: NewCountMin(width, depth, seed), r: newRanked(max(k, 1))}
 }
 
 // K is the maximum number of candidates.
@@ -165,7 +165,7 @@ func RestoreCMSTopK(k int, sk *CountMin, bound uint64, cs []Candidate) (*CMSTopK
 		}
 		seen[c.Item] = struct{}{}
 	}
-	t := &CMSTopK{k: k, sk: sk, bound: bound, r: newRanked()}
+	t := &CMSTopK{k: k, sk: sk, bound: bound, r: newRanked(k)}
 	t.r.build(len(cs), func(i int) (string, uint64, uint64) {
 		return strings.Clone(cs[i].Item), cs[i].Est, cs[i].Lower
 	})

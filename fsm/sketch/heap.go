@@ -24,6 +24,7 @@ type ranked struct {
 	nodes    []hnode
 	slots    []slot // slots[id].pos is the heap position of slot id
 	strBytes int    // bytes of the item strings held
+	limit    int    // the most entries ever held: growth stops there, no slack beyond
 }
 
 type hnode struct {
@@ -39,8 +40,19 @@ type slot struct {
 	pos  int32
 }
 
-func newRanked() ranked {
-	return ranked{tab: make([]ientry, 16), mask: 15}
+func newRanked(limit int) ranked {
+	return ranked{tab: make([]ientry, 16), mask: 15, limit: limit}
+}
+
+// grow makes room for one more entry, doubling but never past limit, so a
+// full structure holds exactly limit entries' worth of nodes and slots.
+func (r *ranked) growOne() {
+	if len(r.nodes) < cap(r.nodes) && len(r.slots) < cap(r.slots) {
+		return
+	}
+	n := min(max(2*len(r.nodes), 8), max(r.limit, len(r.nodes)+1))
+	r.nodes = slices.Grow(r.nodes, n-len(r.nodes))
+	r.slots = slices.Grow(r.slots, n-len(r.slots))
 }
 
 func (r *ranked) len() int { return len(r.nodes) }
@@ -168,6 +180,7 @@ func prefixKey(s string) uint64 {
 // immutable, and the FSM's decoded items are allocations of their own (a
 // copy would cost ~15 ns per eviction).
 func (r *ranked) push(item string, h, count, aux uint64) {
+	r.growOne()
 	id := int32(len(r.slots))
 	long := r.index(item, h, id)
 	r.slots = append(r.slots, slot{item: item, hash: h, aux: aux, pos: int32(len(r.nodes))})
@@ -245,6 +258,7 @@ func (r *ranked) clone() ranked {
 		nodes:    slices.Clone(r.nodes),
 		slots:    slices.Clone(r.slots),
 		strBytes: r.strBytes,
+		limit:    r.limit,
 	}
 }
 

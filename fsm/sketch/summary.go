@@ -90,7 +90,7 @@ func (s *Summary) Unmonitored(item string) uint64 { return s.bound(xxhash.Sum64S
 
 // NewSummary returns an empty summary. A capacity below 1 is raised to 1.
 func NewSummary(capacity int) *Summary {
-	return &Summary{capacity: max(capacity, 1), r: newRanked()}
+	return &Summary{capacity: max(capacity, 1), r: newRanked(max(capacity, 1))}
 }
 
 // Capacity is the maximum number of counters.
