@@ -51,8 +51,17 @@ func (r *ranked) growOne() {
 		return
 	}
 	n := min(max(2*len(r.nodes), 8), max(r.limit, len(r.nodes)+1))
-	r.nodes = slices.Grow(r.nodes, n-len(r.nodes))
-	r.slots = slices.Grow(r.slots, n-len(r.slots))
+	// make, not slices.Grow: append's growth policy would round far past n.
+	if cap(r.nodes) < n {
+		nodes := make([]hnode, len(r.nodes), n)
+		copy(nodes, r.nodes)
+		r.nodes = nodes
+	}
+	if cap(r.slots) < n {
+		slots := make([]slot, len(r.slots), n)
+		copy(slots, r.slots)
+		r.slots = slots
+	}
 }
 
 func (r *ranked) len() int { return len(r.nodes) }
