@@ -1,6 +1,7 @@
 package fsm
 
 import (
+	"cmp"
 	"fmt"
 	"math"
 	"slices"
@@ -253,7 +254,7 @@ type ssBucket struct {
 }
 
 func (w *ssWindow) add(item string, _ sketch.Loc, idx int64, n uint64) {
-	p, ok := slices.BinarySearchFunc(w.buckets, idx, func(b ssBucket, i int64) int { return cmpInt64(b.index, i) })
+	p, ok := slices.BinarySearchFunc(w.buckets, idx, func(b ssBucket, i int64) int { return cmp.Compare(b.index, i) })
 	if !ok {
 		w.buckets = slices.Insert(w.buckets, p, ssBucket{index: idx, s: sketch.NewSpaceSaving(w.m)})
 		if p < w.front {
@@ -391,16 +392,6 @@ func restoreSummary(st *pb.SummaryState, m int) (*sketch.Summary, error) {
 		return nil, fmt.Errorf("summary floor %d, its cells say %d", st.Floor, s.Floor())
 	}
 	return s, nil
-}
-
-func cmpInt64(a, b int64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 func approxItem(c sketch.Counter) Item {

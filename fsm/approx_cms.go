@@ -1,6 +1,7 @@
 package fsm
 
 import (
+	"cmp"
 	"fmt"
 	"slices"
 
@@ -11,11 +12,11 @@ import (
 // cmsAll is the all-time window of a cms leaderboard.
 type cmsAll struct{ t *sketch.CMSTopK }
 
-func (w *cmsAll) add(item string, _ sketch.Loc, _ int64, n uint64) { w.t.Add(item, n) }
-func (w *cmsAll) expire(int64)                                     {}
-func (w *cmsAll) result(k int) sketch.Result                       { return w.t.Result(k) }
-func (w *cmsAll) bytes() int                                       { return w.t.Bytes() }
-func (w *cmsAll) monitored() int                                   { return len(w.t.Candidates()) }
+func (w *cmsAll) add(item string, loc sketch.Loc, _ int64, n uint64) { w.t.AddAt(item, loc, n) }
+func (w *cmsAll) expire(int64)                                       {}
+func (w *cmsAll) result(k int) sketch.Result                         { return w.t.Result(k) }
+func (w *cmsAll) bytes() int                                         { return w.t.Bytes() }
+func (w *cmsAll) monitored() int                                     { return len(w.t.Candidates()) }
 func (w *cmsAll) lookup(item string) sketch.Counter {
 	c, ok := w.t.Lookup(item)
 	if !ok { // a non-candidate is also bounded by what was refused or evicted
@@ -89,7 +90,7 @@ func (w *cmsWindow) bucketFor(idx int64) *cmsBucket {
 	if n := len(w.buckets); n > 0 && w.buckets[n-1].index == idx {
 		return w.buckets[n-1]
 	}
-	p, ok := slices.BinarySearchFunc(w.buckets, idx, func(b *cmsBucket, i int64) int { return cmpInt64(b.index, i) })
+	p, ok := slices.BinarySearchFunc(w.buckets, idx, func(b *cmsBucket, i int64) int { return cmp.Compare(b.index, i) })
 	if ok {
 		return w.buckets[p]
 	}

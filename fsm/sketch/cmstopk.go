@@ -41,11 +41,17 @@ func (t *CMSTopK) K() int { return t.k }
 
 // Add counts w occurrences of item. A zero weight is a no-op.
 func (t *CMSTopK) Add(item string, w uint64) {
+	t.AddAt(item, t.sk.locateHash(xxhash.Sum64String(item)), w)
+}
+
+// AddAt is Add with the item's location from Locate on a sketch of the
+// same shape and seed, which callers feeding several sketches compute once.
+func (t *CMSTopK) AddAt(item string, l Loc, w uint64) {
 	if w == 0 {
 		return
 	}
-	h := xxhash.Sum64String(item) // one hash for the sketch and the index
-	est := t.sk.addLoc(t.sk.locateHash(h), w)
+	h := l.h // one hash for the sketch and the index
+	est := t.sk.addLoc(l, w)
 	id, ok := t.r.findForAddHashed(item, h)
 	if ok {
 		sl := &t.r.slots[id]

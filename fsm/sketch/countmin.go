@@ -53,6 +53,7 @@ type CountMin struct {
 // is a caller bug: it counts into the wrong cells or panics.
 type Loc struct {
 	off [MaxDepth]uint32
+	h   uint64 // the item's xxhash, so CMSTopK.AddAt need not hash it again
 }
 
 // NewCountMin returns an empty sketch. Width and depth are clamped to
@@ -106,7 +107,7 @@ func (c *CountMin) Locate(item string) Loc {
 // locateHash is Locate from the item's xxhash (CMSTopK's index keeps it).
 func (c *CountMin) locateHash(h uint64) Loc {
 	w := uint64(c.width)
-	var l Loc
+	l := Loc{h: h}
 	base := uint64(0)
 	for i := range c.depth {
 		col, _ := bits.Mul64(mix64(h^c.salts[i]), w)
