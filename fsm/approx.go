@@ -394,7 +394,9 @@ func restoreSummary(st *pb.SummaryState, m int) (*sketch.Summary, error) {
 	return s, nil
 }
 
-func approxItem(c sketch.Counter) Item {
+// ItemOf is an approximate counter as an Item: Count and Upper are its
+// estimate, Lower its lower bound, each clamped to int64.
+func ItemOf(c sketch.Counter) Item {
 	return Item{Item: c.Item, Count: clampInt64(c.Count), Lower: clampInt64(c.Lower()), Upper: clampInt64(c.Count)}
 }
 

@@ -393,7 +393,7 @@ func (f *FSM) TopK(leaderboard string, window time.Duration, k int) (TopKResult,
 			AppliedIndex: f.st.appliedIndex, Approximate: true, Rest: clampInt64(r.Rest), Items: make([]Item, len(r.Items))}
 		res.WindowStartMs, res.WindowEndMs = lb.bounds(wi)
 		for i, c := range r.Items {
-			res.Items[i] = approxItem(c)
+			res.Items[i] = ItemOf(c)
 		}
 		return res, nil
 	}
@@ -469,7 +469,7 @@ func (f *FSM) Count(leaderboard, item string, window time.Duration) (CountResult
 	res := CountResult{AppliedIndex: f.st.appliedIndex}
 	res.WindowStartMs, res.WindowEndMs = lb.bounds(wi)
 	if lb.ap != nil {
-		it := approxItem(lb.ap.window(wi).lookup(item))
+		it := ItemOf(lb.ap.window(wi).lookup(item))
 		res.Count, res.Lower, res.Upper, res.Approximate = it.Count, it.Lower, it.Upper, true
 		return res, nil
 	}

@@ -123,8 +123,7 @@ func toResult(items []fsm.Item, rest int64) sketch.Result {
 func fromResult(cs []sketch.Counter) []fsm.Item {
 	out := make([]fsm.Item, len(cs))
 	for i, c := range cs {
-		up, lo := int64(min(c.Count, math.MaxInt64)), int64(min(c.Lower(), math.MaxInt64))
-		out[i] = fsm.Item{Item: c.Item, Count: up, Lower: lo, Upper: up}
+		out[i] = fsm.ItemOf(c)
 	}
 	return out
 }
