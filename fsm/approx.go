@@ -133,38 +133,22 @@ func newApprox(c *pb.LeaderboardConfig) *approx {
 func (lb *leaderboard) applyApprox(d *pb.LeaderboardDeltas, entryMs int64, out *pb.Outcome) {
 	a := lb.ap
 	var starts [16]int64
-	st := starts[:0]
-	for _, w := range lb.wins {
-		if lb.clockMs == noTime {
-			st = append(st, math.MinInt64)
-		} else {
-			st = append(st, w.startIndex(lb.clockMs))
-		}
-	}
+	st := lb.windowStarts(starts[:0])
 	var lateHere [16]uint64
-	lh := lateHere[:0]
-	for range lb.wins {
-		lh = append(lh, 0)
-	}
+	lh := zeros(lateHere[:0], len(lb.wins))
 	var cms *sketch.CountMin
 	if c, ok := a.all.(*cmsAll); ok {
 		cms = c.t.Sketch()
 	}
 	for i, item := range d.Items {
-		ev := uint64(1)
-		if len(d.Events) > 0 && d.Events[i] > 0 {
-			ev = uint64(d.Events[i])
-		}
+		ev := eventsAt(d, i)
 		delta := d.Deltas[i]
 		if delta < 0 {
 			a.rejectedNeg += ev
 			out.Rejected += ev
 			continue
 		}
-		t := entryMs
-		if s := d.EventTimesS[i]; s != 0 {
-			t = s * baseResolutionMs
-		}
+		t := timeAt(d, i, entryMs)
 		lb.accepted += ev
 		out.Accepted += ev
 		if t > lb.maxEventMs {
@@ -188,12 +172,7 @@ func (lb *leaderboard) applyApprox(d *pb.LeaderboardDeltas, entryMs int64, out *
 			a.wins[wi].add(item, loc, idx, w)
 		}
 	}
-	for wi, n := range lh {
-		if n > 0 {
-			lb.late[wi] += n
-			out.Late = append(out.Late, &pb.LateCount{Leaderboard: lb.cfg.Name, Window: uint32(wi), Events: n})
-		}
-	}
+	lb.noteLate(lh, out)
 }
 
 func (a *approx) window(wi int) approxWindow {

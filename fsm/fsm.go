@@ -257,11 +257,7 @@ func (st *state) applyIngest(e *pb.IngestEntry) *IngestResult {
 func eventsIn(d *pb.LeaderboardDeltas) uint64 {
 	var n uint64
 	for i := range d.Items {
-		if len(d.Events) > 0 && d.Events[i] > 0 {
-			n += uint64(d.Events[i])
-		} else {
-			n++
-		}
+		n += eventsAt(d, i)
 	}
 	return n
 }

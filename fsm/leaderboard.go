@@ -250,34 +250,15 @@ func (lb *leaderboard) applyDeltas(d *pb.LeaderboardDeltas, entryMs int64, out *
 		return
 	}
 	var starts [16]int64
-	st := starts[:0]
-	for _, w := range lb.wins {
-		if lb.clockMs == noTime {
-			st = append(st, math.MinInt64)
-		} else {
-			st = append(st, w.startIndex(lb.clockMs))
-		}
-	}
+	st := lb.windowStarts(starts[:0])
 	var lateHere [16]uint64
-	lh := lateHere[:0]
-	for range lb.wins {
-		lh = append(lh, 0)
-	}
+	lh := zeros(lateHere[:0], len(lb.wins))
 	// Cache the last bucket per window: consecutive deltas usually share it.
 	var lastB [16]*bucket
-	lastBk := lastB[:0]
-	for range lb.wins {
-		lastBk = append(lastBk, nil)
-	}
+	lastBk := zeros(lastB[:0], len(lb.wins))
 	for i, item := range d.Items {
-		ev := uint64(1)
-		if len(d.Events) > 0 && d.Events[i] > 0 {
-			ev = uint64(d.Events[i])
-		}
-		t := entryMs
-		if s := d.EventTimesS[i]; s != 0 {
-			t = s * baseResolutionMs
-		}
+		ev := eventsAt(d, i)
+		t := timeAt(d, i, entryMs)
 		id, ok := lb.intern(item)
 		if !ok {
 			lb.rejectedMI += ev
@@ -308,12 +289,55 @@ func (lb *leaderboard) applyDeltas(d *pb.LeaderboardDeltas, entryMs int64, out *
 			lb.maxEventMs = t
 		}
 	}
+	lb.noteLate(lh, out)
+}
+
+// windowStarts appends each sliding window's first live bucket index as the
+// clock stands before the entry (every bucket is live while it reads none).
+func (lb *leaderboard) windowStarts(dst []int64) []int64 {
+	for _, w := range lb.wins {
+		if lb.clockMs == noTime {
+			dst = append(dst, math.MinInt64)
+		} else {
+			dst = append(dst, w.startIndex(lb.clockMs))
+		}
+	}
+	return dst
+}
+
+// noteLate adds an entry's late events per window to the counters and the outcome.
+func (lb *leaderboard) noteLate(lh []uint64, out *pb.Outcome) {
 	for wi, n := range lh {
 		if n > 0 {
 			lb.late[wi] += n
 			out.Late = append(out.Late, &pb.LateCount{Leaderboard: lb.cfg.Name, Window: uint32(wi), Events: n})
 		}
 	}
+}
+
+// zeros appends n zero values (scratch per window, on the caller's stack).
+func zeros[T any](dst []T, n int) []T {
+	var z T
+	for range n {
+		dst = append(dst, z)
+	}
+	return dst
+}
+
+// eventsAt is the number of raw events delta i stands for (0 means 1).
+func eventsAt(d *pb.LeaderboardDeltas, i int) uint64 {
+	if len(d.Events) > 0 && d.Events[i] > 0 {
+		return uint64(d.Events[i])
+	}
+	return 1
+}
+
+// timeAt is delta i's event time in ms; untimed deltas take the entry's time.
+func timeAt(d *pb.LeaderboardDeltas, i int, entryMs int64) int64 {
+	if s := d.EventTimesS[i]; s != 0 {
+		return s * baseResolutionMs
+	}
+	return entryMs
 }
 
 // settle runs once per applied batch.
