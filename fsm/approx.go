@@ -22,6 +22,8 @@ const (
 	MaxBoardCells = 64 << 20
 	// MaxCapacity bounds a Space-Saving summary.
 	MaxCapacity = 100_000
+	// MaxFilterCells bounds a Space-Saving summary's filter cells per counter.
+	MaxFilterCells = 64
 )
 
 // DefaultCapacity is the Space-Saving capacity of a leaderboard that names none.
@@ -31,11 +33,11 @@ func DefaultCapacity(kmax uint32) uint64 { return 2 * uint64(kmax) }
 func normalizeApprox(c *pb.LeaderboardConfig) error {
 	switch c.Mode {
 	case pb.Mode_MODE_EXACT:
-		if c.Epsilon != 0 || c.Delta != 0 || c.Capacity != 0 {
+		if c.Epsilon != 0 || c.Delta != 0 || c.Capacity != 0 || c.FilterCells != 0 {
 			return fmt.Errorf("leaderboard %q: epsilon, delta and capacity apply to the approximate modes, not exact", c.Name)
 		}
 	case pb.Mode_MODE_CMS:
-		if c.Capacity != 0 {
+		if c.Capacity != 0 || c.FilterCells != 0 {
 			return fmt.Errorf("leaderboard %q: capacity applies to mode spacesaving; cms is sized by epsilon and delta", c.Name)
 		}
 		if c.MaxItems != 0 {
@@ -78,6 +80,12 @@ func normalizeApprox(c *pb.LeaderboardConfig) error {
 		if c.Capacity < uint64(c.KMax) || c.Capacity > MaxCapacity {
 			return fmt.Errorf("leaderboard %q: capacity %d must be in [k_max=%d, %d]", c.Name, c.Capacity, c.KMax, MaxCapacity)
 		}
+		if c.FilterCells == 0 {
+			c.FilterCells = sketch.FilterCellsPerCounter
+		}
+		if c.FilterCells > MaxFilterCells {
+			return fmt.Errorf("leaderboard %q: filter_cells %d exceeds %d", c.Name, c.FilterCells, MaxFilterCells)
+		}
 	}
 	return nil
 }
@@ -119,10 +127,10 @@ func newApprox(c *pb.LeaderboardConfig) *approx {
 			a.wins = append(a.wins, newCMSWindow(int(c.KMax), a.width, a.depth, a.seed))
 		}
 	case pb.Mode_MODE_SPACESAVING:
-		m := int(c.Capacity)
-		a.all = &ssAll{s: sketch.NewSpaceSaving(m)}
+		sh := shapeOf(c)
+		a.all = &ssAll{s: sh.summary()}
 		for range c.Windows {
-			a.wins = append(a.wins, &ssWindow{m: m, back: sketch.NewSpaceSaving(m)})
+			a.wins = append(a.wins, &ssWindow{sh: sh, back: sh.summary()})
 		}
 	}
 	return a
@@ -220,7 +228,7 @@ func ssLookup(s *sketch.Summary, item string) sketch.Counter {
 // (agg[0] and back); expiry pops the front; when the front runs out, the live
 // buckets but the newest are re-aggregated (amortized one merge per bucket).
 type ssWindow struct {
-	m       int
+	sh      ssShape
 	buckets []ssBucket
 	agg     []*sketch.Summary
 	front   int
@@ -235,7 +243,7 @@ type ssBucket struct {
 func (w *ssWindow) add(item string, _ sketch.Loc, idx int64, n uint64) {
 	p, ok := slices.BinarySearchFunc(w.buckets, idx, func(b ssBucket, i int64) int { return cmp.Compare(b.index, i) })
 	if !ok {
-		w.buckets = slices.Insert(w.buckets, p, ssBucket{index: idx, s: sketch.NewSpaceSaving(w.m)})
+		w.buckets = slices.Insert(w.buckets, p, ssBucket{index: idx, s: w.sh.summary()})
 		if p < w.front {
 			// A late event opened a bucket inside the front stack: it joins
 			// the stack, its aggregate covering the older-suffix below it.
@@ -288,7 +296,7 @@ func (w *ssWindow) rebuild() {
 		if i == w.front-1 {
 			w.agg[i] = w.buckets[i].s.Clone()
 		} else {
-			w.agg[i] = sketch.Merge(w.m, w.buckets[i].s, w.agg[i+1])
+			w.agg[i] = sketch.Merge(w.sh.m, w.buckets[i].s, w.agg[i+1])
 		}
 	}
 	w.back = w.buckets[n-1].s.Clone()
@@ -298,7 +306,7 @@ func (w *ssWindow) merged() *sketch.Summary {
 	if w.front == 0 {
 		return w.back
 	}
-	return sketch.Merge(w.m, w.agg[0], w.back)
+	return sketch.Merge(w.sh.m, w.agg[0], w.back)
 }
 
 func (w *ssWindow) result(k int) sketch.Result { return w.merged().Result(k) }
@@ -342,14 +350,24 @@ func summaryState(s *sketch.Summary) *pb.SummaryState {
 	cs := s.Counters()
 	st := &pb.SummaryState{Capacity: uint64(s.Capacity()), Total: s.Total(), Floor: s.Floor(),
 		Items: make([]string, len(cs)), Counts: make([]uint64, len(cs)), Errs: make([]uint64, len(cs)),
-		Filter: slices.Clone(s.Filter())}
+		Filter: s.Filter()}
 	for i, c := range cs {
 		st.Items[i], st.Counts[i], st.Errs[i] = c.Item, c.Count, c.Err
 	}
 	return st
 }
 
-func restoreSummary(st *pb.SummaryState, m int) (*sketch.Summary, error) {
+// ssShape is the size of every summary of a spacesaving leaderboard.
+type ssShape struct{ m, cells int }
+
+func shapeOf(c *pb.LeaderboardConfig) ssShape {
+	return ssShape{m: int(c.Capacity), cells: int(c.Capacity) * int(c.FilterCells)}
+}
+
+func (sh ssShape) summary() *sketch.Summary { return sketch.NewFilteredSummary(sh.m, sh.cells) }
+
+func restoreSummary(st *pb.SummaryState, sh ssShape) (*sketch.Summary, error) {
+	m := sh.m
 	if st == nil {
 		return nil, fmt.Errorf("summary missing")
 	}
@@ -363,7 +381,7 @@ func restoreSummary(st *pb.SummaryState, m int) (*sketch.Summary, error) {
 	for i := range cs {
 		cs[i] = sketch.Counter{Item: st.Items[i], Count: st.Counts[i], Err: st.Errs[i]}
 	}
-	s, err := sketch.RestoreFiltered(m, sketch.FilterCellsPerCounter*m, st.Total, st.Filter, cs)
+	s, err := sketch.RestoreFiltered(m, sh.cells, st.Total, st.Filter, cs)
 	if err != nil {
 		return nil, err
 	}

@@ -70,7 +70,7 @@ func (r *approxRestore) window(m *pb.ApproxWindow) error {
 		}
 		switch a.mode {
 		case pb.Mode_MODE_SPACESAVING:
-			s, err := restoreSummary(m.Summary, int(cfg.Capacity))
+			s, err := restoreSummary(m.Summary, shapeOf(cfg))
 			if err != nil {
 				return corrupt("leaderboard %q: all-time summary: %v", r.name, err)
 			}
@@ -98,14 +98,14 @@ func (r *approxRestore) window(m *pb.ApproxWindow) error {
 	}
 	switch a.mode {
 	case pb.Mode_MODE_SPACESAVING:
-		back, err := restoreSummary(m.Summary, int(cfg.Capacity))
+		back, err := restoreSummary(m.Summary, shapeOf(cfg))
 		if err != nil {
 			return corrupt("leaderboard %q: window %d back summary: %v", r.name, m.Window, err)
 		}
 		if m.Front > m.Buckets || (m.Buckets > 0 && m.Front == m.Buckets) {
 			return corrupt("leaderboard %q: window %d front %d of %d buckets", r.name, m.Window, m.Front, m.Buckets)
 		}
-		r.ss = &ssWindow{m: int(cfg.Capacity), back: back, front: int(m.Front)}
+		r.ss = &ssWindow{sh: shapeOf(cfg), back: back, front: int(m.Front)}
 		a.wins[m.Window-1] = r.ss
 	case pb.Mode_MODE_CMS:
 		w := newCMSWindow(int(cfg.KMax), a.width, a.depth, a.seed)
@@ -149,13 +149,13 @@ func (r *approxRestore) bucket(m *pb.ApproxBucket) error {
 	r.got++
 	switch {
 	case r.ss != nil:
-		s, err := restoreSummary(m.Summary, r.ss.m)
+		s, err := restoreSummary(m.Summary, r.ss.sh)
 		if err != nil {
 			return corrupt("leaderboard %q: window %d bucket %d: %v", r.name, m.Window, m.Index, err)
 		}
 		r.ss.buckets = append(r.ss.buckets, ssBucket{index: m.Index, s: s})
 		if len(r.ss.buckets) <= r.ss.front {
-			agg, err := restoreSummary(m.Aggregate, r.ss.m)
+			agg, err := restoreSummary(m.Aggregate, r.ss.sh)
 			if err != nil {
 				return corrupt("leaderboard %q: window %d aggregate %d: %v", r.name, m.Window, m.Index, err)
 			}

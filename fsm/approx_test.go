@@ -128,6 +128,7 @@ func testApproxMode(t *rapid.T, mode pb.Mode) {
 	switch mode {
 	case pb.Mode_MODE_SPACESAVING:
 		ap.Capacity = uint64(kmax) + uint64(rapid.IntRange(0, 6).Draw(t, "extra"))
+		ap.FilterCells = rapid.SampledFrom([]uint32{0, 1, 3, 16}).Draw(t, "filterCells")
 	case pb.Mode_MODE_CMS:
 		// Tiny sketches so collisions happen.
 		ap.Epsilon = rapid.SampledFrom([]float64{0.9, 0.5, 0.2, 0.05}).Draw(t, "epsilon")
@@ -241,6 +242,9 @@ func TestApproxConfigValidation(t *testing.T) {
 		{"capacity on cms", &pb.LeaderboardConfig{Mode: pb.Mode_MODE_CMS, Capacity: 10}, "capacity applies to mode spacesaving"},
 		{"epsilon on spacesaving", &pb.LeaderboardConfig{Mode: pb.Mode_MODE_SPACESAVING, Epsilon: 0.01}, "epsilon and delta apply to mode cms"},
 		{"epsilon on exact", &pb.LeaderboardConfig{Mode: pb.Mode_MODE_EXACT, Epsilon: 0.01}, "not exact"},
+		{"filter_cells on cms", &pb.LeaderboardConfig{Mode: pb.Mode_MODE_CMS, FilterCells: 8}, "capacity applies to mode spacesaving"},
+		{"filter_cells on exact", &pb.LeaderboardConfig{Mode: pb.Mode_MODE_EXACT, FilterCells: 8}, "not exact"},
+		{"filter_cells too many", &pb.LeaderboardConfig{Mode: pb.Mode_MODE_SPACESAVING, FilterCells: 65}, "filter_cells 65 exceeds 64"},
 		{"capacity below k_max", &pb.LeaderboardConfig{Mode: pb.Mode_MODE_SPACESAVING, KMax: 100, Capacity: 50}, "capacity 50 must be in [k_max=100"},
 		{"epsilon too small", &pb.LeaderboardConfig{Mode: pb.Mode_MODE_CMS, Epsilon: 1e-9}, "epsilon"},
 		{"delta too large", &pb.LeaderboardConfig{Mode: pb.Mode_MODE_CMS, Delta: 1.5}, "delta"},
@@ -258,8 +262,8 @@ func TestApproxConfigValidation(t *testing.T) {
 		})
 	}
 	c := &pb.LeaderboardConfig{Name: "x", Incarnation: 1, Mode: pb.Mode_MODE_SPACESAVING}
-	if err := NormalizeConfig(c); err != nil || c.Capacity != 2*DefaultKMax {
-		t.Fatalf("defaults: err %v, capacity %d", err, c.Capacity)
+	if err := NormalizeConfig(c); err != nil || c.Capacity != 2*DefaultKMax || c.FilterCells != sketch.FilterCellsPerCounter {
+		t.Fatalf("defaults: err %v, capacity %d, filter_cells %d", err, c.Capacity, c.FilterCells)
 	}
 	c = &pb.LeaderboardConfig{Name: "x", Incarnation: 1, Mode: pb.Mode_MODE_CMS}
 	if err := NormalizeConfig(c); err != nil || c.Epsilon != DefaultEpsilon || c.Delta != DefaultDelta {
@@ -358,6 +362,7 @@ func TestCheckUpdate(t *testing.T) {
 		{"exact to cms", pb.Mode_MODE_EXACT, func(c *pb.LeaderboardConfig) { c.Mode = pb.Mode_MODE_CMS }, false},
 		{"window", pb.Mode_MODE_EXACT, func(c *pb.LeaderboardConfig) { c.Windows[0].BucketMs = 1000 }, false},
 		{"spacesaving capacity", pb.Mode_MODE_SPACESAVING, func(c *pb.LeaderboardConfig) { c.Capacity++ }, false},
+		{"spacesaving filter_cells", pb.Mode_MODE_SPACESAVING, func(c *pb.LeaderboardConfig) { c.FilterCells++ }, false},
 		{"spacesaving k_max", pb.Mode_MODE_SPACESAVING, func(c *pb.LeaderboardConfig) { c.KMax = 10 }, false},
 		{"cms epsilon", pb.Mode_MODE_CMS, func(c *pb.LeaderboardConfig) { c.Epsilon = 0.01 }, false},
 		{"cms lateness", pb.Mode_MODE_CMS, func(c *pb.LeaderboardConfig) { c.AllowedLatenessMs = 1000 }, true},

@@ -107,3 +107,45 @@ func TestFilteredMerge(t *testing.T) {
 		}
 	})
 }
+
+// TestFilteredWideCells: cells start at 32 bits and widen when a weight
+// would carry one past 2^32-1; bounds, merges and restores hold across the
+// change, and a restored summary equals the original whatever its width.
+func TestFilteredWideCells(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		capacity := rapid.IntRange(1, 6).Draw(t, "capacity")
+		cells := rapid.IntRange(1, 10).Draw(t, "cells")
+		u := universe(capacity + rapid.IntRange(1, 16).Draw(t, "extraItems"))
+		w := rapid.OneOf(rapid.Uint64Range(1, 1000), rapid.Uint64Range(1<<31, 1<<33))
+		ev := rapid.Custom(func(t *rapid.T) event {
+			return event{item: rapid.SampledFrom(u).Draw(t, "item"), w: w.Draw(t, "w")}
+		})
+		parts := []*Summary{NewFilteredSummary(capacity, cells), NewFilteredSummary(capacity, cells)}
+		truth := model{}
+		for _, e := range rapid.SliceOfN(ev, 1, 200).Draw(t, "stream") {
+			p := parts[rapid.IntRange(0, 1).Draw(t, "part")]
+			p.Add(e.item, e.w)
+			truth.add(e)
+		}
+		for _, p := range parts {
+			r, err := RestoreFiltered(p.Capacity(), p.Cells(), p.Total(), p.Filter(), p.Counters())
+			if err != nil {
+				t.Fatalf("RestoreFiltered = %v", err)
+			}
+			if !slices.Equal(r.Filter(), p.Filter()) || r.Floor() != p.Floor() || (r.filter.wide != nil) != (p.filter.wide != nil) {
+				t.Fatalf("restore changed the filter: %v vs %v", r.Filter(), p.Filter())
+			}
+			if p.filter.wide == nil && p.Floor() > 1<<32-1 {
+				t.Fatalf("floor %d held in narrow cells", p.Floor())
+			}
+		}
+		m := Merge(capacity, parts...)
+		checkFiltered(t, m, truth, u)
+		checkResult(t, m.Result(capacity), capacity, truth, u)
+		for _, e := range rapid.SliceOfN(ev, 0, 50).Draw(t, "more") {
+			m.Add(e.item, e.w)
+			truth.add(e)
+			checkFiltered(t, m, truth, u)
+		}
+	})
+}

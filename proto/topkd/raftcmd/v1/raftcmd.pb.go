@@ -260,9 +260,13 @@ type LeaderboardConfig struct {
 	// Distinct items this partition keeps for the leaderboard; 0 = unlimited.
 	MaxItems uint64 `protobuf:"varint,9,opt,name=max_items,json=maxItems,proto3" json:"max_items,omitempty"`
 	// Approximate modes (reserved).
-	Epsilon       float64 `protobuf:"fixed64,10,opt,name=epsilon,proto3" json:"epsilon,omitempty"`
-	Delta         float64 `protobuf:"fixed64,11,opt,name=delta,proto3" json:"delta,omitempty"`
-	Capacity      uint64  `protobuf:"varint,12,opt,name=capacity,proto3" json:"capacity,omitempty"`
+	Epsilon  float64 `protobuf:"fixed64,10,opt,name=epsilon,proto3" json:"epsilon,omitempty"`
+	Delta    float64 `protobuf:"fixed64,11,opt,name=delta,proto3" json:"delta,omitempty"`
+	Capacity uint64  `protobuf:"varint,12,opt,name=capacity,proto3" json:"capacity,omitempty"`
+	// spacesaving: filter cells per counter. Filled when the leaderboard is
+	// created (0 = this binary's default), so every replica of the log, of
+	// any version, builds the same summaries.
+	FilterCells   uint32 `protobuf:"varint,13,opt,name=filter_cells,json=filterCells,proto3" json:"filter_cells,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -377,6 +381,13 @@ func (x *LeaderboardConfig) GetDelta() float64 {
 func (x *LeaderboardConfig) GetCapacity() uint64 {
 	if x != nil {
 		return x.Capacity
+	}
+	return 0
+}
+
+func (x *LeaderboardConfig) GetFilterCells() uint32 {
+	if x != nil {
+		return x.FilterCells
 	}
 	return 0
 }
@@ -1967,7 +1978,7 @@ const file_topkd_raftcmd_v1_raftcmd_proto_rawDesc = "" +
 	"WindowSpec\x12\x1f\n" +
 	"\vduration_ms\x18\x01 \x01(\x03R\n" +
 	"durationMs\x12\x1b\n" +
-	"\tbucket_ms\x18\x02 \x01(\x03R\bbucketMs\"\xa4\x03\n" +
+	"\tbucket_ms\x18\x02 \x01(\x03R\bbucketMs\"\xc7\x03\n" +
 	"\x11LeaderboardConfig\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
 	"\vincarnation\x18\x02 \x01(\x04R\vincarnation\x12\x18\n" +
@@ -1981,7 +1992,8 @@ const file_topkd_raftcmd_v1_raftcmd_proto_rawDesc = "" +
 	"\aepsilon\x18\n" +
 	" \x01(\x01R\aepsilon\x12\x14\n" +
 	"\x05delta\x18\v \x01(\x01R\x05delta\x12\x1a\n" +
-	"\bcapacity\x18\f \x01(\x04R\bcapacity\"G\n" +
+	"\bcapacity\x18\f \x01(\x04R\bcapacity\x12!\n" +
+	"\ffilter_cells\x18\r \x01(\rR\vfilterCells\"G\n" +
 	"\x0fDropLeaderboard\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
 	"\vincarnation\x18\x02 \x01(\x04R\vincarnation\"\xd3\x01\n" +
