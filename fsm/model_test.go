@@ -1218,8 +1218,11 @@ func mdWindowInvariants(w *window) error {
 		switch p := w.pos[id]; {
 		case p <= -2:
 			hi := int(-(p + 2))
-			if hi >= len(w.heap) || w.heap[hi] != uint32(id) || c <= 0 {
+			if hi >= len(w.heap) || w.heap[hi].id != uint32(id) || c <= 0 {
 				return fmt.Errorf("id %d (count %d): bad heap position %d", id, c, hi)
+			}
+			if nd := w.heap[hi]; nd.count != c || nd.key != prefixKey(w.items.get(id)) {
+				return fmt.Errorf("id %d (count %d): heap node %+v out of date", id, c, nd)
 			}
 		case p >= 0:
 			if c <= 0 {

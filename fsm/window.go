@@ -1,6 +1,7 @@
 package fsm
 
 import (
+	"encoding/binary"
 	"math/bits"
 	"slices"
 )
@@ -28,7 +29,7 @@ type window struct {
 	counts cowArray[int64] // by item id
 	pos    []int32         // >=0 slot in its class; -1 none; <=-2 heap index -(pos+2)
 
-	heap     []uint32
+	heap     []hnode
 	capacity int
 	kmax     int
 
@@ -43,6 +44,42 @@ type window struct {
 	fastGen uint32
 	slotGen []uint32
 	slot    []int32
+}
+
+// hnode is a heap member: its count (kept equal to counts[id]) and the
+// 8-byte prefix of its item ride in the heap, so a sift compares nodes
+// without loading the counts array or, unless counts and prefixes tie,
+// the item strings.
+type hnode struct {
+	count int64
+	key   uint64
+	id    uint32
+}
+
+// prefixKey is the first 8 bytes of s, big-endian and zero-padded: keys
+// order as the strings do, except that equal keys need the strings.
+func prefixKey(s string) uint64 {
+	var b [8]byte
+	copy(b[:], s)
+	return binary.BigEndian.Uint64(b[:])
+}
+
+func (w *window) node(id uint32) hnode {
+	return hnode{count: w.counts.get(int(id)), key: prefixKey(w.items.get(int(id))), id: id}
+}
+
+// nodeAbove reports whether heap node a ranks above b.
+func (w *window) nodeAbove(a, b hnode) bool {
+	if a.count != b.count {
+		return a.count > b.count
+	}
+	if a.key != b.key {
+		return a.key < b.key
+	}
+	if a.id == b.id {
+		return false
+	}
+	return w.items.get(int(a.id)) < w.items.get(int(b.id))
 }
 
 type class struct {
@@ -139,6 +176,7 @@ func (w *window) add(id uint32, delta int64) {
 	switch {
 	case p <= -2:
 		hi := int(-(p + 2))
+		w.heap[hi].count = nw
 		if nw <= 0 {
 			w.heapRemove(hi)
 			w.pos[id] = posNone
@@ -183,7 +221,7 @@ func (w *window) beatsHeapMin(id uint32, c int64) bool {
 		return true
 	}
 	m := w.heap[0]
-	return w.greater(c, id, w.counts.get(int(m)), m)
+	return w.greater(c, id, m.count, m.id)
 }
 
 // promote pushes an item that is in no class into the heap if it belongs
@@ -192,11 +230,11 @@ func (w *window) promote(id uint32, c int64) bool {
 	if !w.beatsHeapMin(id, c) {
 		return false
 	}
-	w.heapPush(id)
+	w.heapPush(id, c)
 	if len(w.heap) > w.capacity {
 		m := w.heap[0]
 		w.heapRemove(0)
-		w.classInsert(m, w.counts.get(int(m)))
+		w.classInsert(m.id, m.count)
 	}
 	return true
 }
@@ -293,9 +331,9 @@ func (w *window) aboveBound(c int64, id uint32, bc int64, bItem string) bool {
 // certain appends the heap members that provably rank above every item outside it.
 func (w *window) certain(dst []uint32) []uint32 {
 	bc, bItem, ok := w.outsideBound()
-	for _, id := range w.heap {
-		if !ok || w.aboveBound(w.counts.get(int(id)), id, bc, bItem) {
-			dst = append(dst, id)
+	for _, nd := range w.heap {
+		if !ok || w.aboveBound(nd.count, nd.id, bc, bItem) {
+			dst = append(dst, nd.id)
 		}
 	}
 	return dst
@@ -307,8 +345,8 @@ func (w *window) certainCount() int {
 		return len(w.heap)
 	}
 	n := 0
-	for _, id := range w.heap {
-		if w.aboveBound(w.counts.get(int(id)), id, bc, bItem) {
+	for _, nd := range w.heap {
+		if w.aboveBound(nd.count, nd.id, bc, bItem) {
 			n++
 		}
 	}
@@ -336,17 +374,17 @@ func (w *window) refill() {
 	bc, bItem, ok := w.outsideBound()
 	if ok {
 		kept := w.heap[:0]
-		var evict []uint32
-		for _, id := range w.heap {
-			if w.aboveBound(w.counts.get(int(id)), id, bc, bItem) {
-				kept = append(kept, id)
+		var evict []hnode
+		for _, nd := range w.heap {
+			if w.aboveBound(nd.count, nd.id, bc, bItem) {
+				kept = append(kept, nd)
 			} else {
-				evict = append(evict, id)
+				evict = append(evict, nd)
 			}
 		}
 		w.heap = kept
-		for _, id := range evict {
-			w.classInsert(id, w.counts.get(int(id)))
+		for _, nd := range evict {
+			w.classInsert(nd.id, nd.count)
 		}
 	}
 	// Pull the best outsiders in, one class at a time from the top.
@@ -362,14 +400,16 @@ func (w *window) refill() {
 			cl.ids = nil
 			cl.hasBound, cl.stale = false, false
 			w.nonEmpty[ci>>6] &^= 1 << (ci & 63)
-			w.heap = append(w.heap, ids...)
+			for _, id := range ids {
+				w.heap = append(w.heap, w.node(id))
+			}
 			continue
 		}
 		w.takeBest(ci, room)
 		break
 	}
-	for i, id := range w.heap {
-		w.pos[id] = int32(-(i + 2))
+	for i, nd := range w.heap {
+		w.pos[nd.id] = int32(-(i + 2))
 	}
 	for i := len(w.heap)/2 - 1; i >= 0; i-- {
 		w.siftDown(i)
@@ -385,7 +425,9 @@ func (w *window) takeBest(ci, n int) {
 	cl := &w.classes[ci]
 	ids := cl.ids
 	selectTop(ids, n, w)
-	w.heap = append(w.heap, ids[:n]...)
+	for _, id := range ids[:n] {
+		w.heap = append(w.heap, w.node(id))
+	}
 	best := ids[n]
 	for _, id := range ids[n+1:] {
 		if w.rankAbove(id, best) {
@@ -402,8 +444,8 @@ func (w *window) takeBest(ci, n int) {
 
 // ---- indexed min-heap by rank ----
 
-func (w *window) heapPush(id uint32) {
-	w.heap = append(w.heap, id)
+func (w *window) heapPush(id uint32, c int64) {
+	w.heap = append(w.heap, hnode{count: c, key: prefixKey(w.items.get(int(id))), id: id})
 	i := len(w.heap) - 1
 	w.pos[id] = int32(-(i + 2))
 	w.siftUp(i)
@@ -424,12 +466,12 @@ func (w *window) heapRemove(i int) {
 func (w *window) swap(i, j int) {
 	h := w.heap
 	h[i], h[j] = h[j], h[i]
-	w.pos[h[i]] = int32(-(i + 2))
-	w.pos[h[j]] = int32(-(j + 2))
+	w.pos[h[i].id] = int32(-(i + 2))
+	w.pos[h[j].id] = int32(-(j + 2))
 }
 
 // below reports whether heap[i] ranks below heap[j] (min-heap order).
-func (w *window) below(i, j int) bool { return w.rankAbove(w.heap[j], w.heap[i]) }
+func (w *window) below(i, j int) bool { return w.nodeAbove(w.heap[j], w.heap[i]) }
 
 func (w *window) siftUp(i int) {
 	for i > 0 {
@@ -545,8 +587,8 @@ func (w *window) expire(clockMs int64, release func(id uint32)) {
 
 // resize changes K_max and rebuilds the heap from scratch.
 func (w *window) resize(kmax int) {
-	for _, id := range w.heap {
-		w.classInsert(id, w.counts.get(int(id)))
+	for _, nd := range w.heap {
+		w.classInsert(nd.id, nd.count)
 	}
 	w.heap = w.heap[:0]
 	w.setKmax(kmax)
