@@ -23,11 +23,25 @@ const (
 	// MaxCapacity bounds a Space-Saving summary.
 	MaxCapacity = 100_000
 	// MaxFilterCells bounds a Space-Saving summary's filter cells per counter.
-	MaxFilterCells = 64
+	MaxFilterCells = 32
+	// LegacyFilterCells is what a spacesaving config without filter_cells
+	// means: the ratio of the logs and snapshots written before the field.
+	// New leaderboards get sketch.FilterCellsPerCounter (FillNewDefaults).
+	LegacyFilterCells = 8
 )
 
 // DefaultCapacity is the Space-Saving capacity of a leaderboard that names none.
 func DefaultCapacity(kmax uint32) uint64 { return 2 * uint64(kmax) }
+
+// FillNewDefaults sets the defaults that only a new leaderboard takes,
+// before it is proposed: every replica then reads them from the log, and
+// NormalizeConfig, which replicas run on every config they apply or
+// restore, keeps its meaning for configs written by older versions.
+func FillNewDefaults(c *pb.LeaderboardConfig) {
+	if c.Mode == pb.Mode_MODE_SPACESAVING && c.FilterCells == 0 {
+		c.FilterCells = sketch.FilterCellsPerCounter
+	}
+}
 
 // normalizeApprox fills and checks the mode parameters.
 func normalizeApprox(c *pb.LeaderboardConfig) error {
@@ -81,7 +95,8 @@ func normalizeApprox(c *pb.LeaderboardConfig) error {
 			return fmt.Errorf("leaderboard %q: capacity %d must be in [k_max=%d, %d]", c.Name, c.Capacity, c.KMax, MaxCapacity)
 		}
 		if c.FilterCells == 0 {
-			c.FilterCells = sketch.FilterCellsPerCounter
+			// Written before the field existed: those logs built 8 cells.
+			c.FilterCells = LegacyFilterCells
 		}
 		if c.FilterCells > MaxFilterCells {
 			return fmt.Errorf("leaderboard %q: filter_cells %d exceeds %d", c.Name, c.FilterCells, MaxFilterCells)

@@ -143,6 +143,12 @@ func testApproxMode(t *rapid.T, mode pb.Mode) {
 	}
 	p.apply(mustEncode(EncodeConfig(exact)), mustEncode(EncodeConfig(ap)))
 	p.cfg = p.f.Leaderboards()[0] // normalized "ap"
+	if mode == pb.Mode_MODE_SPACESAVING {
+		s := p.f.st.boards["ap"].ap.all.(*ssAll).s
+		if want := int(p.cfg.Capacity) * int(p.cfg.FilterCells); s.Cells() != want || p.cfg.FilterCells == 0 {
+			t.Fatalf("summary has %d filter cells, config says %d x %d", s.Cells(), p.cfg.Capacity, p.cfg.FilterCells)
+		}
+	}
 	now := int64(1_700_000_000_000)
 	var shadow *FSM // a replica restored from a snapshot, fed the same log from then on
 	var shadowLogs []*raft.Log
@@ -162,6 +168,10 @@ func testApproxMode(t *rapid.T, mode pb.Mode) {
 				d := int64(rapid.IntRange(0, 4).Draw(t, "w"))
 				if it < p.alpha[min(2, nItems-1)] {
 					d += int64(rapid.IntRange(0, 9).Draw(t, "heavy"))
+				}
+				if rapid.IntRange(0, 29).Draw(t, "huge") == 0 {
+					// Past 2^32: filter cells widen to 64 bits.
+					d += 1<<31 + int64(rapid.IntRange(0, 1<<20).Draw(t, "hugeW"))
 				}
 				var ts int64
 				if rapid.Bool().Draw(t, "timed") {
@@ -244,7 +254,7 @@ func TestApproxConfigValidation(t *testing.T) {
 		{"epsilon on exact", &pb.LeaderboardConfig{Mode: pb.Mode_MODE_EXACT, Epsilon: 0.01}, "not exact"},
 		{"filter_cells on cms", &pb.LeaderboardConfig{Mode: pb.Mode_MODE_CMS, FilterCells: 8}, "capacity applies to mode spacesaving"},
 		{"filter_cells on exact", &pb.LeaderboardConfig{Mode: pb.Mode_MODE_EXACT, FilterCells: 8}, "not exact"},
-		{"filter_cells too many", &pb.LeaderboardConfig{Mode: pb.Mode_MODE_SPACESAVING, FilterCells: 65}, "filter_cells 65 exceeds 64"},
+		{"filter_cells too many", &pb.LeaderboardConfig{Mode: pb.Mode_MODE_SPACESAVING, FilterCells: 33}, "filter_cells 33 exceeds 32"},
 		{"capacity below k_max", &pb.LeaderboardConfig{Mode: pb.Mode_MODE_SPACESAVING, KMax: 100, Capacity: 50}, "capacity 50 must be in [k_max=100"},
 		{"epsilon too small", &pb.LeaderboardConfig{Mode: pb.Mode_MODE_CMS, Epsilon: 1e-9}, "epsilon"},
 		{"delta too large", &pb.LeaderboardConfig{Mode: pb.Mode_MODE_CMS, Delta: 1.5}, "delta"},
@@ -262,8 +272,18 @@ func TestApproxConfigValidation(t *testing.T) {
 		})
 	}
 	c := &pb.LeaderboardConfig{Name: "x", Incarnation: 1, Mode: pb.Mode_MODE_SPACESAVING}
-	if err := NormalizeConfig(c); err != nil || c.Capacity != 2*DefaultKMax || c.FilterCells != sketch.FilterCellsPerCounter {
-		t.Fatalf("defaults: err %v, capacity %d, filter_cells %d", err, c.Capacity, c.FilterCells)
+	if err := NormalizeConfig(c); err != nil || c.Capacity != 2*DefaultKMax || c.FilterCells != LegacyFilterCells {
+		t.Fatalf("defaults of a config from the log: err %v, capacity %d, filter_cells %d", err, c.Capacity, c.FilterCells)
+	}
+	c = &pb.LeaderboardConfig{Name: "x", Incarnation: 1, Mode: pb.Mode_MODE_SPACESAVING}
+	FillNewDefaults(c)
+	if err := NormalizeConfig(c); err != nil || c.FilterCells != sketch.FilterCellsPerCounter {
+		t.Fatalf("defaults of a new leaderboard: err %v, filter_cells %d", err, c.FilterCells)
+	}
+	c = &pb.LeaderboardConfig{Name: "x", Incarnation: 1, Mode: pb.Mode_MODE_CMS}
+	FillNewDefaults(c)
+	if c.FilterCells != 0 {
+		t.Fatalf("FillNewDefaults gave cms filter_cells %d", c.FilterCells)
 	}
 	c = &pb.LeaderboardConfig{Name: "x", Incarnation: 1, Mode: pb.Mode_MODE_CMS}
 	if err := NormalizeConfig(c); err != nil || c.Epsilon != DefaultEpsilon || c.Delta != DefaultDelta {

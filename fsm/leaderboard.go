@@ -364,7 +364,7 @@ func CheckUpdate(old, c *pb.LeaderboardConfig) error {
 		}
 	}
 	if c.Mode != pb.Mode_MODE_EXACT && (c.KMax != old.KMax || c.Capacity != old.Capacity || c.FilterCells != old.FilterCells || c.Epsilon != old.Epsilon || c.Delta != old.Delta) {
-		return fmt.Errorf("leaderboard %q: k_max, capacity, epsilon and delta of mode %s cannot change without a new incarnation", c.Name, c.Mode)
+		return fmt.Errorf("leaderboard %q: k_max, capacity, filter_cells, epsilon and delta of mode %s cannot change without a new incarnation", c.Name, c.Mode)
 	}
 	return nil
 }

@@ -16,6 +16,7 @@ import (
 func (n *Node) CreateLeaderboard(ctx context.Context, c *pb.LeaderboardConfig) (*pb.LeaderboardConfig, error) {
 	c = proto.Clone(c).(*pb.LeaderboardConfig)
 	c.Incarnation, c.Version = 1, 1 // placeholders for validation; the meta group assigns them
+	fsm.FillNewDefaults(c)
 	if err := fsm.NormalizeConfig(c); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
 	}

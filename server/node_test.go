@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/topkd/topkd/fsm"
+	"github.com/topkd/topkd/fsm/sketch"
 	pb "github.com/topkd/topkd/proto/topkd/raftcmd/v1"
 )
 
@@ -194,6 +195,12 @@ func TestNodeLeaderboardLifecycle(t *testing.T) {
 	}
 	if err := n.DropLeaderboard(ctx, "default"); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("drop default: %v", err)
+	}
+	// A new spacesaving board takes the current filter ratio into its config
+	// (the log), not the legacy meaning of an absent field.
+	ss, err := n.CreateLeaderboard(ctx, &pb.LeaderboardConfig{Name: "ss", Mode: pb.Mode_MODE_SPACESAVING})
+	if err != nil || ss.FilterCells != sketch.FilterCellsPerCounter {
+		t.Fatalf("spacesaving create: filter_cells %d, %v", ss.GetFilterCells(), err)
 	}
 }
 

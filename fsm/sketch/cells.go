@@ -95,9 +95,14 @@ func cloneOrNil[T any](s []T) []T {
 	return append(make([]T, 0, len(s)), s...)
 }
 
+// reset zeroes the cells and returns them to 32 bits, keeping them
+// allocated (snapshots store allocated zeros, not nothing): the width
+// stays a function of the values.
 func (a *cellArray) reset() {
+	if a.wide != nil {
+		a.narrow, a.wide = make([]uint32, len(a.wide)), nil
+	}
 	clear(a.narrow)
-	clear(a.wide)
 }
 
 func (a *cellArray) bytes() int { return 4*cap(a.narrow) + 8*cap(a.wide) }
