@@ -14,16 +14,18 @@ import (
 // code maps an error from the node to a Connect code; HTTP statuses derive from it.
 func code(err error) connect.Code {
 	switch {
+	// Retryable first: a batch refused by one partition and unavailable on
+	// another is retried whole with the same sequence, which is safe.
+	case errors.Is(err, server.ErrNotLeader), errors.Is(err, server.ErrNotReady), errors.Is(err, server.ErrUnknownOutcome):
+		return connect.CodeUnavailable
+	case errors.Is(err, server.ErrOverloaded):
+		return connect.CodeResourceExhausted
 	case errors.Is(err, server.ErrInvalid), errors.Is(err, fsm.ErrUnknownWindow), errors.Is(err, fsm.ErrInvalidK):
 		return connect.CodeInvalidArgument
 	case errors.Is(err, fsm.ErrUnknownLeaderboard):
 		return connect.CodeNotFound
 	case errors.Is(err, server.ErrLeaderboardExists):
 		return connect.CodeAlreadyExists
-	case errors.Is(err, server.ErrOverloaded):
-		return connect.CodeResourceExhausted
-	case errors.Is(err, server.ErrNotLeader), errors.Is(err, server.ErrNotReady), errors.Is(err, server.ErrUnknownOutcome):
-		return connect.CodeUnavailable
 	case errors.Is(err, context.DeadlineExceeded):
 		return connect.CodeDeadlineExceeded
 	case errors.Is(err, context.Canceled):

@@ -454,6 +454,9 @@ func TestEventsRejectedRequests(t *testing.T) {
 		{"two leaderboards in one request", "", []byte(arr(`{"item":"x","leaderboard":"default"}`)), 400, []string{"events[1].leaderboard"}},
 		{"epoch not a number", "val&producer_id=p&epoch=x", []byte(arr(`{"item":"e"}`)), 400, []string{"epoch"}},
 		{"sequence negative", "val&producer_id=p&sequence=-1", []byte(arr(`{"item":"e"}`)), 400, []string{"sequence"}},
+		{"producer_id not UTF-8", "val&producer_id=p%FF&sequence=1", []byte(arr(`{"item":"e"}`)), 400, []string{"producer_id", "UTF-8"}},
+		{"producer_id over 128 bytes", "val&producer_id=" + strings.Repeat("p", 129) + "&sequence=1", []byte(arr(`{"item":"e"}`)), 400, []string{"producer_id", "128"}},
+		{"producer_id without sequence", "val&producer_id=p", []byte(arr(`{"item":"e"}`)), 400, []string{"sequence", "at least 1"}},
 		{"unknown leaderboard (query)", "nope", []byte(arr(`{"item":"x"}`)), 404, []string{"leaderboard", "nope"}},
 	}
 	for _, tc := range tests {

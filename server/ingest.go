@@ -78,6 +78,10 @@ type IngestResult struct {
 	Late      map[time.Duration]uint64
 }
 
+// MaxProducerIDBytes bounds a producer id: every part and every
+// deduplication row carries it.
+const MaxProducerIDBytes = 128
+
 // FieldError is a validation failure naming the offending field.
 type FieldError struct {
 	Field string
@@ -184,6 +188,19 @@ func (n *Node) split(cfg *pb.LeaderboardConfig, req IngestRequest) ([]*pb.Produc
 	}
 	if len(req.Events) > pol.MaxBatchEvents {
 		return nil, 0, invalid("events", "%d events exceed the batch limit of %d", len(req.Events), pol.MaxBatchEvents)
+	}
+	// The producer id rides in every part: one that cannot be encoded
+	// would fail the whole Raft entry, other producers' parts with it.
+	if req.ProducerID != "" {
+		switch {
+		case len(req.ProducerID) > MaxProducerIDBytes:
+			return nil, 0, invalid("producer_id", "%d bytes exceed the limit of %d", len(req.ProducerID), MaxProducerIDBytes)
+		case !utf8.ValidString(req.ProducerID):
+			return nil, 0, invalid("producer_id", "not valid UTF-8")
+		case req.Sequence == 0:
+			// 0 would make every later batch a duplicate of the first.
+			return nil, 0, invalid("sequence", "must be at least 1 when producer_id is set")
+		}
 	}
 	now := n.clock.Now().UnixMilli()
 	horizon := now + pol.MaxFutureSkew.Milliseconds()
@@ -323,6 +340,15 @@ func (c *combiner) submit(ctx context.Context, part *pb.ProducerPart) (*pb.Outco
 		return r.out, r.err
 	case <-ctx.Done():
 		return nil, fmt.Errorf("%w: %v", ErrUnknownOutcome, ctx.Err())
+	case <-c.n.stop:
+		// The combiner may have drained before this part was queued, and
+		// nobody would answer it; if it was proposed, its outcome is unknown.
+		select {
+		case r := <-pp.done:
+			return r.out, r.err
+		default:
+			return nil, fmt.Errorf("%w: node shutting down", ErrUnknownOutcome)
+		}
 	}
 }
 

@@ -123,6 +123,9 @@ func TestNodeRejectsBadInput(t *testing.T) {
 		{"future time", IngestRequest{Events: []Event{{Item: "x", TimeMs: now + time.Hour.Milliseconds()}}}, ErrInvalid, "events[0].time"},
 		{"time before 1970", IngestRequest{Events: []Event{{Item: "x", TimeMs: -5}}}, ErrInvalid, "events[0].time"},
 		{"unknown leaderboard", IngestRequest{Leaderboard: "nope", Events: []Event{good}}, fsm.ErrUnknownLeaderboard, ""},
+		{"producer_id invalid utf-8", IngestRequest{Events: []Event{good}, ProducerID: "p\xff", Sequence: 1}, ErrInvalid, "producer_id"},
+		{"producer_id too long", IngestRequest{Events: []Event{good}, ProducerID: string(make([]byte, MaxProducerIDBytes+1)), Sequence: 1}, ErrInvalid, "producer_id"},
+		{"producer_id without sequence", IngestRequest{Events: []Event{good}, ProducerID: "p"}, ErrInvalid, "sequence"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
