@@ -391,20 +391,43 @@ func (c *combiner) run() {
 func (c *combiner) propose(batch []*pendingPart) {
 	pol := c.n.cfg.Ingest
 	c.inflight <- struct{}{}
-	entry := &pb.IngestEntry{LeaderTimeMs: c.n.clock.Now().UnixMilli(), Parts: make([]*pb.ProducerPart, len(batch))}
-	for i, pp := range batch {
-		entry.Parts[i] = pp.part
+	leaderMs := c.n.clock.Now().UnixMilli()
+	entryOf := func(batch []*pendingPart) *pb.IngestEntry {
+		entry := &pb.IngestEntry{LeaderTimeMs: leaderMs, Parts: make([]*pb.ProducerPart, len(batch))}
+		for i, pp := range batch {
+			entry.Parts[i] = pp.part
+		}
+		return entry
+	}
+	data, err := fsm.EncodeIngest(entryOf(batch))
+	if err != nil {
+		// Validation should have refused such a part; if one slips through,
+		// only its own caller fails, not its neighbours in the entry.
+		kept := make([]*pendingPart, 0, len(batch))
+		for _, pp := range batch {
+			if _, perr := fsm.EncodeIngest(entryOf([]*pendingPart{pp})); perr != nil {
+				pp.done <- partResult{err: fmt.Errorf("partition %d: part cannot be encoded: %w", c.p.id, perr)}
+				continue
+			}
+			kept = append(kept, pp)
+		}
+		batch = kept
+		if len(batch) > 0 {
+			data, err = fsm.EncodeIngest(entryOf(batch))
+		}
+		if len(batch) == 0 || err != nil {
+			for _, pp := range batch {
+				pp.done <- partResult{err: err}
+			}
+			<-c.inflight
+			return
+		}
 	}
 	fail := func(err error) {
 		for _, pp := range batch {
 			pp.done <- partResult{err: err}
 		}
 		<-c.inflight
-	}
-	data, err := fsm.EncodeIngest(entry)
-	if err != nil {
-		fail(err)
-		return
 	}
 	c.mu.Lock()
 	c.last = c.n.clock.Now()

@@ -259,3 +259,47 @@ func TestNodeCountRank(t *testing.T) {
 		}
 	}
 }
+
+// TestCombinerIsolatesUnencodablePart: a part that cannot be encoded (here
+// a producer id that is not UTF-8, which validation refuses before this
+// point) fails only its own caller; its neighbour in the same entry
+// commits and is counted.
+func TestCombinerIsolatesUnencodablePart(t *testing.T) {
+	n := openTestNode(t, t.TempDir())
+	defer n.Close()
+	cfg, err := n.leaderboard("default")
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UnixMilli()
+	partFor := func(producer string) (int, *pb.ProducerPart) {
+		parts, _, err := n.split(cfg, IngestRequest{Events: []Event{{Item: "iso", TimeMs: now}}, ProducerID: "p", Sequence: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for p, part := range parts {
+			if part != nil {
+				part.ProducerId = producer
+				return p, part
+			}
+		}
+		t.Fatal("no part")
+		return 0, nil
+	}
+	p, good := partFor("good")
+	_, bad := partFor("bad\xff")
+	batch := []*pendingPart{
+		{part: bad, size: 1, done: make(chan partResult, 1)},
+		{part: good, size: 1, done: make(chan partResult, 1)},
+	}
+	n.parts[p].comb.propose(batch)
+	if r := <-batch[0].done; r.err == nil {
+		t.Fatalf("unencodable part: got %+v, want an error", r.out)
+	}
+	if r := <-batch[1].done; r.err != nil || r.out.Accepted != 1 {
+		t.Fatalf("good part: %+v, %v", r.out, r.err)
+	}
+	if top := linearTop(t, n, "default", 0, 10); len(top) != 1 || top[0].Count != 1 {
+		t.Fatalf("counts: %v", top)
+	}
+}
