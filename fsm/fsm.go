@@ -338,6 +338,7 @@ type TopKResult struct {
 
 // CountResult answers Count.
 type CountResult struct {
+	Incarnation   uint64
 	Count         int64
 	Lower         int64
 	Upper         int64
@@ -462,7 +463,7 @@ func (f *FSM) Count(leaderboard, item string, window time.Duration) (CountResult
 	if err != nil {
 		return CountResult{}, err
 	}
-	res := CountResult{AppliedIndex: f.st.appliedIndex}
+	res := CountResult{AppliedIndex: f.st.appliedIndex, Incarnation: lb.cfg.Incarnation}
 	res.WindowStartMs, res.WindowEndMs = lb.bounds(wi)
 	if lb.ap != nil {
 		it := ItemOf(lb.ap.window(wi).lookup(item))

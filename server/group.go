@@ -65,7 +65,10 @@ type group struct {
 	trans     *raft.NetworkTransport
 	bootIndex uint64 // last log index found at boot; reads wait for it
 
-	ready  atomic.Bool // leader whose post-election barrier has completed
+	// readyTerm is the term whose post-election barrier has completed while
+	// this node led it; 0 while not ready. Reads check the term again after
+	// VerifyLeader, so one read never spans two leaderships.
+	readyTerm atomic.Uint64
 	notify chan bool
 	stop   chan struct{}
 	wg     sync.WaitGroup
@@ -165,14 +168,17 @@ func (g *group) watchLeadership() {
 		case <-g.stop:
 			return
 		case leader := <-g.notify:
-			g.ready.Store(false)
+			g.readyTerm.Store(0)
 			if !leader {
 				continue
 			}
 			for {
+				term := g.raft.CurrentTerm()
 				err := g.raft.Barrier(10 * time.Second).Error()
 				if err == nil {
-					g.ready.Store(g.raft.State() == raft.Leader)
+					if g.raft.State() == raft.Leader && g.raft.CurrentTerm() == term {
+						g.readyTerm.Store(term)
+					}
 					break
 				}
 				if g.raft.State() != raft.Leader {
@@ -190,7 +196,10 @@ func (g *group) watchLeadership() {
 }
 
 // isLeader reports whether this node leads the group and has passed its barrier.
-func (g *group) isLeader() bool { return g.ready.Load() && g.raft.State() == raft.Leader }
+func (g *group) isLeader() bool {
+	t := g.readyTerm.Load()
+	return t != 0 && g.raft.State() == raft.Leader && g.raft.CurrentTerm() == t
+}
 
 // waitBoot blocks until the FSM applied everything found in the log at boot.
 // With logProgress (startup only) it logs every few seconds: replaying a long log takes a while.
@@ -242,12 +251,18 @@ func (g *group) waitFSM(ctx context.Context, idx uint64) error {
 // readIndex implements a linearizable read barrier: the commit index taken
 // before VerifyLeader, then a wait for the FSM to apply it.
 func (g *group) readIndex(ctx context.Context) error {
-	if !g.isLeader() {
+	t := g.readyTerm.Load()
+	if t == 0 || g.raft.State() != raft.Leader || g.raft.CurrentTerm() != t {
 		return ErrNotLeader
 	}
 	idx := g.raft.CommitIndex()
 	if err := g.raft.VerifyLeader().Error(); err != nil {
 		return fmt.Errorf("%w: %v", ErrNotLeader, err)
+	}
+	// The commit index must come from the term whose barrier ran: a
+	// step-down and re-election in between would have reset readyTerm.
+	if g.readyTerm.Load() != t || g.raft.CurrentTerm() != t {
+		return fmt.Errorf("%w: leadership changed during the read", ErrNotLeader)
 	}
 	return g.waitFSM(ctx, idx)
 }

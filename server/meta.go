@@ -34,7 +34,19 @@ type metaFSM struct {
 	changed chan struct{} // closed and replaced on every change
 }
 
-var _ raft.FSM = (*metaFSM)(nil)
+// BatchingFSM, not only FSM: raft hands configuration entries only to a
+// batching FSM, and the boot wait needs their indexes applied too (a log
+// that ends in the bootstrap configuration before Init commits).
+var _ raft.BatchingFSM = (*metaFSM)(nil)
+
+// ApplyBatch applies entries one by one; meta entries are rare.
+func (m *metaFSM) ApplyBatch(logs []*raft.Log) []interface{} {
+	out := make([]interface{}, len(logs))
+	for i, l := range logs {
+		out[i] = m.Apply(l)
+	}
+	return out
+}
 
 func newMetaFSM() *metaFSM {
 	return &metaFSM{st: &metapb.State{}, view: &metapb.State{}, changed: make(chan struct{})}

@@ -223,6 +223,12 @@ func (n *Node) gather(ctx context.Context, cfg *pb.LeaderboardConfig, window tim
 		if err != nil {
 			return TopKAnswer{}, fmt.Errorf("partition %d: %w", p.id, err)
 		}
+		if r.Incarnation != cfg.Incarnation {
+			// A drop or re-create has not reached this partition yet: never
+			// mix incarnations, nor cache such an answer.
+			return TopKAnswer{}, fmt.Errorf("partition %d: %w: leaderboard %q at incarnation %d, the definition says %d",
+				p.id, ErrNotReady, cfg.Name, r.Incarnation, cfg.Incarnation)
+		}
 		lists[i] = r.Items
 		if a.Approximate {
 			parts[i] = toResult(r.Items, r.Rest)
@@ -277,6 +283,10 @@ func (n *Node) Count(ctx context.Context, lb, item string, window time.Duration,
 	r, err := p.fsm.Count(cfg.Name, item, window)
 	if err != nil {
 		return CountAnswer{}, err
+	}
+	if r.Incarnation != cfg.Incarnation {
+		return CountAnswer{}, fmt.Errorf("partition %d: %w: leaderboard %q at incarnation %d, the definition says %d",
+			p.id, ErrNotReady, cfg.Name, r.Incarnation, cfg.Incarnation)
 	}
 	a := CountAnswer{Item: item, Count: r.Count, Lower: r.Lower, Upper: r.Upper, Approximate: r.Approximate, WindowStartMs: r.WindowStartMs, WindowEndMs: r.WindowEndMs, Consistency: c}
 	if top, err := n.cache.get(ctx, cfg, window); err == nil {
