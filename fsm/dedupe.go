@@ -17,8 +17,53 @@ type producer struct {
 	high     uint64
 	seen     [dedupeWindow / 64]uint64 // bit d: sequence high-d was applied
 	lastSeen int64                     // log time, ms
-	outcomes [dedupeWindow]*pb.Outcome // indexed by sequence % dedupeWindow
 	any      bool                      // high is meaningful
+	// The outcomes of recent sequences: a few inline (most producers send
+	// few batches within the TTL: 100k one-shot producers cost 233 MiB
+	// per partition with a full ring each), then a ring indexed by
+	// sequence % dedupeWindow. Either answers the same.
+	few  []*pb.Outcome
+	ring *[dedupeWindow]*pb.Outcome
+}
+
+// maxFewOutcomes is how many outcomes a producer keeps before its ring.
+const maxFewOutcomes = 8
+
+// outcome is the recorded outcome of seq, or nil.
+func (p *producer) outcome(seq uint64) *pb.Outcome {
+	if p.ring != nil {
+		if o := p.ring[seq%dedupeWindow]; o != nil && o.Sequence == seq {
+			return o
+		}
+		return nil
+	}
+	for _, o := range p.few {
+		if o.Sequence == seq {
+			return o
+		}
+	}
+	return nil
+}
+
+// setOutcome records o (for o.Sequence), replacing whatever held its ring
+// slot, as the ring would.
+func (p *producer) setOutcome(o *pb.Outcome) {
+	slot := o.Sequence % dedupeWindow
+	if p.ring != nil {
+		p.ring[slot] = o
+		return
+	}
+	p.few = slices.DeleteFunc(p.few, func(x *pb.Outcome) bool { return x.Sequence%dedupeWindow == slot })
+	if len(p.few) < maxFewOutcomes {
+		p.few = append(p.few, o)
+		return
+	}
+	p.ring = new([dedupeWindow]*pb.Outcome)
+	for _, x := range p.few {
+		p.ring[x.Sequence%dedupeWindow] = x
+	}
+	p.ring[slot] = o
+	p.few = nil
 }
 
 type dedupeTable struct {
@@ -58,9 +103,9 @@ func (t *dedupeTable) check(part *pb.ProducerPart, logMs int64) (*producer, *pb.
 		return nil, &pb.Outcome{Sequence: seq, Status: pb.PartStatus_PART_STATUS_SEQUENCE_TOO_OLD}
 	}
 	if p.seen[d/64]&(1<<(d%64)) != 0 {
-		orig := p.outcomes[seq%dedupeWindow]
+		orig := p.outcome(seq)
 		out := &pb.Outcome{Sequence: seq, Status: pb.PartStatus_PART_STATUS_DUPLICATE}
-		if orig != nil && orig.Sequence == seq {
+		if orig != nil {
 			out.Accepted, out.Rejected, out.Late = orig.Accepted, orig.Rejected, orig.Late
 		}
 		return nil, out
@@ -68,7 +113,7 @@ func (t *dedupeTable) check(part *pb.ProducerPart, logMs int64) (*producer, *pb.
 	return p, nil
 }
 
-// record marks seq applied with its outcome.
+// record marks seq applied with its outcome (whose Sequence is seq).
 func (p *producer) record(seq uint64, out *pb.Outcome) {
 	if !p.any || seq > p.high {
 		shift := uint64(dedupeWindow)
@@ -80,7 +125,7 @@ func (p *producer) record(seq uint64, out *pb.Outcome) {
 	}
 	d := p.high - seq
 	p.seen[d/64] |= 1 << (d % 64)
-	p.outcomes[seq%dedupeWindow] = out
+	p.setOutcome(out) // out.Sequence == seq
 }
 
 // shift moves the seen bitmap n sequences down (older).

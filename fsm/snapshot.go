@@ -126,7 +126,7 @@ func (p *producer) state() *pb.ProducerState {
 			continue
 		}
 		seq := p.high - (d - 1)
-		if o := p.outcomes[seq%dedupeWindow]; o != nil && o.Sequence == seq {
+		if o := p.outcome(seq); o != nil {
 			ps.Outcomes = append(ps.Outcomes, o)
 		}
 	}
@@ -675,7 +675,7 @@ func (rs *restorer) addProducer(m *pb.ProducerState) error {
 		if o.Sequence > p.high || p.high-o.Sequence >= dedupeWindow {
 			return corrupt("producer %q: outcome for sequence %d outside window", m.ProducerId, o.Sequence)
 		}
-		p.outcomes[o.Sequence%dedupeWindow] = o
+		p.setOutcome(o)
 	}
 	rs.st.dedupe.producers[p.id] = p
 	return nil
