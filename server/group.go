@@ -69,10 +69,10 @@ type group struct {
 	// this node led it; 0 while not ready. Reads check the term again after
 	// VerifyLeader, so one read never spans two leaderships.
 	readyTerm atomic.Uint64
-	notify chan bool
-	stop   chan struct{}
-	wg     sync.WaitGroup
-	log    *slog.Logger
+	notify    chan bool
+	stop      chan struct{}
+	wg        sync.WaitGroup
+	log       *slog.Logger
 }
 
 type groupConfig struct {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -301,5 +302,51 @@ func TestCombinerIsolatesUnencodablePart(t *testing.T) {
 	}
 	if top := linearTop(t, n, "default", 0, 10); len(top) != 1 || top[0].Count != 1 {
 		t.Fatalf("counts: %v", top)
+	}
+}
+
+// shiftClock is the wall clock plus an adjustable offset.
+type shiftClock struct{ off atomic.Int64 }
+
+func (c *shiftClock) Now() time.Time { return time.Now().Add(time.Duration(c.off.Load())) }
+
+// TestCachedAnswerMaxAge: a cached answer the background refresh has not
+// renewed for ten refresh intervals is not served; the read gathers anew.
+func TestCachedAnswerMaxAge(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	clk := &shiftClock{}
+	ctx := context.Background()
+	n, err := Open(ctx, Config{NodeID: "n1", DataDir: t.TempDir(), RaftAddr: ln.Addr().String(), RaftListener: ln,
+		Partitions: 2, Raft: testPolicy(), Logger: quietLog(), Clock: clk, CacheRefresh: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	ingest := func(item string) {
+		if _, err := n.Ingest(ctx, IngestRequest{Events: []Event{{Item: item}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cached := func() []fsm.Item {
+		a, err := n.TopK(ctx, TopKQuery{K: 10, Consistency: Cached})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return a.Items
+	}
+	ingest("a")
+	if got := cached(); len(got) != 1 {
+		t.Fatalf("first cached read: %v", got)
+	}
+	ingest("b")
+	if got := cached(); len(got) != 1 {
+		t.Fatalf("within the refresh interval the cached answer stands: %v", got)
+	}
+	clk.off.Store(int64(10*time.Hour + time.Minute))
+	if got := cached(); len(got) != 2 {
+		t.Fatalf("after ten missed refreshes: %v, want a fresh answer with both items", got)
 	}
 }

@@ -88,6 +88,7 @@ type TopKAnswer struct {
 	Items         []fsm.Item
 	Consistency   Consistency
 	AsOf          time.Time // when the partitions were read
+	Applied       []uint64  // each partition's applied index as read
 	// Approximate answers (modes cms and spacesaving) carry each item's
 	// bounds in fsm.Item. Rest bounds the count of every item not listed;
 	// Guaranteed says every listed item is provably in the top k; MaxError
@@ -230,6 +231,7 @@ func (n *Node) gather(ctx context.Context, cfg *pb.LeaderboardConfig, window tim
 				p.id, ErrNotReady, cfg.Name, r.Incarnation, cfg.Incarnation)
 		}
 		lists[i] = r.Items
+		a.Applied = append(a.Applied, r.AppliedIndex)
 		if a.Approximate {
 			parts[i] = toResult(r.Items, r.Rest)
 		}
@@ -373,7 +375,9 @@ func (rc *resultCache) get(ctx context.Context, cfg *pb.LeaderboardConfig, windo
 	now := rc.n.clock.Now()
 	rc.mu.Lock()
 	e := rc.entries[key]
-	if e != nil {
+	// An answer the refresh failed to renew for ten rounds is not served:
+	// a cached read is stale by about one refresh, never unboundedly.
+	if e != nil && now.Sub(e.ans.AsOf) <= 10*rc.every {
 		e.lastUsed = now
 		a := e.ans
 		rc.mu.Unlock()
@@ -430,15 +434,22 @@ func (rc *resultCache) refresh() {
 			continue
 		}
 		a.Consistency = Cached
-		for _, p := range rc.n.parts {
-			if d, ok := p.ack.visible(p.fsm.AppliedIndex(), a.AsOf); ok {
-				rc.n.metrics.freshness.Observe(d.Seconds())
-			}
-		}
 		rc.mu.Lock()
-		if e := rc.entries[k]; e != nil {
+		e := rc.entries[k]
+		if e != nil {
 			e.ans = a
 		}
 		rc.mu.Unlock()
+		if e == nil || len(a.Applied) != len(rc.n.parts) {
+			continue
+		}
+		// Freshness: an ack is visible once an answer that read its index
+		// is in the cache, which is now.
+		now := rc.n.clock.Now()
+		for i, p := range rc.n.parts {
+			if d, ok := p.ack.visible(a.Applied[i], now); ok {
+				rc.n.metrics.freshness.Observe(d.Seconds())
+			}
+		}
 	}
 }
