@@ -133,6 +133,8 @@ type CountResult struct {
 	Approximate bool   `json:"approximate"`
 	// Rank is the 1-based rank in the window's cached top k_max; 0 when outside it.
 	Rank int `json:"rank,omitempty"`
+	// Consistency is the level served (a count is read at the leader).
+	Consistency Consistency `json:"consistency"`
 }
 
 func windowOf(w *topkv1.WindowInfo) Window {
@@ -204,7 +206,7 @@ func (c *Client) Count(ctx context.Context, leaderboard, item, window string, op
 		return nil, err
 	}
 	return &CountResult{ID: m.Id, Count: m.Count, LowerBound: m.LowerBound, UpperBound: m.UpperBound,
-		Window: windowOf(m.Window), Approximate: m.Approximate, Rank: int(m.Rank)}, nil
+		Window: windowOf(m.Window), Approximate: m.Approximate, Rank: int(m.Rank), Consistency: consistencyOf(m.Consistency)}, nil
 }
 
 // Leaderboard is a leaderboard's definition. Zero fields take the server's

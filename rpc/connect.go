@@ -145,7 +145,7 @@ func (s *service) Count(ctx context.Context, req *connect.Request[topkv1.CountRe
 		return nil, connectErr(err)
 	}
 	return connect.NewResponse(&topkv1.CountResponse{Id: a.Item, Count: a.Count, LowerBound: a.Lower, UpperBound: a.Upper, Approximate: a.Approximate,
-		Window: windowPB(win, a.WindowStartMs, a.WindowEndMs), Rank: uint32(a.Rank)}), nil
+		Window: windowPB(win, a.WindowStartMs, a.WindowEndMs), Rank: uint32(a.Rank), Consistency: consistencyPB(a.Consistency)}), nil
 }
 
 func leaderboardPB(j leaderboardJSON) *topkv1.Leaderboard {

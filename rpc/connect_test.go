@@ -119,9 +119,15 @@ func TestConnectRoundTrip(t *testing.T) {
 				if err != nil {
 					t.Fatalf("count %q: %v", item, err)
 				}
-				if cr.Msg.Count != want || cr.Msg.Id != item {
-					t.Errorf("count %q: got %v, want %d", item, cr.Msg, want)
+				if cr.Msg.Count != want || cr.Msg.Id != item || cr.Msg.Consistency != topkv1.Consistency_CONSISTENCY_LINEARIZABLE {
+					t.Errorf("count %q: got %v, want %d at linearizable", item, cr.Msg, want)
 				}
+			}
+			// A cached count is read at the leader, and says so.
+			cc, err := c.Count(ctx, connect.NewRequest(&topkv1.CountRequest{Leaderboard: lb, Item: "a", Window: "1h",
+				Consistency: topkv1.Consistency_CONSISTENCY_CACHED}))
+			if err != nil || cc.Msg.Consistency != topkv1.Consistency_CONSISTENCY_LEADER {
+				t.Errorf("cached count: got %v, %v; want consistency leader", cc.Msg, err)
 			}
 
 			ls, err := c.ListLeaderboards(ctx, connect.NewRequest(&topkv1.ListLeaderboardsRequest{}))

@@ -812,7 +812,10 @@ type CountResponse struct {
 	Window      *WindowInfo            `protobuf:"bytes,5,opt,name=window,proto3" json:"window,omitempty"`
 	Approximate bool                   `protobuf:"varint,6,opt,name=approximate,proto3" json:"approximate,omitempty"`
 	// 1-based rank in the window's cached top k_max (refreshed every second); 0 when outside it.
-	Rank          uint32 `protobuf:"varint,7,opt,name=rank,proto3" json:"rank,omitempty"`
+	Rank uint32 `protobuf:"varint,7,opt,name=rank,proto3" json:"rank,omitempty"`
+	// The consistency served: a count is read at the partition leader, so
+	// "cached" is answered as "leader" (or "linearizable" when asked).
+	Consistency   Consistency `protobuf:"varint,8,opt,name=consistency,proto3,enum=topk.v1.Consistency" json:"consistency,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -894,6 +897,13 @@ func (x *CountResponse) GetRank() uint32 {
 		return x.Rank
 	}
 	return 0
+}
+
+func (x *CountResponse) GetConsistency() Consistency {
+	if x != nil {
+		return x.Consistency
+	}
+	return Consistency_CONSISTENCY_UNSPECIFIED
 }
 
 type Leaderboard struct {
@@ -1813,7 +1823,7 @@ const file_topk_v1_topk_proto_rawDesc = "" +
 	"\vleaderboard\x18\x01 \x01(\tR\vleaderboard\x12\x12\n" +
 	"\x04item\x18\x02 \x01(\tR\x04item\x12\x16\n" +
 	"\x06window\x18\x03 \x01(\tR\x06window\x126\n" +
-	"\vconsistency\x18\x04 \x01(\x0e2\x14.topk.v1.ConsistencyR\vconsistency\"\xda\x01\n" +
+	"\vconsistency\x18\x04 \x01(\x0e2\x14.topk.v1.ConsistencyR\vconsistency\"\x92\x02\n" +
 	"\rCountResponse\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
 	"\x05count\x18\x02 \x01(\x03R\x05count\x12\x1f\n" +
@@ -1823,7 +1833,8 @@ const file_topk_v1_topk_proto_rawDesc = "" +
 	"upperBound\x12+\n" +
 	"\x06window\x18\x05 \x01(\v2\x13.topk.v1.WindowInfoR\x06window\x12 \n" +
 	"\vapproximate\x18\x06 \x01(\bR\vapproximate\x12\x12\n" +
-	"\x04rank\x18\a \x01(\rR\x04rank\"\xca\x02\n" +
+	"\x04rank\x18\a \x01(\rR\x04rank\x126\n" +
+	"\vconsistency\x18\b \x01(\x0e2\x14.topk.v1.ConsistencyR\vconsistency\"\xca\x02\n" +
 	"\vLeaderboard\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04mode\x18\x02 \x01(\tR\x04mode\x12\x18\n" +
@@ -1955,35 +1966,36 @@ var file_topk_v1_topk_proto_depIdxs = []int32{
 	0,  // 7: topk.v1.TopKResponse.consistency:type_name -> topk.v1.Consistency
 	0,  // 8: topk.v1.CountRequest.consistency:type_name -> topk.v1.Consistency
 	8,  // 9: topk.v1.CountResponse.window:type_name -> topk.v1.WindowInfo
-	12, // 10: topk.v1.CreateLeaderboardRequest.leaderboard:type_name -> topk.v1.Leaderboard
-	12, // 11: topk.v1.CreateLeaderboardResponse.leaderboard:type_name -> topk.v1.Leaderboard
-	12, // 12: topk.v1.ListLeaderboardsResponse.leaderboards:type_name -> topk.v1.Leaderboard
-	12, // 13: topk.v1.DescribeLeaderboardResponse.leaderboard:type_name -> topk.v1.Leaderboard
-	18, // 14: topk.v1.DescribeLeaderboardResponse.windows:type_name -> topk.v1.WindowStats
-	24, // 15: topk.v1.StatusResponse.node:type_name -> topk.v1.NodeStatus
-	23, // 16: topk.v1.StatusResponse.partition_status:type_name -> topk.v1.PartitionStatus
-	24, // 17: topk.v1.StatusResponse.nodes:type_name -> topk.v1.NodeStatus
-	2,  // 18: topk.v1.TopKService.Ingest:input_type -> topk.v1.IngestRequest
-	6,  // 19: topk.v1.TopKService.TopK:input_type -> topk.v1.TopKRequest
-	10, // 20: topk.v1.TopKService.Count:input_type -> topk.v1.CountRequest
-	13, // 21: topk.v1.TopKService.CreateLeaderboard:input_type -> topk.v1.CreateLeaderboardRequest
-	15, // 22: topk.v1.TopKService.ListLeaderboards:input_type -> topk.v1.ListLeaderboardsRequest
-	17, // 23: topk.v1.TopKService.DescribeLeaderboard:input_type -> topk.v1.DescribeLeaderboardRequest
-	20, // 24: topk.v1.TopKService.DropLeaderboard:input_type -> topk.v1.DropLeaderboardRequest
-	22, // 25: topk.v1.TopKService.Status:input_type -> topk.v1.StatusRequest
-	5,  // 26: topk.v1.TopKService.Ingest:output_type -> topk.v1.IngestResponse
-	9,  // 27: topk.v1.TopKService.TopK:output_type -> topk.v1.TopKResponse
-	11, // 28: topk.v1.TopKService.Count:output_type -> topk.v1.CountResponse
-	14, // 29: topk.v1.TopKService.CreateLeaderboard:output_type -> topk.v1.CreateLeaderboardResponse
-	16, // 30: topk.v1.TopKService.ListLeaderboards:output_type -> topk.v1.ListLeaderboardsResponse
-	19, // 31: topk.v1.TopKService.DescribeLeaderboard:output_type -> topk.v1.DescribeLeaderboardResponse
-	21, // 32: topk.v1.TopKService.DropLeaderboard:output_type -> topk.v1.DropLeaderboardResponse
-	25, // 33: topk.v1.TopKService.Status:output_type -> topk.v1.StatusResponse
-	26, // [26:34] is the sub-list for method output_type
-	18, // [18:26] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	0,  // 10: topk.v1.CountResponse.consistency:type_name -> topk.v1.Consistency
+	12, // 11: topk.v1.CreateLeaderboardRequest.leaderboard:type_name -> topk.v1.Leaderboard
+	12, // 12: topk.v1.CreateLeaderboardResponse.leaderboard:type_name -> topk.v1.Leaderboard
+	12, // 13: topk.v1.ListLeaderboardsResponse.leaderboards:type_name -> topk.v1.Leaderboard
+	12, // 14: topk.v1.DescribeLeaderboardResponse.leaderboard:type_name -> topk.v1.Leaderboard
+	18, // 15: topk.v1.DescribeLeaderboardResponse.windows:type_name -> topk.v1.WindowStats
+	24, // 16: topk.v1.StatusResponse.node:type_name -> topk.v1.NodeStatus
+	23, // 17: topk.v1.StatusResponse.partition_status:type_name -> topk.v1.PartitionStatus
+	24, // 18: topk.v1.StatusResponse.nodes:type_name -> topk.v1.NodeStatus
+	2,  // 19: topk.v1.TopKService.Ingest:input_type -> topk.v1.IngestRequest
+	6,  // 20: topk.v1.TopKService.TopK:input_type -> topk.v1.TopKRequest
+	10, // 21: topk.v1.TopKService.Count:input_type -> topk.v1.CountRequest
+	13, // 22: topk.v1.TopKService.CreateLeaderboard:input_type -> topk.v1.CreateLeaderboardRequest
+	15, // 23: topk.v1.TopKService.ListLeaderboards:input_type -> topk.v1.ListLeaderboardsRequest
+	17, // 24: topk.v1.TopKService.DescribeLeaderboard:input_type -> topk.v1.DescribeLeaderboardRequest
+	20, // 25: topk.v1.TopKService.DropLeaderboard:input_type -> topk.v1.DropLeaderboardRequest
+	22, // 26: topk.v1.TopKService.Status:input_type -> topk.v1.StatusRequest
+	5,  // 27: topk.v1.TopKService.Ingest:output_type -> topk.v1.IngestResponse
+	9,  // 28: topk.v1.TopKService.TopK:output_type -> topk.v1.TopKResponse
+	11, // 29: topk.v1.TopKService.Count:output_type -> topk.v1.CountResponse
+	14, // 30: topk.v1.TopKService.CreateLeaderboard:output_type -> topk.v1.CreateLeaderboardResponse
+	16, // 31: topk.v1.TopKService.ListLeaderboards:output_type -> topk.v1.ListLeaderboardsResponse
+	19, // 32: topk.v1.TopKService.DescribeLeaderboard:output_type -> topk.v1.DescribeLeaderboardResponse
+	21, // 33: topk.v1.TopKService.DropLeaderboard:output_type -> topk.v1.DropLeaderboardResponse
+	25, // 34: topk.v1.TopKService.Status:output_type -> topk.v1.StatusResponse
+	27, // [27:35] is the sub-list for method output_type
+	19, // [19:27] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_topk_v1_topk_proto_init() }
