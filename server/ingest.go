@@ -22,11 +22,16 @@ type IngestPolicy struct {
 	MaxItemBytes   int           // bytes per item id
 	MaxFutureSkew  time.Duration // how far ahead of this node's clock an event time may be
 	ApplyTimeout   time.Duration
+	// MaxPendingEvents bounds the events of all requests in progress on the
+	// node (validated, queued or awaiting commit): the queues count parts,
+	// and a part may hold up to MaxBatchEvents events.
+	MaxPendingEvents int
 }
 
 func (p IngestPolicy) withDefaults() IngestPolicy {
 	d := IngestPolicy{Linger: time.Millisecond, MaxEntryDeltas: 1 << 16, QueueParts: 4096, MaxInFlight: 8,
-		MaxBatchEvents: 100_000, MaxItemBytes: 512, MaxFutureSkew: 10 * time.Minute, ApplyTimeout: 10 * time.Second}
+		MaxBatchEvents: 100_000, MaxItemBytes: 512, MaxFutureSkew: 10 * time.Minute, ApplyTimeout: 10 * time.Second,
+		MaxPendingEvents: 4_000_000}
 	if p.Linger > 0 {
 		d.Linger = p.Linger
 	}
@@ -50,6 +55,9 @@ func (p IngestPolicy) withDefaults() IngestPolicy {
 	}
 	if p.ApplyTimeout > 0 {
 		d.ApplyTimeout = p.ApplyTimeout
+	}
+	if p.MaxPendingEvents > 0 {
+		d.MaxPendingEvents = p.MaxPendingEvents
 	}
 	return d
 }
@@ -113,6 +121,13 @@ func (n *Node) Ingest(ctx context.Context, req IngestRequest) (IngestResult, err
 		n.metrics.rejections.WithLabelValues("invalid").Inc()
 		return IngestResult{}, err
 	}
+	events, limit := int64(len(req.Events)), int64(n.cfg.Ingest.MaxPendingEvents)
+	if pending := n.pendingEvents.Add(events); pending > limit && pending != events {
+		n.pendingEvents.Add(-events)
+		n.metrics.rejections.WithLabelValues("pending_events").Inc()
+		return IngestResult{}, fmt.Errorf("%w: %d events of other requests are in progress on this node (limit %d)", ErrOverloaded, pending-events, limit)
+	}
+	defer n.pendingEvents.Add(-events)
 	if err := n.mem.check(); err != nil {
 		n.metrics.rejections.WithLabelValues("memory").Inc()
 		return IngestResult{}, err

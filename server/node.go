@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -63,6 +64,8 @@ type Node struct {
 	metrics   *metrics
 	mem       *memoryGuard
 	watermark *watermarks
+	// pendingEvents counts the events of ingest requests in progress (MaxPendingEvents).
+	pendingEvents atomic.Int64
 
 	stop chan struct{}
 	wg   sync.WaitGroup

@@ -350,3 +350,28 @@ func TestCachedAnswerMaxAge(t *testing.T) {
 		t.Fatalf("after ten missed refreshes: %v, want a fresh answer with both items", got)
 	}
 }
+
+// TestPendingEventsBound: with the node's in-progress events at the limit,
+// a request is refused before anything is queued, naming the limit; once
+// they drain it is accepted, and the count returns to zero.
+func TestPendingEventsBound(t *testing.T) {
+	n := openTestNode(t, t.TempDir())
+	defer n.Close()
+	ctx := context.Background()
+	limit := int64(n.cfg.Ingest.MaxPendingEvents)
+	n.pendingEvents.Store(limit - 1) // other requests in progress
+	_, err := n.Ingest(ctx, IngestRequest{Events: []Event{{Item: "a"}, {Item: "b"}}})
+	if !errors.Is(err, ErrOverloaded) || !strings.Contains(err.Error(), "limit") {
+		t.Fatalf("at the limit: %v, want ErrOverloaded naming the limit", err)
+	}
+	if got := n.pendingEvents.Load(); got != limit-1 {
+		t.Fatalf("a refused request left %d pending, want %d", got, limit-1)
+	}
+	n.pendingEvents.Store(0)
+	if res, err := n.Ingest(ctx, IngestRequest{Events: []Event{{Item: "a"}, {Item: "b"}}}); err != nil || res.Accepted != 2 {
+		t.Fatalf("after draining: %+v, %v", res, err)
+	}
+	if got := n.pendingEvents.Load(); got != 0 {
+		t.Fatalf("%d events still pending after the request returned", got)
+	}
+}
