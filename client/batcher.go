@@ -234,7 +234,7 @@ func (c *Client) launch(lb string, events []Event) {
 	go func() {
 		defer c.wg.Done()
 		start := time.Now()
-		res, err := c.ingest(c.runCtx, lb, events)
+		res, err := c.ingest(c.runCtx, lb, events, 0)
 		if c.opts.onBatch != nil {
 			c.opts.onBatch(BatchResult{Leaderboard: lbName(lb), Events: len(events), Result: res, Err: err,
 				Latency: time.Since(start)})

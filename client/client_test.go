@@ -486,3 +486,38 @@ func TestCloseFlushesAndLeavesNoGoroutines(t *testing.T) {
 		}
 	}
 }
+
+// TestResendAfterGivingUp: a batch whose every answer was lost is reported
+// with an unknown outcome and its sequence; resending it under that
+// sequence answers the original outcome and counts nothing twice, where a
+// new batch would have.
+func TestResendAfterGivingUp(t *testing.T) {
+	node := newTestNode(t)
+	ctx := context.Background()
+	inner := http.DefaultTransport.(*http.Transport).Clone()
+	t.Cleanup(inner.CloseIdleConnections)
+	tr := &losingTransport{next: inner, lose: 1 << 30}
+	c := newClient(t, []string{node.Addr}, client.WithHTTPClient(ownTransport(tr)), client.WithRetryTimeout(200*time.Millisecond),
+		client.WithBackoff(time.Millisecond, 5*time.Millisecond))
+	events := []client.Event{{Item: "resent", Count: 7}}
+	res, err := c.IngestBatch(ctx, "default", events)
+	if err == nil || !client.OutcomeUnknown(err) || res.Sequence == 0 {
+		t.Fatalf("IngestBatch with every answer lost: %+v, %v; want an unknown outcome with its sequence", res, err)
+	}
+	tr.mu.Lock()
+	tr.lose = 0 // answers get through again
+	tr.mu.Unlock()
+	again, err := c.Resend(ctx, "default", events, res.Sequence)
+	if err != nil || !again.Duplicate || again.Accepted != 1 {
+		t.Fatalf("Resend: %+v, %v; want the original outcome, duplicate", again, err)
+	}
+	if got := countOf(t, c, "default", "resent"); got != 7 {
+		t.Fatalf("count = %d, want 7 (counted once)", got)
+	}
+	if client.OutcomeUnknown(nil) {
+		t.Error("OutcomeUnknown(nil) = true")
+	}
+	if _, err := c.Resend(ctx, "default", events, 0); err == nil || client.OutcomeUnknown(err) {
+		t.Errorf("Resend of sequence 0: %v, want a definite error", err)
+	}
+}

@@ -58,10 +58,36 @@ func (c *Client) IngestBatch(ctx context.Context, leaderboard string, events []E
 	if c.isClosed() {
 		return IngestResult{}, ErrClosed
 	}
-	return c.ingest(ctx, leaderboard, events)
+	return c.ingest(ctx, leaderboard, events, 0)
 }
 
-func (c *Client) ingest(ctx context.Context, leaderboard string, events []Event) (IngestResult, error) {
+// Resend sends a batch again under the sequence an earlier IngestBatch
+// reported (IngestResult.Sequence) when it gave up with an error for which
+// OutcomeUnknown is true: if that batch was committed, the answer is its
+// original outcome with Duplicate set, and nothing is counted twice. Send
+// the same events to the same leaderboard. A sequence more than 256 behind
+// the producer's newest is refused explicitly (InvalidArgument), never
+// answered as a silent duplicate.
+func (c *Client) Resend(ctx context.Context, leaderboard string, events []Event, sequence uint64) (IngestResult, error) {
+	if c.isClosed() {
+		return IngestResult{}, ErrClosed
+	}
+	if sequence == 0 {
+		return IngestResult{}, invalidArg("resend", "sequence 0 was never handed out")
+	}
+	return c.ingest(ctx, leaderboard, events, sequence)
+}
+
+// OutcomeUnknown reports whether a failed ingest may nonetheless have been
+// counted (the node became unavailable, the deadline passed, or the node was
+// overloaded and the retries ran out): such a batch is resent with Resend,
+// not as a new batch.
+func OutcomeUnknown(err error) bool {
+	return err != nil && retryable(err, retryUnknown)
+}
+
+// ingest sends a batch under a new sequence (resend == 0) or under resend.
+func (c *Client) ingest(ctx context.Context, leaderboard string, events []Event, resend uint64) (IngestResult, error) {
 	op := fmt.Sprintf("ingest %d events into %q", len(events), lbName(leaderboard))
 	if len(events) == 0 {
 		return IngestResult{}, invalidArg(op, "no events")
@@ -95,11 +121,14 @@ func (c *Client) ingest(ctx context.Context, leaderboard string, events []Event)
 		}
 		msg.Events[i] = pe
 	}
-	seq, err := c.seqs.acquire(ctx)
-	if err != nil {
-		return IngestResult{}, fmt.Errorf("%s: %w", op, err)
+	seq := resend
+	if seq == 0 {
+		var err error
+		if seq, err = c.seqs.acquire(ctx); err != nil {
+			return IngestResult{}, fmt.Errorf("%s: %w", op, err)
+		}
+		defer c.seqs.release(seq)
 	}
-	defer c.seqs.release(seq)
 	msg.Sequence = seq
 	var resp *topkv1.IngestResponse
 	attempts, err := c.call(ctx, op, retryUnknown, func(ctx context.Context, n topkv1connect.TopKServiceClient) error {
