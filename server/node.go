@@ -296,7 +296,8 @@ func (n *Node) openPartitions(ctx context.Context) error {
 	})
 }
 
-// Ready reports whether every group has a leader here and has applied the log found at boot.
+// Ready reports whether every group here has applied the log found at boot.
+// Leadership is checked per read (readBarrier), not here.
 func (n *Node) Ready(ctx context.Context) error {
 	if err := n.meta.waitBoot(ctx, false); err != nil {
 		return fmt.Errorf("%w: meta replaying: %v", ErrNotReady, err)
