@@ -102,7 +102,7 @@ func (lb *leaderboard) bytes() int64 {
 	n += slots*16 + int64(lb.live)*mapEntry + int64(cap(lb.refs))*4 + int64(cap(lb.free))*4
 	n += lb.itemBytes // kept current: Stats runs on every metrics scrape, never walk the items
 	for _, w := range append([]*window{lb.all}, lb.wins...) {
-		n += int64(w.counts.capacity())*8 + int64(cap(w.pos))*4 + int64(cap(w.heap))*24 + int64(cap(w.slotGen))*4 + int64(cap(w.slot))*4
+		n += int64(w.counts.capacity())*8 + int64(cap(w.pos))*4 + int64(cap(w.heap))*32 + int64(cap(w.slotGen))*4 + int64(cap(w.slot))*4
 		for i := range w.classes {
 			n += int64(cap(w.classes[i].ids)) * 4
 		}

@@ -52,17 +52,23 @@ type window struct {
 // the item strings.
 type hnode struct {
 	count int64
-	key   uint64
+	key   pkey
 	id    uint32
 }
 
-// prefixKey is the first 8 bytes of s, big-endian and zero-padded: keys
-// order as the strings do, except that equal keys need the strings.
-func prefixKey(s string) uint64 {
-	var b [8]byte
+// pkey is the first 16 bytes of an item, big-endian and zero-padded: keys
+// order as the strings do, except that equal keys need the strings. 16,
+// not 8: ids such as "song_1234567" share their first 8 bytes in runs.
+type pkey struct{ hi, lo uint64 }
+
+func prefixKey(s string) pkey {
+	var b [16]byte
 	copy(b[:], s)
-	return binary.BigEndian.Uint64(b[:])
+	return pkey{binary.BigEndian.Uint64(b[:8]), binary.BigEndian.Uint64(b[8:])}
 }
+
+// less orders keys as their strings' prefixes.
+func (a pkey) less(b pkey) bool { return a.hi < b.hi || (a.hi == b.hi && a.lo < b.lo) }
 
 func (w *window) node(id uint32) hnode {
 	return hnode{count: w.counts.get(int(id)), key: prefixKey(w.items.get(int(id))), id: id}
@@ -74,7 +80,7 @@ func (w *window) nodeAbove(a, b hnode) bool {
 		return a.count > b.count
 	}
 	if a.key != b.key {
-		return a.key < b.key
+		return a.key.less(b.key)
 	}
 	if a.id == b.id {
 		return false
@@ -320,6 +326,19 @@ func (w *window) outsideBound() (c int64, item string, ok bool) {
 	return cl.bCount, cl.bItem, true
 }
 
+// nodeAboveBound is aboveBound for a heap node, with the bound's key
+// precomputed: certain, certainCount and refill compare every heap member
+// with one bound, mostly on ties of small counts.
+func (w *window) nodeAboveBound(nd hnode, bc int64, bk pkey, bItem string) bool {
+	if nd.count != bc {
+		return nd.count > bc
+	}
+	if nd.key != bk {
+		return nd.key.less(bk)
+	}
+	return w.items.get(int(nd.id)) < bItem
+}
+
 // aboveBound reports whether (c, id) ranks above the bound (bc, bItem).
 func (w *window) aboveBound(c int64, id uint32, bc int64, bItem string) bool {
 	if c != bc {
@@ -331,8 +350,9 @@ func (w *window) aboveBound(c int64, id uint32, bc int64, bItem string) bool {
 // certain appends the heap members that provably rank above every item outside it.
 func (w *window) certain(dst []uint32) []uint32 {
 	bc, bItem, ok := w.outsideBound()
+	bk := prefixKey(bItem)
 	for _, nd := range w.heap {
-		if !ok || w.aboveBound(nd.count, nd.id, bc, bItem) {
+		if !ok || w.nodeAboveBound(nd, bc, bk, bItem) {
 			dst = append(dst, nd.id)
 		}
 	}
@@ -341,12 +361,13 @@ func (w *window) certain(dst []uint32) []uint32 {
 
 func (w *window) certainCount() int {
 	bc, bItem, ok := w.outsideBound()
+	bk := prefixKey(bItem)
 	if !ok {
 		return len(w.heap)
 	}
 	n := 0
 	for _, nd := range w.heap {
-		if w.aboveBound(nd.count, nd.id, bc, bItem) {
+		if w.nodeAboveBound(nd, bc, bk, bItem) {
 			n++
 		}
 	}
@@ -372,11 +393,12 @@ func (w *window) refill() {
 	// Evict the uncertain members; afterwards every heap member outranks every outsider.
 	w.freshenTop()
 	bc, bItem, ok := w.outsideBound()
+	bk := prefixKey(bItem)
 	if ok {
 		kept := w.heap[:0]
 		var evict []hnode
 		for _, nd := range w.heap {
-			if w.aboveBound(nd.count, nd.id, bc, bItem) {
+			if w.nodeAboveBound(nd, bc, bk, bItem) {
 				kept = append(kept, nd)
 			} else {
 				evict = append(evict, nd)
