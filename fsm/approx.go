@@ -43,6 +43,34 @@ func FillNewDefaults(c *pb.LeaderboardConfig) {
 	}
 }
 
+// MaxSummaryBoardBytes bounds the estimated summaries of one spacesaving
+// leaderboard on one partition: for "all", and per sliding window up to two
+// summaries per bucket plus the running one.
+const MaxSummaryBoardBytes = 1 << 30
+
+// ssCounterBytes is a Space-Saving counter's footprint without its filter
+// cells (measured about 92-100 B; make accuracy prints it per stream).
+const ssCounterBytes = 100
+
+// CheckNewConfig applies the limits that only a new leaderboard must pass,
+// before it is proposed (NormalizeConfig first). Replicas never run it: a
+// limit added later must not refuse a config already in a log.
+func CheckNewConfig(c *pb.LeaderboardConfig) error {
+	if c.Mode != pb.Mode_MODE_SPACESAVING {
+		return nil
+	}
+	summaries := int64(1)
+	for _, w := range c.Windows {
+		summaries += 2*(w.DurationMs/w.BucketMs) + 1
+	}
+	per := int64(c.Capacity) * (ssCounterBytes + 4*int64(c.FilterCells))
+	if n := summaries * per; n > MaxSummaryBoardBytes {
+		return fmt.Errorf("leaderboard %q: up to %d summaries of %d KiB (capacity %d) may take %d MiB per partition, more than %d MiB: lower capacity or use fewer buckets",
+			c.Name, summaries, per>>10, c.Capacity, n>>20, MaxSummaryBoardBytes>>20)
+	}
+	return nil
+}
+
 // normalizeApprox fills and checks the mode parameters.
 func normalizeApprox(c *pb.LeaderboardConfig) error {
 	switch c.Mode {

@@ -280,6 +280,24 @@ func TestApproxConfigValidation(t *testing.T) {
 	if err := NormalizeConfig(c); err != nil || c.FilterCells != sketch.FilterCellsPerCounter {
 		t.Fatalf("defaults of a new leaderboard: err %v, filter_cells %d", err, c.FilterCells)
 	}
+	// The default windows and capacity pass the creation limit; the largest
+	// capacity and filter over a window of 3,600 buckets do not.
+	def := &pb.LeaderboardConfig{Name: "x", Incarnation: 1, Mode: pb.Mode_MODE_SPACESAVING}
+	for _, d := range DefaultWindows {
+		def.Windows = append(def.Windows, &pb.WindowSpec{DurationMs: d.Milliseconds()})
+	}
+	FillNewDefaults(def)
+	if err := NormalizeConfig(def); err != nil || CheckNewConfig(def) != nil {
+		t.Fatalf("default spacesaving board refused: %v, %v", err, CheckNewConfig(def))
+	}
+	big := &pb.LeaderboardConfig{Name: "x", Incarnation: 1, Mode: pb.Mode_MODE_SPACESAVING, Capacity: MaxCapacity, FilterCells: MaxFilterCells,
+		Windows: []*pb.WindowSpec{{DurationMs: 3_600_000, BucketMs: 1000}}}
+	if err := NormalizeConfig(big); err != nil {
+		t.Fatal(err)
+	}
+	if err := CheckNewConfig(big); err == nil || !strings.Contains(err.Error(), "lower capacity") {
+		t.Fatalf("a board of 7,201 summaries of 100,000 counters: %v, want refused", err)
+	}
 	c = &pb.LeaderboardConfig{Name: "x", Incarnation: 1, Mode: pb.Mode_MODE_CMS}
 	FillNewDefaults(c)
 	if c.FilterCells != 0 {

@@ -20,6 +20,9 @@ func (n *Node) CreateLeaderboard(ctx context.Context, c *pb.LeaderboardConfig) (
 	if err := fsm.NormalizeConfig(c); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
+	if err := fsm.CheckNewConfig(c); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
 	r, err := n.applyMeta(ctx, &metapb.Command{Cmd: &metapb.Command_PutLeaderboard{
 		PutLeaderboard: &metapb.PutLeaderboard{Config: c, CreateOnly: true}}})
 	if err != nil {
