@@ -23,6 +23,9 @@ import (
 
 func main() {
 	if err := run(os.Args[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return // the usage is printed; asking for it is not a failure
+		}
 		fmt.Fprintln(os.Stderr, "topkd:", err)
 		os.Exit(1)
 	}
@@ -65,6 +68,10 @@ func run(args []string) error {
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
 	slog.SetDefault(log)
 
+	if *join != "" {
+		// Refuse before anything is written to the data dir.
+		return fmt.Errorf("--join %s: %w (this release runs a single node)", *join, server.ErrClusterNotSupported)
+	}
 	id, err := resolveNodeID(*dataDir, *nodeID, host)
 	if err != nil {
 		return err
