@@ -14,6 +14,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+	"go.etcd.io/bbolt"
 )
 
 // RaftPolicy is the Raft tuning shared by every group of a node.
@@ -32,7 +33,8 @@ type RaftPolicy struct {
 }
 
 // DefaultRaftPolicy suits a LAN and a laptop: snapshots every 8192 entries
-// (an entry carries up to thousands of events), 4096 trailing entries.
+// (an entry carries up to thousands of events), 512 trailing entries: a
+// follower further behind gets a snapshot, and the log on disk stays small.
 func DefaultRaftPolicy() RaftPolicy {
 	return RaftPolicy{
 		HeartbeatTimeout:  500 * time.Millisecond,
@@ -40,7 +42,7 @@ func DefaultRaftPolicy() RaftPolicy {
 		CommitTimeout:     5 * time.Millisecond,
 		SnapshotThreshold: 8192,
 		SnapshotInterval:  30 * time.Second,
-		TrailingLogs:      4096,
+		TrailingLogs:      512,
 		SnapshotsRetained: 2,
 		SnapshotEvents:    1_000_000,
 	}
@@ -95,9 +97,22 @@ func openGroup(gc groupConfig) (*group, error) {
 	if err := os.MkdirAll(gc.dir, 0o755); err != nil {
 		return nil, fmt.Errorf("group %s: %w", gc.name, err)
 	}
-	store, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(gc.dir, "raft.db")})
+	// A lock held by another process answers within seconds, not never.
+	store, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(gc.dir, "raft.db"),
+		BoltOptions: &bbolt.Options{Timeout: 5 * time.Second}})
 	if err != nil {
+		if errors.Is(err, bbolt.ErrTimeout) {
+			return nil, fmt.Errorf("group %s: %s is in use by another process (is another topkd running on this data dir?)", gc.name, filepath.Join(gc.dir, "raft.db"))
+		}
 		return nil, fmt.Errorf("group %s: open bolt store: %w", gc.name, err)
+	}
+	if err := removeUnfinishedSnapshots(gc.dir); err != nil {
+		store.Close()
+		return nil, fmt.Errorf("group %s: %w", gc.name, err)
+	}
+	if err := resetUnfinishedBootstrap(store, gc.dir); err != nil {
+		store.Close()
+		return nil, fmt.Errorf("group %s: %w", gc.name, err)
 	}
 	hl := hclogFor(gc.log, "raft-"+gc.name)
 	snaps, err := raft.NewFileSnapshotStoreWithLogger(gc.dir, max(gc.policy.SnapshotsRetained, 1), hl)
@@ -139,6 +154,51 @@ func openGroup(gc groupConfig) (*group, error) {
 	go g.watchLeadership()
 	return g, nil
 }
+
+// removeUnfinishedSnapshots deletes snapshot directories a crash left
+// half-written (raft writes "<id>.tmp" and renames it when complete); raft
+// never lists them, so it would never remove them either.
+func removeUnfinishedSnapshots(dir string) error {
+	tmps, err := filepath.Glob(filepath.Join(dir, "snapshots", "*.tmp"))
+	if err != nil {
+		return err
+	}
+	for _, t := range tmps {
+		if err := os.RemoveAll(t); err != nil {
+			return fmt.Errorf("remove unfinished snapshot: %w", err)
+		}
+	}
+	return nil
+}
+
+// resetUnfinishedBootstrap undoes the first half of a bootstrap that a
+// crash interrupted: raft.BootstrapCluster stores the term, then the
+// configuration entry, each synced. A term with no log and no snapshot
+// counts as existing state to raft, so the group would never bootstrap and
+// never elect a leader. This single-node release never joins groups, so
+// such a store can only be an unfinished bootstrap of this node.
+func resetUnfinishedBootstrap(store *raftboltdb.BoltStore, dir string) error {
+	last, err := store.LastIndex()
+	if err != nil {
+		return fmt.Errorf("read last index: %w", err)
+	}
+	term, err := store.GetUint64(keyCurrentTerm)
+	if err != nil && !errors.Is(err, raftboltdb.ErrKeyNotFound) {
+		return fmt.Errorf("read current term: %w", err)
+	}
+	snaps, _ := filepath.Glob(filepath.Join(dir, "snapshots", "*"))
+	if last != 0 || term == 0 || len(snaps) > 0 {
+		return nil
+	}
+	if err := store.SetUint64(keyCurrentTerm, 0); err != nil {
+		return fmt.Errorf("reset an unfinished bootstrap: %w", err)
+	}
+	slog.Warn("reset an unfinished bootstrap (term without a log, left by a crash)", "dir", dir, "term", term)
+	return nil
+}
+
+// keyCurrentTerm is where raft keeps its term in the stable store.
+var keyCurrentTerm = []byte("CurrentTerm")
 
 // bootstrap makes this node the group's only voter, exactly once: a group
 // with any existing state is left alone.

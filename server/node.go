@@ -121,6 +121,9 @@ func Open(ctx context.Context, cfg Config) (*Node, error) {
 	n.mux = NewMux(ln, cfg.RaftDialer, cfg.Logger)
 	n.metrics = newMetrics(n)
 	if err := n.openMeta(ctx); err != nil {
+		if n.meta != nil {
+			n.meta.close() // releases its bolt file: a later Open in this process must not hang on it
+		}
 		n.mux.Close()
 		return nil, err
 	}
@@ -170,6 +173,13 @@ func (n *Node) openMeta(ctx context.Context) error {
 	}
 	st, _ := n.metaFSM.state()
 	if st.Partitions == 0 {
+		// Partition data without cluster metadata: a new cluster, possibly of
+		// another partition count, would place items elsewhere and answer
+		// silently wrong counts.
+		if old, _ := filepath.Glob(filepath.Join(n.cfg.DataDir, "p*", "raft.db")); len(old) > 0 {
+			return fmt.Errorf("%s holds partition data (%s) but no initialized meta group: refusing to create a new cluster over it; restore %s or start from an empty data dir",
+				n.cfg.DataDir, filepath.Dir(old[0]), filepath.Join(n.cfg.DataDir, "meta"))
+		}
 		p := n.cfg.Partitions
 		if p <= 0 {
 			p = DefaultPartitions
