@@ -197,14 +197,30 @@ func (n *Node) openMeta(ctx context.Context) error {
 	return nil
 }
 
+// waitLeader waits until this node leads g and its post-election barrier
+// ran. The barrier completes only once the FSM has applied the whole log,
+// so on a restart this wait includes the replay: it gives up after 30 s
+// without progress, not 30 s in all, and reports the replay as it goes.
 func (n *Node) waitLeader(ctx context.Context, g *group) error {
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
+	const stall = 30 * time.Second
+	start := time.Now()
+	applied, progressed, logged := g.fsm.AppliedIndex(), start, start
 	for !g.isLeader() {
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("group %s: no leader: %w", g.name, ctx.Err())
 		case <-time.After(10 * time.Millisecond):
+		}
+		now := time.Now()
+		if a := g.fsm.AppliedIndex(); a != applied {
+			applied, progressed = a, now
+		}
+		if now.Sub(progressed) > stall {
+			return fmt.Errorf("group %s: no leader after %v, nothing applied for %v", g.name, now.Sub(start).Round(time.Second), stall)
+		}
+		if now.Sub(logged) > 3*time.Second && g.bootIndex > 0 {
+			logged = now
+			g.log.Info("replaying the log", "applied", applied, "index", g.bootIndex, "elapsed", now.Sub(start).Round(time.Second))
 		}
 	}
 	return nil
