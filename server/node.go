@@ -69,6 +69,9 @@ type Node struct {
 
 	stop chan struct{}
 	wg   sync.WaitGroup
+	// pushes are reconcile's config pushes; Close waits for them after the
+	// groups shut down, which ends any that a stuck FSM still holds.
+	pushes sync.WaitGroup
 }
 
 // partition is this node's replica of one partition group.
@@ -80,7 +83,8 @@ type partition struct {
 	ack  ackTracker
 	rate rateMeter // accepted events per second, for status and rebalancing
 
-	snapAccepted uint64 // AcceptedEvents at the last snapshot this node asked for (snapshotLoop only)
+	snapAccepted uint64      // AcceptedEvents at the last snapshot this node asked for (snapshotLoop only)
+	pushing      atomic.Bool // a config push to this partition is in flight (reconcile)
 }
 
 // Open starts a node; a node with no data bootstraps a single-node cluster.
@@ -358,6 +362,7 @@ func (n *Node) Close() error {
 	if n.meta != nil {
 		errs = append(errs, n.meta.close())
 	}
+	n.pushes.Wait()
 	errs = append(errs, n.mux.Close())
 	return errors.Join(errs...)
 }
@@ -390,9 +395,11 @@ func (n *Node) reconcileLoop() {
 	}
 }
 
+// Each partition's push runs on its own goroutine, one at a time per
+// partition: a partition whose FSM is stuck delays only its own configs.
 func (n *Node) reconcile(st *metapb.State) {
 	for _, p := range n.parts {
-		if !p.g.isLeader() {
+		if !p.g.isLeader() || !p.pushing.CompareAndSwap(false, true) {
 			continue
 		}
 		have := map[string]*pb.LeaderboardConfig{}
@@ -421,11 +428,20 @@ func (n *Node) reconcile(st *metapb.State) {
 				}
 			}
 		}
-		for _, c := range cmds {
-			if err := p.g.raft.Apply(c, 5*time.Second).Error(); err != nil {
-				n.log.Warn("push leaderboard config", "partition", p.id, "err", err)
-			}
+		if len(cmds) == 0 {
+			p.pushing.Store(false)
+			continue
 		}
+		n.pushes.Add(1)
+		go func() {
+			defer n.pushes.Done()
+			defer p.pushing.Store(false)
+			for _, c := range cmds {
+				if err := p.g.raft.Apply(c, 5*time.Second).Error(); err != nil {
+					n.log.Warn("push leaderboard config", "partition", p.id, "err", err)
+				}
+			}
+		}()
 	}
 }
 
