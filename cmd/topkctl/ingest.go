@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
+	"golang.org/x/term"
 
 	"github.com/topkd/topkd/client"
 )
@@ -163,10 +165,15 @@ func (a *app) runIngest(ctx context.Context, path string, f ingestFlags) error {
 	defer cancel()
 
 	var bar *progressbar.ProgressBar
-	if f.progress {
-		bar = newBar(a.stderr, in.size, "ingest", in.size > 0)
-	}
 	stats := &ingestStats{}
+	if f.progress {
+		if isTerminal(a.stderr) {
+			bar = newBar(a.stderr, in.size, "ingest", in.size > 0)
+		} else {
+			// A redrawn bar is noise in a log file: a line every 5 s instead.
+			defer progressLines(a.stderr, stats, 5*time.Second)()
+		}
+	}
 	batches := make(chan []client.Event) // unbuffered: producers pull, the reader stays one batch ahead
 	var readErr error
 	var skipped uint64
@@ -245,6 +252,42 @@ func (a *app) runIngest(ctx context.Context, path string, f ingestFlags) error {
 		return perr
 	}
 	return ctx.Err()
+}
+
+// isTerminal reports whether w is a terminal.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+// progressLines prints the acknowledged events every period until the
+// returned stop is called.
+func progressLines(w io.Writer, stats *ingestStats, period time.Duration) (stop func()) {
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	start := time.Now()
+	go func() {
+		defer close(finished)
+		t := time.NewTicker(period)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				stats.mu.Lock()
+				sent, batches := stats.sent, stats.batches
+				stats.mu.Unlock()
+				el := time.Since(start)
+				fmt.Fprintf(w, "ingest: %d events in %d batches acknowledged after %v (%.0f events/s)\n",
+					sent, batches, el.Round(time.Second), float64(sent)/el.Seconds())
+			}
+		}
+	}()
+	return func() {
+		close(done)
+		<-finished
+	}
 }
 
 // newBar is a progress bar up to size (bytes or events), or a counter of

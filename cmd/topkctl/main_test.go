@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -187,4 +188,42 @@ func TestBadAddressFailsClearly(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "unavailable") {
 		t.Errorf("err = %v, want unavailable", err)
 	}
+}
+
+// TestProgressLinesWhenNotATerminal: without a terminal, ingest progress is
+// plain periodic lines, and stopping it ends them.
+func TestProgressLinesWhenNotATerminal(t *testing.T) {
+	var buf syncBuffer
+	if isTerminal(&buf) {
+		t.Fatal("a buffer is not a terminal")
+	}
+	stats := &ingestStats{sent: 3000, batches: 3}
+	stop := progressLines(&buf, stats, 10*time.Millisecond)
+	time.Sleep(60 * time.Millisecond)
+	stop()
+	n := strings.Count(buf.String(), "\n")
+	if n == 0 || !strings.Contains(buf.String(), "3000 events in 3 batches acknowledged") {
+		t.Fatalf("progress output %q", buf.String())
+	}
+	time.Sleep(30 * time.Millisecond)
+	if strings.Count(buf.String(), "\n") != n {
+		t.Fatal("lines after stop")
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
