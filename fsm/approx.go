@@ -22,6 +22,9 @@ const (
 	MaxBoardCells = 64 << 20
 	// MaxCapacity bounds a Space-Saving summary.
 	MaxCapacity = 100_000
+	// MaxApproxTotal bounds the total weight of an approximate leaderboard
+	// on one partition (about 2.9e17 events).
+	MaxApproxTotal = 1 << 58
 	// MaxFilterCells bounds a Space-Saving summary's filter cells per counter.
 	MaxFilterCells = 32
 	// LegacyFilterCells is what a spacesaving config without filter_cells
@@ -158,6 +161,17 @@ type approxWindow interface {
 	capture(wi uint32) (*pb.ApproxWindow, []*pb.ApproxBucket)
 }
 
+// total is the weight "all" has counted: every accepted delta.
+func (a *approx) total() uint64 {
+	switch w := a.all.(type) {
+	case *ssAll:
+		return w.s.Total()
+	case *cmsAll:
+		return w.t.Sketch().Total()
+	}
+	return 0
+}
+
 func newApprox(c *pb.LeaderboardConfig) *approx {
 	a := &approx{mode: c.Mode}
 	switch c.Mode {
@@ -196,6 +210,13 @@ func (lb *leaderboard) applyApprox(d *pb.LeaderboardDeltas, entryMs int64, out *
 		delta := d.Deltas[i]
 		if delta < 0 {
 			a.rejectedNeg += ev
+			out.Rejected += ev
+			continue
+		}
+		// Totals stay below MaxApproxTotal: no count, sketch cell or sum of
+		// up to 64 partitions' answers wraps uint64.
+		if uint64(delta) > MaxApproxTotal-a.total() {
+			lb.rejectedOF += ev
 			out.Rejected += ev
 			continue
 		}

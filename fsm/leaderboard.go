@@ -129,6 +129,7 @@ type leaderboard struct {
 	late       []uint64
 	accepted   uint64
 	rejectedMI uint64 // rejected by max_items
+	rejectedOF uint64 // rejected: a count would leave the kept range
 
 	release func(id uint32)
 }
@@ -266,6 +267,12 @@ func (lb *leaderboard) applyDeltas(d *pb.LeaderboardDeltas, entryMs int64, out *
 			continue
 		}
 		delta := d.Deltas[i]
+		if !lb.fits(id, delta, t, st) {
+			lb.rejectedOF += ev
+			out.Rejected += ev
+			lb.maybeFree(id)
+			continue
+		}
 		lb.all.add(id, delta)
 		for wi, w := range lb.wins {
 			idx := floorDiv(t, w.bucketMs)
@@ -290,6 +297,32 @@ func (lb *leaderboard) applyDeltas(d *pb.LeaderboardDeltas, entryMs int64, out *
 		}
 	}
 	lb.noteLate(lh, out)
+}
+
+// Counts stay within ±MaxCount, and a delta within ±MaxDelta, so no sum
+// of them wraps int64 (the server caps an event at 2^40 and a request at
+// 100,000 events); a delta that would leave the range is refused, counted.
+const (
+	MaxCount = 1 << 62
+	MaxDelta = 1 << 57
+)
+
+// fits reports whether delta keeps id's count within ±MaxCount in "all"
+// and in every sliding window that will count it.
+func (lb *leaderboard) fits(id uint32, delta, t int64, starts []int64) bool {
+	if delta > MaxDelta || delta < -MaxDelta {
+		return false
+	}
+	in := func(c int64) bool { c += delta; return c <= MaxCount && c >= -MaxCount }
+	if !in(lb.all.counts.get(int(id))) {
+		return false
+	}
+	for wi, w := range lb.wins {
+		if floorDiv(t, w.bucketMs) >= starts[wi] && !in(w.counts.get(int(id))) {
+			return false
+		}
+	}
+	return true
 }
 
 // windowStarts appends each sliding window's first live bucket index as the

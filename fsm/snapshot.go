@@ -80,7 +80,7 @@ func (st *state) capture() *snapshot {
 		lb := st.boards[name]
 		b := snapBoard{
 			st: &pb.LeaderboardState{Config: cloneConfig(lb.cfg), MaxEventTimeMs: lb.maxEventMs, IdSlots: uint64(lb.items.len()),
-				FreeIds: slices.Clone(lb.free), RejectedMaxItems: lb.rejectedMI, AcceptedEvents: lb.accepted,
+				FreeIds: slices.Clone(lb.free), RejectedMaxItems: lb.rejectedMI, RejectedOverflow: lb.rejectedOF, AcceptedEvents: lb.accepted,
 				LateDropped: slices.Clone(lb.late), ClockMs: lb.clockMs},
 			items:  lb.items.freeze(),
 			counts: lb.all.counts.freeze(),
@@ -516,7 +516,7 @@ func (rs *restorer) startBoard(m *pb.LeaderboardState) error {
 	}
 	copy(lb.late, m.LateDropped)
 	lb.maxEventMs, lb.clockMs = m.MaxEventTimeMs, m.ClockMs
-	lb.accepted, lb.rejectedMI = m.AcceptedEvents, m.RejectedMaxItems
+	lb.accepted, lb.rejectedMI, lb.rejectedOF = m.AcceptedEvents, m.RejectedMaxItems, m.RejectedOverflow
 	rs.freeSet = make(map[uint32]bool, len(m.FreeIds))
 	for _, id := range m.FreeIds {
 		if uint64(id) >= m.IdSlots || rs.freeSet[id] {

@@ -28,6 +28,7 @@ type LeaderboardStats struct {
 	Accepted         uint64
 	RejectedMaxItems uint64
 	RejectedNegative uint64 // approximate modes refuse negative deltas
+	RejectedOverflow uint64 // counts that would leave the kept range
 	Approximate      bool
 	WindowEndMs      int64
 	Windows          []WindowStats // "all" first
@@ -57,7 +58,7 @@ func (f *FSM) Stats() Stats {
 	for _, name := range st.sortedBoards() {
 		lb := st.boards[name]
 		ls := LeaderboardStats{Name: name, Incarnation: lb.cfg.Incarnation, DistinctItems: lb.live,
-			Accepted: lb.accepted, RejectedMaxItems: lb.rejectedMI, Bytes: lb.bytes()}
+			Accepted: lb.accepted, RejectedMaxItems: lb.rejectedMI, RejectedOverflow: lb.rejectedOF, Bytes: lb.bytes()}
 		_, ls.WindowEndMs = lb.bounds(-1)
 		if lb.ap != nil {
 			ls.Approximate, ls.RejectedNegative = true, lb.ap.rejectedNeg

@@ -440,6 +440,7 @@ func TestEventsRejectedRequests(t *testing.T) {
 		{"lone low surrogate escape", "", []byte(arr(`{"item":"\udc00b"}`)), 400, []string{"events[1].item"}},
 		{"reversed surrogate pair", "", []byte(arr(`{"item":"\udc00\ud800"}`)), 400, []string{"events[1].item"}},
 		{"count 0", "", []byte(arr(`{"item":"zero","count":0}`)), 400, []string{"events[1].count"}},
+		{"count beyond 2^40", "", []byte(arr(`{"item":"big","count":1099511627777}`)), 400, []string{"events[1].count", "limit"}},
 		{"count not an integer", "", []byte(arr(`{"item":"frac","count":1.5}`)), 400, []string{"count"}},
 		{"time 11 min ahead (ms)", "", []byte(arr(`{"item":"fut","time":` + ms(11*time.Minute) + `}`)), 400, []string{"events[1].time"}},
 		{"time a day ahead (RFC 3339)", "", []byte(arr(`{"item":"fut","time":"` + time.Now().Add(24*time.Hour).UTC().Format(time.RFC3339) + `"}`)), 400, []string{"events[1].time"}},

@@ -86,6 +86,10 @@ type IngestResult struct {
 	Late      map[time.Duration]uint64
 }
 
+// MaxEventCount bounds one event's count: a request of 100,000 such
+// events still sums within the FSM's delta range (fsm.MaxDelta).
+const MaxEventCount = 1 << 40
+
 // MaxProducerIDBytes bounds a producer id: every part and every
 // deduplication row carries it.
 const MaxProducerIDBytes = 128
@@ -238,6 +242,9 @@ func (n *Node) split(cfg *pb.LeaderboardConfig, req IngestRequest) ([]*pb.Produc
 		c := e.Count
 		if c == 0 {
 			c = 1
+		}
+		if c > MaxEventCount || c < -MaxEventCount {
+			return nil, 0, invalid(fmt.Sprintf("events[%d].count", i), "%d is beyond the limit of ±%d", c, int64(MaxEventCount))
 		}
 		if c < 0 && cfg.Mode != pb.Mode_MODE_EXACT {
 			return nil, 0, invalid(fmt.Sprintf("events[%d].count", i), "negative counts are not supported in mode %s", modeName(cfg.Mode))

@@ -126,6 +126,7 @@ func TestNodeRejectsBadInput(t *testing.T) {
 		{"unknown leaderboard", IngestRequest{Leaderboard: "nope", Events: []Event{good}}, fsm.ErrUnknownLeaderboard, ""},
 		{"producer_id invalid utf-8", IngestRequest{Events: []Event{good}, ProducerID: "p\xff", Sequence: 1}, ErrInvalid, "producer_id"},
 		{"producer_id too long", IngestRequest{Events: []Event{good}, ProducerID: string(make([]byte, MaxProducerIDBytes+1)), Sequence: 1}, ErrInvalid, "producer_id"},
+		{"count beyond the limit", IngestRequest{Events: []Event{good, {Item: "big", Count: MaxEventCount + 1}}}, ErrInvalid, "events[1].count"},
 		{"producer_id without sequence", IngestRequest{Events: []Event{good}, ProducerID: "p"}, ErrInvalid, "sequence"},
 	}
 	for _, tt := range tests {

@@ -997,6 +997,9 @@ type LeaderboardState struct {
 	ClockMs int64 `protobuf:"varint,8,opt,name=clock_ms,json=clockMs,proto3" json:"clock_ms,omitempty"`
 	// Events refused because an approximate mode got a negative delta.
 	RejectedNegative uint64 `protobuf:"varint,9,opt,name=rejected_negative,json=rejectedNegative,proto3" json:"rejected_negative,omitempty"`
+	// Events refused because a count would leave the range the FSM keeps
+	// (|count| <= 2^62 exact, a total of 2^58 approximate).
+	RejectedOverflow uint64 `protobuf:"varint,10,opt,name=rejected_overflow,json=rejectedOverflow,proto3" json:"rejected_overflow,omitempty"`
 	unknownFields    protoimpl.UnknownFields
 	sizeCache        protoimpl.SizeCache
 }
@@ -1090,6 +1093,13 @@ func (x *LeaderboardState) GetClockMs() int64 {
 func (x *LeaderboardState) GetRejectedNegative() uint64 {
 	if x != nil {
 		return x.RejectedNegative
+	}
+	return 0
+}
+
+func (x *LeaderboardState) GetRejectedOverflow() uint64 {
+	if x != nil {
+		return x.RejectedOverflow
 	}
 	return 0
 }
@@ -2041,7 +2051,7 @@ const file_topkd_raftcmd_v1_raftcmd_proto_rawDesc = "" +
 	"\vstale_epoch\x18\x04 \x01(\x04R\n" +
 	"staleEpoch\x12)\n" +
 	"\x10ignored_commands\x18\x05 \x01(\x04R\x0fignoredCommands\x12'\n" +
-	"\x0fconfig_rejected\x18\x06 \x01(\x04R\x0econfigRejected\"\xf2\x02\n" +
+	"\x0fconfig_rejected\x18\x06 \x01(\x04R\x0econfigRejected\"\x9f\x03\n" +
 	"\x10LeaderboardState\x12;\n" +
 	"\x06config\x18\x01 \x01(\v2#.topkd.raftcmd.v1.LeaderboardConfigR\x06config\x12)\n" +
 	"\x11max_event_time_ms\x18\x02 \x01(\x03R\x0emaxEventTimeMs\x12\x19\n" +
@@ -2051,7 +2061,9 @@ const file_topkd_raftcmd_v1_raftcmd_proto_rawDesc = "" +
 	"\x0faccepted_events\x18\x06 \x01(\x04R\x0eacceptedEvents\x12!\n" +
 	"\flate_dropped\x18\a \x03(\x04R\vlateDropped\x12\x19\n" +
 	"\bclock_ms\x18\b \x01(\x03R\aclockMs\x12+\n" +
-	"\x11rejected_negative\x18\t \x01(\x04R\x10rejectedNegative\"\xb0\x01\n" +
+	"\x11rejected_negative\x18\t \x01(\x04R\x10rejectedNegative\x12+\n" +
+	"\x11rejected_overflow\x18\n" +
+	" \x01(\x04R\x10rejectedOverflow\"\xb0\x01\n" +
 	"\fSummaryState\x12\x1a\n" +
 	"\bcapacity\x18\x01 \x01(\x04R\bcapacity\x12\x14\n" +
 	"\x05total\x18\x02 \x01(\x04R\x05total\x12\x14\n" +

@@ -1,0 +1,68 @@
+package fsm
+
+import (
+	"bytes"
+	"io"
+	"math"
+	"testing"
+
+	pb "github.com/topkd/topkd/proto/topkd/raftcmd/v1"
+)
+
+// TestHugeDeltasRefused: deltas that would carry a count or an approximate
+// total past the kept range are refused and counted, in every mode, on the
+// all-time and sliding windows; nothing wraps, bounds hold, expiry does not
+// panic, and the state survives a snapshot.
+func TestHugeDeltasRefused(t *testing.T) {
+	for _, mode := range []pb.Mode{pb.Mode_MODE_EXACT, pb.Mode_MODE_CMS, pb.Mode_MODE_SPACESAVING} {
+		t.Run(mode.String(), func(t *testing.T) {
+			lf := newFeeder(t)
+			c := &pb.LeaderboardConfig{Name: "b", Incarnation: 1, Version: 1, Mode: mode, KMax: 1,
+				Windows: []*pb.WindowSpec{{DurationMs: 2000, BucketMs: 1000}}}
+			switch mode {
+			case pb.Mode_MODE_CMS:
+				c.Epsilon, c.Delta = 0.99, 0.9
+			case pb.Mode_MODE_SPACESAVING:
+				c.Capacity, c.FilterCells = 1, 1
+			}
+			if err := lf.config(c); err != nil {
+				t.Fatal(err)
+			}
+			now := int64(1_700_000_000_000)
+			var accepted, rejected uint64
+			var want int64 // the true count: the sum of the accepted deltas
+			big := []int64{math.MaxInt64, MaxDelta, MaxDelta, MaxDelta, MaxDelta, MaxDelta, MaxDelta, MaxDelta, MaxDelta, 5}
+			for i, d := range big {
+				r := lf.ingest(&pb.IngestEntry{LeaderTimeMs: now + int64(i)*500, Parts: []*pb.ProducerPart{
+					part("", 0, 0, deltas("b", 1, ev{"x", d, 0}))}})
+				accepted += r.Outcomes[0].Accepted
+				rejected += r.Outcomes[0].Rejected
+				if r.Outcomes[0].Accepted > 0 {
+					want += d
+				}
+			}
+			if rejected == 0 || accepted == 0 {
+				t.Fatalf("accepted %d, rejected %d: want both", accepted, rejected)
+			}
+			cnt, err := lf.f.Count("b", "x", 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cnt.Lower > want || cnt.Upper < want || cnt.Upper < 0 {
+				t.Fatalf("count %+v, true %d", cnt, want)
+			}
+			st := lf.f.Stats()
+			if got := st.Leaderboards[0].RejectedOverflow; got != rejected {
+				t.Fatalf("stats RejectedOverflow %d, want %d", got, rejected)
+			}
+			lf.tick(now + 20_000) // expires every bucket
+			nf := New(Options{})
+			if err := nf.Restore(io.NopCloser(bytes.NewReader(snapshotBytes(t, lf.f)))); err != nil {
+				t.Fatalf("restore: %v", err)
+			}
+			if !bytes.Equal(snapshotBytes(t, nf), snapshotBytes(t, lf.f)) {
+				t.Fatal("restored state differs")
+			}
+		})
+	}
+}
