@@ -30,6 +30,7 @@ type Client struct {
 	producerID string
 	epoch      uint64
 	seqs       *seqWindow
+	closeDone  chan struct{} // closed when the first Close has stopped everything
 
 	// runCtx is the context of batches sent by the batchers; Close cancels
 	// it only when flushing did not finish in time.
@@ -59,7 +60,7 @@ func New(addrs []string, opts ...Option) (*Client, error) {
 	if len(addrs) == 0 {
 		return nil, errors.New("no address given")
 	}
-	c := &Client{opts: o, producerID: o.producerID, epoch: o.epoch, seqs: newSeqWindow(),
+	c := &Client{opts: o, producerID: o.producerID, epoch: o.epoch, seqs: newSeqWindow(), closeDone: make(chan struct{}),
 		stop: make(chan struct{}), batchers: map[string]*batcher{}, flights: map[*flight]struct{}{},
 		fchanged: make(chan struct{})}
 	if c.producerID == "" {
@@ -125,11 +126,19 @@ func (c *Client) Producer() (id string, epoch uint64) { return c.producerID, c.e
 // and closes its idle connections. When ctx ends first, batches still in
 // flight are abandoned (their outcome is unknown) and ctx's error is
 // returned. Calls after Close fail with ErrClosed.
+//
+// A later Close waits until the first has stopped everything (bounded by
+// its own ctx), then returns nil: the first Close reports the error.
 func (c *Client) Close(ctx context.Context) error {
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
-		return nil
+		select {
+		case <-c.closeDone:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
 	c.closed = true
 	bs := make([]*batcher, 0, len(c.batchers))
@@ -153,6 +162,7 @@ func (c *Client) Close(ctx context.Context) error {
 	if c.ownHTTP != nil {
 		c.ownHTTP.CloseIdleConnections()
 	}
+	close(c.closeDone)
 	return err
 }
 

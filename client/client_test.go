@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"strings"
@@ -519,5 +520,54 @@ func TestResendAfterGivingUp(t *testing.T) {
 	}
 	if _, err := c.Resend(ctx, "default", events, 0); err == nil || client.OutcomeUnknown(err) {
 		t.Errorf("Resend of sequence 0: %v, want a definite error", err)
+	}
+}
+
+// cancelAfterSend delivers each Ingest request, then answers as if the
+// caller's context had been canceled while waiting.
+type cancelAfterSend struct{ next http.RoundTripper }
+
+func (t cancelAfterSend) RoundTrip(r *http.Request) (*http.Response, error) {
+	resp, err := t.next.RoundTrip(r)
+	if err != nil || !strings.HasSuffix(r.URL.Path, "/Ingest") {
+		return resp, err
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return nil, context.Canceled
+}
+
+// TestOutcomeUnknownOnlyWhenSent: a batch refused before sending, or
+// refused by the server, is a definite failure; one sent and not settled
+// (here: canceled after the server counted it) is unknown, with its sequence.
+func TestOutcomeUnknownOnlyWhenSent(t *testing.T) {
+	node := newTestNode(t)
+	ctx := context.Background()
+	c := newClient(t, []string{node.Addr})
+	if _, err := c.IngestBatch(ctx, "", []client.Event{{Item: "a\xff"}}); err == nil || client.OutcomeUnknown(err) {
+		t.Errorf("invalid item: %v, want a definite error", err)
+	}
+	if _, err := c.IngestBatch(ctx, "nope", []client.Event{{Item: "x"}}); err == nil || client.OutcomeUnknown(err) {
+		t.Errorf("unknown leaderboard: %v, want a definite error", err)
+	}
+	inner := http.DefaultTransport.(*http.Transport).Clone()
+	t.Cleanup(inner.CloseIdleConnections)
+	cc := newClient(t, []string{node.Addr}, client.WithHTTPClient(ownTransport(cancelAfterSend{inner})))
+	res, err := cc.IngestBatch(ctx, "", []client.Event{{Item: "canceled-late", Count: 4}})
+	if !client.OutcomeUnknown(err) || res.Sequence == 0 {
+		t.Fatalf("canceled after sending: %+v, %v; want an unknown outcome with its sequence", res, err)
+	}
+	if got := countOf(t, c, "default", "canceled-late"); got != 4 {
+		t.Fatalf("count %d, want 4: the server counted the batch", got)
+	}
+	closed, err := client.New([]string{node.Addr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := closed.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := closed.IngestBatch(ctx, "", []client.Event{{Item: "x"}}); err == nil || client.OutcomeUnknown(err) {
+		t.Errorf("after Close: %v, want a definite error", err)
 	}
 }

@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"sync"
@@ -79,11 +80,40 @@ func (c *Client) Resend(ctx context.Context, leaderboard string, events []Event,
 }
 
 // OutcomeUnknown reports whether a failed ingest may nonetheless have been
-// counted (the node became unavailable, the deadline passed, or the node was
-// overloaded and the retries ran out): such a batch is resent with Resend,
-// not as a new batch.
+// counted: a request was sent and no answer settled it (the node became
+// unavailable, a deadline passed or the context was canceled after sending,
+// the retries ran out). Such a batch is resent with Resend, under the
+// sequence the error carries (IngestResult.Sequence), never as a new batch:
+// Resend answers the original outcome if it was counted and counts it if
+// not. A batch refused before it was sent, or refused by the server
+// outright (invalid input, unknown leaderboard), is not unknown.
 func OutcomeUnknown(err error) bool {
-	return err != nil && retryable(err, retryUnknown)
+	var u *UnknownOutcomeError
+	return errors.As(err, &u)
+}
+
+// UnknownOutcomeError is the error of a batch that was sent but not
+// settled; Err is the last failure.
+type UnknownOutcomeError struct {
+	Sequence uint64
+	Err      error
+}
+
+func (e *UnknownOutcomeError) Error() string {
+	return fmt.Sprintf("%v (outcome unknown: resend sequence %d)", e.Err, e.Sequence)
+}
+
+func (e *UnknownOutcomeError) Unwrap() error { return e.Err }
+
+// definite reports whether the server's answer settles that a request was
+// not applied. Anything else after a send may have been applied.
+func definite(err error) bool {
+	switch connect.CodeOf(err) {
+	case connect.CodeInvalidArgument, connect.CodeNotFound, connect.CodeAlreadyExists, connect.CodeFailedPrecondition,
+		connect.CodePermissionDenied, connect.CodeUnauthenticated, connect.CodeUnimplemented, connect.CodeOutOfRange:
+		return connect.IsWireError(err)
+	}
+	return false
 }
 
 // ingest sends a batch under a new sequence (resend == 0) or under resend.
@@ -140,6 +170,9 @@ func (c *Client) ingest(ctx context.Context, leaderboard string, events []Event,
 		return nil
 	})
 	if err != nil {
+		if attempts > 0 && !definite(err) {
+			err = &UnknownOutcomeError{Sequence: seq, Err: err}
+		}
 		return IngestResult{Sequence: seq, Attempts: attempts}, err
 	}
 	out := IngestResult{Accepted: resp.Accepted, Duplicate: resp.Duplicate, Rejected: resp.Rejected,
