@@ -26,6 +26,7 @@ type batcher struct {
 // flight is one batch sent and not yet finally answered.
 type flight struct {
 	done chan struct{}
+	err  error // the batch's final error; read after done is closed
 }
 
 // Add queues one event for leaderboard ("" means "default"). It blocks only
@@ -51,8 +52,10 @@ func (c *Client) AddMany(ctx context.Context, leaderboard string, events []Event
 }
 
 // Flush sends every queued event now and waits until every batch sent so far
-// has its final answer. It returns the first batch error seen since the
-// previous Flush, or ctx's error.
+// has its final answer. It returns the first error of the batches it waited
+// for (saying how many more failed), else the first error of a batch that
+// failed before any Flush waited for it, or ctx's error. Concurrent Flushes
+// each report the failures of the batches they waited for.
 func (c *Client) Flush(ctx context.Context) error {
 	c.mu.Lock()
 	if c.closed {
@@ -79,18 +82,31 @@ func (c *Client) flush(ctx context.Context, bs []*batcher) error {
 		wait = append(wait, f)
 	}
 	c.fmu.Unlock()
+	var first error
+	failed := 0
 	for _, f := range wait {
 		select {
 		case <-f.done:
 		case <-ctx.Done():
 			return fmt.Errorf("flush: %w", ctx.Err())
 		}
+		if f.err != nil {
+			if first == nil {
+				first = f.err
+			}
+			failed++
+		}
 	}
 	c.fmu.Lock()
-	err := c.firstErr
+	if first == nil {
+		first = c.firstErr
+	}
 	c.firstErr = nil
 	c.fmu.Unlock()
-	return err
+	if failed > 1 {
+		return fmt.Errorf("%w (and %d more failed batches)", first, failed-1)
+	}
+	return first
 }
 
 // batcher returns the leaderboard's batcher, starting it on first use.
@@ -241,8 +257,9 @@ func (c *Client) launch(lb string, events []Event) {
 		}
 		c.fmu.Lock()
 		delete(c.flights, f)
+		f.err = err
 		if err != nil && c.firstErr == nil {
-			c.firstErr = err
+			c.firstErr = err // for a Flush that starts after this batch finished
 		}
 		close(c.fchanged)
 		c.fchanged = make(chan struct{})

@@ -571,3 +571,40 @@ func TestOutcomeUnknownOnlyWhenSent(t *testing.T) {
 		t.Errorf("after Close: %v, want a definite error", err)
 	}
 }
+
+// slowIngest delays every Ingest answer.
+type slowIngest struct {
+	next  http.RoundTripper
+	delay time.Duration
+}
+
+func (t slowIngest) RoundTrip(r *http.Request) (*http.Response, error) {
+	resp, err := t.next.RoundTrip(r)
+	if err == nil && strings.HasSuffix(r.URL.Path, "/Ingest") {
+		time.Sleep(t.delay)
+	}
+	return resp, err
+}
+
+// TestConcurrentFlushesEachReportTheFailure: two Flushes waiting for the same
+// failed batch both return its error; neither consumes it for the other.
+func TestConcurrentFlushesEachReportTheFailure(t *testing.T) {
+	node := newTestNode(t)
+	ctx := context.Background()
+	inner := http.DefaultTransport.(*http.Transport).Clone()
+	t.Cleanup(inner.CloseIdleConnections)
+	c := newClient(t, []string{node.Addr}, client.WithHTTPClient(ownTransport(slowIngest{inner, 200 * time.Millisecond})),
+		client.WithBatchSize(1))
+	if err := c.Add(ctx, "nope", client.Event{Item: "x"}); err != nil {
+		t.Fatal(err)
+	}
+	errs := make(chan error, 2)
+	for range 2 {
+		go func() { errs <- c.Flush(ctx) }()
+	}
+	for range 2 {
+		if err := <-errs; connect.CodeOf(err) != connect.CodeNotFound {
+			t.Errorf("Flush: %v, want the batch's NotFound", err)
+		}
+	}
+}
