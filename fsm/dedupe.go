@@ -1,7 +1,9 @@
 package fsm
 
 import (
+	"cmp"
 	"slices"
+	"strings"
 
 	pb "github.com/topkd/topkd/proto/topkd/raftcmd/v1"
 )
@@ -146,12 +148,37 @@ func (p *producer) shift(n uint64) {
 	p.seen = out
 }
 
-// expire drops producers idle for longer than the TTL in log time.
+// maxProducers bounds the rows of one partition's table (about 64 MiB of
+// one-shot rows). A client that makes a new producer id per request would
+// otherwise keep a row per request for the whole TTL. A variable only so
+// that tests can lower it: replicas must agree on it, like on any code.
+var maxProducers = 256 << 10
+
+// expire drops producers idle for longer than the TTL in log time, then,
+// above maxProducers rows, the least recently seen (ties by id) down to 90%
+// of it. An evicted producer's retry is counted as new: its exactly-once
+// window ended early, as it does after the TTL.
 func (t *dedupeTable) expire(logMs int64) {
 	for id, p := range t.producers {
 		if logMs-p.lastSeen > t.ttlMs {
 			delete(t.producers, id)
 		}
+	}
+	if len(t.producers) <= maxProducers {
+		return
+	}
+	rows := make([]*producer, 0, len(t.producers))
+	for _, p := range t.producers {
+		rows = append(rows, p)
+	}
+	slices.SortFunc(rows, func(a, b *producer) int {
+		if c := cmp.Compare(a.lastSeen, b.lastSeen); c != 0 {
+			return c
+		}
+		return strings.Compare(a.id, b.id)
+	})
+	for _, p := range rows[:len(rows)-maxProducers*9/10] {
+		delete(t.producers, p.id)
 	}
 }
 

@@ -1,6 +1,9 @@
 package fsm
 
 import (
+	"bytes"
+	"fmt"
+	"io"
 	"testing"
 
 	"google.golang.org/protobuf/proto"
@@ -57,4 +60,49 @@ func TestProducerOutcomesCompact(t *testing.T) {
 			t.Fatalf("%d inline outcomes", len(compact.few))
 		}
 	})
+}
+
+// TestDedupeTableBounded: above maxProducers rows, the minute sweep evicts
+// the least recently seen producers (ties by id) down to 90% of the cap,
+// identically on every replica, and a snapshot-restored replica agrees.
+func TestDedupeTableBounded(t *testing.T) {
+	defer func(n int) { maxProducers = n }(maxProducers)
+	maxProducers = 100
+	lf := newFeeder(t)
+	if err := lf.config(DefaultLeaderboard(1)); err != nil {
+		t.Fatal(err)
+	}
+	base := int64(1_700_000_000_000)
+	for i := range 150 {
+		lf.ingest(&pb.IngestEntry{LeaderTimeMs: base + int64(i), Parts: []*pb.ProducerPart{
+			part(fmt.Sprintf("p%03d", i), 1, 1, deltas("default", 1, ev{"x", 1, 0}))}})
+	}
+	if n := len(lf.f.st.dedupe.producers); n != 150 {
+		t.Fatalf("%d rows before the sweep", n)
+	}
+	lf.tick(base + 61_000) // crosses a log-time minute: the sweep runs
+	tbl := lf.f.st.dedupe.producers
+	if len(tbl) != 90 {
+		t.Fatalf("%d rows after the sweep, want 90", len(tbl))
+	}
+	for i := range 150 {
+		_, kept := tbl[fmt.Sprintf("p%03d", i)]
+		if kept != (i >= 60) {
+			t.Fatalf("producer %d kept=%v: the 60 least recently seen go", i, kept)
+		}
+	}
+	// A retry of an evicted producer counts again; a kept one is a duplicate.
+	r := lf.ingest(&pb.IngestEntry{LeaderTimeMs: base + 62_000, Parts: []*pb.ProducerPart{
+		part("p000", 1, 1, deltas("default", 1, ev{"x", 1, 0})),
+		part("p149", 1, 1, deltas("default", 1, ev{"x", 1, 0}))}})
+	if r.Outcomes[0].Status != pb.PartStatus_PART_STATUS_APPLIED || r.Outcomes[1].Status != pb.PartStatus_PART_STATUS_DUPLICATE {
+		t.Fatalf("after eviction: %v", r.Outcomes)
+	}
+	nf := New(Options{})
+	if err := nf.Restore(io.NopCloser(bytes.NewReader(snapshotBytes(t, lf.f)))); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(snapshotBytes(t, nf), snapshotBytes(t, lf.f)) {
+		t.Fatal("restored table differs")
+	}
 }
