@@ -226,14 +226,16 @@ type Leaderboard struct {
 	Epsilon         float64 `json:"epsilon,omitempty"`
 	Delta           float64 `json:"delta,omitempty"`
 	Capacity        uint64  `json:"capacity,omitempty"`
-	Incarnation     uint64  `json:"incarnation,omitempty"`
-	Version         uint64  `json:"version,omitempty"`
+	// FilterCells is spacesaving's filter cells per counter (0: the server's default).
+	FilterCells uint32 `json:"filter_cells,omitempty"`
+	Incarnation uint64 `json:"incarnation,omitempty"`
+	Version     uint64 `json:"version,omitempty"`
 }
 
 func (l Leaderboard) pb() *topkv1.Leaderboard {
 	return &topkv1.Leaderboard{Name: l.Name, Mode: l.Mode, Windows: append([]string(nil), l.Windows...), KMax: l.KMax,
 		Clock: l.Clock, AllowedLateness: l.AllowedLateness, MaxItems: l.MaxItems, Epsilon: l.Epsilon, Delta: l.Delta,
-		Capacity: l.Capacity}
+		Capacity: l.Capacity, FilterCells: l.FilterCells}
 }
 
 func leaderboardOf(m *topkv1.Leaderboard) Leaderboard {
@@ -242,7 +244,7 @@ func leaderboardOf(m *topkv1.Leaderboard) Leaderboard {
 	}
 	return Leaderboard{Name: m.Name, Mode: m.Mode, Windows: m.Windows, KMax: m.KMax, Clock: m.Clock,
 		AllowedLateness: m.AllowedLateness, MaxItems: m.MaxItems, Epsilon: m.Epsilon, Delta: m.Delta,
-		Capacity: m.Capacity, Incarnation: m.Incarnation, Version: m.Version}
+		Capacity: m.Capacity, FilterCells: m.FilterCells, Incarnation: m.Incarnation, Version: m.Version}
 }
 
 // WindowStats describes one window of a leaderboard.

@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+
+	"github.com/topkd/topkd/fsm/sketch"
 )
 
 // TestApproximateModes runs cms and spacesaving leaderboards through REST:
@@ -85,3 +87,27 @@ func TestApproximateModes(t *testing.T) {
 }
 
 var name2mode = map[string]string{"ss": "spacesaving", "cms": "cms"}
+
+// TestFilterCellsInConfig: a spacesaving leaderboard shows the filter ratio
+// it was created with (the server's default when none is given), a given
+// one is kept, and one above the limit is refused naming the field.
+func TestFilterCellsInConfig(t *testing.T) {
+	tn := newTestNode(t)
+	var out struct {
+		FilterCells uint32 `json:"filter_cells"`
+	}
+	tn.doJSON(t, http.MethodPost, "/api/leaderboards", `{"name":"fc-default","mode":"spacesaving","windows":["1h"]}`, http.StatusCreated, &out)
+	if out.FilterCells != sketch.FilterCellsPerCounter {
+		t.Errorf("default filter_cells %d, want %d", out.FilterCells, sketch.FilterCellsPerCounter)
+	}
+	tn.doJSON(t, http.MethodPost, "/api/leaderboards", `{"name":"fc-4","mode":"spacesaving","filter_cells":4,"windows":["1h"]}`, http.StatusCreated, &out)
+	if out.FilterCells != 4 {
+		t.Errorf("filter_cells %d, want 4", out.FilterCells)
+	}
+	tn.doJSON(t, http.MethodGet, "/api/leaderboards/fc-4", "", http.StatusOK, &out)
+	if out.FilterCells != 4 {
+		t.Errorf("described filter_cells %d, want 4", out.FilterCells)
+	}
+	st, raw := tn.do(t, http.MethodPost, "/api/leaderboards", "application/json", []byte(`{"name":"fc-big","mode":"spacesaving","filter_cells":33}`))
+	checkError(t, st, raw, http.StatusBadRequest, "filter_cells")
+}

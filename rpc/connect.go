@@ -150,7 +150,7 @@ func (s *service) Count(ctx context.Context, req *connect.Request[topkv1.CountRe
 
 func leaderboardPB(j leaderboardJSON) *topkv1.Leaderboard {
 	return &topkv1.Leaderboard{Name: j.Name, Mode: j.Mode, Windows: j.Windows, KMax: j.KMax, Clock: j.Clock,
-		AllowedLateness: j.AllowedLateness, MaxItems: j.MaxItems, Epsilon: j.Epsilon, Delta: j.Delta, Capacity: j.Capacity,
+		AllowedLateness: j.AllowedLateness, MaxItems: j.MaxItems, Epsilon: j.Epsilon, Delta: j.Delta, Capacity: j.Capacity, FilterCells: j.FilterCells,
 		Incarnation: j.Incarnation, Version: j.Version}
 }
 
@@ -163,7 +163,7 @@ func (s *service) CreateLeaderboard(ctx context.Context, req *connect.Request[to
 	if len(windows) == 0 {
 		windows = nil
 	}
-	c, err := ConfigFromFields(l.Name, l.Mode, windows, l.KMax, l.Clock, l.AllowedLateness, l.MaxItems, l.Epsilon, l.Delta, l.Capacity)
+	c, err := ConfigFromFields(l.Name, l.Mode, windows, l.KMax, l.Clock, l.AllowedLateness, l.MaxItems, l.Epsilon, l.Delta, l.Capacity, l.FilterCells)
 	if err != nil {
 		return nil, connectErr(err)
 	}

@@ -372,14 +372,16 @@ type leaderboardJSON struct {
 	Epsilon         float64  `json:"epsilon,omitempty"`
 	Delta           float64  `json:"delta,omitempty"`
 	Capacity        uint64   `json:"capacity,omitempty"`
+	FilterCells     uint32   `json:"filter_cells,omitempty"`
 	Incarnation     uint64   `json:"incarnation,omitempty"`
 	Version         uint64   `json:"version,omitempty"`
 }
 
 // ConfigFromFields converts the JSON/flag form to a config (shared with Connect).
 func ConfigFromFields(name, mode string, windows []string, kmax uint32, clock, lateness string, maxItems uint64,
-	eps, delta float64, capacity uint64) (*pb.LeaderboardConfig, error) {
-	c := &pb.LeaderboardConfig{Name: name, KMax: kmax, MaxItems: maxItems, Epsilon: eps, Delta: delta, Capacity: capacity}
+	eps, delta float64, capacity uint64, filterCells uint32) (*pb.LeaderboardConfig, error) {
+	c := &pb.LeaderboardConfig{Name: name, KMax: kmax, MaxItems: maxItems, Epsilon: eps, Delta: delta, Capacity: capacity,
+		FilterCells: filterCells}
 	switch mode {
 	case "", "exact":
 		c.Mode = pb.Mode_MODE_EXACT
@@ -426,7 +428,7 @@ func ConfigFromFields(name, mode string, windows []string, kmax uint32, clock, l
 // ConfigJSON renders a config in the JSON/flag form.
 func ConfigJSON(c *pb.LeaderboardConfig) leaderboardJSON {
 	out := leaderboardJSON{Name: c.Name, Mode: modeString(c.Mode), KMax: c.KMax, Clock: "wall", MaxItems: c.MaxItems,
-		Epsilon: c.Epsilon, Delta: c.Delta, Capacity: c.Capacity, Incarnation: c.Incarnation, Version: c.Version,
+		Epsilon: c.Epsilon, Delta: c.Delta, Capacity: c.Capacity, FilterCells: c.FilterCells, Incarnation: c.Incarnation, Version: c.Version,
 		Windows: []string{}}
 	if c.Clock == pb.Clock_CLOCK_EVENT {
 		out.Clock = "event"
@@ -477,7 +479,7 @@ func (h *rest) createLeaderboard(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, badRequest("body", "malformed leaderboard JSON: %v", err))
 		return
 	}
-	c, err := ConfigFromFields(in.Name, in.Mode, in.Windows, in.KMax, in.Clock, in.AllowedLateness, in.MaxItems, in.Epsilon, in.Delta, in.Capacity)
+	c, err := ConfigFromFields(in.Name, in.Mode, in.Windows, in.KMax, in.Clock, in.AllowedLateness, in.MaxItems, in.Epsilon, in.Delta, in.Capacity, in.FilterCells)
 	if err != nil {
 		writeErr(w, err)
 		return

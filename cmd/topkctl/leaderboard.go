@@ -77,6 +77,9 @@ func (a *app) printLeaderboard(l client.Leaderboard) error {
 	if l.Capacity > 0 {
 		fmt.Fprintf(w, "capacity\t%d\n", l.Capacity)
 	}
+	if l.FilterCells > 0 {
+		fmt.Fprintf(w, "filter_cells\t%d\n", l.FilterCells)
+	}
 	fmt.Fprintf(w, "incarnation\t%d (version %d)\n", l.Incarnation, l.Version)
 	return w.Flush()
 }

@@ -924,8 +924,11 @@ type Leaderboard struct {
 	Capacity        uint64  `protobuf:"varint,10,opt,name=capacity,proto3" json:"capacity,omitempty"`
 	Incarnation     uint64  `protobuf:"varint,11,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
 	Version         uint64  `protobuf:"varint,12,opt,name=version,proto3" json:"version,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// spacesaving: filter cells per counter (0 on creation: the server's
+	// default, 16), fixed at creation.
+	FilterCells   uint32 `protobuf:"varint,13,opt,name=filter_cells,json=filterCells,proto3" json:"filter_cells,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Leaderboard) Reset() {
@@ -1038,6 +1041,13 @@ func (x *Leaderboard) GetIncarnation() uint64 {
 func (x *Leaderboard) GetVersion() uint64 {
 	if x != nil {
 		return x.Version
+	}
+	return 0
+}
+
+func (x *Leaderboard) GetFilterCells() uint32 {
+	if x != nil {
+		return x.FilterCells
 	}
 	return 0
 }
@@ -1834,7 +1844,7 @@ const file_topk_v1_topk_proto_rawDesc = "" +
 	"\x06window\x18\x05 \x01(\v2\x13.topk.v1.WindowInfoR\x06window\x12 \n" +
 	"\vapproximate\x18\x06 \x01(\bR\vapproximate\x12\x12\n" +
 	"\x04rank\x18\a \x01(\rR\x04rank\x126\n" +
-	"\vconsistency\x18\b \x01(\x0e2\x14.topk.v1.ConsistencyR\vconsistency\"\xca\x02\n" +
+	"\vconsistency\x18\b \x01(\x0e2\x14.topk.v1.ConsistencyR\vconsistency\"\xed\x02\n" +
 	"\vLeaderboard\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04mode\x18\x02 \x01(\tR\x04mode\x12\x18\n" +
@@ -1848,7 +1858,8 @@ const file_topk_v1_topk_proto_rawDesc = "" +
 	"\bcapacity\x18\n" +
 	" \x01(\x04R\bcapacity\x12 \n" +
 	"\vincarnation\x18\v \x01(\x04R\vincarnation\x12\x18\n" +
-	"\aversion\x18\f \x01(\x04R\aversion\"R\n" +
+	"\aversion\x18\f \x01(\x04R\aversion\x12!\n" +
+	"\ffilter_cells\x18\r \x01(\rR\vfilterCells\"R\n" +
 	"\x18CreateLeaderboardRequest\x126\n" +
 	"\vleaderboard\x18\x01 \x01(\v2\x14.topk.v1.LeaderboardR\vleaderboard\"S\n" +
 	"\x19CreateLeaderboardResponse\x126\n" +
