@@ -540,10 +540,14 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 }
 
 // Distinct is the number of live items of a leaderboard (0 when unknown).
-func (f *FSM) Distinct(leaderboard string) int {
+func (f *FSM) Distinct(leaderboard string) int { return f.DistinctAt(leaderboard, 0) }
+
+// DistinctAt is Distinct of one incarnation (0: any): a partition still
+// holding an older incarnation holds none of the newer one's items.
+func (f *FSM) DistinctAt(leaderboard string, incarnation uint64) int {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	if lb := f.st.boards[leaderboard]; lb != nil {
+	if lb := f.st.boards[leaderboard]; lb != nil && (incarnation == 0 || lb.cfg.Incarnation == incarnation) {
 		if lb.ap != nil {
 			return lb.ap.all.monitored()
 		}
@@ -553,10 +557,13 @@ func (f *FSM) Distinct(leaderboard string) int {
 }
 
 // Contains reports whether the leaderboard holds the item.
-func (f *FSM) Contains(leaderboard, item string) bool {
+func (f *FSM) Contains(leaderboard, item string) bool { return f.ContainsAt(leaderboard, 0, item) }
+
+// ContainsAt is Contains for one incarnation (0: any).
+func (f *FSM) ContainsAt(leaderboard string, incarnation uint64, item string) bool {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	if lb := f.st.boards[leaderboard]; lb != nil {
+	if lb := f.st.boards[leaderboard]; lb != nil && (incarnation == 0 || lb.cfg.Incarnation == incarnation) {
 		if lb.ap != nil {
 			return lb.ap.all.lookup(item).Lower() > 0
 		}

@@ -66,3 +66,21 @@ func TestHugeDeltasRefused(t *testing.T) {
 		})
 	}
 }
+
+// TestDistinctAtIncarnation: the item counts the server's max_items check
+// reads belong to one incarnation; a partition still holding an older one
+// holds none of the newer one's items.
+func TestDistinctAtIncarnation(t *testing.T) {
+	lf := newFeeder(t)
+	if err := lf.config(&pb.LeaderboardConfig{Name: "m", Incarnation: 3, Version: 1}); err != nil {
+		t.Fatal(err)
+	}
+	lf.ingest(&pb.IngestEntry{LeaderTimeMs: 1_700_000_000_000, Parts: []*pb.ProducerPart{
+		part("", 0, 0, deltas("m", 3, ev{"a", 1, 0}, ev{"b", 1, 0}))}})
+	if got := lf.f.DistinctAt("m", 3); got != 2 {
+		t.Fatalf("DistinctAt(3) = %d, want 2", got)
+	}
+	if got := lf.f.DistinctAt("m", 4); got != 0 || lf.f.ContainsAt("m", 4, "a") || !lf.f.ContainsAt("m", 3, "a") {
+		t.Fatalf("incarnation 4: distinct %d, contains a %v", got, lf.f.ContainsAt("m", 4, "a"))
+	}
+}

@@ -303,14 +303,14 @@ func (n *Node) checkMaxItems(cfg *pb.LeaderboardConfig, req IngestRequest) error
 	}
 	var total uint64
 	for _, p := range n.parts {
-		total += uint64(p.fsm.Distinct(cfg.Name))
+		total += uint64(p.fsm.DistinctAt(cfg.Name, cfg.Incarnation))
 	}
 	if total < cfg.MaxItems {
 		return nil
 	}
 	for _, e := range req.Events {
 		p := n.parts[PartitionOf(cfg.Name, e.Item, n.nparts)]
-		if !p.fsm.Contains(cfg.Name, e.Item) {
+		if !p.fsm.ContainsAt(cfg.Name, cfg.Incarnation, e.Item) {
 			return fmt.Errorf("%w: leaderboard %q holds its max_items of %d distinct items", ErrOverloaded, cfg.Name, cfg.MaxItems)
 		}
 	}
