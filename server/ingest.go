@@ -520,11 +520,25 @@ func (w *watermarks) observe(lb string, inc uint64, t int64) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	cur := w.m[lb]
-	if cur == nil || cur.Incarnation != inc {
+	switch {
+	case cur == nil || inc > cur.Incarnation:
 		w.m[lb] = &pb.Watermark{Leaderboard: lb, Incarnation: inc, MaxEventTimeMs: t}
-		return
+	case inc == cur.Incarnation:
+		cur.MaxEventTimeMs = max(cur.MaxEventTimeMs, t)
 	}
-	cur.MaxEventTimeMs = max(cur.MaxEventTimeMs, t)
+	// An older incarnation (ingest racing a re-create) never replaces a newer one.
+}
+
+// prune drops the watermarks of leaderboards no longer defined at their
+// incarnation, so dropped leaderboards stop riding in every tick.
+func (w *watermarks) prune(defined func(lb string, inc uint64) bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for lb, x := range w.m {
+		if !defined(lb, x.Incarnation) {
+			delete(w.m, lb)
+		}
+	}
 }
 
 func (w *watermarks) list() []*pb.Watermark {
@@ -542,6 +556,10 @@ func (w *watermarks) list() []*pb.Watermark {
 func (n *Node) tickLoop() {
 	const every = time.Second
 	n.periodic(every, func() {
+		n.watermark.prune(func(lb string, inc uint64) bool {
+			cfg, err := n.leaderboard(lb)
+			return err == nil && cfg.Incarnation == inc
+		})
 		wms := n.watermark.list()
 		now := n.clock.Now()
 		for _, p := range n.parts {

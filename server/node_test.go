@@ -376,3 +376,21 @@ func TestPendingEventsBound(t *testing.T) {
 		t.Fatalf("%d events still pending after the request returned", got)
 	}
 }
+
+// TestWatermarksFollowIncarnations: an ingest racing a re-create cannot
+// replace the new incarnation's watermark with the old one's, and a
+// leaderboard no longer defined at its incarnation is pruned.
+func TestWatermarksFollowIncarnations(t *testing.T) {
+	w := newWatermarks()
+	w.observe("x", 2, 100)
+	w.observe("x", 1, 500) // stamped before the re-create
+	w.observe("x", 2, 50)
+	if l := w.list(); len(l) != 1 || l[0].Incarnation != 2 || l[0].MaxEventTimeMs != 100 {
+		t.Fatalf("watermarks %v", l)
+	}
+	w.observe("y", 1, 7)
+	w.prune(func(lb string, inc uint64) bool { return lb == "x" && inc == 2 })
+	if l := w.list(); len(l) != 1 || l[0].Leaderboard != "x" {
+		t.Fatalf("after pruning y: %v", l)
+	}
+}
