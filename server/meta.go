@@ -106,6 +106,10 @@ func (m *metaFSM) Apply(l *raft.Log) interface{} {
 	case *metapb.Command_PutLeaderboard:
 		return m.put(x.PutLeaderboard, l.Index)
 	case *metapb.Command_DropLeaderboard:
+		if x.DropLeaderboard.Name == "default" {
+			// The admin path refuses this too; the group is the last line.
+			return fmt.Errorf("%w: the default leaderboard cannot be dropped", ErrInvalid)
+		}
 		for i, lb := range m.st.Leaderboards {
 			if lb.Name == x.DropLeaderboard.Name {
 				m.st.Leaderboards = slices.Delete(m.st.Leaderboards, i, i+1)
