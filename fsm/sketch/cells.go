@@ -1,6 +1,9 @@
 package sketch
 
-import "math"
+import (
+	"math"
+	"slices"
+)
 
 // cellArray holds a filter's cells: 32-bit until a cell would pass
 // 2^32-1, then 64-bit for good. Halving the cell doubles the cells a
@@ -53,7 +56,7 @@ func (a *cellArray) widen() {
 // values returns a copy of the cells, nil before allocation.
 func (a *cellArray) values() []uint64 {
 	if a.wide != nil {
-		return append([]uint64(nil), a.wide...)
+		return slices.Clone(a.wide)
 	}
 	if a.narrow == nil {
 		return nil
@@ -74,7 +77,7 @@ func (a *cellArray) load(vs []uint64) {
 	}
 	for _, v := range vs {
 		if v > math.MaxUint32 {
-			a.wide = append([]uint64(nil), vs...)
+			a.wide = slices.Clone(vs)
 			return
 		}
 	}
@@ -84,15 +87,9 @@ func (a *cellArray) load(vs []uint64) {
 	}
 }
 
+// clone copies the cells; slices.Clone keeps nil as nil (unallocated).
 func (a *cellArray) clone() cellArray {
-	return cellArray{narrow: cloneOrNil(a.narrow), wide: cloneOrNil(a.wide)}
-}
-
-func cloneOrNil[T any](s []T) []T {
-	if s == nil {
-		return nil
-	}
-	return append(make([]T, 0, len(s)), s...)
+	return cellArray{narrow: slices.Clone(a.narrow), wide: slices.Clone(a.wide)}
 }
 
 // reset zeroes the cells and returns them to 32 bits, keeping them

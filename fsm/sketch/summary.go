@@ -365,8 +365,23 @@ func unionByLookup(ps []*Summary, sumFloor uint64, n int) []Counter {
 
 // unionByIndex merges many parts through one map from item to its sums.
 func unionByIndex(ps []*Summary, sumFloor uint64, n int) []Counter {
-	cs := make([]Counter, 0, n)
-	floors := make([]uint64, 0, n) // per item: floors of the parts holding it
+	// floors: per item, the floors of the parts holding it.
+	cs, _, floors := unionSums(ps, n, func(p *Summary, _ *slot) uint64 { return p.floor })
+	for k := range cs {
+		cs[k].Count += sumFloor - floors[k]
+		cs[k].Err += sumFloor - floors[k]
+	}
+	return cs
+}
+
+// unionSums sums each item's Count and Err over the parts holding it, and
+// per item held(p, slot) over those parts, through one map from item to
+// its sums; hashes are the items' hashes. A part lacking an item is the
+// caller's to charge (from the held sums).
+func unionSums(ps []*Summary, n int, held func(p *Summary, sl *slot) uint64) (cs []Counter, hashes, helds []uint64) {
+	cs = make([]Counter, 0, n)
+	hashes = make([]uint64, 0, n)
+	helds = make([]uint64, 0, n)
 	index := make(map[string]int32, n)
 	for _, p := range ps {
 		for j := range p.r.slots {
@@ -376,18 +391,15 @@ func unionByIndex(ps []*Summary, sumFloor uint64, n int) []Counter {
 				k = int32(len(cs))
 				index[sl.item] = k
 				cs = append(cs, Counter{Item: sl.item})
-				floors = append(floors, 0)
+				hashes = append(hashes, sl.hash)
+				helds = append(helds, 0)
 			}
 			cs[k].Count += p.r.nodes[sl.pos].count
 			cs[k].Err += sl.aux
-			floors[k] += p.floor
+			helds[k] += held(p, sl)
 		}
 	}
-	for k := range cs {
-		cs[k].Count += sumFloor - floors[k]
-		cs[k].Err += sumFloor - floors[k]
-	}
-	return cs
+	return cs, hashes, helds
 }
 
 // mergeFiltered merges filtered summaries with equal cell counts (a part
@@ -429,26 +441,8 @@ func mergeFiltered(capacity int, parts []*Summary) *Summary {
 			}
 		}
 	}
-	cs := make([]Counter, 0, n)
-	hashes := make([]uint64, 0, n)
-	held := make([]uint64, 0, n) // per item: the bounds of the parts holding it
-	index := make(map[string]int32, n)
-	for _, p := range ps {
-		for j := range p.r.slots {
-			sl := &p.r.slots[j]
-			k, ok := index[sl.item]
-			if !ok {
-				k = int32(len(cs))
-				index[sl.item] = k
-				cs = append(cs, Counter{Item: sl.item})
-				hashes = append(hashes, sl.hash)
-				held = append(held, 0)
-			}
-			cs[k].Count += p.r.nodes[sl.pos].count
-			cs[k].Err += sl.aux
-			held[k] += boundOf(p, sl.hash)
-		}
-	}
+	// held: per item, the bounds of the parts holding it.
+	cs, hashes, held := unionSums(ps, n, func(p *Summary, sl *slot) uint64 { return boundOf(p, sl.hash) })
 	for k := range cs {
 		missing := filter[s.cell(hashes[k])] - held[k]
 		cs[k].Count += missing
