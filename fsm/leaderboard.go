@@ -257,6 +257,7 @@ func (lb *leaderboard) applyDeltas(d *pb.LeaderboardDeltas, entryMs int64, out *
 	// Cache the last bucket per window: consecutive deltas usually share it.
 	var lastB [16]*bucket
 	lastBk := zeros(lastB[:0], len(lb.wins))
+	var idxs [16]int64
 	for i, item := range d.Items {
 		ev := eventsAt(d, i)
 		t := timeAt(d, i, entryMs)
@@ -267,7 +268,11 @@ func (lb *leaderboard) applyDeltas(d *pb.LeaderboardDeltas, entryMs int64, out *
 			continue
 		}
 		delta := d.Deltas[i]
-		if !lb.fits(id, delta, t, st) {
+		ix := idxs[:0] // each window's bucket index of t, for fits and the adds
+		for _, w := range lb.wins {
+			ix = append(ix, floorDiv(t, w.bucketMs))
+		}
+		if !lb.fits(id, delta, ix, st) {
 			lb.rejectedOF += ev
 			out.Rejected += ev
 			lb.maybeFree(id)
@@ -275,7 +280,7 @@ func (lb *leaderboard) applyDeltas(d *pb.LeaderboardDeltas, entryMs int64, out *
 		}
 		lb.all.add(id, delta)
 		for wi, w := range lb.wins {
-			idx := floorDiv(t, w.bucketMs)
+			idx := ix[wi]
 			if idx < st[wi] {
 				lh[wi] += ev
 				continue
@@ -308,8 +313,8 @@ const (
 )
 
 // fits reports whether delta keeps id's count within ±MaxCount in "all"
-// and in every sliding window that will count it.
-func (lb *leaderboard) fits(id uint32, delta, t int64, starts []int64) bool {
+// and in every sliding window that will count it (bucket index ix[wi]).
+func (lb *leaderboard) fits(id uint32, delta int64, ix, starts []int64) bool {
 	if delta > MaxDelta || delta < -MaxDelta {
 		return false
 	}
@@ -318,7 +323,7 @@ func (lb *leaderboard) fits(id uint32, delta, t int64, starts []int64) bool {
 		return false
 	}
 	for wi, w := range lb.wins {
-		if floorDiv(t, w.bucketMs) >= starts[wi] && !in(w.counts.get(int(id))) {
+		if ix[wi] >= starts[wi] && !in(w.counts.get(int(id))) {
 			return false
 		}
 	}

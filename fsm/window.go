@@ -74,13 +74,22 @@ func (w *window) node(id uint32) hnode {
 	return hnode{count: w.counts.get(int(id)), key: prefixKey(w.items.get(int(id))), id: id}
 }
 
+// aboveByKey orders (count desc, key asc); settled is false when counts
+// and keys tie and only the item strings can tell.
+func aboveByKey(ca int64, ka pkey, cb int64, kb pkey) (above, settled bool) {
+	if ca != cb {
+		return ca > cb, true
+	}
+	if ka != kb {
+		return ka.less(kb), true
+	}
+	return false, false
+}
+
 // nodeAbove reports whether heap node a ranks above b.
 func (w *window) nodeAbove(a, b hnode) bool {
-	if a.count != b.count {
-		return a.count > b.count
-	}
-	if a.key != b.key {
-		return a.key.less(b.key)
+	if above, ok := aboveByKey(a.count, a.key, b.count, b.key); ok {
+		return above
 	}
 	if a.id == b.id {
 		return false
@@ -236,7 +245,7 @@ func (w *window) promote(id uint32, c int64) bool {
 	if !w.beatsHeapMin(id, c) {
 		return false
 	}
-	w.heapPush(id, c)
+	w.heapPush(id)
 	if len(w.heap) > w.capacity {
 		m := w.heap[0]
 		w.heapRemove(0)
@@ -330,11 +339,8 @@ func (w *window) outsideBound() (c int64, item string, ok bool) {
 // precomputed: certain, certainCount and refill compare every heap member
 // with one bound, mostly on ties of small counts.
 func (w *window) nodeAboveBound(nd hnode, bc int64, bk pkey, bItem string) bool {
-	if nd.count != bc {
-		return nd.count > bc
-	}
-	if nd.key != bk {
-		return nd.key.less(bk)
+	if above, ok := aboveByKey(nd.count, nd.key, bc, bk); ok {
+		return above
 	}
 	return w.items.get(int(nd.id)) < bItem
 }
@@ -466,8 +472,9 @@ func (w *window) takeBest(ci, n int) {
 
 // ---- indexed min-heap by rank ----
 
-func (w *window) heapPush(id uint32, c int64) {
-	w.heap = append(w.heap, hnode{count: c, key: prefixKey(w.items.get(int(id))), id: id})
+// heapPush adds id, whose count is already set, to the heap.
+func (w *window) heapPush(id uint32) {
+	w.heap = append(w.heap, w.node(id))
 	i := len(w.heap) - 1
 	w.pos[id] = int32(-(i + 2))
 	w.siftUp(i)
