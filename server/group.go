@@ -262,28 +262,13 @@ func (g *group) isLeader() bool {
 }
 
 // waitBoot blocks until the FSM applied everything found in the log at boot.
-// With logProgress (startup only) it logs every few seconds: replaying a long log takes a while.
-func (g *group) waitBoot(ctx context.Context, logProgress bool) error {
+func (g *group) waitBoot(ctx context.Context) error {
+	// At boot the post-election barrier already waited for the replay
+	// (Node.waitLeader reports its progress); this covers reads after it.
 	if g.bootIndex == 0 || g.fsm.AppliedIndex() >= g.bootIndex {
 		return nil
 	}
-	if !logProgress {
-		return g.waitFSM(ctx, g.bootIndex)
-	}
-	start := time.Now()
-	for {
-		wctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-		err := g.waitFSM(wctx, g.bootIndex)
-		cancel()
-		if err == nil || ctx.Err() != nil {
-			if err == nil && time.Since(start) > 3*time.Second {
-				g.log.Info("replayed the log", "index", g.bootIndex, "took", time.Since(start).Round(time.Millisecond))
-			}
-			return err
-		}
-		g.log.Info("replaying the log", "applied", g.fsm.AppliedIndex(), "index", g.bootIndex,
-			"elapsed", time.Since(start).Round(time.Second))
-	}
+	return g.waitFSM(ctx, g.bootIndex)
 }
 
 // waitFSM waits until the FSM applied every entry up to idx that it will

@@ -46,7 +46,7 @@ func TestMetaBootAfterCrashBeforeInit(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
-	err := g.waitBoot(ctx, false)
+	err := g.waitBoot(ctx)
 	t.Logf("bootIndex=%d applied=%d waitBoot err=%v", g.bootIndex, g.fsm.AppliedIndex(), err)
 	if err != nil {
 		t.Errorf("meta waitBoot never completes after restart: %v (openMeta would block forever before proposing Init)", err)

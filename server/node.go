@@ -172,7 +172,7 @@ func (n *Node) openMeta(ctx context.Context) error {
 	if err := n.waitLeader(ctx, g); err != nil {
 		return err
 	}
-	if err := g.waitBoot(ctx, true); err != nil {
+	if err := g.waitBoot(ctx); err != nil {
 		return err
 	}
 	st, _ := n.metaFSM.state()
@@ -304,7 +304,7 @@ func (n *Node) openPartitions(ctx context.Context) error {
 		if err := n.waitLeader(ctx, p.g); err != nil {
 			return err
 		}
-		if err := p.g.waitBoot(ctx, true); err != nil {
+		if err := p.g.waitBoot(ctx); err != nil {
 			return err
 		}
 		p.snapAccepted = p.fsm.AcceptedEvents()
@@ -329,11 +329,11 @@ func (n *Node) openPartitions(ctx context.Context) error {
 // Ready reports whether every group here has applied the log found at boot.
 // Leadership is checked per read (readBarrier), not here.
 func (n *Node) Ready(ctx context.Context) error {
-	if err := n.meta.waitBoot(ctx, false); err != nil {
+	if err := n.meta.waitBoot(ctx); err != nil {
 		return fmt.Errorf("%w: meta replaying: %v", ErrNotReady, err)
 	}
 	for _, p := range n.parts {
-		if err := p.g.waitBoot(ctx, false); err != nil {
+		if err := p.g.waitBoot(ctx); err != nil {
 			return fmt.Errorf("%w: partition %d replaying: %v", ErrNotReady, p.id, err)
 		}
 	}

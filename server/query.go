@@ -224,11 +224,8 @@ func (n *Node) gather(ctx context.Context, cfg *pb.LeaderboardConfig, window tim
 		if err != nil {
 			return TopKAnswer{}, fmt.Errorf("partition %d: %w", p.id, err)
 		}
-		if r.Incarnation != cfg.Incarnation {
-			// A drop or re-create has not reached this partition yet: never
-			// mix incarnations, nor cache such an answer.
-			return TopKAnswer{}, fmt.Errorf("partition %d: %w: leaderboard %q at incarnation %d, the definition says %d",
-				p.id, ErrNotReady, cfg.Name, r.Incarnation, cfg.Incarnation)
+		if err := sameIncarnation(p, cfg, r.Incarnation); err != nil {
+			return TopKAnswer{}, err
 		}
 		lists[i] = r.Items
 		a.Applied = append(a.Applied, r.AppliedIndex)
@@ -263,6 +260,17 @@ func (p *partition) readBarrier(ctx context.Context, c Consistency) error {
 	return nil
 }
 
+// sameIncarnation refuses a partition's answer for another incarnation
+// than the definition's: a drop or re-create has not reached it yet, and
+// incarnations are never mixed or cached (retryable: ErrNotReady).
+func sameIncarnation(p *partition, cfg *pb.LeaderboardConfig, got uint64) error {
+	if got == cfg.Incarnation {
+		return nil
+	}
+	return fmt.Errorf("partition %d: %w: leaderboard %q at incarnation %d, the definition says %d",
+		p.id, ErrNotReady, cfg.Name, got, cfg.Incarnation)
+}
+
 // Count answers one item's count in a window.
 func (n *Node) Count(ctx context.Context, lb, item string, window time.Duration, c Consistency) (CountAnswer, error) {
 	if lb == "" {
@@ -286,9 +294,8 @@ func (n *Node) Count(ctx context.Context, lb, item string, window time.Duration,
 	if err != nil {
 		return CountAnswer{}, err
 	}
-	if r.Incarnation != cfg.Incarnation {
-		return CountAnswer{}, fmt.Errorf("partition %d: %w: leaderboard %q at incarnation %d, the definition says %d",
-			p.id, ErrNotReady, cfg.Name, r.Incarnation, cfg.Incarnation)
+	if err := sameIncarnation(p, cfg, r.Incarnation); err != nil {
+		return CountAnswer{}, err
 	}
 	a := CountAnswer{Item: item, Count: r.Count, Lower: r.Lower, Upper: r.Upper, Approximate: r.Approximate, WindowStartMs: r.WindowStartMs, WindowEndMs: r.WindowEndMs, Consistency: c}
 	if top, err := n.cache.get(ctx, cfg, window); err == nil {
