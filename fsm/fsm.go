@@ -470,7 +470,7 @@ func (f *FSM) Count(leaderboard, item string, window time.Duration) (CountResult
 		res.Count, res.Lower, res.Upper, res.Approximate = it.Count, it.Lower, it.Upper, true
 		return res, nil
 	}
-	if id, ok := lb.index[item]; ok {
+	if id, ok := lb.index.get(item); ok {
 		res.Count = lb.window(wi).counts.get(int(id))
 	}
 	res.Lower, res.Upper = res.Count, res.Count
@@ -567,7 +567,7 @@ func (f *FSM) ContainsAt(leaderboard string, incarnation uint64, item string) bo
 		if lb.ap != nil {
 			return lb.ap.all.lookup(item).Lower() > 0
 		}
-		_, ok := lb.index[item]
+		_, ok := lb.index.get(item)
 		return ok
 	}
 	return false

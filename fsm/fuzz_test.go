@@ -472,9 +472,22 @@ func fzCheckAnswers(t testing.TB, f *FSM) {
 	for li, c := range cfgs {
 		f.mu.RLock()
 		lb := f.st.boards[c.Name]
-		items := make([]string, 0, len(lb.index))
-		for s := range lb.index {
+		items := make([]string, 0, lb.index.len())
+		for id := range lb.items.len() {
+			s := lb.items.get(id)
+			if s == "" {
+				continue // a free id
+			}
+			if got, ok := lb.index.get(s); !ok || got != uint32(id) {
+				f.mu.RUnlock()
+				t.Fatalf("leaderboard %q: index has %q as %d, %v; the item table as %d", c.Name, s, got, ok, id)
+			}
 			items = append(items, s)
+		}
+		if lb.index.len() != len(items) {
+			n := lb.index.len()
+			f.mu.RUnlock()
+			t.Fatalf("leaderboard %q: index holds %d items, the item table %d", c.Name, n, len(items))
 		}
 		live := lb.live
 		f.mu.RUnlock()

@@ -113,7 +113,7 @@ func NormalizeConfig(c *pb.LeaderboardConfig) error {
 type leaderboard struct {
 	cfg   *pb.LeaderboardConfig
 	items cowArray[string] // by id; "" for free ids
-	index map[string]uint32
+	index *itemIndex
 	free  []uint32 // free ids, reused from the end
 	refs  []uint32 // bucket entries referencing each id, over all windows
 	live  int
@@ -132,10 +132,16 @@ type leaderboard struct {
 	rejectedOF uint64 // rejected: a count would leave the kept range
 
 	release func(id uint32)
+
+	frees       uint64 // ids freed so far: invalidates ids resolved before
+	scratchTags []uint32
+	scratchIDs  []uint32
+	sink        int64 // keeps resolve's touching loads
 }
 
 func newLeaderboard(cfg *pb.LeaderboardConfig) *leaderboard {
-	lb := &leaderboard{cfg: cfg, index: make(map[string]uint32), maxEventMs: noTime, clockMs: noTime}
+	lb := &leaderboard{cfg: cfg, maxEventMs: noTime, clockMs: noTime}
+	lb.index = newItemIndex(&lb.items, 0)
 	k := int(cfg.KMax)
 	lb.all = newWindow(0, 0, k, &lb.items)
 	for _, w := range cfg.Windows {
@@ -171,7 +177,7 @@ func (lb *leaderboard) window(i int) *window {
 
 // intern returns the id of item, allocating one unless max_items is reached.
 func (lb *leaderboard) intern(item string) (uint32, bool) {
-	if id, ok := lb.index[item]; ok {
+	if id, ok := lb.index.get(item); ok {
 		return id, true
 	}
 	if lb.cfg.MaxItems > 0 && uint64(lb.live) >= lb.cfg.MaxItems {
@@ -190,7 +196,7 @@ func (lb *leaderboard) intern(item string) (uint32, bool) {
 			w.grow(id)
 		}
 	}
-	lb.index[item] = id
+	lb.index.put(item, id)
 	lb.live++
 	lb.itemBytes += int64(len(item))
 	return id, true
@@ -202,9 +208,10 @@ func (lb *leaderboard) maybeFree(id uint32) {
 		return
 	}
 	item := lb.items.get(int(id))
-	delete(lb.index, item)
+	lb.index.del(item)
 	lb.items.set(int(id), "")
 	lb.free = append(lb.free, id)
+	lb.frees++
 	lb.live--
 	lb.itemBytes -= int64(len(item))
 }
@@ -258,10 +265,23 @@ func (lb *leaderboard) applyDeltas(d *pb.LeaderboardDeltas, entryMs int64, out *
 	var lastB [16]*bucket
 	lastBk := zeros(lastB[:0], len(lb.wins))
 	var idxs [16]int64
+	var pre []uint32
+	if stagedApply {
+		pre = lb.resolve(d.Items)
+	}
+	frees := lb.frees
 	for i, item := range d.Items {
 		ev := eventsAt(d, i)
 		t := timeAt(d, i, entryMs)
-		id, ok := lb.intern(item)
+		var id uint32
+		ok := true
+		// A pre-resolved id is stale once this loop freed any id (a
+		// later intern may have reused it); absent items intern here.
+		if pre != nil && pre[i] != noID && lb.frees == frees {
+			id = pre[i]
+		} else {
+			id, ok = lb.intern(item)
+		}
 		if !ok {
 			lb.rejectedMI += ev
 			out.Rejected += ev
@@ -303,6 +323,36 @@ func (lb *leaderboard) applyDeltas(d *pb.LeaderboardDeltas, entryMs int64, out *
 	}
 	lb.noteLate(lh, out)
 }
+
+// stagedApply turns on resolve; only the side-by-side benchmark turns it off.
+var stagedApply = true
+
+// resolve looks up every item of a part in one batch and touches the
+// per-id state the apply loop will read. The loop's work per delta is a
+// chain of loads and branches that depend on each other, so its cache misses
+// do not overlap; here the loads of different deltas are independent and do.
+// Ids are noID for items not yet interned.
+func (lb *leaderboard) resolve(items []string) []uint32 {
+	tags, ids := lb.index.lookupBatch(items, lb.scratchTags, lb.scratchIDs)
+	if cap(ids) <= maxScratch {
+		lb.scratchTags, lb.scratchIDs = tags, ids
+	}
+	var sink int64
+	for _, id := range ids {
+		if id == noID {
+			continue
+		}
+		sink += lb.all.counts.get(int(id)) + int64(lb.all.pos[id]) + int64(lb.refs[id])
+		for _, w := range lb.wins {
+			sink += w.counts.get(int(id)) + int64(w.pos[id]) + int64(w.slot[id])
+		}
+	}
+	lb.sink += sink
+	return ids
+}
+
+// maxScratch bounds the per-leaderboard scratch kept between entries.
+const maxScratch = 1 << 16
 
 // Counts stay within ±MaxCount, and a delta within ±MaxDelta, so no sum
 // of them wraps int64 (the server caps an event at 2^40 and a request at

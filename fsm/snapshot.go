@@ -566,17 +566,16 @@ func (rs *restorer) finishItems() error {
 		return corrupt("leaderboard %q: %d of %d item slots", rs.lbName, rs.items, rs.wantIDs)
 	}
 	lb := rs.lb
-	lb.index = make(map[string]uint32, lb.live)
+	lb.index = newItemIndex(&lb.items, lb.live)
 	for id := range rs.wantIDs {
 		if rs.freeSet[uint32(id)] {
 			continue
 		}
 		s := lb.items.get(id)
-		n := len(lb.index)
-		lb.index[s] = uint32(id) // one map operation: a duplicate leaves the size unchanged
-		if len(lb.index) == n {
+		if _, dup := lb.index.get(s); dup {
 			return corrupt("leaderboard %q: item %q twice", rs.lbName, s)
 		}
+		lb.index.put(s, uint32(id))
 	}
 	return nil
 }

@@ -88,19 +88,18 @@ func (f *FSM) Stats() Stats {
 }
 
 // bytes estimates a leaderboard's memory: item strings and table, per-window
-// arrays, heaps and class lists, and bucket entries with their index maps.
+// arrays, heaps and class lists, the item index, and bucket entries with their index maps.
 func (lb *leaderboard) bytes() int64 {
 	if lb.ap != nil {
 		return lb.ap.bytes()
 	}
 	const (
-		mapEntry     = 40    // string-keyed index map slot, amortized
 		bucketEntry  = 4 + 8 // id and delta; a slot map only where a late event needed one
 		slotMapEntry = 20
 	)
 	var n int64
 	slots := int64(lb.items.capacity())
-	n += slots*16 + int64(lb.live)*mapEntry + int64(cap(lb.refs))*4 + int64(cap(lb.free))*4
+	n += slots*16 + lb.index.bytes() + int64(cap(lb.refs))*4 + int64(cap(lb.free))*4
 	n += lb.itemBytes // kept current: Stats runs on every metrics scrape, never walk the items
 	for _, w := range append([]*window{lb.all}, lb.wins...) {
 		n += int64(w.counts.capacity())*8 + int64(cap(w.pos))*4 + int64(cap(w.heap))*32 + int64(cap(w.slotGen))*4 + int64(cap(w.slot))*4
