@@ -63,10 +63,13 @@ bench-fsm-10m:
 bench-server:
 	$(GO) test ./server -run '^$$' -bench NodeIngest -benchtime 3000x -timeout 30m
 
-# Side by side with redis-server (ZINCRBY + ZREVRANGE, appendfsync always) on the same stream.
+# Side by side with redis-server (ZINCRBY + ZREVRANGE, appendfsync always) on the same stream, with
+# 4 and with 32 producers (TOPKD_BENCH_PRODUCERS="4 32"): both systems gain from concurrent batches.
 bench-redis:
 	@command -v redis-server >/dev/null || (apt-get update -qq && apt-get install -y -qq redis-server)
-	$(GO) test -tags bench ./cluster-test -run TestRedisComparison -count=1 -v -timeout 30m
+	for p in $${TOPKD_BENCH_PRODUCERS:-4 32}; do \
+	  TOPKD_BENCH_PRODUCERS=$$p $(GO) test -tags bench ./cluster-test -run TestRedisComparison -count=1 -v -timeout 30m || exit 1; \
+	done
 
 ci: lint generate-check test
 

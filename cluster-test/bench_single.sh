@@ -16,18 +16,25 @@ echo $! > "$tmp/pid"
 for _ in $(seq 100); do curl -sf "http://$http/readyz" >/dev/null && break; sleep 0.1; done
 ctl() { "$tmp/topkctl" --addr "$http" "$@"; }
 events=${TOPKD_BENCH_EVENTS:-3000000}
-echo "== maximum: $events events, Zipf(1.1) over 1M items, 4 producers, batches of 1000 (binary protobuf)"
-ctl bench --events "$events" --items 1000000 --producers 4 --batch 1000 --query-rate 10 --progress=false --json > "$tmp/max.json"
-python3 - "$tmp/max.json" <<'PY'
+# Durable ingest is bound by commit latency at few producers, so the maximum is taken over a sweep.
+best=0
+for producers in ${TOPKD_BENCH_PRODUCERS:-4 16 64}; do
+  echo "== maximum: $events events, Zipf(1.1) over 1M items, $producers producers, batches of 1000 (binary protobuf)"
+  ctl bench --events "$events" --items 1000000 --producers "$producers" --batch 1000 --query-rate 10 --progress=false --json > "$tmp/max.json"
+  python3 - "$tmp/max.json" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))
 print(f"  {r['events_per_second']:.0f} events/s acknowledged; ack p50 {r['ack_latency']['p50_ns']/1e6:.1f} ms p99 {r['ack_latency']['p99_ns']/1e6:.1f} ms; load generator CPU {(r['cpu_user_ns']+r['cpu_system_ns'])/1e9:.1f} s over {r['elapsed_ns']/1e9:.1f} s")
 PY
-max=$(python3 -c "import json;print(int(json.load(open('$tmp/max.json'))['events_per_second']))")
+  eps=$(python3 -c "import json;print(int(json.load(open('$tmp/max.json'))['events_per_second']))")
+  [ "$eps" -gt "$best" ] && best=$eps
+done
+echo "== maximum over the sweep: $best events/s"
+max=$best
 for rate in 1000 115000 $((max / 2)); do
   n=$((rate * 10)); [ "$n" -lt 20000 ] && n=20000
   echo "== offered $rate events/s for ~10 s, cached top-100 queries at 200/s"
-  ctl bench --events "$n" --items 1000000 --producers 4 --batch 1000 --rate "$rate" --query-rate 200 --query-k 100 \
+  ctl bench --events "$n" --items 1000000 --producers 16 --batch 1000 --rate "$rate" --query-rate 200 --query-k 100 \
     --query-consistency cached --progress=false --json > "$tmp/rate.json"
   python3 - "$tmp/rate.json" <<'PY'
 import json, sys
