@@ -223,12 +223,34 @@ func (n *Node) split(cfg *pb.LeaderboardConfig, req IngestRequest) ([]*pb.Produc
 	}
 	now := n.clock.Now().UnixMilli()
 	horizon := now + pol.MaxFutureSkew.Milliseconds()
+	// Events aggregate per (item, second) in first-seen order, then each
+	// distinct pair is hashed to its partition once. Untimed events all take
+	// this request's now, so most batches share one second and key by item.
 	type key struct {
 		item string
 		sec  int64
 	}
-	idx := make(map[key]int, len(req.Events))
-	parts := make([]*pb.ProducerPart, n.nparts)
+	type agg struct {
+		item   string
+		sec    int64
+		delta  int64
+		events uint32
+	}
+	aggs := make([]agg, 0, len(req.Events))
+	oneSec := true
+	for _, e := range req.Events {
+		if e.TimeMs != req.Events[0].TimeMs {
+			oneSec = false
+			break
+		}
+	}
+	var byItem map[string]int
+	var byKey map[key]int
+	if oneSec {
+		byItem = make(map[string]int, len(req.Events))
+	} else {
+		byKey = make(map[key]int, len(req.Events))
+	}
 	var maxEvent int64
 	for i, e := range req.Events {
 		switch {
@@ -261,7 +283,28 @@ func (n *Node) split(cfg *pb.LeaderboardConfig, req IngestRequest) ([]*pb.Produc
 				time.UnixMilli(t).UTC().Format(time.RFC3339), pol.MaxFutureSkew)
 		}
 		maxEvent = max(maxEvent, t)
-		p := PartitionOf(cfg.Name, e.Item, n.nparts)
+		var j int
+		var seen bool
+		if oneSec {
+			j, seen = byItem[e.Item]
+		} else {
+			j, seen = byKey[key{e.Item, t / 1000}]
+		}
+		if seen {
+			aggs[j].delta += c
+			aggs[j].events++
+			continue
+		}
+		if oneSec {
+			byItem[e.Item] = len(aggs)
+		} else {
+			byKey[key{e.Item, t / 1000}] = len(aggs)
+		}
+		aggs = append(aggs, agg{item: e.Item, sec: t / 1000, delta: c, events: 1})
+	}
+	parts := make([]*pb.ProducerPart, n.nparts)
+	for _, a := range aggs {
+		p := PartitionOf(cfg.Name, a.item, n.nparts)
 		part := parts[p]
 		if part == nil {
 			part = &pb.ProducerPart{ProducerId: req.ProducerID, Epoch: req.Epoch, Sequence: req.Sequence,
@@ -269,17 +312,10 @@ func (n *Node) split(cfg *pb.LeaderboardConfig, req IngestRequest) ([]*pb.Produc
 			parts[p] = part
 		}
 		d := part.Boards[0]
-		k := key{e.Item, t / 1000}
-		if j, ok := idx[k]; ok {
-			d.Deltas[j] += c
-			d.Events[j]++
-			continue
-		}
-		idx[k] = len(d.Items)
-		d.Items = append(d.Items, e.Item)
-		d.Deltas = append(d.Deltas, c)
-		d.EventTimesS = append(d.EventTimesS, t/1000)
-		d.Events = append(d.Events, 1)
+		d.Items = append(d.Items, a.item)
+		d.Deltas = append(d.Deltas, a.delta)
+		d.EventTimesS = append(d.EventTimesS, a.sec)
+		d.Events = append(d.Events, a.events)
 	}
 	return parts, maxEvent, nil
 }

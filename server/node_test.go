@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -392,5 +394,73 @@ func TestWatermarksFollowIncarnations(t *testing.T) {
 	w.prune(func(lb string, inc uint64) bool { return lb == "x" && inc == 2 })
 	if l := w.list(); len(l) != 1 || l[0].Leaderboard != "x" {
 		t.Fatalf("after pruning y: %v", l)
+	}
+}
+
+// TestSplitAggregates: split sums events per (item, second) into the part
+// of the item's partition, in first-seen order, whether the batch shares
+// one second (keyed by item) or not, and counts untimed events at now.
+func TestSplitAggregates(t *testing.T) {
+	n := openTestNode(t, t.TempDir())
+	defer n.Close()
+	cfg, err := n.leaderboard("default")
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UnixMilli()
+	r := rand.New(rand.NewPCG(3, 4))
+	for _, mixed := range []bool{false, true} {
+		var evs []Event
+		for range 3000 {
+			e := Event{Item: fmt.Sprintf("i%d", r.IntN(200)), Count: int64(r.IntN(5) - 1)}
+			if mixed {
+				e.TimeMs = now - int64(r.IntN(3))*1000
+			} else {
+				e.TimeMs = now
+			}
+			evs = append(evs, e)
+		}
+		parts, _, err := n.split(cfg, IngestRequest{Events: evs})
+		if err != nil {
+			t.Fatal(err)
+		}
+		type key struct {
+			item string
+			sec  int64
+		}
+		type row struct {
+			key
+			delta  int64
+			events uint32
+		}
+		want := make([][]row, len(parts))
+		at := map[key]int{}
+		for _, e := range evs {
+			c := e.Count
+			if c == 0 {
+				c = 1
+			}
+			k := key{e.Item, e.TimeMs / 1000}
+			p := PartitionOf(cfg.Name, e.Item, len(parts))
+			if j, ok := at[k]; ok {
+				want[p][j].delta += c
+				want[p][j].events++
+				continue
+			}
+			at[k] = len(want[p])
+			want[p] = append(want[p], row{k, c, 1})
+		}
+		for p, part := range parts {
+			var got []row
+			if part != nil {
+				d := part.Boards[0]
+				for i := range d.Items {
+					got = append(got, row{key{d.Items[i], d.EventTimesS[i]}, d.Deltas[i], d.Events[i]})
+				}
+			}
+			if !slices.Equal(got, want[p]) {
+				t.Fatalf("mixed=%v partition %d:\n got %v\nwant %v", mixed, p, got, want[p])
+			}
+		}
 	}
 }
