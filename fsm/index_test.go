@@ -7,9 +7,9 @@ import (
 )
 
 // TestItemIndexModel runs random puts, gets and deletes against a map, with
-// real tags and with tags drawn from a few values (so probe runs collide,
-// wrap around tables and cross splits), growing to 200k items so tables
-// double, split and the directory doubles.
+// real tags and with tags whose slot bits take a few values (long probe
+// runs of equal starts), growing to 200k items so tables double, split and
+// the directory doubles.
 func TestItemIndexModel(t *testing.T) {
 	for _, tc := range []struct {
 		name string
@@ -114,5 +114,108 @@ func TestItemIndexBatch(t *testing.T) {
 		if ids[i] != want[i] {
 			t.Fatalf("lookupBatch(%q) = %v, want %v", q, ids, want)
 		}
+	}
+}
+
+// Deep directory: all tags share their top 18 bits, so splits must go to
+// depth 19 and separate by bit 13, right above the slot bits (1..12).
+func TestItemIndexDeepDirectory(t *testing.T) {
+	var items cowArray[string]
+	x := newItemIndex(&items, 0)
+	r := rand.New(rand.NewPCG(1, 2))
+	tags := map[string]uint32{}
+	for i := range 5000 {
+		s := fmt.Sprintf("d%d", i)
+		tag := uint32(0xABCDC000) | uint32(r.IntN(2))<<13 | uint32(r.Uint32()&0x1FFE) | 1
+		tags[s] = tag
+		x.putTag(s, uint32(items.append(s)), tag)
+	}
+	if x.depth != 19 {
+		t.Fatalf("depth %d", x.depth)
+	}
+	for s, tag := range tags {
+		if id, ok := x.probe(s, tag); !ok || items.get(int(id)) != s {
+			t.Fatalf("lost %q", s)
+		}
+	}
+	for i := range 5000 {
+		if i%2 == 0 {
+			s := fmt.Sprintf("d%d", i)
+			if !x.delTag(s, tags[s]) {
+				t.Fatalf("del %q", s)
+			}
+			delete(tags, s)
+		}
+	}
+	for s, tag := range tags {
+		if _, ok := x.probe(s, tag); !ok {
+			t.Fatalf("lost %q after deletes", s)
+		}
+	}
+	t.Logf("depth %d slots %d bytes %d", x.depth, x.slots, x.bytes())
+}
+
+// Wraparound: homes at the last slots of a 16-slot table.
+func TestItemIndexDeleteWraps(t *testing.T) {
+	for trial := range 2000 {
+		r := rand.New(rand.NewPCG(uint64(trial), 9))
+		var items cowArray[string]
+		x := newItemIndex(&items, 0)
+		m := map[string]uint32{}
+		for i := range 11 {
+			s := fmt.Sprintf("w%d", i)
+			home := uint32(12 + r.IntN(4)) // 12..15
+			tag := uint32(r.IntN(3))<<20 | home<<1 | 1
+			m[s] = tag
+			x.putTag(s, uint32(items.append(s)), tag)
+		}
+		if len(x.dir[0].slots) != 16 {
+			t.Fatal("grew")
+		}
+		for _, i := range r.Perm(11) {
+			s := fmt.Sprintf("w%d", i)
+			if !x.delTag(s, m[s]) {
+				t.Fatalf("trial %d: del %q failed", trial, s)
+			}
+			delete(m, s)
+			for s2, tag := range m {
+				if _, ok := x.probe(s2, tag); !ok {
+					t.Fatalf("trial %d: lost %q", trial, s2)
+				}
+			}
+		}
+	}
+}
+
+// Full 32-bit tag collision between two strings: lookupBatch and del must
+// still tell them apart.
+func TestItemIndexTagCollision(t *testing.T) {
+	var items cowArray[string]
+	x := newItemIndex(&items, 0)
+	seen := map[uint32]string{}
+	var a, b string
+	for i := 0; a == ""; i++ {
+		s := fmt.Sprintf("c%d", i)
+		tag := x.tagOf(s)
+		if o, ok := seen[tag]; ok {
+			a, b = o, s
+		}
+		seen[tag] = s
+	}
+	ida := uint32(items.append(a))
+	x.put(a, ida)
+	idb := uint32(items.append(b))
+	x.put(b, idb)
+	_, ids := x.lookupBatch([]string{b, a, "zz"}, nil, nil)
+	if ids[0] != idb || ids[1] != ida || ids[2] != noID {
+		t.Fatalf("lookupBatch %v", ids)
+	}
+	x.del(a)
+	items.set(int(ida), "")
+	if id, ok := x.get(b); !ok || id != idb {
+		t.Fatal("lost b")
+	}
+	if _, ok := x.get(a); ok {
+		t.Fatal("a still there")
 	}
 }
