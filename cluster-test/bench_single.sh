@@ -15,7 +15,7 @@ http=127.0.0.1:$(port)
 echo $! > "$tmp/pid"
 for _ in $(seq 100); do curl -sf "http://$http/readyz" >/dev/null && break; sleep 0.1; done
 ctl() { "$tmp/topkctl" --addr "$http" "$@"; }
-events=${TOPKD_BENCH_EVENTS:-3000000}
+events=${TOPKD_BENCH_EVENTS:-6000000}
 # Durable ingest is bound by commit latency at few producers, so the maximum is taken over a sweep.
 best=0
 for producers in ${TOPKD_BENCH_PRODUCERS:-4 16 64}; do
