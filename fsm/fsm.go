@@ -109,11 +109,22 @@ func (f *FSM) Apply(l *raft.Log) interface{} {
 // entries only advance the applied index.
 func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 	out := make([]interface{}, len(logs))
+	// Decoding needs no state: done before the lock, readers wait less.
+	type decoded struct {
+		c   Command
+		err error
+	}
+	cmds := make([]decoded, len(logs))
+	for i, l := range logs {
+		if l.Type == raft.LogCommand {
+			cmds[i].c, cmds[i].err = DecodeCommand(l.Data)
+		}
+	}
 	f.mu.Lock()
 	st := f.st
 	for i, l := range logs {
 		if l.Type == raft.LogCommand {
-			out[i] = f.applyCommand(st, l)
+			out[i] = f.applyDecoded(st, l, cmds[i].c, cmds[i].err)
 		}
 		if l.Index > st.appliedIndex {
 			st.appliedIndex = l.Index
@@ -136,8 +147,8 @@ func (f *FSM) publish(idx uint64) {
 	f.waitMu.Unlock()
 }
 
-func (f *FSM) applyCommand(st *state, l *raft.Log) interface{} {
-	c, err := DecodeCommand(l.Data)
+// applyDecoded applies the command decoded from l (or fails on its decoding error).
+func (f *FSM) applyDecoded(st *state, l *raft.Log, c Command, err error) interface{} {
 	if err != nil {
 		err = fmt.Errorf("apply index %d: %w", l.Index, err)
 		f.opts.OnFatal(err)
