@@ -224,8 +224,7 @@ func (n *Node) split(cfg *pb.LeaderboardConfig, req IngestRequest) ([]*pb.Produc
 	now := n.clock.Now().UnixMilli()
 	horizon := now + pol.MaxFutureSkew.Milliseconds()
 	// Events aggregate per (item, second) in first-seen order, then each
-	// distinct pair is hashed to its partition once. Untimed events all take
-	// this request's now, so most batches share one second and key by item.
+	// distinct pair is hashed to its partition once.
 	type key struct {
 		item string
 		sec  int64
@@ -237,20 +236,7 @@ func (n *Node) split(cfg *pb.LeaderboardConfig, req IngestRequest) ([]*pb.Produc
 		events uint32
 	}
 	aggs := make([]agg, 0, len(req.Events))
-	oneSec := true
-	for _, e := range req.Events {
-		if e.TimeMs != req.Events[0].TimeMs {
-			oneSec = false
-			break
-		}
-	}
-	var byItem map[string]int
-	var byKey map[key]int
-	if oneSec {
-		byItem = make(map[string]int, len(req.Events))
-	} else {
-		byKey = make(map[key]int, len(req.Events))
-	}
+	at := make(map[key]int, len(req.Events))
 	var maxEvent int64
 	for i, e := range req.Events {
 		switch {
@@ -283,24 +269,14 @@ func (n *Node) split(cfg *pb.LeaderboardConfig, req IngestRequest) ([]*pb.Produc
 				time.UnixMilli(t).UTC().Format(time.RFC3339), pol.MaxFutureSkew)
 		}
 		maxEvent = max(maxEvent, t)
-		var j int
-		var seen bool
-		if oneSec {
-			j, seen = byItem[e.Item]
-		} else {
-			j, seen = byKey[key{e.Item, t / 1000}]
-		}
-		if seen {
+		k := key{e.Item, t / 1000}
+		if j, ok := at[k]; ok {
 			aggs[j].delta += c
 			aggs[j].events++
 			continue
 		}
-		if oneSec {
-			byItem[e.Item] = len(aggs)
-		} else {
-			byKey[key{e.Item, t / 1000}] = len(aggs)
-		}
-		aggs = append(aggs, agg{item: e.Item, sec: t / 1000, delta: c, events: 1})
+		at[k] = len(aggs)
+		aggs = append(aggs, agg{item: e.Item, sec: k.sec, delta: c, events: 1})
 	}
 	parts := make([]*pb.ProducerPart, n.nparts)
 	for _, a := range aggs {

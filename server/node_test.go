@@ -269,12 +269,8 @@ func TestNodeCountRank(t *testing.T) {
 // point) fails only its own caller; its neighbour in the same entry
 // commits and is counted.
 func TestCombinerIsolatesUnencodablePart(t *testing.T) {
-	n := openTestNode(t, t.TempDir())
+	n, cfg := openDefaultBoard(t)
 	defer n.Close()
-	cfg, err := n.leaderboard("default")
-	if err != nil {
-		t.Fatal(err)
-	}
 	now := time.Now().UnixMilli()
 	partFor := func(producer string) (int, *pb.ProducerPart) {
 		parts, _, err := n.split(cfg, IngestRequest{Events: []Event{{Item: "iso", TimeMs: now}}, ProducerID: "p", Sequence: 1})
@@ -399,14 +395,10 @@ func TestWatermarksFollowIncarnations(t *testing.T) {
 
 // TestSplitAggregates: split sums events per (item, second) into the part
 // of the item's partition, in first-seen order, whether the batch shares
-// one second (keyed by item) or not, and counts untimed events at now.
+// one second or not.
 func TestSplitAggregates(t *testing.T) {
-	n := openTestNode(t, t.TempDir())
+	n, cfg := openDefaultBoard(t)
 	defer n.Close()
-	cfg, err := n.leaderboard("default")
-	if err != nil {
-		t.Fatal(err)
-	}
 	now := time.Now().UnixMilli()
 	r := rand.New(rand.NewPCG(3, 4))
 	for _, mixed := range []bool{false, true} {
@@ -463,4 +455,16 @@ func TestSplitAggregates(t *testing.T) {
 			}
 		}
 	}
+}
+
+// openDefaultBoard opens a test node and returns it with the default leaderboard's config.
+func openDefaultBoard(t *testing.T) (*Node, *pb.LeaderboardConfig) {
+	t.Helper()
+	n := openTestNode(t, t.TempDir())
+	cfg, err := n.leaderboard("default")
+	if err != nil {
+		n.Close()
+		t.Fatal(err)
+	}
+	return n, cfg
 }
