@@ -76,15 +76,24 @@ func (x *itemIndex) get(s string) (uint32, bool) {
 }
 
 func (x *itemIndex) probe(s string, tag uint32) (uint32, bool) {
+	t, i := x.find(s, tag)
+	if i < 0 {
+		return 0, false
+	}
+	return uint32(t.slots[i]), true
+}
+
+// find returns s's table and slot, or slot -1 when s is absent.
+func (x *itemIndex) find(s string, tag uint32) (*ixTable, int) {
 	t := x.table(tag)
 	mask := len(t.slots) - 1
 	for i := t.start(tag); ; i = (i + 1) & mask {
 		e := t.slots[i]
 		if e == 0 {
-			return 0, false
+			return t, -1
 		}
 		if uint32(e>>32) == tag && x.items.get(int(uint32(e))) == s {
-			return uint32(e), true
+			return t, i
 		}
 	}
 }
@@ -116,19 +125,11 @@ func (t *ixTable) insert(e uint64) {
 func (x *itemIndex) del(s string) bool { return x.delTag(s, x.tagOf(s)) }
 
 func (x *itemIndex) delTag(s string, tag uint32) bool {
-	t := x.table(tag)
-	mask := len(t.slots) - 1
-	i := t.start(tag)
-	for {
-		e := t.slots[i]
-		if e == 0 {
-			return false
-		}
-		if uint32(e>>32) == tag && x.items.get(int(uint32(e))) == s {
-			break
-		}
-		i = (i + 1) & mask
+	t, i := x.find(s, tag)
+	if i < 0 {
+		return false
 	}
+	mask := len(t.slots) - 1
 	// Backward-shift deletion: move each later slot of the run into the
 	// hole unless its home lies cyclically in (hole, slot].
 	hole := i
