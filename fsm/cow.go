@@ -1,5 +1,7 @@
 package fsm
 
+import "unsafe"
+
 // cowArray is a chunked array with copy-on-write snapshots. freeze() is
 // O(chunks): it hands out the current chunk pointers and bumps the
 // generation, so the next write to each shared chunk copies that chunk
@@ -78,4 +80,9 @@ func (a *cowArray[T]) capacity() int {
 		n += cap(c.v)
 	}
 	return n
+}
+
+// prefetch hints element i's cache line (see prefetch).
+func (a *cowArray[T]) prefetch(i int) {
+	prefetch(unsafe.Pointer(&a.chunks[i>>chunkBits].v[i&chunkMask]))
 }

@@ -9,7 +9,7 @@ import (
 // 8-byte slots (a 32-bit hash tag and the id), verified against the item
 // table. It replaces a map[string]uint32 for two reasons:
 //
-//   - batch lookups: lookupBatch hashes every item of an entry and loads
+//   - batch lookups: lookupBatch hashes every item of an entry and prefetches
 //     their slots in one tight loop, then probes and verifies in a second,
 //     so the cache misses of different items overlap instead of forming
 //     one dependent chain per item inside the apply loop;
@@ -26,8 +26,7 @@ type itemIndex struct {
 	dir   []*ixTable // 2^depth entries; a table of local depth d fills 2^(depth-d) of them
 	depth uint8
 	n     int
-	slots int    // over all tables
-	sink  uint64 // keeps lookupBatch's touching loads
+	slots int // over all tables
 }
 
 type ixTable struct {
@@ -221,24 +220,23 @@ func (x *itemIndex) split(t *ixTable) {
 // with everything cached.
 func (x *itemIndex) lookupBatch(items []string, tags []uint32, ids []uint32) ([]uint32, []uint32) {
 	tags, ids = tags[:0], ids[:0]
-	var sink uint64
 	for _, s := range items {
 		tag := x.tagOf(s)
 		tags = append(tags, tag)
 		t := x.table(tag)
-		sink += t.slots[t.start(tag)]
+		prefetch(unsafe.Pointer(&t.slots[t.start(tag)]))
 	}
 	for _, tag := range tags {
 		id := x.candidate(tag)
 		ids = append(ids, id)
 		if id != noID {
-			sink += uint64(len(x.items.get(int(id))))
+			x.items.prefetch(int(id))
 		}
 	}
 	for _, id := range ids {
 		if id != noID {
 			if c := x.items.get(int(id)); len(c) > 0 {
-				sink += uint64(c[0])
+				prefetch(unsafe.Pointer(unsafe.StringData(c)))
 			}
 		}
 	}
@@ -249,7 +247,6 @@ func (x *itemIndex) lookupBatch(items []string, tags []uint32, ids []uint32) ([]
 		}
 		ids[i] = id
 	}
-	x.sink += sink
 	return tags, ids
 }
 
