@@ -425,7 +425,7 @@ func (f *FSM) TopK(leaderboard string, window time.Duration, k int) (TopKResult,
 		AppliedIndex: f.st.appliedIndex, Items: make([]Item, len(ids))}
 	res.WindowStartMs, res.WindowEndMs = lb.bounds(wi)
 	for i, id := range ids {
-		c := w.counts.get(int(id))
+		c := w.cnt(id)
 		res.Items[i] = Item{Item: lb.items.get(int(id)), Count: c, Lower: c, Upper: c}
 	}
 	return res, nil
@@ -482,7 +482,7 @@ func (f *FSM) Count(leaderboard, item string, window time.Duration) (CountResult
 		return res, nil
 	}
 	if id, ok := lb.index.get(item); ok {
-		res.Count = lb.window(wi).counts.get(int(id))
+		res.Count = lb.window(wi).cnt(id)
 	}
 	res.Lower, res.Upper = res.Count, res.Count
 	return res, nil

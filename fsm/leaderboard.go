@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"math"
 	"time"
-	"unsafe"
 
 	pb "github.com/topkd/topkd/proto/topkd/raftcmd/v1"
 )
@@ -116,8 +115,12 @@ type leaderboard struct {
 	items cowArray[string] // by id; "" for free ids
 	index *itemIndex
 	free  []uint32 // free ids, reused from the end
-	refs  []uint32 // bucket entries referencing each id, over all windows
-	live  int
+	// allCounts are the canonical all-time counts, by id, captured by
+	// snapshots; the "all" window keeps a copy in the records.
+	allCounts cowArray[int64]
+	// recs hold every window's per-item state and the bucket references.
+	recs *recStore
+	live int
 	// itemBytes sums the live items' lengths, for Stats without a walk.
 	itemBytes int64
 
@@ -143,9 +146,10 @@ func newLeaderboard(cfg *pb.LeaderboardConfig) *leaderboard {
 	lb := &leaderboard{cfg: cfg, maxEventMs: noTime, clockMs: noTime}
 	lb.index = newItemIndex(&lb.items, 0)
 	k := int(cfg.KMax)
-	lb.all = newWindow(0, 0, k, &lb.items)
-	for _, w := range cfg.Windows {
-		lb.wins = append(lb.wins, newWindow(w.DurationMs, w.BucketMs, k, &lb.items))
+	lb.recs = newRecStore(len(cfg.Windows))
+	lb.all = newWindow(0, 0, k, &lb.items, lb.recs, 0)
+	for i, w := range cfg.Windows {
+		lb.wins = append(lb.wins, newWindow(w.DurationMs, w.BucketMs, k, &lb.items, lb.recs, 2+3*i))
 	}
 	lb.late = make([]uint64, len(lb.wins))
 	lb.release = lb.releaseRef
@@ -190,11 +194,8 @@ func (lb *leaderboard) intern(item string) (uint32, bool) {
 		lb.items.set(int(id), item)
 	} else {
 		id = uint32(lb.items.append(item))
-		lb.refs = append(lb.refs, 0)
-		lb.all.grow(id)
-		for _, w := range lb.wins {
-			w.grow(id)
-		}
+		lb.allCounts.append(0)
+		lb.recs.grow()
 	}
 	lb.index.put(item, id)
 	lb.live++
@@ -204,7 +205,7 @@ func (lb *leaderboard) intern(item string) (uint32, bool) {
 
 // maybeFree releases an id once nothing counts or references it.
 func (lb *leaderboard) maybeFree(id uint32) {
-	if lb.refs[id] != 0 || lb.all.counts.get(int(id)) != 0 {
+	if lb.recs.refs(id) != 0 || lb.all.cnt(id) != 0 {
 		return
 	}
 	item := lb.items.get(int(id))
@@ -216,9 +217,14 @@ func (lb *leaderboard) maybeFree(id uint32) {
 	lb.itemBytes -= int64(len(item))
 }
 
+// addAll adds delta to id's all-time count, in its record and canonically.
+func (lb *leaderboard) addAll(id uint32, delta int64) {
+	lb.all.add(id, delta)
+	lb.allCounts.set(int(id), lb.all.cnt(id))
+}
+
 func (lb *leaderboard) releaseRef(id uint32) {
-	lb.refs[id]--
-	if lb.refs[id] == 0 {
+	if lb.recs.addRefs(id, -1) == 0 {
 		lb.maybeFree(id)
 	}
 }
@@ -298,7 +304,7 @@ func (lb *leaderboard) applyDeltas(d *pb.LeaderboardDeltas, entryMs int64, out *
 			lb.maybeFree(id)
 			continue
 		}
-		lb.all.add(id, delta)
+		lb.addAll(id, delta)
 		for wi, w := range lb.wins {
 			idx := ix[wi]
 			if idx < st[wi] {
@@ -311,7 +317,7 @@ func (lb *leaderboard) applyDeltas(d *pb.LeaderboardDeltas, entryMs int64, out *
 				lastBk[wi] = b
 			}
 			if w.addToBucket(b, id, delta) {
-				lb.refs[id]++
+				lb.recs.addRefs(id, 1)
 			}
 		}
 		lb.maybeFree(id)
@@ -343,15 +349,8 @@ func (lb *leaderboard) resolve(items []string) []uint32 {
 		if id == noID {
 			continue
 		}
-		lb.all.counts.prefetch(int(id))
-		prefetch(unsafe.Pointer(&lb.all.pos[id]))
-		prefetch(unsafe.Pointer(&lb.refs[id]))
-		for _, w := range lb.wins {
-			w.counts.prefetch(int(id))
-			prefetch(unsafe.Pointer(&w.pos[id]))
-			prefetch(unsafe.Pointer(&w.slotGen[id]))
-			prefetch(unsafe.Pointer(&w.slot[id]))
-		}
+		lb.recs.prefetch(id)
+		lb.allCounts.prefetch(int(id))
 	}
 	return ids
 }
@@ -374,11 +373,11 @@ func (lb *leaderboard) fits(id uint32, delta int64, ix, starts []int64) bool {
 		return false
 	}
 	in := func(c int64) bool { c += delta; return c <= MaxCount && c >= -MaxCount }
-	if !in(lb.all.counts.get(int(id))) {
+	if !in(lb.all.cnt(id)) {
 		return false
 	}
 	for wi, w := range lb.wins {
-		if ix[wi] >= starts[wi] && !in(w.counts.get(int(id))) {
+		if ix[wi] >= starts[wi] && !in(w.cnt(id)) {
 			return false
 		}
 	}

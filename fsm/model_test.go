@@ -1193,6 +1193,11 @@ func mdCheckStructure(rt *rapid.T, f *FSM, who string) {
 	defer f.mu.RUnlock()
 	for _, name := range f.st.sortedBoards() {
 		lb := f.st.boards[name]
+		if lb.ap == nil {
+			if err := mdRecordInvariants(lb); err != nil {
+				rt.Fatalf("%s: leaderboard %q: %v", who, name, err)
+			}
+		}
 		for wi, w := range append([]*window{lb.all}, lb.wins...) {
 			if err := mdWindowInvariants(w); err != nil {
 				rt.Fatalf("%s: leaderboard %q window %d: %v", who, name, wi-1, err)
@@ -1207,21 +1212,59 @@ func mdCheckStructure(rt *rapid.T, f *FSM, who string) {
 	}
 }
 
+// mdRecordInvariants checks the records against the canonical state: the
+// all-time copy against the snapshotted counts, the reference counts
+// against the bucket entries, and every newest-bucket slot that claims an
+// entry.
+func mdRecordInvariants(lb *leaderboard) error {
+	if lb.recs.n != lb.items.len() || lb.allCounts.len() != lb.items.len() {
+		return fmt.Errorf("%d records, %d all-time counts, %d item slots", lb.recs.n, lb.allCounts.len(), lb.items.len())
+	}
+	refs := make([]uint32, lb.recs.n)
+	for _, w := range lb.wins {
+		for _, b := range w.buckets {
+			for i := range b.ids.len() {
+				refs[b.ids.get(i)]++
+			}
+		}
+		if n := len(w.buckets); n > 0 && w.buckets[n-1].gen == w.fastGen && w.fastGen != 0 {
+			b := w.buckets[n-1]
+			for i := range b.ids.len() {
+				id := b.ids.get(i)
+				if g, s := w.newestSlot(id); g != b.gen || s != i {
+					return fmt.Errorf("id %d: newest-bucket record (%d, %d), entry %d of generation %d", id, g, s, i, b.gen)
+				}
+			}
+		}
+	}
+	for i := range lb.recs.n {
+		id := uint32(i)
+		if a, c := lb.all.cnt(id), lb.allCounts.get(i); a != c {
+			return fmt.Errorf("id %d: record all-time count %d, canonical %d", id, a, c)
+		}
+		if r := lb.recs.refs(id); r != refs[i] {
+			return fmt.Errorf("id %d: %d references recorded, %d bucket entries", id, r, refs[i])
+		}
+	}
+	return nil
+}
+
 // mdWindowInvariants checks the heap, the count classes and their bounds.
 func mdWindowInvariants(w *window) error {
 	positive := 0
-	for id := 0; id < w.counts.len(); id++ {
-		c := w.counts.get(id)
+	for i := 0; i < w.rec.n; i++ {
+		id := uint32(i)
+		c := w.cnt(id)
 		if c > 0 {
 			positive++
 		}
-		switch p := w.pos[id]; {
+		switch p := w.posOf(id); {
 		case p <= -2:
 			hi := int(-(p + 2))
-			if hi >= len(w.heap) || w.heap[hi].id != uint32(id) || c <= 0 {
+			if hi >= len(w.heap) || w.heap[hi].id != id || c <= 0 {
 				return fmt.Errorf("id %d (count %d): bad heap position %d", id, c, hi)
 			}
-			if nd := w.heap[hi]; nd.count != c || nd.key != prefixKey(w.items.get(id)) {
+			if nd := w.heap[hi]; nd.count != c || nd.key != prefixKey(w.items.get(i)) {
 				return fmt.Errorf("id %d (count %d): heap node %+v out of date", id, c, nd)
 			}
 		case p >= 0:
@@ -1229,7 +1272,7 @@ func mdWindowInvariants(w *window) error {
 				return fmt.Errorf("id %d with count %d sits in a class", id, c)
 			}
 			cl := &w.classes[classOf(c)]
-			if int(p) >= len(cl.ids) || cl.ids[p] != uint32(id) {
+			if int(p) >= len(cl.ids) || cl.ids[p] != id {
 				return fmt.Errorf("id %d (count %d): bad class slot %d", id, c, p)
 			}
 		default:
@@ -1260,7 +1303,7 @@ func mdWindowInvariants(w *window) error {
 				return fmt.Errorf("top class %d has a stale bound after settle", ci)
 			}
 			for _, id := range cl.ids {
-				if c := w.counts.get(int(id)); classOf(c) != ci {
+				if c := w.cnt(id); classOf(c) != ci {
 					return fmt.Errorf("id %d with count %d sits in class %d", id, c, ci)
 				}
 			}
@@ -1270,7 +1313,7 @@ func mdWindowInvariants(w *window) error {
 			return fmt.Errorf("class %d has members but no bound", ci)
 		}
 		for _, id := range cl.ids {
-			c := w.counts.get(int(id))
+			c := w.cnt(id)
 			if classOf(c) != ci {
 				return fmt.Errorf("id %d with count %d sits in class %d", id, c, ci)
 			}
@@ -1489,7 +1532,7 @@ type mdWinHarness struct {
 
 func newMdWinHarness(t *testing.T, kmax int) *mdWinHarness {
 	h := &mdWinHarness{t: t, ids: map[string]uint32{}}
-	h.w = newWindow(0, 0, kmax, &h.items)
+	h.w = newWindow(0, 0, kmax, &h.items, newRecStore(0), 0)
 	return h
 }
 
@@ -1497,7 +1540,7 @@ func (h *mdWinHarness) add(name string, delta int64) {
 	id, ok := h.ids[name]
 	if !ok {
 		id = uint32(h.items.append(name))
-		h.w.grow(id)
+		h.w.rec.grow()
 		h.ids[name] = id
 	}
 	h.w.add(id, delta)
@@ -1526,7 +1569,7 @@ func (h *mdWinHarness) top(k int) []Item {
 	})
 	out := make([]Item, len(ids))
 	for i, id := range ids {
-		out[i] = ex(w.items.get(int(id)), w.counts.get(int(id)))
+		out[i] = ex(w.items.get(int(id)), w.cnt(id))
 	}
 	return out
 }
@@ -1543,7 +1586,7 @@ func (h *mdWinHarness) check(when string) {
 	}
 	counts := map[string]int64{}
 	for name, id := range h.ids {
-		counts[name] = w.counts.get(int(id))
+		counts[name] = w.cnt(id)
 	}
 	ranked := mdRank(counts)
 	for k := 1; k <= w.kmax; k++ {
@@ -1583,7 +1626,7 @@ func TestWindowTrickyPaths(t *testing.T) {
 				h.addAll(hs, 100)
 				h.add("o", 50)
 				h.settle("filled")
-				if h.w.pos[h.ids["o"]] < 0 {
+				if h.w.posOf(h.ids["o"]) < 0 {
 					h.t.Fatalf("outsider o is in the heap, want it in a class (capacity %d)", h.w.capacity)
 				}
 				for i, n := range hs[:len(hs)-1] {

@@ -83,7 +83,7 @@ func (st *state) capture() *snapshot {
 				FreeIds: slices.Clone(lb.free), RejectedMaxItems: lb.rejectedMI, RejectedOverflow: lb.rejectedOF, AcceptedEvents: lb.accepted,
 				LateDropped: slices.Clone(lb.late), ClockMs: lb.clockMs},
 			items:  lb.items.freeze(),
-			counts: lb.all.counts.freeze(),
+			counts: lb.allCounts.freeze(),
 		}
 		if lb.ap != nil {
 			b.st.RejectedNegative = lb.ap.rejectedNeg
@@ -540,11 +540,8 @@ func (rs *restorer) addItems(m *pb.ItemChunk) error {
 		id := uint32(rs.items + i)
 		c := m.AllCounts[i]
 		lb.items.append(s)
-		lb.refs = append(lb.refs, 0)
-		lb.all.grow(id)
-		for _, w := range lb.wins {
-			w.grow(id)
-		}
+		lb.allCounts.append(c)
+		lb.recs.grow()
 		if rs.freeSet[id] {
 			if s != "" || c != 0 {
 				return corrupt("leaderboard %q: free id %d holds an item", rs.lbName, id)
@@ -615,7 +612,7 @@ func (rs *restorer) addBucket(m *pb.BucketChunk) error {
 		b.ids.append(id)
 		b.deltas.append(m.Deltas[i])
 		w.rawAdd(id, m.Deltas[i])
-		lb.refs[id]++
+		lb.recs.addRefs(id, 1)
 	}
 	rs.inBucket = !m.Last
 	return nil
@@ -643,7 +640,7 @@ func (rs *restorer) finishBoard() error {
 		return corrupt("leaderboard %q: last bucket unfinished", rs.lbName)
 	}
 	for id := 0; id < rs.wantIDs; id++ {
-		if !rs.freeSet[uint32(id)] && lb.refs[id] == 0 && lb.all.counts.get(id) == 0 {
+		if !rs.freeSet[uint32(id)] && lb.recs.refs(uint32(id)) == 0 && lb.all.cnt(uint32(id)) == 0 {
 			return corrupt("leaderboard %q: id %d holds nothing but is not free", rs.lbName, id)
 		}
 	}

@@ -99,10 +99,10 @@ func (lb *leaderboard) bytes() int64 {
 	)
 	var n int64
 	slots := int64(lb.items.capacity())
-	n += slots*16 + lb.index.bytes() + int64(cap(lb.scratchTags)+cap(lb.scratchIDs))*4 + int64(cap(lb.refs))*4 + int64(cap(lb.free))*4
+	n += slots*16 + lb.index.bytes() + int64(cap(lb.scratchTags)+cap(lb.scratchIDs))*4 + lb.recs.bytes() + int64(lb.allCounts.capacity())*8 + int64(cap(lb.free))*4
 	n += lb.itemBytes // kept current: Stats runs on every metrics scrape, never walk the items
 	for _, w := range append([]*window{lb.all}, lb.wins...) {
-		n += int64(w.counts.capacity())*8 + int64(cap(w.pos))*4 + int64(cap(w.heap))*32 + int64(cap(w.slotGen))*4 + int64(cap(w.slot))*4
+		n += int64(cap(w.heap)) * 32
 		for i := range w.classes {
 			n += int64(cap(w.classes[i].ids)) * 4
 		}

@@ -26,8 +26,11 @@ type window struct {
 
 	items *cowArray[string] // owned by the leaderboard; for tie-breaks
 
-	counts cowArray[int64] // by item id
-	pos    []int32         // >=0 slot in its class; -1 none; <=-2 heap index -(pos+2)
+	// Counts and positions live in the leaderboard's records (recs.go),
+	// at word off. A position is >=0 for a slot in its class, -1 for none,
+	// <=-2 for heap index -(pos+2).
+	rec *recStore
+	off int
 
 	heap     []hnode
 	capacity int
@@ -39,11 +42,32 @@ type window struct {
 	dirty    bool
 
 	buckets []*bucket // ascending index; sliding windows only
-	// The newest bucket finds an item's entry through per-id arrays instead
-	// of a map: slotGen[id] == fastGen means slot[id] is its entry there.
+	// The newest bucket finds an item's entry through its record instead
+	// of a map: a record generation equal to fastGen means its slot is the
+	// item's entry there.
 	fastGen uint32
-	slotGen []uint32
-	slot    []int32
+}
+
+func (w *window) cnt(id uint32) int64 { return int64(*w.rec.word(id, w.off)) }
+
+func (w *window) setCnt(id uint32, c int64) { *w.rec.word(id, w.off) = uint64(c) }
+
+func (w *window) posOf(id uint32) int32 { return int32(uint32(*w.rec.word(id, w.off+1))) - 1 }
+
+func (w *window) setPos(id uint32, p int32) {
+	x := w.rec.word(id, w.off+1)
+	*x = *x&^lo32 | uint64(uint32(p+1))
+}
+
+// newestSlot is id's entry in the newest bucket as its record last saw it.
+func (w *window) newestSlot(id uint32) (gen uint32, slot int) {
+	return uint32(*w.rec.word(id, w.off+2)), int(int32(*w.rec.word(id, w.off+1) >> 32))
+}
+
+func (w *window) setNewestSlot(id uint32, gen uint32, slot int) {
+	x := w.rec.word(id, w.off+1)
+	*x = *x&lo32 | uint64(uint32(slot))<<32
+	*w.rec.word(id, w.off+2) = uint64(gen)
 }
 
 // hnode is a heap member: its count (kept equal to counts[id]) and the
@@ -71,7 +95,7 @@ func prefixKey(s string) pkey {
 func (a pkey) less(b pkey) bool { return a.hi < b.hi || (a.hi == b.hi && a.lo < b.lo) }
 
 func (w *window) node(id uint32) hnode {
-	return hnode{count: w.counts.get(int(id)), key: prefixKey(w.items.get(int(id))), id: id}
+	return hnode{count: w.cnt(id), key: prefixKey(w.items.get(int(id))), id: id}
 }
 
 // aboveByKey orders (count desc, key asc); settled is false when counts
@@ -132,8 +156,8 @@ func classOf(c int64) int {
 	return 16 + (b-5)*4 + sub
 }
 
-func newWindow(durMs, bucketMs int64, kmax int, items *cowArray[string]) *window {
-	w := &window{durMs: durMs, bucketMs: bucketMs, kmax: kmax, items: items}
+func newWindow(durMs, bucketMs int64, kmax int, items *cowArray[string], rec *recStore, off int) *window {
+	w := &window{durMs: durMs, bucketMs: bucketMs, kmax: kmax, items: items, rec: rec, off: off}
 	if durMs > 0 {
 		w.nb = durMs / bucketMs
 	}
@@ -145,18 +169,6 @@ func (w *window) setKmax(kmax int) {
 	w.kmax = kmax
 	w.capacity = kmax + kmax/2 + 16
 	w.dirty = true
-}
-
-// grow makes room for item id.
-func (w *window) grow(id uint32) {
-	for int(id) >= w.counts.len() {
-		w.counts.append(0)
-		w.pos = append(w.pos, posNone)
-		if w.durMs > 0 {
-			w.slotGen = append(w.slotGen, 0)
-			w.slot = append(w.slot, 0)
-		}
-	}
 }
 
 // greater reports whether (ca, a) ranks above (cb, b): higher count, then smaller item.
@@ -171,7 +183,7 @@ func (w *window) greater(ca int64, a uint32, cb int64, b uint32) bool {
 }
 
 func (w *window) rankAbove(a, b uint32) bool {
-	return w.greater(w.counts.get(int(a)), a, w.counts.get(int(b)), b)
+	return w.greater(w.cnt(a), a, w.cnt(b), b)
 }
 
 // add applies delta to item id's count in this window.
@@ -179,22 +191,22 @@ func (w *window) add(id uint32, delta int64) {
 	if delta == 0 {
 		return
 	}
-	old := w.counts.get(int(id))
+	old := w.cnt(id)
 	nw := old + delta
-	w.counts.set(int(id), nw)
+	w.setCnt(id, nw)
 	if old <= 0 && nw > 0 {
 		w.positive++
 	} else if old > 0 && nw <= 0 {
 		w.positive--
 	}
-	p := w.pos[id]
+	p := w.posOf(id)
 	switch {
 	case p <= -2:
 		hi := int(-(p + 2))
 		w.heap[hi].count = nw
 		if nw <= 0 {
 			w.heapRemove(hi)
-			w.pos[id] = posNone
+			w.setPos(id, posNone)
 			w.dirty = true
 			return
 		}
@@ -212,7 +224,7 @@ func (w *window) add(id uint32, delta int64) {
 		oc := classOf(old)
 		if nw <= 0 {
 			w.classRemove(oc, int(p))
-			w.pos[id] = posNone
+			w.setPos(id, posNone)
 			return
 		}
 		// An item that goes straight into the heap must not raise a class bound.
@@ -272,7 +284,7 @@ func (w *window) raiseBound(ci int, c int64, id uint32) {
 func (w *window) classInsert(id uint32, c int64) {
 	ci := classOf(c)
 	cl := &w.classes[ci]
-	w.pos[id] = int32(len(cl.ids))
+	w.setPos(id, int32(len(cl.ids)))
 	cl.ids = append(cl.ids, id)
 	w.nonEmpty[ci>>6] |= 1 << (ci & 63)
 	w.raiseBound(ci, c, id)
@@ -284,7 +296,7 @@ func (w *window) classRemove(ci, p int) {
 	if p != last {
 		moved := cl.ids[last]
 		cl.ids[p] = moved
-		w.pos[moved] = int32(p)
+		w.setPos(moved, int32(p))
 	}
 	cl.ids = cl.ids[:last]
 	if last == 0 {
@@ -321,7 +333,7 @@ func (w *window) freshenTop() {
 			best = id
 		}
 	}
-	cl.hasBound, cl.stale, cl.bCount, cl.bItem = true, false, w.counts.get(int(best)), w.items.get(int(best))
+	cl.hasBound, cl.stale, cl.bCount, cl.bItem = true, false, w.cnt(best), w.items.get(int(best))
 }
 
 // outsideBound returns an upper bound on the rank of every item outside the
@@ -437,7 +449,7 @@ func (w *window) refill() {
 		break
 	}
 	for i, nd := range w.heap {
-		w.pos[nd.id] = int32(-(i + 2))
+		w.setPos(nd.id, int32(-(i + 2)))
 	}
 	for i := len(w.heap)/2 - 1; i >= 0; i-- {
 		w.siftDown(i)
@@ -465,9 +477,9 @@ func (w *window) takeBest(ci, n int) {
 	rest := ids[:copy(ids, ids[n:])]
 	cl.ids = rest
 	for i, id := range rest {
-		w.pos[id] = int32(i)
+		w.setPos(id, int32(i))
 	}
-	cl.hasBound, cl.stale, cl.bCount, cl.bItem = true, false, w.counts.get(int(best)), w.items.get(int(best))
+	cl.hasBound, cl.stale, cl.bCount, cl.bItem = true, false, w.cnt(best), w.items.get(int(best))
 }
 
 // ---- indexed min-heap by rank ----
@@ -476,7 +488,7 @@ func (w *window) takeBest(ci, n int) {
 func (w *window) heapPush(id uint32) {
 	w.heap = append(w.heap, w.node(id))
 	i := len(w.heap) - 1
-	w.pos[id] = int32(-(i + 2))
+	w.setPos(id, int32(-(i + 2)))
 	w.siftUp(i)
 }
 
@@ -495,8 +507,8 @@ func (w *window) heapRemove(i int) {
 func (w *window) swap(i, j int) {
 	h := w.heap
 	h[i], h[j] = h[j], h[i]
-	w.pos[h[i].id] = int32(-(i + 2))
-	w.pos[h[j].id] = int32(-(j + 2))
+	w.setPos(h[i].id, int32(-(i + 2)))
+	w.setPos(h[j].id, int32(-(j + 2)))
 }
 
 // below reports whether heap[i] ranks below heap[j] (min-heap order).
@@ -571,11 +583,11 @@ func (w *window) addToBucket(b *bucket, id uint32, delta int64) bool {
 	w.add(id, delta)
 	if b.gen != 0 && b.gen == w.fastGen {
 		// The id check makes a wrapped generation counter harmless.
-		if s := int(w.slot[id]); w.slotGen[id] == b.gen && s < b.ids.len() && b.ids.get(s) == id {
+		if g, s := w.newestSlot(id); g == b.gen && s < b.ids.len() && b.ids.get(s) == id {
 			b.deltas.set(s, b.deltas.get(s)+delta)
 			return false
 		}
-		w.slotGen[id], w.slot[id] = b.gen, int32(b.ids.append(id))
+		w.setNewestSlot(id, b.gen, b.ids.append(id))
 		b.deltas.append(delta)
 		return true
 	}
@@ -627,7 +639,7 @@ func (w *window) resize(kmax int) {
 // rawAdd changes a count without maintaining classes or heap; restore uses
 // it and calls rebuild once all counts are in.
 func (w *window) rawAdd(id uint32, d int64) {
-	w.counts.set(int(id), w.counts.get(int(id))+d)
+	w.setCnt(id, w.cnt(id)+d)
 }
 
 // rebuild derives positive, classes and heap from the counts in one pass.
@@ -636,17 +648,18 @@ func (w *window) rebuild() {
 	w.classes = [numClasses]class{}
 	w.nonEmpty = [numClasses / 64]uint64{}
 	w.positive = 0
-	for id := range w.counts.len() {
-		c := w.counts.get(id)
+	for i := range w.rec.n {
+		id := uint32(i)
+		c := w.cnt(id)
 		if c <= 0 {
-			w.pos[id] = posNone
+			w.setPos(id, posNone)
 			continue
 		}
 		w.positive++
 		ci := classOf(c)
 		cl := &w.classes[ci]
-		w.pos[id] = int32(len(cl.ids))
-		cl.ids = append(cl.ids, uint32(id))
+		w.setPos(id, int32(len(cl.ids)))
+		cl.ids = append(cl.ids, id)
 		cl.stale = true
 		w.nonEmpty[ci>>6] |= 1 << (ci & 63)
 	}

@@ -1,0 +1,98 @@
+package fsm
+
+import "unsafe"
+
+// recStore keeps the per-item state of a leaderboard's windows in one
+// record per id: each window's count, heap/class position and newest-bucket
+// entry, plus the id's bucket reference count. An applied delta touches
+// every window of its item; with one array per field that was a cache miss
+// per field (about 11 for two sliding windows), with records it is one line
+// (64 bytes up to two sliding windows, 128 up to four). At 1M items and
+// more those misses are most of the apply cost (DESIGN.md).
+//
+// Records are derived state: Restore rebuilds them, snapshots never read
+// them. The canonical all-time counts stay in a copy-on-write array beside.
+//
+// Layout in 8-byte words: word 0 the "all" count; word 1 the "all"
+// position (low half) and the reference count (high half); then three words
+// per sliding window: count; position (low) and newest-bucket slot (high);
+// newest-bucket generation (low). Positions are stored plus one, so a
+// zeroed record means "no count, in no class, not in the heap".
+type recStore struct {
+	stride int        // words per record
+	chunks [][]uint64 // recChunk records each (the last may hold fewer)
+	n      int
+}
+
+const (
+	recChunkBits = 12
+	recChunk     = 1 << recChunkBits
+	recChunkMask = recChunk - 1
+	lo32         = 1<<32 - 1
+)
+
+// recWords is the record stride for a leaderboard with this many sliding
+// windows: a power of two up to a cache line, whole lines beyond, so a
+// record never straddles more lines than it must.
+func recWords(sliding int) int {
+	w := 2 + 3*sliding
+	switch {
+	case w <= 2:
+		return 2
+	case w <= 4:
+		return 4
+	case w <= 8:
+		return 8
+	}
+	return (w + 7) &^ 7
+}
+
+func newRecStore(sliding int) *recStore { return &recStore{stride: recWords(sliding)} }
+
+// word is word off of id's record.
+func (s *recStore) word(id uint32, off int) *uint64 {
+	return &s.chunks[id>>recChunkBits][int(id&recChunkMask)*s.stride+off]
+}
+
+// grow appends a zeroed record. A chunk doubles up to its full size, so
+// small leaderboards stay small; chunk sizes are powers of two times the
+// stride, which keeps records aligned to their size.
+func (s *recStore) grow() {
+	ci := s.n >> recChunkBits
+	if ci == len(s.chunks) {
+		s.chunks = append(s.chunks, make([]uint64, 0, 16*s.stride))
+	}
+	c := s.chunks[ci]
+	if len(c)+s.stride > cap(c) {
+		nc := make([]uint64, len(c), min(2*cap(c), recChunk*s.stride))
+		copy(nc, c)
+		c = nc
+	}
+	s.chunks[ci] = c[:len(c)+s.stride]
+	s.n++
+}
+
+// prefetch hints every line of id's record.
+func (s *recStore) prefetch(id uint32) {
+	for off := 0; off < s.stride; off += 8 {
+		prefetch(unsafe.Pointer(s.word(id, off)))
+	}
+}
+
+func (s *recStore) bytes() int64 {
+	var n int64
+	for _, c := range s.chunks {
+		n += int64(cap(c)) * 8
+	}
+	return n
+}
+
+// refs is the number of bucket entries referencing id.
+func (s *recStore) refs(id uint32) uint32 { return uint32(*s.word(id, 1) >> 32) }
+
+func (s *recStore) addRefs(id uint32, d int32) uint32 {
+	x := s.word(id, 1)
+	r := uint32(int32(*x>>32) + d)
+	*x = *x&lo32 | uint64(r)<<32
+	return r
+}
