@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"math/bits"
 	"slices"
+	"unsafe"
 )
 
 // window keeps the exact counts of one window ("all" or a sliding duration)
@@ -613,7 +614,19 @@ func (w *window) expire(clockMs int64, release func(id uint32)) {
 	n := 0
 	for n < len(w.buckets) && w.buckets[n].index < start {
 		b := w.buckets[n]
-		for i := 0; i < b.ids.len(); i++ {
+		m := b.ids.len()
+		// Two-stage prefetch: the record expireAhead entries on, then the
+		// class slot of the one half as far, read from its record by then.
+		for i := 0; i < min(m, 2*expireAhead); i++ {
+			w.rec.prefetch(b.ids.get(i))
+		}
+		for i := 0; i < m; i++ {
+			if j := i + 2*expireAhead; j < m {
+				w.rec.prefetch(b.ids.get(j))
+			}
+			if j := i + expireAhead; j < m {
+				w.prefetchClassSlot(b.ids.get(j))
+			}
 			id := b.ids.get(i)
 			w.add(id, -b.deltas.get(i))
 			release(id)
@@ -623,6 +636,19 @@ func (w *window) expire(clockMs int64, release func(id uint32)) {
 	}
 	if n > 0 {
 		w.buckets = slices.Delete(w.buckets, 0, n)
+	}
+}
+
+// expireAhead is how many entries ahead expiry prefetches: enough to cover
+// a miss to memory at the loop's pace, few enough to stay in L1.
+const expireAhead = 8
+
+// prefetchClassSlot hints the class slot id sits in, if any.
+func (w *window) prefetchClassSlot(id uint32) {
+	if p := w.posOf(id); p >= 0 {
+		if ids := w.classes[classOf(w.cnt(id))].ids; int(p) < len(ids) {
+			prefetch(unsafe.Pointer(&ids[p]))
+		}
 	}
 }
 
