@@ -14,9 +14,9 @@ import "unsafe"
 // them. The canonical all-time counts stay in a copy-on-write array beside.
 //
 // Layout in 8-byte words: word 0 the "all" count; word 1 the "all"
-// position (low half) and the reference count (high half); then three words
-// per sliding window: count; position (low) and newest-bucket slot (high);
-// newest-bucket generation (low). Positions are stored plus one, so a
+// position (first half) and the reference count (second half); then three
+// words per sliding window: count; position and newest-bucket slot;
+// newest-bucket generation (first half). Positions are stored plus one, so a
 // zeroed record means "no count, in no class, not in the heap".
 type recStore struct {
 	stride int        // words per record
@@ -28,7 +28,6 @@ const (
 	recChunkBits = 12
 	recChunk     = 1 << recChunkBits
 	recChunkMask = recChunk - 1
-	lo32         = 1<<32 - 1
 )
 
 // recWords is the record stride for a leaderboard with this many sliding
@@ -87,12 +86,18 @@ func (s *recStore) bytes() int64 {
 	return n
 }
 
+// half is one 32-bit half of word off of id's record. Halves are written
+// as such, never by a read-modify-write of the word: a store that misses
+// the cache waits in the store buffer, a load stalls the loop.
+func (s *recStore) half(id uint32, off, h int) *uint32 {
+	return &(*[2]uint32)(unsafe.Pointer(s.word(id, off)))[h]
+}
+
 // refs is the number of bucket entries referencing id.
-func (s *recStore) refs(id uint32) uint32 { return uint32(*s.word(id, 1) >> 32) }
+func (s *recStore) refs(id uint32) uint32 { return *s.half(id, 1, 1) }
 
 func (s *recStore) addRefs(id uint32, d int32) uint32 {
-	x := s.word(id, 1)
-	r := uint32(int32(*x>>32) + d)
-	*x = *x&lo32 | uint64(r)<<32
-	return r
+	x := s.half(id, 1, 1)
+	*x = uint32(int32(*x) + d)
+	return *x
 }

@@ -53,22 +53,18 @@ func (w *window) cnt(id uint32) int64 { return int64(*w.rec.word(id, w.off)) }
 
 func (w *window) setCnt(id uint32, c int64) { *w.rec.word(id, w.off) = uint64(c) }
 
-func (w *window) posOf(id uint32) int32 { return int32(uint32(*w.rec.word(id, w.off+1))) - 1 }
+func (w *window) posOf(id uint32) int32 { return int32(*w.rec.half(id, w.off+1, 0)) - 1 }
 
-func (w *window) setPos(id uint32, p int32) {
-	x := w.rec.word(id, w.off+1)
-	*x = *x&^lo32 | uint64(uint32(p+1))
-}
+func (w *window) setPos(id uint32, p int32) { *w.rec.half(id, w.off+1, 0) = uint32(p + 1) }
 
 // newestSlot is id's entry in the newest bucket as its record last saw it.
 func (w *window) newestSlot(id uint32) (gen uint32, slot int) {
-	return uint32(*w.rec.word(id, w.off+2)), int(int32(*w.rec.word(id, w.off+1) >> 32))
+	return *w.rec.half(id, w.off+2, 0), int(int32(*w.rec.half(id, w.off+1, 1)))
 }
 
 func (w *window) setNewestSlot(id uint32, gen uint32, slot int) {
-	x := w.rec.word(id, w.off+1)
-	*x = *x&lo32 | uint64(uint32(slot))<<32
-	*w.rec.word(id, w.off+2) = uint64(gen)
+	*w.rec.half(id, w.off+1, 1) = uint32(slot)
+	*w.rec.half(id, w.off+2, 0) = gen
 }
 
 // hnode is a heap member: its count (kept equal to counts[id]) and the
