@@ -1,6 +1,9 @@
 package fsm
 
-import "unsafe"
+import (
+	"runtime"
+	"unsafe"
+)
 
 // recStore keeps the per-item state of a leaderboard's windows in one
 // record per id: each window's count, heap/class position and newest-bucket
@@ -22,6 +25,47 @@ type recStore struct {
 	stride int        // words per record
 	chunks [][]uint64 // recChunk records each (the last may hold fewer)
 	n      int
+	// Chunks after the first come from huge-page slabs outside the Go
+	// heap (huge_linux.go), unmapped by a cleanup once the store is
+	// unreachable; the first stays on the heap so small leaderboards stay
+	// small.
+	slabs *slabList
+}
+
+type slabList struct {
+	mapped     []slabRange
+	next, left uintptr // unused part of the newest slab
+}
+
+type slabRange struct{ addr, n uintptr }
+
+// slabMin is the smallest slab mapped: several chunks per slab, so little
+// of a slab is left over when chunks do not divide it.
+const slabMin = 8 << 20
+
+func (l *slabList) free() {
+	for _, r := range l.mapped {
+		freeSlab(r.addr, r.n)
+	}
+	l.mapped = nil
+}
+
+// chunk returns a zeroed chunk of n words from the slabs, or nil.
+func (l *slabList) chunk(n int) []uint64 {
+	b := uintptr(n) * 8
+	if l.left < b {
+		size := (max(b, slabMin) + hugeBytes - 1) &^ (hugeBytes - 1)
+		a, ok := hugeSlab(size)
+		if !ok {
+			return nil
+		}
+		l.mapped = append(l.mapped, slabRange{a, size})
+		l.next, l.left = a, size
+	}
+	c := wordsAt(l.next, n)
+	l.next += b
+	l.left -= b
+	return c[:0:n]
 }
 
 const (
@@ -46,7 +90,11 @@ func recWords(sliding int) int {
 	return (w + 7) &^ 7
 }
 
-func newRecStore(sliding int) *recStore { return &recStore{stride: recWords(sliding)} }
+func newRecStore(sliding int) *recStore {
+	s := &recStore{stride: recWords(sliding), slabs: &slabList{}}
+	runtime.AddCleanup(s, (*slabList).free, s.slabs)
+	return s
+}
 
 // word is word off of id's record.
 func (s *recStore) word(id uint32, off int) *uint64 {
@@ -59,7 +107,14 @@ func (s *recStore) word(id uint32, off int) *uint64 {
 func (s *recStore) grow() {
 	ci := s.n >> recChunkBits
 	if ci == len(s.chunks) {
-		s.chunks = append(s.chunks, make([]uint64, 0, 16*s.stride))
+		var c []uint64
+		if ci > 0 {
+			c = s.slabs.chunk(recChunk * s.stride)
+		}
+		if c == nil {
+			c = make([]uint64, 0, 16*s.stride)
+		}
+		s.chunks = append(s.chunks, c)
 	}
 	c := s.chunks[ci]
 	if len(c)+s.stride > cap(c) {

@@ -4,9 +4,11 @@ import (
 	"fmt"
 	rtmetrics "runtime/metrics"
 	"sync/atomic"
+
+	"github.com/topkd/topkd/fsm"
 )
 
-// memoryGuard samples the live heap once a second and refuses ingest above
+// memoryGuard samples the live heap (plus the FSMs' off-heap records) once a second and refuses ingest above
 // the high-water mark, before anything is proposed.
 type memoryGuard struct {
 	limit uint64
@@ -19,11 +21,13 @@ func newMemoryGuard(limit uint64) *memoryGuard {
 	return g
 }
 
+// sample reads the live heap plus the FSMs' memory outside it (huge-page
+// slabs of item records).
 func (g *memoryGuard) sample() {
 	s := []rtmetrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
 	rtmetrics.Read(s)
 	if s[0].Value.Kind() == rtmetrics.KindUint64 {
-		g.heap.Store(s[0].Value.Uint64())
+		g.heap.Store(s[0].Value.Uint64() + uint64(fsm.OffHeapBytes()))
 	}
 }
 
@@ -37,5 +41,5 @@ func (g *memoryGuard) check() error {
 	return nil
 }
 
-// HeapBytes is the last sampled live heap.
+// HeapBytes is the last sampled live heap plus off-heap records.
 func (g *memoryGuard) HeapBytes() uint64 { return g.heap.Load() }

@@ -73,7 +73,7 @@ func run(args []string) error {
 	nodeID := fs.String("node-id", env("node-id", ""), "node id, stable across restarts (TOPKD_NODE_ID; default: stored in the data dir, else the hostname)")
 	join := fs.String("join", env("join", ""), "address of a cluster node to join (TOPKD_JOIN)")
 	partitions := fs.Int("partitions", envInt("partitions", server.DefaultPartitions), "partitions of a new cluster, fixed at creation (TOPKD_PARTITIONS)")
-	memLimit := fs.Int("memory-high-water-mb", envInt("memory-high-water-mb", 0), "refuse ingest above this heap size in MiB, 0 = 75% of RAM (TOPKD_MEMORY_HIGH_WATER_MB)")
+	memLimit := fs.Int("memory-high-water-mb", envInt("memory-high-water-mb", 0), "refuse ingest above this heap size (plus off-heap item records) in MiB, 0 = 75% of RAM (TOPKD_MEMORY_HIGH_WATER_MB)")
 	logLevel := fs.String("log-level", env("log-level", "info"), "debug, info, warn or error (TOPKD_LOG_LEVEL)")
 	procs := fs.Int("procs", envInt("procs", 0), "Go scheduler threads, 0 = twice the CPUs available; GOMAXPROCS, if set, wins (TOPKD_PROCS)")
 	if err := fs.Parse(args); err != nil {

@@ -1,0 +1,14 @@
+//go:build !linux
+
+package fsm
+
+const hugeBytes = 2 << 20
+
+// OffHeapBytes is 0 where records stay on the Go heap.
+func OffHeapBytes() int64 { return 0 }
+
+func hugeSlab(n uintptr) (uintptr, bool) { return 0, false }
+
+func freeSlab(addr, n uintptr) {}
+
+func wordsAt(addr uintptr, n int) []uint64 { return nil }
