@@ -1239,6 +1239,20 @@ func mdRecordInvariants(lb *leaderboard) error {
 	}
 	for i := range lb.recs.n {
 		id := uint32(i)
+		// The converse: a record naming the generation of a live newest
+		// bucket is that bucket's entry (addToBucket trusts it without a
+		// look at the ids). Records naming an expired bucket's generation
+		// stay behind; no later bucket gets that generation.
+		for wi, w := range lb.wins {
+			g, s := w.newestSlot(id)
+			n := len(w.buckets)
+			if g == 0 || n == 0 || w.buckets[n-1].gen != g {
+				continue
+			}
+			if s >= w.buckets[n-1].ids.len() || w.buckets[n-1].ids.get(s) != id {
+				return fmt.Errorf("window %d: id %d's record names generation %d slot %d, not its entry", wi, id, g, s)
+			}
+		}
 		if a, c := lb.all.cnt(id), lb.allCounts.get(i); a != c {
 			return fmt.Errorf("id %d: record all-time count %d, canonical %d", id, a, c)
 		}

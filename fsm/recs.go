@@ -19,7 +19,7 @@ import (
 // Layout in 8-byte words: word 0 the "all" count; word 1 the "all"
 // position (first half) and the reference count (second half); then three
 // words per sliding window: count; position and newest-bucket slot;
-// newest-bucket generation (first half). Positions are stored plus one, so a
+// newest-bucket generation. Positions are stored plus one, so a
 // zeroed record means "no count, in no class, not in the heap".
 type recStore struct {
 	stride int        // words per record

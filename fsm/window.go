@@ -45,8 +45,11 @@ type window struct {
 	buckets []*bucket // ascending index; sliding windows only
 	// The newest bucket finds an item's entry through its record instead
 	// of a map: a record generation equal to fastGen means its slot is the
-	// item's entry there.
-	fastGen uint32
+	// item's entry there. 64 bits never wrap, so a match needs no check
+	// against the bucket's ids (a dependent miss): an id is freed only
+	// with no bucket entry left, so a reused id's record names an older
+	// generation, and restored buckets have none.
+	fastGen uint64
 }
 
 func (w *window) cnt(id uint32) int64 { return int64(*w.rec.word(id, w.off)) }
@@ -58,13 +61,13 @@ func (w *window) posOf(id uint32) int32 { return int32(*w.rec.half(id, w.off+1, 
 func (w *window) setPos(id uint32, p int32) { *w.rec.half(id, w.off+1, 0) = uint32(p + 1) }
 
 // newestSlot is id's entry in the newest bucket as its record last saw it.
-func (w *window) newestSlot(id uint32) (gen uint32, slot int) {
-	return *w.rec.half(id, w.off+2, 0), int(int32(*w.rec.half(id, w.off+1, 1)))
+func (w *window) newestSlot(id uint32) (gen uint64, slot int) {
+	return *w.rec.word(id, w.off+2), int(int32(*w.rec.half(id, w.off+1, 1)))
 }
 
-func (w *window) setNewestSlot(id uint32, gen uint32, slot int) {
+func (w *window) setNewestSlot(id uint32, gen uint64, slot int) {
 	*w.rec.half(id, w.off+1, 1) = uint32(slot)
-	*w.rec.half(id, w.off+2, 0) = gen
+	*w.rec.word(id, w.off+2) = gen
 }
 
 // hnode is a heap member: its count (kept equal to counts[id]) and the
@@ -136,7 +139,7 @@ type bucket struct {
 	ids    cowArray[uint32]
 	deltas cowArray[int64]
 	slot   map[uint32]int32 // id -> entry, built on first use when the per-id arrays do not apply
-	gen    uint32           // the window's fastGen when this bucket was the newest; 0 for others
+	gen    uint64           // the window's fastGen when this bucket was the newest; 0 for others
 }
 
 const (
@@ -567,7 +570,7 @@ func (w *window) bucketFor(idx int64) *bucket {
 	}
 	b := &bucket{index: idx}
 	if i == len(w.buckets) {
-		w.fastGen++ // the newest bucket: entries found through the per-id arrays
+		w.fastGen++ // the newest bucket: entries found through the records
 		b.gen = w.fastGen
 	}
 	w.buckets = slices.Insert(w.buckets, i, b)
@@ -579,8 +582,7 @@ func (w *window) bucketFor(idx int64) *bucket {
 func (w *window) addToBucket(b *bucket, id uint32, delta int64) bool {
 	w.add(id, delta)
 	if b.gen != 0 && b.gen == w.fastGen {
-		// The id check makes a wrapped generation counter harmless.
-		if g, s := w.newestSlot(id); g == b.gen && s < b.ids.len() && b.ids.get(s) == id {
+		if g, s := w.newestSlot(id); g == b.gen && s < b.ids.len() {
 			b.deltas.set(s, b.deltas.get(s)+delta)
 			return false
 		}
