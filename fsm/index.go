@@ -1,6 +1,7 @@
 package fsm
 
 import (
+	"encoding/binary"
 	"hash/maphash"
 	"unsafe"
 )
@@ -22,6 +23,12 @@ import (
 // the index is never iterated.
 type itemIndex struct {
 	items *cowArray[string]
+	// keys holds per id a 16-byte inline copy of an item of up to 15
+	// bytes (its bytes, zero padding, then its length), so verifying a
+	// candidate loads one line, usually from a huge page, instead of the
+	// string header and then the bytes it points to (two dependent misses).
+	// Longer items compare as strings. put keeps it current.
+	keys  *recStore
 	seed  maphash.Seed
 	dir   []*ixTable // 2^depth entries; a table of local depth d fills 2^(depth-d) of them
 	depth uint8
@@ -46,7 +53,7 @@ const (
 )
 
 func newItemIndex(items *cowArray[string], sizeHint int) *itemIndex {
-	x := &itemIndex{items: items, seed: maphash.MakeSeed()}
+	x := &itemIndex{items: items, seed: maphash.MakeSeed(), keys: newRecStore(0)}
 	slots := ixMinSlots
 	for slots < ixMaxSlots && slots*ixLoadNum/ixLoadDen < sizeHint {
 		slots *= 2
@@ -86,21 +93,53 @@ func (x *itemIndex) probe(s string, tag uint32) (uint32, bool) {
 func (x *itemIndex) find(s string, tag uint32) (*ixTable, int) {
 	t := x.table(tag)
 	mask := len(t.slots) - 1
+	k0, k1, short := packKey(s)
 	for i := t.start(tag); ; i = (i + 1) & mask {
 		e := t.slots[i]
 		if e == 0 {
 			return t, -1
 		}
-		if uint32(e>>32) == tag && x.items.get(int(uint32(e))) == s {
+		if uint32(e>>32) == tag && x.matches(uint32(e), s, k0, k1, short) {
 			return t, i
 		}
 	}
+}
+
+// longKey marks a key slot whose item is longer than 15 bytes: its length
+// byte, 255, is no short item's.
+const longKey = 0xFF << 56
+
+// packKey is s's inline key, when s is short enough to have one.
+func packKey(s string) (k0, k1 uint64, short bool) {
+	if len(s) > 15 {
+		return 0, longKey, false
+	}
+	var b [16]byte
+	copy(b[:], s)
+	b[15] = byte(len(s))
+	return binary.LittleEndian.Uint64(b[:8]), binary.LittleEndian.Uint64(b[8:]), true
+}
+
+func (x *itemIndex) matches(id uint32, s string, k0, k1 uint64, short bool) bool {
+	if short {
+		return *x.keys.word(id, 0) == k0 && *x.keys.word(id, 1) == k1
+	}
+	return *x.keys.word(id, 1) == longKey && x.items.get(int(id)) == s
+}
+
+func (x *itemIndex) setKey(id uint32, s string) {
+	for x.keys.n <= int(id) {
+		x.keys.grow()
+	}
+	k0, k1, _ := packKey(s)
+	*x.keys.word(id, 0), *x.keys.word(id, 1) = k0, k1
 }
 
 // put adds s -> id; s must be absent.
 func (x *itemIndex) put(s string, id uint32) { x.putTag(s, id, x.tagOf(s)) }
 
 func (x *itemIndex) putTag(s string, id uint32, tag uint32) {
+	x.setKey(id, s)
 	t := x.table(tag)
 	for (t.used+1)*ixLoadDen > len(t.slots)*ixLoadNum {
 		x.grow(t)
@@ -226,15 +265,19 @@ func (x *itemIndex) lookupBatch(items []string, tags []uint32, ids []uint32) ([]
 		t := x.table(tag)
 		prefetch(unsafe.Pointer(&t.slots[t.start(tag)]))
 	}
-	for _, tag := range tags {
+	for i, tag := range tags {
 		id := x.candidate(tag)
 		ids = append(ids, id)
 		if id != noID {
-			x.items.prefetch(int(id))
+			if len(items[i]) > 15 {
+				x.items.prefetch(int(id))
+			} else {
+				prefetch(unsafe.Pointer(x.keys.word(id, 0)))
+			}
 		}
 	}
-	for _, id := range ids {
-		if id != noID {
+	for i, id := range ids {
+		if id != noID && len(items[i]) > 15 {
 			if c := x.items.get(int(id)); len(c) > 0 {
 				prefetch(unsafe.Pointer(unsafe.StringData(c)))
 			}
@@ -269,5 +312,5 @@ const noID = ^uint32(0)
 
 // bytes is the memory of the slots and the directory.
 func (x *itemIndex) bytes() int64 {
-	return int64(x.slots)*8 + int64(len(x.dir))*int64(unsafe.Sizeof(uintptr(0)))
+	return int64(x.slots)*8 + int64(len(x.dir))*int64(unsafe.Sizeof(uintptr(0))) + x.keys.bytes()
 }

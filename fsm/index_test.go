@@ -219,3 +219,41 @@ func TestItemIndexTagCollision(t *testing.T) {
 		t.Fatal("a still there")
 	}
 }
+
+// TestItemIndexInlineKeys mixes items around the 15-byte inline limit that
+// share prefixes, differ only in trailing zero bytes or length, and exceed
+// the limit: each finds its own id, and absent neighbours find none.
+func TestItemIndexInlineKeys(t *testing.T) {
+	var items cowArray[string]
+	x := newItemIndex(&items, 0)
+	base := "abcdefghijklmnopqrstuvwxyz"
+	var names []string
+	for n := 0; n <= 20; n++ {
+		names = append(names, base[:n], base[:n]+"\x00", "\x00"+base[:n])
+	}
+	present := map[string]uint32{}
+	for i, s := range names {
+		if i%2 == 0 {
+			if _, dup := present[s]; dup {
+				continue
+			}
+			id := uint32(items.append(s))
+			x.put(s, id)
+			present[s] = id
+		}
+	}
+	for _, s := range names {
+		id, ok := x.get(s)
+		want, wok := present[s]
+		if ok != wok || (ok && id != want) {
+			t.Fatalf("get(%q) = %d, %v; want %d, %v", s, id, ok, want, wok)
+		}
+	}
+	ids := make([]uint32, 0, len(names))
+	_, got := x.lookupBatch(names, nil, ids)
+	for i, s := range names {
+		if want, ok := present[s]; (ok && got[i] != want) || (!ok && got[i] != noID) {
+			t.Fatalf("lookupBatch(%q) = %d, want %d (present %v)", s, got[i], want, ok)
+		}
+	}
+}
