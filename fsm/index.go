@@ -7,8 +7,8 @@ import (
 )
 
 // itemIndex maps an item to its id: extendible hashing over tables of
-// 8-byte slots (a 32-bit hash tag and the id), verified against the item
-// table. It replaces a map[string]uint32 for two reasons:
+// 8-byte slots (a 32-bit hash tag and the id), verified against an inline
+// key or the item table. It replaces a map[string]uint32 for two reasons:
 //
 //   - batch lookups: lookupBatch hashes every item of an entry and prefetches
 //     their slots in one tight loop, then probes and verifies in a second,
