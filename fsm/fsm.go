@@ -406,29 +406,59 @@ func (f *FSM) TopK(leaderboard string, window time.Duration, k int) (TopKResult,
 		return res, nil
 	}
 	w := lb.window(wi)
-	ids := w.certain(make([]uint32, 0, len(w.heap)))
-	cmp := func(a, b uint32) int {
-		if w.rankAbove(a, b) {
+	// Heap nodes carry their count and key prefix: ranking them touches no
+	// record, where ranking ids would miss the cache once per member.
+	nodes := w.topNodes(k)
+	slices.SortFunc(nodes, func(a, b hnode) int {
+		if w.nodeAbove(a, b) {
 			return -1
 		}
-		if w.rankAbove(b, a) {
+		if w.nodeAbove(b, a) {
 			return 1
 		}
 		return 0
-	}
-	if len(ids) > k {
-		selectTop(ids, k, w)
-		ids = ids[:k]
-	}
-	slices.SortFunc(ids, cmp)
+	})
 	res := TopKResult{Leaderboard: leaderboard, Incarnation: lb.cfg.Incarnation, Window: window,
-		AppliedIndex: f.st.appliedIndex, Items: make([]Item, len(ids))}
+		AppliedIndex: f.st.appliedIndex, Items: make([]Item, len(nodes))}
 	res.WindowStartMs, res.WindowEndMs = lb.bounds(wi)
-	for i, id := range ids {
-		c := w.cnt(id)
-		res.Items[i] = Item{Item: lb.items.get(int(id)), Count: c, Lower: c, Upper: c}
+	for i, nd := range nodes {
+		res.Items[i] = Item{Item: lb.items.get(int(nd.id)), Count: nd.count, Lower: nd.count, Upper: nd.count}
 	}
 	return res, nil
+}
+
+// selectNodes partially orders heap nodes so the k best come first (quickselect).
+func selectNodes(nodes []hnode, k int, w *window) {
+	lo, hi := 0, len(nodes)-1
+	for lo < hi {
+		mid := lo + (hi-lo)/2
+		if w.nodeAbove(nodes[mid], nodes[lo]) {
+			nodes[mid], nodes[lo] = nodes[lo], nodes[mid]
+		}
+		if w.nodeAbove(nodes[hi], nodes[lo]) {
+			nodes[hi], nodes[lo] = nodes[lo], nodes[hi]
+		}
+		if w.nodeAbove(nodes[mid], nodes[hi]) {
+			nodes[mid], nodes[hi] = nodes[hi], nodes[mid]
+		}
+		pivot := nodes[hi]
+		i := lo
+		for j := lo; j < hi; j++ {
+			if w.nodeAbove(nodes[j], pivot) {
+				nodes[i], nodes[j] = nodes[j], nodes[i]
+				i++
+			}
+		}
+		nodes[i], nodes[hi] = nodes[hi], nodes[i]
+		switch {
+		case i == k-1 || i == k:
+			return
+		case i < k:
+			lo = i + 1
+		default:
+			hi = i - 1
+		}
+	}
 }
 
 // selectTop partially orders ids so the k best (by rank) come first (quickselect).

@@ -1570,20 +1570,16 @@ func (h *mdWinHarness) addAll(items []string, delta int64) {
 // top answers like FSM.TopK does.
 func (h *mdWinHarness) top(k int) []Item {
 	w := h.w
-	ids := w.certain(nil)
-	if len(ids) > k {
-		selectTop(ids, k, w)
-		ids = ids[:k]
-	}
-	slices.SortFunc(ids, func(a, b uint32) int {
-		if w.rankAbove(a, b) {
+	nodes := w.topNodes(k)
+	slices.SortFunc(nodes, func(a, b hnode) int {
+		if w.nodeAbove(a, b) {
 			return -1
 		}
 		return 1
 	})
-	out := make([]Item, len(ids))
-	for i, id := range ids {
-		out[i] = ex(w.items.get(int(id)), w.cnt(id))
+	out := make([]Item, len(nodes))
+	for i, nd := range nodes {
+		out[i] = ex(w.items.get(int(nd.id)), nd.count)
 	}
 	return out
 }

@@ -365,16 +365,26 @@ func (w *window) aboveBound(c int64, id uint32, bc int64, bItem string) bool {
 	return w.items.get(int(id)) < bItem
 }
 
-// certain appends the heap members that provably rank above every item outside it.
-func (w *window) certain(dst []uint32) []uint32 {
+// certainNodes appends the heap members that provably rank above every item outside it.
+func (w *window) certainNodes(dst []hnode) []hnode {
 	bc, bItem, ok := w.outsideBound()
 	bk := prefixKey(bItem)
 	for _, nd := range w.heap {
 		if !ok || w.nodeAboveBound(nd, bc, bk, bItem) {
-			dst = append(dst, nd.id)
+			dst = append(dst, nd)
 		}
 	}
 	return dst
+}
+
+// topNodes returns the k best certain heap members, unordered.
+func (w *window) topNodes(k int) []hnode {
+	nodes := w.certainNodes(make([]hnode, 0, len(w.heap)))
+	if len(nodes) > k {
+		selectNodes(nodes, k, w)
+		nodes = nodes[:k]
+	}
+	return nodes
 }
 
 func (w *window) certainCount() int {
