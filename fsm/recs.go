@@ -10,7 +10,7 @@ import (
 // entry, plus the id's bucket reference count. An applied delta touches
 // every window of its item; with one array per field that was a cache miss
 // per field (about 11 for two sliding windows), with records it is one line
-// (64 bytes up to two sliding windows, 128 up to four). At 1M items and
+// for two sliding windows (64 bytes), two for four (128). At 1M items and
 // more those misses are most of the apply cost (DESIGN.md).
 //
 // Records are derived state: Restore rebuilds them, snapshots never read
@@ -75,19 +75,17 @@ const (
 )
 
 // recWords is the record stride for a leaderboard with this many sliding
-// windows: a power of two up to a cache line, whole lines beyond, so a
-// record never straddles more lines than it must.
+// windows: padded to whole cache lines when that adds at most two words,
+// so the common shapes (two sliding windows: one line; four: two) never
+// straddle a line; otherwise unpadded, because the padding would cost more
+// memory per item and window than the budget of DESIGN.md allows (one
+// sliding window: 40 bytes, not 64).
 func recWords(sliding int) int {
 	w := 2 + 3*sliding
-	switch {
-	case w <= 2:
-		return 2
-	case w <= 4:
-		return 4
-	case w <= 8:
-		return 8
+	if p := (w + 7) &^ 7; p-w <= 2 {
+		return p
 	}
-	return (w + 7) &^ 7
+	return w
 }
 
 func newRecStore(sliding int) *recStore {
@@ -102,8 +100,8 @@ func (s *recStore) word(id uint32, off int) *uint64 {
 }
 
 // grow appends a zeroed record. A chunk doubles up to its full size, so
-// small leaderboards stay small; chunk sizes are powers of two times the
-// stride, which keeps records aligned to their size.
+// small leaderboards stay small; chunks start at a page or a power of two,
+// so padded records stay aligned to their lines.
 func (s *recStore) grow() {
 	ci := s.n >> recChunkBits
 	if ci == len(s.chunks) {
@@ -130,6 +128,9 @@ func (s *recStore) grow() {
 func (s *recStore) prefetch(id uint32) {
 	for off := 0; off < s.stride; off += 8 {
 		prefetch(unsafe.Pointer(s.word(id, off)))
+	}
+	if s.stride%8 != 0 {
+		prefetch(unsafe.Pointer(s.word(id, s.stride-1)))
 	}
 }
 

@@ -51,7 +51,7 @@ func TestRecStoreSlabs(t *testing.T) {
 }
 
 func TestRecWords(t *testing.T) {
-	for sliding, want := range []int{2, 8, 8, 16, 16, 24} {
+	for sliding, want := range []int{2, 5, 8, 11, 16, 17, 20, 24} {
 		if got := recWords(sliding); got != want {
 			t.Errorf("recWords(%d) = %d, want %d", sliding, got, want)
 		}
