@@ -9,6 +9,7 @@ import (
 	"hash/crc64"
 	"io"
 	"slices"
+	"unsafe"
 
 	"github.com/hashicorp/raft"
 	"google.golang.org/protobuf/proto"
@@ -602,6 +603,12 @@ func (rs *restorer) addBucket(m *pb.BucketChunk) error {
 	rs.curWin, rs.curIdx = wi, m.Index
 	b := rs.curBk
 	for i, id := range m.Ids {
+		// Entries name ids at random: prefetch the record and the seen
+		// mark of one a little ahead, as bucket expiry does.
+		if j := i + 2*expireAhead; j < len(m.Ids) && int(m.Ids[j]) < rs.wantIDs && int(m.Ids[j]) < lb.recs.n {
+			lb.recs.prefetch(m.Ids[j])
+			prefetch(unsafe.Pointer(&rs.seenIn[m.Ids[j]]))
+		}
 		if int(id) >= rs.wantIDs || rs.freeSet[id] {
 			return corrupt("leaderboard %q: bucket entry for id %d", rs.lbName, id)
 		}
