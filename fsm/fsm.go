@@ -461,41 +461,6 @@ func selectNodes(nodes []hnode, k int, w *window) {
 	}
 }
 
-// selectTop partially orders ids so the k best (by rank) come first (quickselect).
-func selectTop(ids []uint32, k int, w *window) {
-	lo, hi := 0, len(ids)-1
-	for lo < hi {
-		// median-of-three pivot keeps adversarial orders linear in practice
-		mid := lo + (hi-lo)/2
-		if w.rankAbove(ids[mid], ids[lo]) {
-			ids[mid], ids[lo] = ids[lo], ids[mid]
-		}
-		if w.rankAbove(ids[hi], ids[lo]) {
-			ids[hi], ids[lo] = ids[lo], ids[hi]
-		}
-		if w.rankAbove(ids[mid], ids[hi]) {
-			ids[mid], ids[hi] = ids[hi], ids[mid]
-		}
-		pivot := ids[hi]
-		i := lo
-		for j := lo; j < hi; j++ {
-			if w.rankAbove(ids[j], pivot) {
-				ids[i], ids[j] = ids[j], ids[i]
-				i++
-			}
-		}
-		ids[i], ids[hi] = ids[hi], ids[i]
-		switch {
-		case i == k-1 || i == k:
-			return
-		case i < k:
-			lo = i + 1
-		default:
-			hi = i - 1
-		}
-	}
-}
-
 // Count returns one item's count in a window (0 when absent).
 func (f *FSM) Count(leaderboard, item string, window time.Duration) (CountResult, error) {
 	f.mu.RLock()

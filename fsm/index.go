@@ -58,8 +58,18 @@ func newItemIndex(items *cowArray[string], sizeHint int) *itemIndex {
 	for slots < ixMaxSlots && slots*ixLoadNum/ixLoadDen < sizeHint {
 		slots *= 2
 	}
-	x.dir = []*ixTable{{slots: make([]uint64, slots)}}
-	x.slots = slots
+	// A large hint (a restore) starts with as many full tables as it needs
+	// at about 60% load, so building the index splits no table.
+	var depth uint8
+	for depth < maxIxDepth && (1<<depth)*ixMaxSlots*3/5 < sizeHint {
+		depth++
+	}
+	x.depth = depth
+	x.dir = make([]*ixTable, 1<<depth)
+	for i := range x.dir {
+		x.dir[i] = &ixTable{slots: make([]uint64, slots), depth: depth}
+	}
+	x.slots = slots << depth
 	return x
 }
 
@@ -291,6 +301,14 @@ func (x *itemIndex) lookupBatch(items []string, tags []uint32, ids []uint32) ([]
 		ids[i] = id
 	}
 	return tags, ids
+}
+
+// prefetchSlot hints the start slot of s, for loops that put or get many
+// items one after another.
+func (x *itemIndex) prefetchSlot(s string) {
+	tag := x.tagOf(s)
+	t := x.table(tag)
+	prefetch(unsafe.Pointer(&t.slots[t.start(tag)]))
 }
 
 // candidate is the id of the first slot with this tag, without verifying it.

@@ -257,3 +257,28 @@ func TestItemIndexInlineKeys(t *testing.T) {
 		}
 	}
 }
+
+// TestItemIndexPresized builds an index from a large size hint, as a restore
+// does: it starts deep enough that the puts split no table.
+func TestItemIndexPresized(t *testing.T) {
+	var items cowArray[string]
+	const n = 100_000
+	x := newItemIndex(&items, n)
+	if x.depth == 0 {
+		t.Fatalf("depth 0 for a hint of %d", n)
+	}
+	slots := x.slots
+	for i := range n {
+		s := fmt.Sprintf("presized-%d", i)
+		x.prefetchSlot(s)
+		x.put(s, uint32(items.append(s)))
+	}
+	if x.slots != slots {
+		t.Fatalf("slots grew from %d to %d: a table split", slots, x.slots)
+	}
+	for i := range n {
+		if id, ok := x.get(fmt.Sprintf("presized-%d", i)); !ok || id != uint32(i) {
+			t.Fatalf("get(presized-%d) = %d, %v", i, id, ok)
+		}
+	}
+}

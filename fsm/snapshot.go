@@ -566,6 +566,9 @@ func (rs *restorer) finishItems() error {
 	lb := rs.lb
 	lb.index = newItemIndex(&lb.items, lb.live)
 	for id := range rs.wantIDs {
+		if j := id + 2*expireAhead; j < rs.wantIDs {
+			lb.index.prefetchSlot(lb.items.get(j))
+		}
 		if rs.freeSet[uint32(id)] {
 			continue
 		}
@@ -655,6 +658,7 @@ func (rs *restorer) finishBoard() error {
 	lb.all.rebuild()
 	for _, w := range lb.wins {
 		w.rebuild()
+		w.adoptNewest()
 	}
 	rs.st.setBoard(rs.lbName, lb)
 	rs.lb = nil

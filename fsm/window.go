@@ -470,26 +470,34 @@ func (w *window) refill() {
 
 // takeBest moves the n best members of class ci to the heap and tightens the
 // class bound to the best member left behind. Quickselect keeps it linear in
-// the class size: large classes are ties of small counts.
+// the class size: large classes are ties of small counts. It selects over
+// heap nodes (count and key prefix loaded once per member) rather than ids:
+// ranking ids loads two records, and on ties two strings, per comparison,
+// which made restoring a class of a million count-1 items take seconds.
 func (w *window) takeBest(ci, n int) {
 	cl := &w.classes[ci]
-	ids := cl.ids
-	selectTop(ids, n, w)
-	for _, id := range ids[:n] {
-		w.heap = append(w.heap, w.node(id))
+	nodes := make([]hnode, len(cl.ids))
+	for i, id := range cl.ids {
+		nodes[i] = w.node(id)
 	}
-	best := ids[n]
-	for _, id := range ids[n+1:] {
-		if w.rankAbove(id, best) {
-			best = id
+	selectNodes(nodes, n, w)
+	w.heap = append(w.heap, nodes[:n]...)
+	best := n
+	for i := n + 1; i < len(nodes); i++ {
+		if w.nodeAbove(nodes[i], nodes[best]) {
+			best = i
 		}
 	}
-	rest := ids[:copy(ids, ids[n:])]
+	rest := cl.ids[:0]
+	for _, nd := range nodes[n:] {
+		rest = append(rest, nd.id)
+	}
 	cl.ids = rest
 	for i, id := range rest {
 		w.setPos(id, int32(i))
 	}
-	cl.hasBound, cl.stale, cl.bCount, cl.bItem = true, false, w.cnt(best), w.items.get(int(best))
+	b := nodes[best]
+	cl.hasBound, cl.stale, cl.bCount, cl.bItem = true, false, b.count, w.items.get(int(b.id))
 }
 
 // ---- indexed min-heap by rank ----
@@ -660,6 +668,27 @@ func (w *window) prefetchClassSlot(id uint32) {
 	}
 }
 
+// adoptNewest makes a restored window's newest bucket the fast one: its
+// entries are found through the records, not a map built on first use. The
+// log replayed after a restore lands mostly in that bucket, and building and
+// probing a map of its (up to millions of) entries dominated a restart.
+func (w *window) adoptNewest() {
+	n := len(w.buckets)
+	if n == 0 {
+		return
+	}
+	b := w.buckets[n-1]
+	w.fastGen++
+	b.gen, b.slot = w.fastGen, nil
+	m := b.ids.len()
+	for i := 0; i < m; i++ {
+		if j := i + 2*expireAhead; j < m {
+			w.rec.prefetch(b.ids.get(j))
+		}
+		w.setNewestSlot(b.ids.get(i), b.gen, i)
+	}
+}
+
 // resize changes K_max and rebuilds the heap from scratch.
 func (w *window) resize(kmax int) {
 	for _, nd := range w.heap {
@@ -682,6 +711,19 @@ func (w *window) rebuild() {
 	w.classes = [numClasses]class{}
 	w.nonEmpty = [numClasses / 64]uint64{}
 	w.positive = 0
+	// Size the classes first: growing a class of millions by appends
+	// copied it over and over (a seventh of a restart's CPU).
+	var sizes [numClasses]int
+	for i := range w.rec.n {
+		if c := w.cnt(uint32(i)); c > 0 {
+			sizes[classOf(c)]++
+		}
+	}
+	for ci, n := range sizes {
+		if n > 0 {
+			w.classes[ci].ids = make([]uint32, 0, n)
+		}
+	}
 	for i := range w.rec.n {
 		id := uint32(i)
 		c := w.cnt(id)
