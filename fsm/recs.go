@@ -26,7 +26,7 @@ type recStore struct {
 	chunks [][]uint64 // recChunk records each (the last may hold fewer)
 	n      int
 	// Chunks after the first come from huge-page slabs outside the Go
-	// heap (huge_linux.go), unmapped by a cleanup once the store is
+	// heap (huge_mmap.go), unmapped by a cleanup once the store is
 	// unreachable; the first stays on the heap so small leaderboards stay
 	// small.
 	slabs *slabList
