@@ -271,6 +271,7 @@ func (lb *leaderboard) applyDeltas(d *pb.LeaderboardDeltas, entryMs int64, out *
 	var lastB [16]*bucket
 	lastBk := zeros(lastB[:0], len(lb.wins))
 	var idxs [16]int64
+	ix, lastT := idxs[:0], int64(math.MinInt64)
 	var pre []uint32
 	if stagedApply {
 		pre = lb.resolve(d.Items)
@@ -294,9 +295,14 @@ func (lb *leaderboard) applyDeltas(d *pb.LeaderboardDeltas, entryMs int64, out *
 			continue
 		}
 		delta := d.Deltas[i]
-		ix := idxs[:0] // each window's bucket index of t, for fits and the adds
-		for _, w := range lb.wins {
-			ix = append(ix, floorDiv(t, w.bucketMs))
+		// Each window's bucket index of t, for fits and the adds; deltas
+		// of a part mostly share their second, so divide only on a change.
+		if t != lastT {
+			ix = idxs[:0]
+			for _, w := range lb.wins {
+				ix = append(ix, floorDiv(t, w.bucketMs))
+			}
+			lastT = t
 		}
 		if !lb.fits(id, delta, ix, st) {
 			lb.rejectedOF += ev
