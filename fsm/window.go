@@ -377,14 +377,64 @@ func (w *window) certainNodes(dst []hnode) []hnode {
 	return dst
 }
 
-// topNodes returns the k best certain heap members, unordered.
+// topNodes returns the k best certain heap members, unordered. It selects
+// over heap positions, so the nodes themselves (32 bytes) are neither copied
+// for every member nor swapped.
 func (w *window) topNodes(k int) []hnode {
-	nodes := w.certainNodes(make([]hnode, 0, len(w.heap)))
-	if len(nodes) > k {
-		selectNodes(nodes, k, w)
-		nodes = nodes[:k]
+	bc, bItem, ok := w.outsideBound()
+	bk := prefixKey(bItem)
+	pos := make([]uint32, 0, len(w.heap))
+	for i, nd := range w.heap {
+		if !ok || w.nodeAboveBound(nd, bc, bk, bItem) {
+			pos = append(pos, uint32(i))
+		}
 	}
-	return nodes
+	if len(pos) > k {
+		selectPos(pos, k, w)
+		pos = pos[:k]
+	}
+	out := make([]hnode, len(pos))
+	for i, p := range pos {
+		out[i] = w.heap[p]
+	}
+	return out
+}
+
+// selectPos partially orders heap positions so the k best members come
+// first (quickselect).
+func selectPos(pos []uint32, k int, w *window) {
+	h := w.heap
+	above := func(a, b uint32) bool { return w.nodeAbove(h[a], h[b]) }
+	lo, hi := 0, len(pos)-1
+	for lo < hi {
+		mid := lo + (hi-lo)/2
+		if above(pos[mid], pos[lo]) {
+			pos[mid], pos[lo] = pos[lo], pos[mid]
+		}
+		if above(pos[hi], pos[lo]) {
+			pos[hi], pos[lo] = pos[lo], pos[hi]
+		}
+		if above(pos[mid], pos[hi]) {
+			pos[mid], pos[hi] = pos[hi], pos[mid]
+		}
+		pivot := pos[hi]
+		i := lo
+		for j := lo; j < hi; j++ {
+			if above(pos[j], pivot) {
+				pos[i], pos[j] = pos[j], pos[i]
+				i++
+			}
+		}
+		pos[i], pos[hi] = pos[hi], pos[i]
+		switch {
+		case i == k-1 || i == k:
+			return
+		case i < k:
+			lo = i + 1
+		default:
+			hi = i - 1
+		}
+	}
 }
 
 func (w *window) certainCount() int {
