@@ -365,18 +365,6 @@ func (w *window) aboveBound(c int64, id uint32, bc int64, bItem string) bool {
 	return w.items.get(int(id)) < bItem
 }
 
-// certainNodes appends the heap members that provably rank above every item outside it.
-func (w *window) certainNodes(dst []hnode) []hnode {
-	bc, bItem, ok := w.outsideBound()
-	bk := prefixKey(bItem)
-	for _, nd := range w.heap {
-		if !ok || w.nodeAboveBound(nd, bc, bk, bItem) {
-			dst = append(dst, nd)
-		}
-	}
-	return dst
-}
-
 // topNodes returns the k best certain heap members, unordered. It selects
 // over heap positions, so the nodes themselves (32 bytes) are neither copied
 // for every member nor swapped.
