@@ -427,40 +427,6 @@ func (f *FSM) TopK(leaderboard string, window time.Duration, k int) (TopKResult,
 	return res, nil
 }
 
-// selectNodes partially orders heap nodes so the k best come first (quickselect).
-func selectNodes(nodes []hnode, k int, w *window) {
-	lo, hi := 0, len(nodes)-1
-	for lo < hi {
-		mid := lo + (hi-lo)/2
-		if w.nodeAbove(nodes[mid], nodes[lo]) {
-			nodes[mid], nodes[lo] = nodes[lo], nodes[mid]
-		}
-		if w.nodeAbove(nodes[hi], nodes[lo]) {
-			nodes[hi], nodes[lo] = nodes[lo], nodes[hi]
-		}
-		if w.nodeAbove(nodes[mid], nodes[hi]) {
-			nodes[mid], nodes[hi] = nodes[hi], nodes[mid]
-		}
-		pivot := nodes[hi]
-		i := lo
-		for j := lo; j < hi; j++ {
-			if w.nodeAbove(nodes[j], pivot) {
-				nodes[i], nodes[j] = nodes[j], nodes[i]
-				i++
-			}
-		}
-		nodes[i], nodes[hi] = nodes[hi], nodes[i]
-		switch {
-		case i == k-1 || i == k:
-			return
-		case i < k:
-			lo = i + 1
-		default:
-			hi = i - 1
-		}
-	}
-}
-
 // Count returns one item's count in a window (0 when absent).
 func (f *FSM) Count(leaderboard, item string, window time.Duration) (CountResult, error) {
 	f.mu.RLock()

@@ -378,7 +378,7 @@ func (w *window) topNodes(k int) []hnode {
 		}
 	}
 	if len(pos) > k {
-		selectPos(pos, k, w)
+		selectPos(pos, k, w.heap, w)
 		pos = pos[:k]
 	}
 	out := make([]hnode, len(pos))
@@ -388,11 +388,11 @@ func (w *window) topNodes(k int) []hnode {
 	return out
 }
 
-// selectPos partially orders heap positions so the k best members come
-// first (quickselect).
-func selectPos(pos []uint32, k int, w *window) {
-	h := w.heap
-	above := func(a, b uint32) bool { return w.nodeAbove(h[a], h[b]) }
+// selectPos partially orders positions in nodes so the k best nodes come
+// first (quickselect; median-of-three pivots keep adversarial orders
+// linear in practice). Moving 4-byte positions, not 32-byte nodes.
+func selectPos(pos []uint32, k int, nodes []hnode, w *window) {
+	above := func(a, b uint32) bool { return w.nodeAbove(nodes[a], nodes[b]) }
 	lo, hi := 0, len(pos)-1
 	for lo < hi {
 		mid := lo + (hi-lo)/2
@@ -515,20 +515,23 @@ func (w *window) refill() {
 func (w *window) takeBest(ci, n int) {
 	cl := &w.classes[ci]
 	nodes := make([]hnode, len(cl.ids))
+	pos := make([]uint32, len(cl.ids))
 	for i, id := range cl.ids {
-		nodes[i] = w.node(id)
+		nodes[i], pos[i] = w.node(id), uint32(i)
 	}
-	selectNodes(nodes, n, w)
-	w.heap = append(w.heap, nodes[:n]...)
-	best := n
-	for i := n + 1; i < len(nodes); i++ {
-		if w.nodeAbove(nodes[i], nodes[best]) {
-			best = i
+	selectPos(pos, n, nodes, w)
+	for _, p := range pos[:n] {
+		w.heap = append(w.heap, nodes[p])
+	}
+	best := pos[n]
+	for _, p := range pos[n+1:] {
+		if w.nodeAbove(nodes[p], nodes[best]) {
+			best = p
 		}
 	}
 	rest := cl.ids[:0]
-	for _, nd := range nodes[n:] {
-		rest = append(rest, nd.id)
+	for _, p := range pos[n:] {
+		rest = append(rest, nodes[p].id)
 	}
 	cl.ids = rest
 	for i, id := range rest {
