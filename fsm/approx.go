@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"strings"
 
 	"github.com/cespare/xxhash/v2"
 
@@ -206,6 +207,8 @@ func (lb *leaderboard) applyApprox(d *pb.LeaderboardDeltas, entryMs int64, out *
 		cms = c.t.Sketch()
 	}
 	for i, item := range d.Items {
+		// Summaries keep items; decoded items alias the log entry.
+		item = strings.Clone(item)
 		ev := eventsAt(d, i)
 		delta := d.Deltas[i]
 		if delta < 0 {

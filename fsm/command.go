@@ -87,7 +87,8 @@ type Command struct {
 }
 
 // DecodeCommand checks the envelope and decodes its payload. Errors wrap
-// ErrCorrupt or ErrUnknownCommand; a replica must stop on either.
+// ErrCorrupt or ErrUnknownCommand; a replica must stop on either. An ingest
+// entry's strings alias data (see decodeIngest): data must outlive them.
 func DecodeCommand(data []byte) (Command, error) {
 	if len(data) < envelopeSize {
 		return Command{}, fmt.Errorf("%w: command of %d bytes is shorter than its envelope", ErrCorrupt, len(data))
@@ -103,8 +104,15 @@ func DecodeCommand(data []byte) (Command, error) {
 	var m proto.Message
 	switch c.Type {
 	case TypeIngest:
-		c.Ingest = &pb.IngestEntry{}
-		m = c.Ingest
+		e, err := decodeIngest(payload)
+		if err != nil {
+			return Command{}, fmt.Errorf("%w: decode command %d: %v", ErrCorrupt, c.Type, err)
+		}
+		if err := checkIngest(e); err != nil {
+			return Command{}, err
+		}
+		c.Ingest = e
+		return c, nil
 	case TypeTick:
 		c.Tick = &pb.Tick{}
 		m = c.Tick
@@ -126,11 +134,6 @@ func DecodeCommand(data []byte) (Command, error) {
 	}
 	if err := proto.Unmarshal(payload, m); err != nil {
 		return Command{}, fmt.Errorf("%w: decode command %d: %v", ErrCorrupt, c.Type, err)
-	}
-	if c.Ingest != nil {
-		if err := checkIngest(c.Ingest); err != nil {
-			return Command{}, err
-		}
 	}
 	return c, nil
 }

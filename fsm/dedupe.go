@@ -86,8 +86,9 @@ func (t *dedupeTable) check(part *pb.ProducerPart, logMs int64) (*producer, *pb.
 	}
 	p := t.producers[part.ProducerId]
 	if p == nil {
-		p = &producer{id: part.ProducerId, epoch: part.Epoch}
-		t.producers[part.ProducerId] = p
+		id := strings.Clone(part.ProducerId) // decoded ids alias the log entry
+		p = &producer{id: id, epoch: part.Epoch}
+		t.producers[id] = p
 	}
 	p.lastSeen = logMs
 	seq := part.Sequence

@@ -3,6 +3,7 @@ package fsm
 import (
 	"fmt"
 	"math"
+	"strings"
 	"time"
 
 	pb "github.com/topkd/topkd/proto/topkd/raftcmd/v1"
@@ -187,6 +188,7 @@ func (lb *leaderboard) intern(item string) (uint32, bool) {
 	if lb.cfg.MaxItems > 0 && uint64(lb.live) >= lb.cfg.MaxItems {
 		return 0, false
 	}
+	item = strings.Clone(item) // decoded items alias the log entry
 	var id uint32
 	if n := len(lb.free); n > 0 {
 		id = lb.free[n-1]
