@@ -93,13 +93,19 @@ func hclogFor(log *slog.Logger, name string) hclog.Logger {
 	return hclog.FromStandardLogger(std, &hclog.LoggerOptions{Name: name, Level: hclog.Warn})
 }
 
+// boltOptions: a log store frees whole runs of pages at every compaction, so
+// the freelist is a hash map, and it is rebuilt on open instead of being
+// rewritten, whole, by every commit (rqlite, Consul and etcd do the same).
+// A lock held by another process answers within seconds, not never.
+func boltOptions() *bbolt.Options {
+	return &bbolt.Options{Timeout: 5 * time.Second, NoFreelistSync: true, FreelistType: bbolt.FreelistMapType}
+}
+
 func openGroup(gc groupConfig) (*group, error) {
 	if err := os.MkdirAll(gc.dir, 0o755); err != nil {
 		return nil, fmt.Errorf("group %s: %w", gc.name, err)
 	}
-	// A lock held by another process answers within seconds, not never.
-	store, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(gc.dir, "raft.db"),
-		BoltOptions: &bbolt.Options{Timeout: 5 * time.Second}})
+	store, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(gc.dir, "raft.db"), BoltOptions: boltOptions()})
 	if err != nil {
 		if errors.Is(err, bbolt.ErrTimeout) {
 			return nil, fmt.Errorf("group %s: %s is in use by another process (is another topkd running on this data dir?)", gc.name, filepath.Join(gc.dir, "raft.db"))
