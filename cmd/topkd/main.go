@@ -9,7 +9,9 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"runtime"
@@ -76,6 +78,7 @@ func run(args []string) error {
 	memLimit := fs.Int("memory-high-water-mb", envInt("memory-high-water-mb", 0), "refuse ingest above this heap size (plus off-heap item records) in MiB, 0 = 75% of RAM (TOPKD_MEMORY_HIGH_WATER_MB)")
 	logLevel := fs.String("log-level", env("log-level", "info"), "debug, info, warn or error (TOPKD_LOG_LEVEL)")
 	procs := fs.Int("procs", envInt("procs", 0), "Go scheduler threads, 0 = twice the CPUs available; GOMAXPROCS, if set, wins (TOPKD_PROCS)")
+	debugAddr := fs.String("debug-addr", env("debug-addr", ""), "serve Go's /debug/pprof profiles on this address, off when empty (TOPKD_DEBUG_ADDR)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -98,6 +101,17 @@ func run(args []string) error {
 	limit := uint64(*memLimit) << 20
 	if *memLimit == 0 {
 		limit = defaultHighWater()
+	}
+	if *debugAddr != "" {
+		// Its own listener: profiles stay off the client port.
+		ln, err := net.Listen("tcp", *debugAddr)
+		if err != nil {
+			return fmt.Errorf("--debug-addr: %w", err)
+		}
+		dbg := &http.Server{Handler: pprofMux(), ReadHeaderTimeout: 10 * time.Second}
+		go func() { _ = dbg.Serve(ln) }()
+		defer dbg.Close()
+		log.Info("profiles served", "debug", ln.Addr().String())
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -167,4 +181,14 @@ func defaultHighWater() uint64 {
 		}
 	}
 	return 8 << 30
+}
+
+func pprofMux() *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	return mux
 }
