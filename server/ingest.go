@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"sync"
 	"time"
 	"unicode/utf8"
@@ -225,18 +226,9 @@ func (n *Node) split(cfg *pb.LeaderboardConfig, req IngestRequest) ([]*pb.Produc
 	horizon := now + pol.MaxFutureSkew.Milliseconds()
 	// Events aggregate per (item, second) in first-seen order, then each
 	// distinct pair is hashed to its partition once.
-	type key struct {
-		item string
-		sec  int64
-	}
-	type agg struct {
-		item   string
-		sec    int64
-		delta  int64
-		events uint32
-	}
 	aggs := make([]agg, 0, len(req.Events))
-	at := make(map[key]int, len(req.Events))
+	tab := getAggTable(len(req.Events))
+	defer putAggTable(tab)
 	var maxEvent int64
 	for i, e := range req.Events {
 		switch {
@@ -269,25 +261,29 @@ func (n *Node) split(cfg *pb.LeaderboardConfig, req IngestRequest) ([]*pb.Produc
 				time.UnixMilli(t).UTC().Format(time.RFC3339), pol.MaxFutureSkew)
 		}
 		maxEvent = max(maxEvent, t)
-		k := key{e.Item, t / 1000}
-		if j, ok := at[k]; ok {
+		if j := tab.row(aggs, e.Item, t/1000); j >= 0 {
 			aggs[j].delta += c
 			aggs[j].events++
 			continue
 		}
-		at[k] = len(aggs)
-		aggs = append(aggs, agg{item: e.Item, sec: k.sec, delta: c, events: 1})
+		aggs = append(aggs, agg{item: e.Item, sec: t / 1000, delta: c, events: 1})
+	}
+	// Columns are sized exactly: count each partition's rows first.
+	counts := make([]int32, n.nparts)
+	for i := range aggs {
+		aggs[i].part = int32(PartitionOf(cfg.Name, aggs[i].item, n.nparts))
+		counts[aggs[i].part]++
 	}
 	parts := make([]*pb.ProducerPart, n.nparts)
-	for _, a := range aggs {
-		p := PartitionOf(cfg.Name, a.item, n.nparts)
-		part := parts[p]
-		if part == nil {
-			part = &pb.ProducerPart{ProducerId: req.ProducerID, Epoch: req.Epoch, Sequence: req.Sequence,
-				Boards: []*pb.LeaderboardDeltas{{Leaderboard: cfg.Name, Incarnation: cfg.Incarnation}}}
-			parts[p] = part
+	for p, c := range counts {
+		if c > 0 {
+			parts[p] = &pb.ProducerPart{ProducerId: req.ProducerID, Epoch: req.Epoch, Sequence: req.Sequence,
+				Boards: []*pb.LeaderboardDeltas{{Leaderboard: cfg.Name, Incarnation: cfg.Incarnation,
+					Items: make([]string, 0, c), Deltas: make([]int64, 0, c), EventTimesS: make([]int64, 0, c), Events: make([]uint32, 0, c)}}}
 		}
-		d := part.Boards[0]
+	}
+	for _, a := range aggs {
+		d := parts[a.part].Boards[0]
 		d.Items = append(d.Items, a.item)
 		d.Deltas = append(d.Deltas, a.delta)
 		d.EventTimesS = append(d.EventTimesS, a.sec)
@@ -585,4 +581,65 @@ func (n *Node) tickLoop() {
 			p.g.raft.Apply(data, every)
 		}
 	})
+}
+
+// agg is one (item, second) of a request with its summed delta.
+type agg struct {
+	item   string
+	sec    int64
+	delta  int64
+	events uint32
+	part   int32
+}
+
+// aggTable finds a request's (item, second) rows with one hash per event and
+// no allocation: open addressing over row numbers, pooled between requests.
+type aggTable struct {
+	seed  maphash.Seed
+	slots []int32 // row+1; 0 is empty
+	mask  uint64
+}
+
+// maxPooledSlots keeps a 100,000-event request's table out of the pool.
+const maxPooledSlots = 1 << 14
+
+var aggTables = sync.Pool{New: func() any { return &aggTable{seed: maphash.MakeSeed()} }}
+
+func getAggTable(events int) *aggTable {
+	t := aggTables.Get().(*aggTable)
+	size := 16
+	for size < 2*events {
+		size <<= 1
+	}
+	if cap(t.slots) >= size {
+		t.slots = t.slots[:size]
+		clear(t.slots)
+	} else {
+		t.slots = make([]int32, size)
+	}
+	t.mask = uint64(size - 1)
+	return t
+}
+
+func putAggTable(t *aggTable) {
+	if cap(t.slots) <= maxPooledSlots {
+		aggTables.Put(t)
+	}
+}
+
+// row returns the row of (item, sec) in aggs, or -1 after reserving a slot
+// for it as row len(aggs), which the caller appends next.
+func (t *aggTable) row(aggs []agg, item string, sec int64) int {
+	h := maphash.String(t.seed, item) ^ uint64(sec)*0x9e3779b97f4a7c15
+	h ^= h >> 29
+	for i := h & t.mask; ; i = (i + 1) & t.mask {
+		s := t.slots[i]
+		if s == 0 {
+			t.slots[i] = int32(len(aggs)) + 1
+			return -1
+		}
+		if a := &aggs[s-1]; a.sec == sec && a.item == item {
+			return int(s - 1)
+		}
+	}
 }

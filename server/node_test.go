@@ -401,10 +401,15 @@ func TestSplitAggregates(t *testing.T) {
 	defer n.Close()
 	now := time.Now().UnixMilli()
 	r := rand.New(rand.NewPCG(3, 4))
-	for _, mixed := range []bool{false, true} {
+	// 20,000 events: a table too large for the pool.
+	for _, tc := range []struct {
+		mixed  bool
+		events int
+	}{{false, 3000}, {true, 3000}, {true, 20000}} {
+		mixed := tc.mixed
 		var evs []Event
-		for range 3000 {
-			e := Event{Item: fmt.Sprintf("i%d", r.IntN(200)), Count: int64(r.IntN(5) - 1)}
+		for range tc.events {
+			e := Event{Item: fmt.Sprintf("i%d", r.IntN(tc.events/15)), Count: int64(r.IntN(5) - 1)}
 			if mixed {
 				e.TimeMs = now - int64(r.IntN(3))*1000
 			} else {
@@ -467,4 +472,32 @@ func openDefaultBoard(t *testing.T) (*Node, *pb.LeaderboardConfig) {
 		t.Fatal(err)
 	}
 	return n, cfg
+}
+
+// TestAggTableRows fills small tables, where probe sequences cross, with the
+// same items at different seconds and different items at the same second.
+func TestAggTableRows(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 6))
+	for range 200 {
+		n := 1 + r.IntN(40)
+		tab := getAggTable(n)
+		var aggs []agg
+		want := map[[2]string]int{}
+		for range n {
+			item, sec := fmt.Sprintf("i%d", r.IntN(4)), int64(r.IntN(4))
+			k := [2]string{item, fmt.Sprint(sec)}
+			j := tab.row(aggs, item, sec)
+			w, seen := want[k]
+			switch {
+			case seen && j != w:
+				t.Fatalf("(%s, %d): row %d, want %d", item, sec, j, w)
+			case !seen && j != -1:
+				t.Fatalf("(%s, %d) is new: row %d, want -1", item, sec, j)
+			case !seen:
+				want[k] = len(aggs)
+				aggs = append(aggs, agg{item: item, sec: sec})
+			}
+		}
+		putAggTable(tab)
+	}
 }
