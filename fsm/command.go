@@ -47,8 +47,20 @@ func encode(t CommandType, flags byte, m proto.Message) ([]byte, error) {
 	return buf, nil
 }
 
-// EncodeIngest frames an ingest entry for raft.Apply.
-func EncodeIngest(e *pb.IngestEntry) ([]byte, error) { return encode(TypeIngest, 0, e) }
+// EncodeIngest frames an ingest entry for raft.Apply. Its payload is
+// byte for byte what proto.Marshal writes (see appendIngest).
+func EncodeIngest(e *pb.IngestEntry) ([]byte, error) {
+	var sz ingestSizes
+	n, err := sz.entry(e)
+	if err != nil {
+		return nil, fmt.Errorf("marshal command %d: %w", TypeIngest, err)
+	}
+	buf := make([]byte, envelopeSize, envelopeSize+n)
+	buf[0], buf[1] = envelopeVersion, byte(TypeIngest)
+	buf = sz.appendEntry(buf, e)
+	binary.LittleEndian.PutUint32(buf[4:], crc32.Checksum(buf[envelopeSize:], castagnoli))
+	return buf, nil
+}
 
 // EncodeTick frames a tick.
 func EncodeTick(t *pb.Tick) ([]byte, error) { return encode(TypeTick, 0, t) }

@@ -278,3 +278,71 @@ func BenchmarkDecodeIngest(b *testing.B) {
 		})
 	}
 }
+
+// EncodeIngest writes what proto.Marshal writes, byte for byte, and refuses
+// what proto.Marshal refuses.
+func TestEncodeIngestMatchesProto(t *testing.T) {
+	r := rand.New(rand.NewPCG(9, 10))
+	for i := range 3000 {
+		e := randEntry(r)
+		if i%500 == 0 {
+			e = &pb.IngestEntry{} // and other empties, from randEntry
+		}
+		want, err := proto.Marshal(e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := EncodeIngest(e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got[envelopeSize:], want) {
+			t.Fatalf("EncodeIngest(%v):\n got  %x\n want %x", e, got[envelopeSize:], want)
+		}
+		if c, err := DecodeCommand(got); err != nil || !proto.Equal(c.Ingest, e) {
+			t.Fatalf("decode(encode(%v)) = %v, %v", e, c.Ingest, err)
+		}
+	}
+	bad := []*pb.IngestEntry{
+		{Parts: []*pb.ProducerPart{{ProducerId: "p\xff"}}},
+		{Parts: []*pb.ProducerPart{{Boards: []*pb.LeaderboardDeltas{{Leaderboard: "\xc3"}}}}},
+		{Parts: []*pb.ProducerPart{{Boards: []*pb.LeaderboardDeltas{{Items: []string{"ok", "b\xffad"}, Deltas: []int64{1, 1}, EventTimesS: []int64{0, 0}}}}}},
+	}
+	for _, e := range bad {
+		if _, err := proto.Marshal(e); err == nil {
+			t.Fatalf("proto.Marshal(%q) succeeded", e)
+		}
+		if b, err := EncodeIngest(e); err == nil {
+			t.Fatalf("EncodeIngest(%q) = %x, want an error", e, b)
+		}
+	}
+}
+
+func BenchmarkEncodeIngest(b *testing.B) {
+	r := rand.New(rand.NewPCG(11, 12))
+	e := &pb.IngestEntry{LeaderTimeMs: 1_700_000_000_000, Parts: []*pb.ProducerPart{{ProducerId: "bench-producer-0", Epoch: 1, Sequence: 7}}}
+	d := newDeltas(530)
+	for range 530 {
+		d.Items = append(d.Items, fmt.Sprintf("song_%d", r.IntN(1_000_000)))
+		d.Deltas = append(d.Deltas, 1+r.Int64N(3))
+		d.EventTimesS = append(d.EventTimesS, 1_700_000_000)
+		d.Events = append(d.Events, 1)
+	}
+	e.Parts[0].Boards = []*pb.LeaderboardDeltas{d}
+	for _, enc := range []struct {
+		name string
+		fn   func(*pb.IngestEntry) ([]byte, error)
+	}{
+		{"proto", func(e *pb.IngestEntry) ([]byte, error) { return encode(TypeIngest, 0, e) }},
+		{"direct", EncodeIngest},
+	} {
+		b.Run(enc.name, func(b *testing.B) {
+			for b.Loop() {
+				if _, err := enc.fn(e); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/530, "ns/delta")
+		})
+	}
+}
