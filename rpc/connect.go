@@ -18,7 +18,7 @@ import (
 // registerConnect mounts the topk.v1 service (Connect, gRPC, gRPC-Web).
 func registerConnect(mux *http.ServeMux, n *server.Node) {
 	// Small answers are not worth gzip's CPU; large top-K lists still compress.
-	path, h := topkv1connect.NewTopKServiceHandler(&service{n: n}, connect.WithCompressMinBytes(8<<10))
+	path, h := topkv1connect.NewTopKServiceHandler(&service{n: n}, connect.WithCompressMinBytes(8<<10), connect.WithCodec(protoCodec{}))
 	mux.Handle(path, h)
 	mux.Handle(grpchealth.NewHandler(&health{n: n}))
 	reflector := grpcreflect.NewStaticReflector(topkv1connect.TopKServiceName, grpchealth.HealthV1ServiceName)
