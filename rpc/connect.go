@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"sync"
 	"time"
 
 	"connectrpc.com/connect"
@@ -81,9 +82,11 @@ func windowPB(d time.Duration, startMs, endMs int64) *topkv1.WindowInfo {
 func (s *service) Ingest(ctx context.Context, req *connect.Request[topkv1.IngestRequest]) (*connect.Response[topkv1.IngestResponse], error) {
 	m := req.Msg
 	in := server.IngestRequest{Leaderboard: m.Leaderboard, ProducerID: m.ProducerId, Epoch: m.Epoch, Sequence: m.Sequence,
-		Events: make([]server.Event, len(m.Events))}
-	for i, e := range m.Events {
-		in.Events[i] = server.Event{Item: e.Item, Count: e.Count, TimeMs: e.TimeUnixMs}
+		Events: getEvents()}
+	// Node.Ingest keeps no reference to the events once it returns.
+	defer func() { putEvents(in.Events) }()
+	for _, e := range m.Events {
+		in.Events = append(in.Events, server.Event{Item: e.Item, Count: e.Count, TimeMs: e.TimeUnixMs})
 	}
 	if c := m.Columns; c != nil {
 		n := len(c.Items)
@@ -212,4 +215,23 @@ func (s *service) Status(ctx context.Context, req *connect.Request[topkv1.Status
 			DistinctItems: p.DistinctItems, IngestEventsPerSecond: p.IngestEventsPerSecond})
 	}
 	return connect.NewResponse(out), nil
+}
+
+// eventBufs pools the events of Ingest calls, a request's largest allocation.
+var eventBufs = sync.Pool{New: func() any { return new([]server.Event) }}
+
+// maxPooledEvents keeps the buffers of the largest requests out of the pool.
+const maxPooledEvents = 1 << 14
+
+func getEvents() []server.Event {
+	return (*eventBufs.Get().(*[]server.Event))[:0]
+}
+
+func putEvents(evs []server.Event) {
+	if cap(evs) > maxPooledEvents {
+		return
+	}
+	clear(evs) // hold no request's strings
+	evs = evs[:0]
+	eventBufs.Put(&evs)
 }

@@ -226,9 +226,9 @@ func (n *Node) split(cfg *pb.LeaderboardConfig, req IngestRequest) ([]*pb.Produc
 	horizon := now + pol.MaxFutureSkew.Milliseconds()
 	// Events aggregate per (item, second) in first-seen order, then each
 	// distinct pair is hashed to its partition once.
-	aggs := make([]agg, 0, len(req.Events))
 	tab := getAggTable(len(req.Events))
-	defer putAggTable(tab)
+	aggs := tab.aggs[:0]
+	defer func() { putAggTable(tab, aggs) }()
 	var maxEvent int64
 	for i, e := range req.Events {
 		switch {
@@ -598,6 +598,7 @@ type aggTable struct {
 	seed  maphash.Seed
 	slots []int32 // row+1; 0 is empty
 	mask  uint64
+	aggs  []agg // the rows, kept for the next request
 }
 
 // maxPooledSlots keeps a 100,000-event request's table out of the pool.
@@ -621,8 +622,12 @@ func getAggTable(events int) *aggTable {
 	return t
 }
 
-func putAggTable(t *aggTable) {
+// putAggTable pools t with the rows' backing array, emptied so it holds no
+// request's strings.
+func putAggTable(t *aggTable, aggs []agg) {
 	if cap(t.slots) <= maxPooledSlots {
+		clear(aggs)
+		t.aggs = aggs[:0]
 		aggTables.Put(t)
 	}
 }

@@ -498,6 +498,6 @@ func TestAggTableRows(t *testing.T) {
 				aggs = append(aggs, agg{item: item, sec: sec})
 			}
 		}
-		putAggTable(tab)
+		putAggTable(tab, aggs)
 	}
 }
