@@ -118,11 +118,11 @@ func decodeDeltas(b []byte) (*pb.LeaderboardDeltas, error) {
 				}
 			}
 		case num == 4 && (typ == protowire.VarintType || typ == protowire.BytesType):
-			d.Deltas, n, err = column(d.Deltas, typ, b, protowire.DecodeZigZag)
+			d.Deltas, n, err = column(d.Deltas, typ, b, true)
 		case num == 5 && (typ == protowire.VarintType || typ == protowire.BytesType):
-			d.EventTimesS, n, err = column(d.EventTimesS, typ, b, func(u uint64) int64 { return int64(u) })
+			d.EventTimesS, n, err = column(d.EventTimesS, typ, b, false)
 		case num == 6 && (typ == protowire.VarintType || typ == protowire.BytesType):
-			d.Events, n, err = column(d.Events, typ, b, func(u uint64) uint32 { return uint32(u) })
+			d.Events, n, err = column(d.Events, typ, b, false)
 		default:
 			n = protowire.ConsumeFieldValue(num, typ, b)
 		}
@@ -167,8 +167,15 @@ func countItems(b []byte) int {
 }
 
 // column decodes one occurrence of a repeated varint field, packed or not,
-// from b (just past the tag) and returns the bytes it consumed.
-func column[T any](dst []T, typ protowire.Type, b []byte, conv func(uint64) T) ([]T, int, error) {
+// from b (just past the tag) and returns the bytes it consumed. zigzag
+// marks sint64. Values convert as proto.Unmarshal converts them.
+func column[T int64 | uint32](dst []T, typ protowire.Type, b []byte, zigzag bool) ([]T, int, error) {
+	conv := func(x uint64) T {
+		if zigzag {
+			x = uint64(protowire.DecodeZigZag(x))
+		}
+		return T(x)
+	}
 	if typ == protowire.VarintType {
 		x, n := protowire.ConsumeVarint(b)
 		if n < 0 {
