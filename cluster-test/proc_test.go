@@ -46,10 +46,10 @@ func freePort(t *testing.T) string {
 
 // proc is one topkd process with fixed ports and data dir across restarts.
 type proc struct {
-	t                       *testing.T
-	dir, http, raft, gossip string
-	cmd                     *exec.Cmd
-	log                     *os.File
+	t                              *testing.T
+	dir, http, raft, gossip, debug string
+	cmd                            *exec.Cmd
+	log                            *os.File
 }
 
 func newProc(t *testing.T) *proc {
@@ -58,7 +58,8 @@ func newProc(t *testing.T) *proc {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &proc{t: t, dir: filepath.Join(dir, "data"), http: freePort(t), raft: freePort(t), gossip: freePort(t), log: lf}
+	p := &proc{t: t, dir: filepath.Join(dir, "data"), http: freePort(t), raft: freePort(t), gossip: freePort(t),
+		debug: freePort(t), log: lf}
 	t.Cleanup(func() {
 		p.kill()
 		lf.Close()
@@ -78,7 +79,7 @@ func (p *proc) url() string { return "http://" + p.http }
 func (p *proc) start() {
 	p.t.Helper()
 	p.cmd = exec.Command(topkdBin, "--data-dir", p.dir, "--node-id", "n1", "--http-addr", p.http,
-		"--raft-addr", p.raft, "--gossip-addr", p.gossip, "--partitions", "4")
+		"--raft-addr", p.raft, "--gossip-addr", p.gossip, "--debug-addr", p.debug, "--partitions", "4")
 	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
 	if err := p.cmd.Start(); err != nil {
 		p.t.Fatal(err)

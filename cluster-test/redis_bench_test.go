@@ -70,7 +70,7 @@ func TestRedisComparison(t *testing.T) {
 		// A CPU profile of the server during the topkd runs, for tuning.
 		go func() {
 			time.Sleep(time.Duration(envInt("TOPKD_BENCH_PROFILE_DELAY_S", 12)) * time.Second)
-			out, err := exec.Command("curl", "-s", "-o", prof, "http://"+p.http+"/debug/pprof/profile?seconds=5").CombinedOutput()
+			out, err := exec.Command("curl", "-s", "-o", prof, "http://"+p.debug+"/debug/pprof/profile?seconds=5").CombinedOutput()
 			if err != nil {
 				t.Logf("profile: %v %s", err, out)
 			}

@@ -291,6 +291,9 @@ func (s *ingestSizes) entry(e *pb.IngestEntry) (int, error) {
 }
 
 func (s *ingestSizes) part(p *pb.ProducerPart) (int, error) {
+	if p == nil {
+		p = &pb.ProducerPart{} // proto.Marshal writes a nil element as an empty message
+	}
 	at := len(s.v)
 	s.v = append(s.v, 0)
 	n := 0
@@ -318,6 +321,9 @@ func (s *ingestSizes) part(p *pb.ProducerPart) (int, error) {
 }
 
 func (s *ingestSizes) deltas(d *pb.LeaderboardDeltas) (int, error) {
+	if d == nil {
+		d = &pb.LeaderboardDeltas{}
+	}
 	n := 0
 	if d.Leaderboard != "" {
 		if !utf8.ValidString(d.Leaderboard) {
@@ -361,6 +367,9 @@ func (s *ingestSizes) appendEntry(b []byte, e *pb.IngestEntry) []byte {
 	}
 	v := s.v
 	for _, p := range e.Parts {
+		if p == nil {
+			p = &pb.ProducerPart{}
+		}
 		b = protowire.AppendVarint(append(b, 2<<3|byte(protowire.BytesType)), uint64(v[0]))
 		v = v[1:]
 		if p.ProducerId != "" {
@@ -373,6 +382,9 @@ func (s *ingestSizes) appendEntry(b []byte, e *pb.IngestEntry) []byte {
 			b = protowire.AppendVarint(append(b, 3<<3|byte(protowire.VarintType)), p.Sequence)
 		}
 		for _, d := range p.Boards {
+			if d == nil {
+				d = &pb.LeaderboardDeltas{}
+			}
 			b = protowire.AppendVarint(append(b, 4<<3|byte(protowire.BytesType)), uint64(v[0]))
 			dl, tl, el := v[1], v[2], v[3]
 			v = v[4:]

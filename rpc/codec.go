@@ -74,6 +74,9 @@ func asProto(m any) (proto.Message, error) {
 // reports false and r must be decoded the usual way. The caller's buffer
 // is pooled by connect, so strings alias a copy of it.
 func decodeColumnar(data []byte, r *topkv1.IngestRequest) bool {
+	if !columnarShape(data) {
+		return false // before the copy: row-wise requests would pay for it twice
+	}
 	r.Reset()
 	b := bytes.Clone(data)
 	for len(b) > 0 {
@@ -183,4 +186,27 @@ func packed(dst []int64, b []byte, conv func(uint64) int64) ([]int64, int, bool)
 		v = v[m:]
 	}
 	return dst, n, true
+}
+
+// columnarShape reports whether data's top-level fields are all ones the
+// fast path decodes.
+func columnarShape(b []byte) bool {
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return false
+		}
+		b = b[n:]
+		switch {
+		case (num == 1 || num == 3 || num == 6) && typ == protowire.BytesType:
+		case (num == 4 || num == 5) && typ == protowire.VarintType:
+		default:
+			return false
+		}
+		if n = protowire.ConsumeFieldValue(num, typ, b); n < 0 {
+			return false
+		}
+		b = b[n:]
+	}
+	return true
 }

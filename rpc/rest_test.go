@@ -722,6 +722,13 @@ func TestHealthReadyMetrics(t *testing.T) {
 			}
 		})
 	}
+	t.Run("no profiles on the client port", func(t *testing.T) {
+		for _, path := range []string{"/debug/pprof/", "/debug/pprof/profile?seconds=1"} {
+			if st, _ := tn.do(t, http.MethodGet, path, "", nil); st != http.StatusNotFound {
+				t.Errorf("GET %s: status %d, want 404 (profiles are served on --debug-addr only)", path, st)
+			}
+		}
+	})
 	t.Run("/metrics raft_state leader", func(t *testing.T) {
 		_, raw := tn.do(t, http.MethodGet, "/metrics", "", nil)
 		for _, g := range []string{"meta", "p0", "p3"} {

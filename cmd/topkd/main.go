@@ -109,7 +109,11 @@ func run(args []string) error {
 			return fmt.Errorf("--debug-addr: %w", err)
 		}
 		dbg := &http.Server{Handler: pprofMux(), ReadHeaderTimeout: 10 * time.Second}
-		go func() { _ = dbg.Serve(ln) }()
+		go func() {
+			if err := dbg.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+				log.Error("debug server stopped", "err", err)
+			}
+		}()
 		defer dbg.Close()
 		log.Info("profiles served", "debug", ln.Addr().String())
 	}
