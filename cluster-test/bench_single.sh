@@ -24,7 +24,7 @@ for producers in ${TOPKD_BENCH_PRODUCERS:-4 16 64}; do
   python3 - "$tmp/max.json" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))
-print(f"  {r['events_per_second']:.0f} events/s acknowledged; ack p50 {r['ack_latency']['p50_ns']/1e6:.1f} ms p99 {r['ack_latency']['p99_ns']/1e6:.1f} ms; load generator CPU {(r['cpu_user_ns']+r['cpu_system_ns'])/1e9:.1f} s over {r['elapsed_ns']/1e9:.1f} s")
+print(f"  {r['events_per_second']:.0f} events/s acknowledged; ack p50 {r['ack_latency']['p50_ns']/1e6:.1f} ms p99 {r['ack_latency']['p99_ns']/1e6:.1f} ms; load generator CPU {(r['cpu_user_ns']+r['cpu_system_ns'])/1e9:.1f} s, node CPU {r['server_cpu_ns']/1e9:.1f} s over {r['elapsed_ns']/1e9:.1f} s")
 PY
   eps=$(python3 -c "import json;print(int(json.load(open('$tmp/max.json'))['events_per_second']))")
   [ "$eps" -gt "$best" ] && best=$eps

@@ -1,13 +1,16 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -95,6 +98,9 @@ type benchReport struct {
 	Query           latencySummary `json:"query_latency"`
 	CPUUser         time.Duration  `json:"cpu_user_ns"`
 	CPUSystem       time.Duration  `json:"cpu_system_ns"`
+	// The nodes' own CPU time over the run (process_cpu_seconds_total from
+	// /metrics, summed over --addr); 0 when a node did not report it.
+	ServerCPU time.Duration `json:"server_cpu_ns"`
 }
 
 type latencySummary struct {
@@ -188,6 +194,7 @@ func (a *app) runBench(ctx context.Context, f benchFlags) error {
 	loadDone := make(chan struct{})
 
 	user0, sys0 := cpuTimes()
+	server0, serverOK := a.serverCPU(ctx)
 	start := time.Now()
 	var fwg sync.WaitGroup
 	fwg.Add(1)
@@ -218,6 +225,10 @@ func (a *app) runBench(ctx context.Context, f benchFlags) error {
 	fwg.Wait()
 	<-queriesDone
 	user1, sys1 := cpuTimes()
+	var serverCPU time.Duration
+	if server1, ok := a.serverCPU(context.WithoutCancel(ctx)); ok && serverOK {
+		serverCPU = server1 - server0
+	}
 	if bar != nil {
 		_ = bar.Finish()
 		fmt.Fprintln(a.stderr)
@@ -226,7 +237,7 @@ func (a *app) runBench(ctx context.Context, f benchFlags) error {
 		Rejected: stats.rejected, Duplicates: stats.duplicates, RetriedBatches: stats.retried, Producers: f.producers,
 		BatchSize: f.batch, Elapsed: elapsed, EventsPerSecond: float64(stats.sent) / max(elapsed.Seconds(), 1e-9),
 		Ack: summarize(stats.latencies), Queries: len(qlat), QueryErrors: qerrs, QueryK: f.queryK, QueryLevel: cons.String(),
-		Query: summarize(qlat), CPUUser: user1 - user0, CPUSystem: sys1 - sys0}
+		Query: summarize(qlat), CPUUser: user1 - user0, CPUSystem: sys1 - sys0, ServerCPU: serverCPU}
 	if f.asJSON {
 		if err := a.printJSON(rep); err != nil {
 			return err
@@ -258,6 +269,11 @@ func (a *app) printBench(r benchReport, elapsed time.Duration) {
 	cpu := r.CPUUser + r.CPUSystem
 	fmt.Fprintf(w, "client CPU    %v user + %v system = %v (%.2f cores on average)\n", r.CPUUser.Round(time.Millisecond),
 		r.CPUSystem.Round(time.Millisecond), cpu.Round(time.Millisecond), cpu.Seconds()/max(elapsed.Seconds(), 1e-9))
+	if r.ServerCPU > 0 {
+		fmt.Fprintf(w, "server CPU    %v (%.2f cores on average; %.2f CPU-seconds per million acknowledged events)\n",
+			r.ServerCPU.Round(time.Millisecond), r.ServerCPU.Seconds()/max(elapsed.Seconds(), 1e-9),
+			r.ServerCPU.Seconds()/max(float64(r.Events), 1)*1e6)
+	}
 }
 
 // queryLoop runs top-K queries at the given rate until done closes; it
@@ -392,4 +408,40 @@ func paced(ctx context.Context, rate float64, feed func(context.Context, chan<- 
 		}
 		sent += len(b)
 	}
+}
+
+// serverCPU sums the nodes' process_cpu_seconds_total; ok is false when a
+// node does not answer with it.
+func (a *app) serverCPU(ctx context.Context) (time.Duration, bool) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	var total float64
+	for _, addr := range a.addrs() {
+		if !strings.Contains(addr, "://") {
+			addr = "http://" + addr
+		}
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, addr+"/metrics", nil)
+		if err != nil {
+			return 0, false
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return 0, false
+		}
+		found := false
+		sc := bufio.NewScanner(resp.Body)
+		for sc.Scan() {
+			if v, ok := strings.CutPrefix(sc.Text(), "process_cpu_seconds_total "); ok {
+				f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+				found = err == nil
+				total += f
+				break
+			}
+		}
+		resp.Body.Close()
+		if !found {
+			return 0, false
+		}
+	}
+	return time.Duration(total * float64(time.Second)), true
 }

@@ -5,6 +5,7 @@ import (
 	"compress/gzip"
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -226,4 +227,19 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// serverCPU reads the node's process_cpu_seconds_total for bench's "server
+// CPU" line; an address without it reports false.
+func TestServerCPU(t *testing.T) {
+	node := newTestNode(t)
+	a := newApp(nil, io.Discard, io.Discard)
+	a.addr = node.Addr
+	if cpu, ok := a.serverCPU(t.Context()); !ok || cpu <= 0 {
+		t.Fatalf("serverCPU = %v, %v; want the node's CPU time so far", cpu, ok)
+	}
+	a.addr = "127.0.0.1:1"
+	if _, ok := a.serverCPU(t.Context()); ok {
+		t.Fatal("serverCPU succeeded against an address with no node")
+	}
 }
