@@ -71,10 +71,13 @@ type windowJSON struct {
 func windowOf(d time.Duration, startMs, endMs int64) windowJSON {
 	w := windowJSON{Type: "global"}
 	if d != 0 {
-		w = windowJSON{Type: "sliding", Duration: FormatDuration(d), Start: rfc3339(startMs)}
+		w = windowJSON{Type: "sliding", Duration: FormatDuration(d)}
 	}
-	if endMs > 0 {
+	if endMs > 0 { // 0: the partitions have seen no time yet
 		w.End = rfc3339(endMs)
+		if d != 0 {
+			w.Start = rfc3339(startMs)
+		}
 	}
 	return w
 }

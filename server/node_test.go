@@ -501,3 +501,22 @@ func TestAggTableRows(t *testing.T) {
 		putAggTable(tab, aggs)
 	}
 }
+
+// Right after a start, partitions that have applied no entry yet have log
+// time 0; an answer takes its window from the partitions that have seen time,
+// not one ending at the epoch.
+func TestFreshNodeWindowNotAtEpoch(t *testing.T) {
+	n := openTestNode(t, t.TempDir())
+	defer n.Close()
+	ctx := context.Background()
+	if _, err := n.Ingest(ctx, IngestRequest{Events: []Event{{Item: "a"}}}); err != nil {
+		t.Fatal(err)
+	}
+	a, err := n.TopK(ctx, TopKQuery{Window: time.Hour, K: 10, Consistency: Leader})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.WindowEndMs <= 0 || a.WindowStartMs <= 0 {
+		t.Fatalf("window [%d, %d], want one ending at this node's log time", a.WindowStartMs, a.WindowEndMs)
+	}
+}

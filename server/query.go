@@ -232,7 +232,9 @@ func (n *Node) gather(ctx context.Context, cfg *pb.LeaderboardConfig, window tim
 		if a.Approximate {
 			parts[i] = toResult(r.Items, r.Rest)
 		}
-		if first || r.WindowEndMs < a.WindowEndMs {
+		// The oldest clock states the answer's window; a partition that has
+		// seen no time yet (end 0) holds nothing timed and states none.
+		if first || (r.WindowEndMs > 0 && (r.WindowEndMs < a.WindowEndMs || a.WindowEndMs <= 0)) {
 			a.WindowStartMs, a.WindowEndMs = r.WindowStartMs, r.WindowEndMs
 			first = false
 		}
