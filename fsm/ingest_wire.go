@@ -3,13 +3,12 @@ package fsm
 import (
 	"errors"
 	"fmt"
-	"slices"
 	"unicode/utf8"
-	"unsafe"
 
 	"google.golang.org/protobuf/encoding/protowire"
 
 	pb "github.com/topkd/topkd/proto/topkd/raftcmd/v1"
+	"github.com/topkd/topkd/proto/wire"
 )
 
 // decodeIngest decodes an IngestEntry payload like proto.Unmarshal does, with
@@ -78,7 +77,7 @@ func decodePart(b []byte) (*pb.ProducerPart, error) {
 // event columns take a fast path; anything else goes through skipField.
 func decodeDeltas(b []byte) (*pb.LeaderboardDeltas, error) {
 	d := &pb.LeaderboardDeltas{}
-	if n := countItems(b); n > 0 {
+	if n := wire.CountLeading(b, itemsTag); n > 0 {
 		d.Items = make([]string, 0, n)
 	}
 	for len(b) > 0 {
@@ -140,73 +139,27 @@ func decodeDeltas(b []byte) (*pb.LeaderboardDeltas, error) {
 // itemsTag is LeaderboardDeltas.items' tag byte (field 3, length-delimited).
 const itemsTag = 3<<3 | byte(protowire.BytesType)
 
-// countItems counts the items field's occurrences, to size the column once.
-// It stops early on malformed input, which decodeDeltas then reports.
-func countItems(b []byte) int {
-	n := 0
-	for len(b) > 0 {
-		if b[0] == itemsTag && len(b) > 1 && b[1] < 0x80 {
-			n++
-			b = b[min(len(b), 2+int(b[1])):]
-			continue
-		}
-		num, typ, m := protowire.ConsumeTag(b)
-		if m < 0 {
-			return n
-		}
-		if num == 3 && typ == protowire.BytesType {
-			n++
-		}
-		b = b[m:]
-		if m = protowire.ConsumeFieldValue(num, typ, b); m < 0 {
-			return n
-		}
-		b = b[m:]
-	}
-	return n
-}
-
 // column decodes one occurrence of a repeated varint field, packed or not,
 // from b (just past the tag) and returns the bytes it consumed. zigzag
-// marks sint64. Values convert as proto.Unmarshal converts them.
+// marks sint64.
 func column[T int64 | uint32](dst []T, typ protowire.Type, b []byte, zigzag bool) ([]T, int, error) {
-	conv := func(x uint64) T {
-		if zigzag {
-			x = uint64(protowire.DecodeZigZag(x))
-		}
-		return T(x)
-	}
 	if typ == protowire.VarintType {
 		x, n := protowire.ConsumeVarint(b)
 		if n < 0 {
 			return dst, n, nil
 		}
-		return append(dst, conv(x)), n, nil
+		if zigzag {
+			x = uint64(protowire.DecodeZigZag(x))
+		}
+		return append(dst, T(x)), n, nil
 	}
 	v, n := protowire.ConsumeBytes(b)
 	if n < 0 {
 		return dst, n, nil
 	}
-	// A packed run holds one value per byte below 0x80.
-	cnt := 0
-	for _, c := range v {
-		if c < 0x80 {
-			cnt++
-		}
-	}
-	dst = slices.Grow(dst, cnt)
-	for len(v) > 0 {
-		if c := v[0]; c < 0x80 {
-			dst = append(dst, conv(uint64(c)))
-			v = v[1:]
-			continue
-		}
-		x, m := protowire.ConsumeVarint(v)
-		if m < 0 {
-			return dst, 0, wireErr(m)
-		}
-		dst = append(dst, conv(x))
-		v = v[m:]
+	dst, err := wire.Varints(dst, v, zigzag)
+	if err != nil {
+		return dst, 0, fmt.Errorf("%w: %v", errWire, err)
 	}
 	return dst, n, nil
 }
@@ -247,18 +200,11 @@ func walk(b []byte, fn func(num protowire.Number, typ protowire.Type, v []byte, 
 }
 
 func aliasString(v []byte, field string) (string, error) {
-	if len(v) == 0 {
-		return "", nil
+	str, ok := wire.String(v)
+	if !ok {
+		return "", fmt.Errorf("field %s: invalid UTF-8", field)
 	}
-	for _, c := range v {
-		if c >= utf8.RuneSelf {
-			if !utf8.Valid(v) {
-				return "", fmt.Errorf("field %s: invalid UTF-8", field)
-			}
-			break
-		}
-	}
-	return unsafe.String(&v[0], len(v)), nil
+	return str, nil
 }
 
 var errWire = errors.New("malformed protobuf")
@@ -298,10 +244,11 @@ func (s *ingestSizes) part(p *pb.ProducerPart) (int, error) {
 	s.v = append(s.v, 0)
 	n := 0
 	if p.ProducerId != "" {
-		if !utf8.ValidString(p.ProducerId) {
-			return 0, fmt.Errorf("producer_id %q: invalid UTF-8", p.ProducerId)
+		sn, err := stringSize(p.ProducerId, "producer_id")
+		if err != nil {
+			return 0, err
 		}
-		n += 1 + protowire.SizeBytes(len(p.ProducerId))
+		n += sn
 	}
 	if p.Epoch != 0 {
 		n += 1 + protowire.SizeVarint(p.Epoch)
@@ -326,19 +273,21 @@ func (s *ingestSizes) deltas(d *pb.LeaderboardDeltas) (int, error) {
 	}
 	n := 0
 	if d.Leaderboard != "" {
-		if !utf8.ValidString(d.Leaderboard) {
-			return 0, fmt.Errorf("leaderboard %q: invalid UTF-8", d.Leaderboard)
+		sn, err := stringSize(d.Leaderboard, "leaderboard")
+		if err != nil {
+			return 0, err
 		}
-		n += 1 + protowire.SizeBytes(len(d.Leaderboard))
+		n += sn
 	}
 	if d.Incarnation != 0 {
 		n += 1 + protowire.SizeVarint(d.Incarnation)
 	}
 	for _, it := range d.Items {
-		if !utf8.ValidString(it) {
-			return 0, fmt.Errorf("item %q: invalid UTF-8", it)
+		sn, err := stringSize(it, "item")
+		if err != nil {
+			return 0, err
 		}
-		n += 1 + protowire.SizeBytes(len(it))
+		n += sn
 	}
 	var dl, tl, el int
 	for _, x := range d.Deltas {
@@ -357,6 +306,15 @@ func (s *ingestSizes) deltas(d *pb.LeaderboardDeltas) (int, error) {
 	}
 	s.v = append(s.v, n, dl, tl, el)
 	return n, nil
+}
+
+// stringSize is a string field's encoded size, with its one-byte tag; like
+// proto.Marshal it refuses invalid UTF-8.
+func stringSize(s, field string) (int, error) {
+	if !utf8.ValidString(s) {
+		return 0, fmt.Errorf("%s %q: invalid UTF-8", field, s)
+	}
+	return 1 + protowire.SizeBytes(len(s)), nil
 }
 
 // appendEntry writes e as proto.Marshal does: fields in number order,

@@ -3,13 +3,12 @@ package rpc
 import (
 	"bytes"
 	"fmt"
-	"unicode/utf8"
-	"unsafe"
 
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	topkv1 "github.com/topkd/topkd/proto/topk/v1"
+	"github.com/topkd/topkd/proto/wire"
 )
 
 // protoCodec is connect's binary protobuf codec with one fast path: an
@@ -74,74 +73,69 @@ func asProto(m any) (proto.Message, error) {
 // reports false and r must be decoded the usual way. The caller's buffer
 // is pooled by connect, so strings alias a copy of it.
 func decodeColumnar(data []byte, r *topkv1.IngestRequest) bool {
-	if !columnarShape(data) {
-		return false // before the copy: row-wise requests would pay for it twice
+	// Before the copy: row-wise requests would pay for it twice.
+	shape := fields(data, func(num protowire.Number, typ protowire.Type, b []byte) (int, bool) {
+		ok := (num == 1 || num == 3 || num == 6) && typ == protowire.BytesType ||
+			(num == 4 || num == 5) && typ == protowire.VarintType
+		return protowire.ConsumeFieldValue(num, typ, b), ok
+	})
+	if !shape {
+		return false
 	}
 	r.Reset()
-	b := bytes.Clone(data)
-	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
-			return false
-		}
-		b = b[n:]
-		ok := true
-		switch {
-		case num == 1 && typ == protowire.BytesType:
-			r.Leaderboard, n, ok = aliasField(b)
-		case num == 3 && typ == protowire.BytesType:
-			r.ProducerId, n, ok = aliasField(b)
-		case num == 4 && typ == protowire.VarintType:
+	return fields(bytes.Clone(data), func(num protowire.Number, typ protowire.Type, b []byte) (int, bool) {
+		switch num {
+		case 1:
+			return stringField(b, &r.Leaderboard)
+		case 3:
+			return stringField(b, &r.ProducerId)
+		case 4:
+			n := 0
 			r.Epoch, n = protowire.ConsumeVarint(b)
-		case num == 5 && typ == protowire.VarintType:
+			return n, true
+		case 5:
+			n := 0
 			r.Sequence, n = protowire.ConsumeVarint(b)
-		case num == 6 && typ == protowire.BytesType:
-			var v []byte
-			if v, n = protowire.ConsumeBytes(b); n >= 0 {
-				if r.Columns == nil {
-					r.Columns = &topkv1.EventColumns{}
-				}
-				ok = decodeColumns(v, r.Columns)
-			}
-		default:
-			return false // events, unknown fields, other wire types
+			return n, true
 		}
-		if !ok || n < 0 {
-			return false
+		v, n := protowire.ConsumeBytes(b) // 6: columns
+		if r.Columns == nil {
+			r.Columns = &topkv1.EventColumns{}
 		}
-		b = b[n:]
-	}
-	return true
+		return n, n >= 0 && decodeColumns(v, r.Columns)
+	})
 }
 
 func decodeColumns(b []byte, c *topkv1.EventColumns) bool {
 	if c.Items == nil {
-		n := 0
-		for v := b; len(v) > 1 && v[0] == 1<<3|byte(protowire.BytesType) && v[1] < 0x80 && len(v) >= 2+int(v[1]); v = v[2+int(v[1]):] {
-			n++
-		}
-		c.Items = make([]string, 0, n)
+		c.Items = make([]string, 0, wire.CountLeading(b, 1<<3|byte(protowire.BytesType)))
 	}
+	return fields(b, func(num protowire.Number, typ protowire.Type, b []byte) (int, bool) {
+		switch {
+		case num == 1 && typ == protowire.BytesType:
+			var s string
+			n, ok := stringField(b, &s)
+			c.Items = append(c.Items, s)
+			return n, ok
+		case num == 2 && typ == protowire.BytesType:
+			return packed(&c.Counts, b, true)
+		case num == 3 && typ == protowire.BytesType:
+			return packed(&c.TimeUnixMs, b, false)
+		}
+		return 0, false
+	})
+}
+
+// fields calls fn with each field's number, wire type and the bytes after
+// its tag; fn returns how many of them the field took, and false to give up.
+func fields(b []byte, fn func(num protowire.Number, typ protowire.Type, b []byte) (int, bool)) bool {
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
 		if n < 0 {
 			return false
 		}
 		b = b[n:]
-		ok := true
-		switch {
-		case num == 1 && typ == protowire.BytesType:
-			var s string
-			if s, n, ok = aliasField(b); ok {
-				c.Items = append(c.Items, s)
-			}
-		case num == 2 && typ == protowire.BytesType:
-			c.Counts, n, ok = packed(c.Counts, b, protowire.DecodeZigZag)
-		case num == 3 && typ == protowire.BytesType:
-			c.TimeUnixMs, n, ok = packed(c.TimeUnixMs, b, func(u uint64) int64 { return int64(u) })
-		default:
-			return false
-		}
+		n, ok := fn(num, typ, b)
 		if !ok || n < 0 {
 			return false
 		}
@@ -150,63 +144,24 @@ func decodeColumns(b []byte, c *topkv1.EventColumns) bool {
 	return true
 }
 
-// aliasField consumes a length-delimited string field.
-func aliasField(b []byte) (string, int, bool) {
-	v, n := protowire.ConsumeBytes(b)
-	if n < 0 || !utf8.Valid(v) {
-		return "", n, false
-	}
-	if len(v) == 0 {
-		return "", n, true
-	}
-	return unsafe.String(&v[0], len(v)), n, true
-}
-
-// packed consumes a packed run of varints.
-func packed(dst []int64, b []byte, conv func(uint64) int64) ([]int64, int, bool) {
+// stringField consumes a length-delimited string field into dst.
+func stringField(b []byte, dst *string) (int, bool) {
 	v, n := protowire.ConsumeBytes(b)
 	if n < 0 {
-		return dst, n, false
+		return n, false
 	}
-	if dst == nil {
-		cnt := 0
-		for _, c := range v {
-			if c < 0x80 {
-				cnt++
-			}
-		}
-		dst = make([]int64, 0, cnt)
-	}
-	for len(v) > 0 {
-		x, m := protowire.ConsumeVarint(v)
-		if m < 0 {
-			return dst, n, false
-		}
-		dst = append(dst, conv(x))
-		v = v[m:]
-	}
-	return dst, n, true
+	s, ok := wire.String(v)
+	*dst = s
+	return n, ok
 }
 
-// columnarShape reports whether data's top-level fields are all ones the
-// fast path decodes.
-func columnarShape(b []byte) bool {
-	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
-			return false
-		}
-		b = b[n:]
-		switch {
-		case (num == 1 || num == 3 || num == 6) && typ == protowire.BytesType:
-		case (num == 4 || num == 5) && typ == protowire.VarintType:
-		default:
-			return false
-		}
-		if n = protowire.ConsumeFieldValue(num, typ, b); n < 0 {
-			return false
-		}
-		b = b[n:]
+// packed consumes a packed run of varints into dst.
+func packed(dst *[]int64, b []byte, zigzag bool) (int, bool) {
+	v, n := protowire.ConsumeBytes(b)
+	if n < 0 {
+		return n, false
 	}
-	return true
+	var err error
+	*dst, err = wire.Varints(*dst, v, zigzag)
+	return n, err == nil
 }
