@@ -22,10 +22,11 @@ import (
 )
 
 // DefaultPartitions is P for a new cluster. Every partition is a Raft group
-// that fsyncs its own bolt file per commit, so P multiplies the disk's commit
-// load while the combiner amortizes it; 8 keeps a laptop disk comfortable and
-// still spreads over a handful of nodes. P is fixed at creation.
-const DefaultPartitions = 8
+// that fsyncs its own bolt file per commit, so each request costs P commits
+// on a node that leads them all: on two cores 4 partitions ingested about
+// 1.25x what 8 did, for 0.7x the CPU per event (server/DESIGN.md). P bounds
+// how many nodes can lead a partition, and it is fixed at creation.
+const DefaultPartitions = 4
 
 // Config configures a node.
 type Config struct {
