@@ -104,3 +104,71 @@ func BenchmarkApplyModes(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkApplySmallBatches is apply as a partition sees it at low ingest
+// rates: every ApplyBatch holds one entry of 250 events (a 1,000-event
+// request split over 4 partitions), on the default leaderboard's windows
+// (all, 1m, 1h, 1d, 7d) after 2M events over 1M items. Per-batch work (settle
+// of five windows) weighs here as it does not in BenchmarkApply's batches of
+// 64 entries of 1,000 events.
+//
+//	go test ./fsm -run '^$' -bench ApplySmallBatches -benchtime 20x
+func BenchmarkApplySmallBatches(b *testing.B) {
+	const n, perEntry, entries = 1_000_000, 250, 4000
+	f := New(Options{})
+	var idx uint64
+	next := func(data []byte) *raft.Log {
+		idx++
+		return &raft.Log{Index: idx, Term: 1, Type: raft.LogCommand, Data: data}
+	}
+	cfg := benchConfig([]time.Duration{time.Minute, time.Hour, 24 * time.Hour, 7 * 24 * time.Hour})
+	if r := f.ApplyBatch([]*raft.Log{next(mustEncode(EncodeConfig(cfg)))}); r[0] != nil {
+		b.Fatal(r[0])
+	}
+	z := rand.NewZipf(rand.New(rand.NewPCG(n, 0x5a11)), benchZipfS, 1, n-1)
+	cnt := make([]uint32, n)
+	var order []uint32
+	var name []byte
+	ms := int64(benchBaseHour) * benchSecsPerHour * 1000
+	// one entry of perEntry events per 2 ms of log time (125K events/s).
+	gen := func(k int) []*raft.Log {
+		logs := make([]*raft.Log, 0, k)
+		for range k {
+			order = order[:0]
+			for range perEntry {
+				it := uint32((z.Uint64()*benchPermMul + 7) % n)
+				if cnt[it] == 0 {
+					order = append(order, it)
+				}
+				cnt[it]++
+			}
+			d := newDeltas(len(order))
+			for _, it := range order {
+				var s string
+				name, s = benchItem(name, int(it))
+				d.Items = append(d.Items, s)
+				d.Deltas = append(d.Deltas, int64(cnt[it]))
+				d.EventTimesS = append(d.EventTimesS, ms/1000)
+				d.Events = append(d.Events, cnt[it])
+				cnt[it] = 0
+			}
+			e := &pb.IngestEntry{LeaderTimeMs: ms, Parts: []*pb.ProducerPart{{Boards: []*pb.LeaderboardDeltas{d}}}}
+			logs = append(logs, next(mustEncode(EncodeIngest(e))))
+			ms += 2
+		}
+		return logs
+	}
+	f.applyLogs(gen(2_000_000/perEntry), benchBatch)
+	var events int64
+	b.ResetTimer()
+	for range b.N {
+		b.StopTimer()
+		logs := gen(entries)
+		b.StartTimer()
+		f.applyLogs(logs, 1)
+		events += entries * perEntry
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(events), "ns/event")
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*entries), "ns/batch")
+}

@@ -1208,8 +1208,24 @@ func mdCheckStructure(rt *rapid.T, f *FSM, who string) {
 			if got, want := w.certainCount(), min(w.kmax, w.positive); got < want {
 				rt.Fatalf("%s: leaderboard %q window %d: %d certain heap members, want >= %d", who, name, wi-1, got, want)
 			}
+			if err := mdCertainAtLeast(w); err != nil {
+				rt.Fatalf("%s: leaderboard %q window %d: %v", who, name, wi-1, err)
+			}
 		}
 	}
+}
+
+// mdCertainAtLeast checks settle's subtree walk against the full scan at
+// every target from 0 to one past the heap, so both of its early exits are
+// exercised.
+func mdCertainAtLeast(w *window) error {
+	n := w.certainCount()
+	for t := 0; t <= len(w.heap)+1; t++ {
+		if got, want := w.certainAtLeast(t), n >= t; got != want {
+			return fmt.Errorf("certainAtLeast(%d) = %v with %d of %d heap members certain", t, got, n, len(w.heap))
+		}
+	}
+	return nil
 }
 
 // mdRecordInvariants checks the records against the canonical state: the
@@ -1593,6 +1609,9 @@ func (h *mdWinHarness) check(when string) {
 	}
 	if got, want := w.certainCount(), min(w.kmax, w.positive); got < want {
 		h.t.Fatalf("%s: %d certain heap members, want >= %d", when, got, want)
+	}
+	if err := mdCertainAtLeast(w); err != nil {
+		h.t.Fatalf("%s: %v", when, err)
 	}
 	counts := map[string]int64{}
 	for name, id := range h.ids {

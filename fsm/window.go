@@ -440,6 +440,52 @@ func (w *window) certainCount() int {
 	return n
 }
 
+// certainAtLeast reports certainCount() >= target without scanning the whole
+// heap. A parent never ranks above its children, so the members at or below
+// the outside bound (the uncertain ones) form a subtree at the root: a walk
+// of that subtree counts them and stops once too many are found. Between
+// refills that subtree is a fraction of the heap, and settle runs after
+// every applied batch, so at low ingest rates the full scan was a fifth of
+// apply.
+func (w *window) certainAtLeast(target int) bool {
+	bc, bItem, ok := w.outsideBound()
+	if !ok {
+		return len(w.heap) >= target
+	}
+	bk := prefixKey(bItem)
+	allowed := len(w.heap) - target // uncertain members that still leave target certain ones
+	if allowed < 0 {
+		return false
+	}
+	// The walk pushes right then left children, so the stack holds at most
+	// one pending sibling per level plus the node at hand: 64 levels is more
+	// than any heap can have.
+	var stack [64]int
+	sp := 0
+	if len(w.heap) > 0 {
+		stack[0], sp = 0, 1
+	}
+	for sp > 0 {
+		sp--
+		i := stack[sp]
+		if w.nodeAboveBound(w.heap[i], bc, bk, bItem) {
+			continue
+		}
+		if allowed--; allowed < 0 {
+			return false
+		}
+		if r := 2*i + 2; r < len(w.heap) {
+			stack[sp] = r
+			sp++
+		}
+		if l := 2*i + 1; l < len(w.heap) {
+			stack[sp] = l
+			sp++
+		}
+	}
+	return true
+}
+
 // settle restores the invariant that at least min(K_max, positive) heap
 // members are certain. It runs once per applied batch, on the apply goroutine.
 func (w *window) settle() {
@@ -449,7 +495,7 @@ func (w *window) settle() {
 	w.dirty = false
 	w.freshenTop()
 	target := min(w.kmax, w.positive)
-	if w.topClass() < 0 || w.certainCount() >= target {
+	if w.topClass() < 0 || w.certainAtLeast(target) {
 		return
 	}
 	w.refill()
