@@ -373,7 +373,7 @@ func (lb *leaderboard) resolve(items []string) []uint32 {
 			if id == noID {
 				continue
 			}
-			if g, s := w.newestSlot(id); g == nb.gen && s < m {
+			if g, s := w.newestSlot(id); g == nb.gen && uint(s) < uint(m) {
 				nb.deltas.prefetch(s)
 			}
 		}
