@@ -2,7 +2,6 @@ package fsm
 
 import (
 	"fmt"
-	"math/rand/v2"
 	"testing"
 	"time"
 
@@ -41,33 +40,13 @@ func BenchmarkApplyModes(b *testing.B) {
 			if r := f.ApplyBatch([]*raft.Log{next(mustEncode(EncodeConfig(cfg)))}); r[0] != nil {
 				b.Fatal(r[0])
 			}
-			z := rand.NewZipf(rand.New(rand.NewPCG(n, 0x70bd)), benchZipfS, 1, n-1)
-			cnt := make([]uint32, n)
-			var order []uint32
-			var name []byte
+			zs := newZipfItems(n, 0x70bd)
 			sec := int64(benchBaseHour * benchSecsPerHour)
 			// 10 minutes of entries (600K events) per iteration.
 			gen := func() ([]*raft.Log, int64) {
 				logs := make([]*raft.Log, 0, 600)
 				for range 600 {
-					order = order[:0]
-					for range benchEventsPerEntry {
-						it := uint32((z.Uint64()*benchPermMul + 7) % n)
-						if cnt[it] == 0 {
-							order = append(order, it)
-						}
-						cnt[it]++
-					}
-					d := newDeltas(len(order))
-					for _, it := range order {
-						var s string
-						name, s = benchItem(name, int(it))
-						d.Items = append(d.Items, s)
-						d.Deltas = append(d.Deltas, int64(cnt[it]))
-						d.EventTimesS = append(d.EventTimesS, sec)
-						d.Events = append(d.Events, cnt[it])
-						cnt[it] = 0
-					}
+					d := zs.deltas(benchEventsPerEntry, sec)
 					e := &pb.IngestEntry{LeaderTimeMs: sec*1000 + 500, Parts: []*pb.ProducerPart{{Boards: []*pb.LeaderboardDeltas{d}}}}
 					logs = append(logs, next(mustEncode(EncodeIngest(e))))
 					sec++
@@ -125,33 +104,13 @@ func BenchmarkApplySmallBatches(b *testing.B) {
 	if r := f.ApplyBatch([]*raft.Log{next(mustEncode(EncodeConfig(cfg)))}); r[0] != nil {
 		b.Fatal(r[0])
 	}
-	z := rand.NewZipf(rand.New(rand.NewPCG(n, 0x5a11)), benchZipfS, 1, n-1)
-	cnt := make([]uint32, n)
-	var order []uint32
-	var name []byte
+	zs := newZipfItems(n, 0x5a11)
 	ms := int64(benchBaseHour) * benchSecsPerHour * 1000
 	// one entry of perEntry events per 2 ms of log time (125K events/s).
 	gen := func(k int) []*raft.Log {
 		logs := make([]*raft.Log, 0, k)
 		for range k {
-			order = order[:0]
-			for range perEntry {
-				it := uint32((z.Uint64()*benchPermMul + 7) % n)
-				if cnt[it] == 0 {
-					order = append(order, it)
-				}
-				cnt[it]++
-			}
-			d := newDeltas(len(order))
-			for _, it := range order {
-				var s string
-				name, s = benchItem(name, int(it))
-				d.Items = append(d.Items, s)
-				d.Deltas = append(d.Deltas, int64(cnt[it]))
-				d.EventTimesS = append(d.EventTimesS, ms/1000)
-				d.Events = append(d.Events, cnt[it])
-				cnt[it] = 0
-			}
+			d := zs.deltas(perEntry, ms/1000)
 			e := &pb.IngestEntry{LeaderTimeMs: ms, Parts: []*pb.ProducerPart{{Boards: []*pb.LeaderboardDeltas{d}}}}
 			logs = append(logs, next(mustEncode(EncodeIngest(e))))
 			ms += 2

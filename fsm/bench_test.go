@@ -82,15 +82,11 @@ func benchItem(buf []byte, i int) ([]byte, string) {
 
 // benchFixture is a warmed FSM plus the deterministic generator that feeds it.
 type benchFixture struct {
-	n       int
+	zipfItems
 	f       *FSM
 	index   uint64
 	entries uint64
 	nextSec int64 // event second of the next real-rate entry
-	z       *rand.Zipf
-	cnt     []uint32 // scratch: events per item in the entry being built
-	order   []uint32 // scratch: items of that entry in first-seen order
-	name    []byte
 	prods   []string
 	events  uint64 // raw events applied, to check against the leaderboard
 	late    uint64 // events of the preload sweep, late for every sliding window
@@ -125,10 +121,55 @@ func dropFixtures() {
 
 func (fx *benchFixture) board() *leaderboard { return fx.f.st.boards[benchBoard] }
 
+// zipfItems draws the benchmarks' Zipf(1.1) events over n items and
+// pre-aggregates them per item, as the server does per (item, second).
+type zipfItems struct {
+	n     int
+	z     *rand.Zipf
+	cnt   []uint32 // scratch: events per item in the entry being built
+	order []uint32 // scratch: items of that entry in first-seen order
+	name  []byte
+}
+
+func newZipfItems(n int, seed uint64) zipfItems {
+	return zipfItems{n: n, cnt: make([]uint32, n),
+		z: rand.NewZipf(rand.New(rand.NewPCG(uint64(n), seed)), benchZipfS, 1, uint64(n-1))}
+}
+
 // draw returns the item number of one Zipf(1.1) event.
-func (fx *benchFixture) draw() uint32 {
-	r := fx.z.Uint64()
-	return uint32((r*benchPermMul + 7) % uint64(fx.n))
+func (s *zipfItems) draw() uint32 {
+	r := s.z.Uint64()
+	return uint32((r*benchPermMul + 7) % uint64(s.n))
+}
+
+// aggregate draws events and returns their distinct items in first-seen
+// order; each item's count waits in cnt until take.
+func (s *zipfItems) aggregate(events int) []uint32 {
+	s.order = s.order[:0]
+	for range events {
+		it := s.draw()
+		if s.cnt[it] == 0 {
+			s.order = append(s.order, it)
+		}
+		s.cnt[it]++
+	}
+	return s.order
+}
+
+// take appends item's aggregated count to d at second sec and clears it.
+func (s *zipfItems) take(d *pb.LeaderboardDeltas, item uint32, sec int64) {
+	s.addDelta(d, item, s.cnt[item], sec)
+	s.cnt[item] = 0
+}
+
+// deltas draws events and returns them pre-aggregated per item at second sec.
+func (s *zipfItems) deltas(events int, sec int64) *pb.LeaderboardDeltas {
+	order := s.aggregate(events)
+	d := newDeltas(len(order))
+	for _, it := range order {
+		s.take(d, it, sec)
+	}
+	return d
 }
 
 func (fx *benchFixture) log(data []byte) *raft.Log {
@@ -152,10 +193,10 @@ func newDeltas(n int) *pb.LeaderboardDeltas {
 		Items: make([]string, 0, n), Deltas: make([]int64, 0, n), EventTimesS: make([]int64, 0, n), Events: make([]uint32, 0, n)}
 }
 
-func (fx *benchFixture) addDelta(d *pb.LeaderboardDeltas, item uint32, events uint32, sec int64) {
-	var s string
-	fx.name, s = benchItem(fx.name, int(item))
-	d.Items = append(d.Items, s)
+func (s *zipfItems) addDelta(d *pb.LeaderboardDeltas, item uint32, events uint32, sec int64) {
+	var it string
+	s.name, it = benchItem(s.name, int(item))
+	d.Items = append(d.Items, it)
 	d.Deltas = append(d.Deltas, int64(events))
 	d.EventTimesS = append(d.EventTimesS, sec)
 	d.Events = append(d.Events, events)
@@ -200,22 +241,10 @@ func (fx *benchFixture) genHour() benchHour {
 	for range benchSecsPerHour {
 		sec := fx.nextSec
 		fx.nextSec++
-		fx.order = fx.order[:0]
-		for range benchEventsPerEntry {
-			it := fx.draw()
-			if fx.cnt[it] == 0 {
-				fx.order = append(fx.order, it)
-			}
-			fx.cnt[it]++
-		}
-		d := newDeltas(len(fx.order))
-		for _, it := range fx.order {
-			fx.addDelta(d, it, fx.cnt[it], sec)
-			fx.cnt[it] = 0
-		}
+		d := fx.deltas(benchEventsPerEntry, sec)
 		h.logs = append(h.logs, fx.entry(sec*1000+500, d))
 		h.events += benchEventsPerEntry
-		h.deltas += int64(len(fx.order))
+		h.deltas += int64(len(d.Items))
 	}
 	fx.events += uint64(h.events)
 	return h
@@ -237,8 +266,7 @@ func newBenchFixture(b *testing.B, n int) *benchFixture {
 	start := time.Now()
 	// The preload grows the heap from nothing; fewer GC cycles make it faster.
 	defer debug.SetGCPercent(debug.SetGCPercent(400))
-	fx := &benchFixture{n: n, f: New(Options{}), cnt: make([]uint32, n)}
-	fx.z = rand.NewZipf(rand.New(rand.NewPCG(uint64(n), 0x70bd)), benchZipfS, 1, uint64(n-1))
+	fx := &benchFixture{zipfItems: newZipfItems(n, 0x70bd), f: New(Options{})}
 	for p := range benchProducers {
 		fx.prods = append(fx.prods, fmt.Sprintf("bench-producer-%d", p))
 	}
@@ -274,19 +302,11 @@ func newBenchFixture(b *testing.B, n int) *benchFixture {
 	// 23 hours of Zipf traffic, aggregated per (item, hour).
 	for h := w - 23; h < w; h++ {
 		sec := h * benchSecsPerHour
-		fx.order = fx.order[:0]
-		for range benchSecsPerHour * benchEventsPerEntry {
-			it := fx.draw()
-			if fx.cnt[it] == 0 {
-				fx.order = append(fx.order, it)
-			}
-			fx.cnt[it]++
-		}
+		order := fx.aggregate(benchSecsPerHour * benchEventsPerEntry)
 		d := newDeltas(benchPreloadChunk)
-		for i, it := range fx.order {
-			fx.addDelta(d, it, fx.cnt[it], sec)
-			fx.cnt[it] = 0
-			if len(d.Items) == benchPreloadChunk || i == len(fx.order)-1 {
+		for i, it := range order {
+			fx.take(d, it, sec)
+			if len(d.Items) == benchPreloadChunk || i == len(order)-1 {
 				emit(sec*1000, d)
 				d = newDeltas(benchPreloadChunk)
 			}
