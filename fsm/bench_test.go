@@ -323,7 +323,7 @@ func newBenchFixture(b *testing.B, n int) *benchFixture {
 	var ms runtime.MemStats
 	runtime.GC()
 	runtime.ReadMemStats(&ms)
-	b.Logf("fixture items=%d: built in %v; live items %d; bucket entries 1h=%d 1d=%d; heap %d MiB + off-heap records %d MiB",
+	b.Logf("fixture items=%d: built in %v; live items %d; bucket entries 1h=%d 1d=%d; heap %d MiB + off-heap %d MiB",
 		n, fx.setup.Round(time.Millisecond), lb.live, bucketEntries(lb.wins[0]), bucketEntries(lb.wins[1]), ms.HeapAlloc>>20, OffHeapBytes()>>20)
 	return fx
 }

@@ -16,6 +16,7 @@ const (
 type cowChunk[T any] struct {
 	gen uint64
 	v   []T
+	blk *offBlock // owns v when it is off the heap (offheap.go)
 }
 
 type cowArray[T any] struct {
@@ -38,7 +39,8 @@ func (a *cowArray[T]) get(i int) T { return a.chunks[i>>chunkBits].v[i&chunkMask
 func (a *cowArray[T]) writable(ci int) *cowChunk[T] {
 	c := a.chunks[ci]
 	if c.gen != a.gen {
-		nc := &cowChunk[T]{gen: a.gen, v: make([]T, len(c.v), cap(c.v))}
+		nc := &cowChunk[T]{gen: a.gen}
+		nc.v, nc.blk = makeFlat[T](len(c.v), cap(c.v))
 		copy(nc.v, c.v)
 		a.chunks[ci] = nc
 		c = nc
@@ -57,6 +59,13 @@ func (a *cowArray[T]) append(x T) int {
 		a.chunks = append(a.chunks, &cowChunk[T]{gen: a.gen, v: make([]T, 0, 16)})
 	}
 	c := a.writable(ci)
+	if len(c.v) == cap(c.v) {
+		// Grown here rather than by append, so that the larger arrays of
+		// flat types leave the heap.
+		v, blk := makeFlat[T](len(c.v), min(2*cap(c.v), chunkSize))
+		copy(v, c.v)
+		c.v, c.blk = v, blk
+	}
 	c.v = append(c.v, x)
 	a.n++
 	return i

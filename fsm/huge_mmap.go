@@ -14,8 +14,8 @@ const hugeBytes = 2 << 20
 var offHeap atomic.Int64
 
 // OffHeapBytes is the memory the FSMs of this process hold outside the Go
-// heap (huge-page slabs of item records); the node's memory guard adds it
-// to the heap it samples.
+// heap (huge-page slabs of item records, index tables and flat arrays,
+// offheap.go); the node's memory guard adds it to the heap it samples.
 func OffHeapBytes() int64 { return offHeap.Load() }
 
 // hugeSlab maps n bytes (a multiple of hugeBytes) of zeroed anonymous

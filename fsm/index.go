@@ -3,6 +3,7 @@ package fsm
 import (
 	"encoding/binary"
 	"hash/maphash"
+	"runtime"
 	"unsafe"
 )
 
@@ -37,9 +38,16 @@ type itemIndex struct {
 }
 
 type ixTable struct {
-	slots []uint64 // tag<<32 | id; 0 is empty (tags are odd)
+	slots []uint64  // tag<<32 | id; 0 is empty (tags are odd)
+	blk   *offBlock // owns slots when they are off the heap (offheap.go)
 	used  int
 	depth uint8
+}
+
+func newIxTable(slots int, depth uint8) *ixTable {
+	t := &ixTable{depth: depth}
+	t.slots, t.blk = makeFlat[uint64](slots, slots)
+	return t
 }
 
 const (
@@ -67,7 +75,7 @@ func newItemIndex(items *cowArray[string], sizeHint int) *itemIndex {
 	x.depth = depth
 	x.dir = make([]*ixTable, 1<<depth)
 	for i := range x.dir {
-		x.dir[i] = &ixTable{slots: make([]uint64, slots), depth: depth}
+		x.dir[i] = newIxTable(slots, depth)
 	}
 	x.slots = slots << depth
 	return x
@@ -197,8 +205,8 @@ func (x *itemIndex) delTag(s string, tag uint32) bool {
 // grow makes room in t: doubles it up to ixMaxSlots, then splits it.
 func (x *itemIndex) grow(t *ixTable) {
 	if len(t.slots) < ixMaxSlots {
-		old := t.slots
-		t.slots = make([]uint64, 2*len(old))
+		old, oldBlk := t.slots, t.blk
+		t.slots, t.blk = makeFlat[uint64](2*len(old), 2*len(old))
 		x.slots += len(old)
 		t.used = 0
 		for _, e := range old {
@@ -206,6 +214,7 @@ func (x *itemIndex) grow(t *ixTable) {
 				t.insert(e)
 			}
 		}
+		runtime.KeepAlive(oldBlk)
 		return
 	}
 	if t.depth == x.depth {
@@ -230,8 +239,8 @@ func (x *itemIndex) doubleDir() {
 // t.depth+1, told apart by the next tag bit.
 func (x *itemIndex) split(t *ixTable) {
 	d := t.depth + 1
-	lo := &ixTable{slots: make([]uint64, len(t.slots)), depth: d}
-	hi := &ixTable{slots: make([]uint64, len(t.slots)), depth: d}
+	lo := newIxTable(len(t.slots), d)
+	hi := newIxTable(len(t.slots), d)
 	bit := uint64(1) << (32 - d) << 32
 	for _, e := range t.slots {
 		switch {

@@ -10,7 +10,7 @@ import (
 // chunks come from huge-page slabs where the platform has them, checks every
 // word reads back, and that dropping the store unmaps its slabs.
 func TestRecStoreSlabs(t *testing.T) {
-	before := OffHeapBytes()
+	before := settledOffHeap()
 	func() {
 		s := newRecStore(2)
 		n := 3*recChunk + 5

@@ -8,7 +8,7 @@ import (
 	"github.com/topkd/topkd/fsm"
 )
 
-// memoryGuard samples the live heap (plus the FSMs' off-heap records) once a second and refuses ingest above
+// memoryGuard samples the live heap (plus the FSMs' off-heap arrays) once a second and refuses ingest above
 // the high-water mark, before anything is proposed.
 type memoryGuard struct {
 	limit uint64
@@ -22,7 +22,7 @@ func newMemoryGuard(limit uint64) *memoryGuard {
 }
 
 // sample reads the live heap plus the FSMs' memory outside it (huge-page
-// slabs of item records).
+// slabs of item records, index tables and flat arrays).
 func (g *memoryGuard) sample() {
 	s := []rtmetrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
 	rtmetrics.Read(s)
@@ -41,5 +41,5 @@ func (g *memoryGuard) check() error {
 	return nil
 }
 
-// HeapBytes is the last sampled live heap plus off-heap records.
+// HeapBytes is the last sampled live heap plus the FSMs' off-heap arrays.
 func (g *memoryGuard) HeapBytes() uint64 { return g.heap.Load() }

@@ -69,7 +69,7 @@ var (
 	descRejected  = prometheus.NewDesc("topkd_rejected_events", "Events rejected in the state machine (stale incarnation or max_items).", []string{"leaderboard", "reason"}, nil)
 	descBytes     = prometheus.NewDesc("topkd_state_bytes", "Estimated counting-state memory, by partition.", []string{"partition"}, nil)
 	descCacheAge  = prometheus.NewDesc("topkd_cache_age_seconds", "Age of the oldest cached top-K answer.", nil, nil)
-	descHeap      = prometheus.NewDesc("topkd_heap_bytes", "Live heap plus the FSMs' off-heap item records, as sampled by the memory guard.", nil, nil)
+	descHeap      = prometheus.NewDesc("topkd_heap_bytes", "Live heap plus the FSMs' off-heap arrays, as sampled by the memory guard.", nil, nil)
 )
 
 type stateCollector struct{ n *Node }
