@@ -420,13 +420,13 @@ func buildMemState(b *testing.B, n int, c memCase) *FSM {
 	return f
 }
 
-// heapAlloc is the live heap plus the records' off-heap slabs.
+// heapAlloc is the live heap plus the off-heap memory in use (mapped, less
+// free blocks of shared slabs), once the cleanups of dropped blocks have run.
 func heapAlloc() int64 {
-	runtime.GC()
-	runtime.GC()
+	off := settledOffHeap() - offHeapSlack()
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
-	return int64(ms.HeapAlloc) + OffHeapBytes()
+	return int64(ms.HeapAlloc) + off
 }
 
 // measureMem returns the live heap of a state built for c, and its Stats().Bytes.

@@ -50,6 +50,16 @@ var off struct {
 	mu      sync.Mutex
 	classes [bits.UintSize]offClass
 	slabs   map[uintptr]*offSlab
+	slack   int64 // free bytes in mapped shared slabs
+}
+
+// offHeapSlack is the part of OffHeapBytes in free blocks of shared slabs:
+// at most a slab per block size in steady use, more after a large state
+// was dropped while a few of its blocks were still held.
+func offHeapSlack() int64 {
+	off.mu.Lock()
+	defer off.mu.Unlock()
+	return off.slack
 }
 
 // offAlloc returns a zeroed array of n elements outside the Go heap and
@@ -98,6 +108,7 @@ func offGet(size uintptr) *offBlock {
 			off.slabs = make(map[uintptr]*offSlab)
 		}
 		off.slabs[a] = s
+		off.slack += hugeBytes
 		s.partial = len(cl.partial)
 		cl.partial = append(cl.partial, s)
 	}
@@ -107,6 +118,7 @@ func offGet(size uintptr) *offBlock {
 	if len(s.free) == 0 {
 		cl.unlist(s)
 	}
+	off.slack -= int64(bsize)
 	return &offBlock{a, bsize}
 }
 
@@ -132,7 +144,9 @@ func offPut(b offBlock) {
 	cl := &off.classes[shift]
 	s := off.slabs[b.addr&^(hugeBytes-1)]
 	s.free = append(s.free, b.addr)
+	off.slack += int64(b.size)
 	if len(s.free) == s.nblocks {
+		off.slack -= hugeBytes
 		if s.partial >= 0 {
 			cl.unlist(s)
 		}

@@ -57,7 +57,7 @@ func TestOffHeapBlocks(t *testing.T) {
 	if raceEnabled || runtime.GOOS != "linux" || (runtime.GOARCH != "amd64" && runtime.GOARCH != "arm64") {
 		t.Skip("no off-heap slabs on this platform or under -race")
 	}
-	before := settledOffHeap()
+	before, slack := settledOffHeap(), offHeapSlack()
 	func() {
 		var arrs [][]uint64
 		var blks []*offBlock
@@ -91,6 +91,9 @@ func TestOffHeapBlocks(t *testing.T) {
 		runtime.KeepAlive(blks)
 	}()
 	waitOffHeap(t, before)
+	if got := offHeapSlack(); got != slack {
+		t.Fatalf("free bytes in shared slabs %d after every block returned, want %d", got, slack)
+	}
 }
 
 // TestOffHeapReuseIsZeroed frees one block of a slab that stays mapped and
