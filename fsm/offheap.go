@@ -22,14 +22,21 @@ import (
 //
 // Blocks are powers of two from offMin to offMaxShared bytes, carved from
 // 2 MiB slabs of one size each; larger ones get their own mapping. A slab
-// is unmapped when its last block is freed. Freed blocks are cleared on the
-// cleanup goroutine, so an allocation never clears memory.
+// whose last block is freed is kept as a spare for any size, up to half the
+// bytes in use (at least offSpareMin), and unmapped beyond: the copies after
+// a snapshot need as many blocks as the last snapshot's release freed, and
+// memory new to a virtual machine can cost milliseconds per huge page (the
+// host backs it on first touch). Freed blocks are cleared on the cleanup
+// goroutine, so an allocation never clears memory.
 
 // offMin is the smallest block: smaller arrays stay on the Go heap, so a
 // small leaderboard maps nothing. Tests lower it to run everything here.
 var offMin uintptr = 4 << 10
 
-const offMaxShared = 1 << 20
+const (
+	offMaxShared = 1 << 20
+	offSpareMin  = 32 << 20
+)
 
 type offBlock struct {
 	addr, size uintptr
@@ -50,12 +57,13 @@ var off struct {
 	mu      sync.Mutex
 	classes [bits.UintSize]offClass
 	slabs   map[uintptr]*offSlab
-	slack   int64 // free bytes in mapped shared slabs
+	spare   []uintptr // empty slabs, zeroed
+	used    int64     // bytes in blocks handed out from shared slabs
+	slack   int64     // free bytes in mapped shared slabs, spares included
 }
 
-// offHeapSlack is the part of OffHeapBytes in free blocks of shared slabs:
-// at most a slab per block size in steady use, more after a large state
-// was dropped while a few of its blocks were still held.
+// offHeapSlack is the part of OffHeapBytes in free blocks of shared slabs
+// and in spare slabs.
 func offHeapSlack() int64 {
 	off.mu.Lock()
 	defer off.mu.Unlock()
@@ -95,9 +103,16 @@ func offGet(size uintptr) *offBlock {
 	defer off.mu.Unlock()
 	cl := &off.classes[shift]
 	if len(cl.partial) == 0 {
-		a, ok := hugeSlab(hugeBytes)
-		if !ok {
-			return nil
+		var a uintptr
+		if n := len(off.spare); n > 0 {
+			a = off.spare[n-1]
+			off.spare = off.spare[:n-1]
+		} else {
+			var ok bool
+			if a, ok = hugeSlab(hugeBytes); !ok {
+				return nil
+			}
+			off.slack += hugeBytes
 		}
 		s := &offSlab{addr: a, nblocks: int(hugeBytes / bsize)}
 		s.free = make([]uintptr, 0, s.nblocks)
@@ -108,7 +123,6 @@ func offGet(size uintptr) *offBlock {
 			off.slabs = make(map[uintptr]*offSlab)
 		}
 		off.slabs[a] = s
-		off.slack += hugeBytes
 		s.partial = len(cl.partial)
 		cl.partial = append(cl.partial, s)
 	}
@@ -119,6 +133,7 @@ func offGet(size uintptr) *offBlock {
 		cl.unlist(s)
 	}
 	off.slack -= int64(bsize)
+	off.used += int64(bsize)
 	return &offBlock{a, bsize}
 }
 
@@ -145,12 +160,17 @@ func offPut(b offBlock) {
 	s := off.slabs[b.addr&^(hugeBytes-1)]
 	s.free = append(s.free, b.addr)
 	off.slack += int64(b.size)
+	off.used -= int64(b.size)
 	if len(s.free) == s.nblocks {
-		off.slack -= hugeBytes
 		if s.partial >= 0 {
 			cl.unlist(s)
 		}
 		delete(off.slabs, s.addr)
+		if int64(len(off.spare)+1)*hugeBytes <= max(offSpareMin, off.used/2) {
+			off.spare = append(off.spare, s.addr)
+			return
+		}
+		off.slack -= hugeBytes
 		freeSlab(s.addr, hugeBytes)
 		return
 	}

@@ -37,13 +37,16 @@ func settledOffHeap() int64 {
 	return last
 }
 
-// waitOffHeap runs the GC until OffHeapBytes is want.
+// offHeapInUse is OffHeapBytes less free blocks and spare slabs.
+func offHeapInUse() int64 { return OffHeapBytes() - offHeapSlack() }
+
+// waitOffHeap runs the GC until offHeapInUse is want.
 func waitOffHeap(t *testing.T, want int64) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
-	for OffHeapBytes() != want {
+	for offHeapInUse() != want {
 		if time.Now().After(deadline) {
-			t.Fatalf("off-heap bytes %d, want %d", OffHeapBytes(), want)
+			t.Fatalf("off-heap bytes in use %d, want %d", offHeapInUse(), want)
 		}
 		runtime.GC()
 		time.Sleep(5 * time.Millisecond)
@@ -57,7 +60,8 @@ func TestOffHeapBlocks(t *testing.T) {
 	if raceEnabled || runtime.GOOS != "linux" || (runtime.GOARCH != "amd64" && runtime.GOARCH != "arm64") {
 		t.Skip("no off-heap slabs on this platform or under -race")
 	}
-	before, slack := settledOffHeap(), offHeapSlack()
+	settledOffHeap()
+	before, mapped := offHeapInUse(), OffHeapBytes()
 	func() {
 		var arrs [][]uint64
 		var blks []*offBlock
@@ -85,14 +89,16 @@ func TestOffHeapBlocks(t *testing.T) {
 				}
 			}
 		}
-		if got := OffHeapBytes() - before; got < int64(3<<18*8*5) {
-			t.Fatalf("off-heap bytes grew by %d", got)
+		if got := offHeapInUse() - before; got < int64(3<<18*8*5) {
+			t.Fatalf("off-heap bytes in use grew by %d", got)
 		}
 		runtime.KeepAlive(blks)
 	}()
 	waitOffHeap(t, before)
-	if got := offHeapSlack(); got != slack {
-		t.Fatalf("free bytes in shared slabs %d after every block returned, want %d", got, slack)
+	// Empty slabs stay mapped as spares up to offSpareMin; the dedicated
+	// mappings of the largest arrays are gone.
+	if got := OffHeapBytes() - mapped; got > offSpareMin {
+		t.Fatalf("%d bytes still mapped after every block returned, want at most %d of spares", got, offSpareMin)
 	}
 }
 
@@ -148,7 +154,8 @@ func TestOffHeapReuseIsZeroed(t *testing.T) {
 // freezes it and writes every element, then checks the frozen view kept
 // the old values and that all chunks are freed once both are dropped.
 func TestCowArrayOffHeap(t *testing.T) {
-	before := settledOffHeap()
+	settledOffHeap()
+	before := offHeapInUse()
 	func() {
 		var a cowArray[int64]
 		n := 3*chunkSize + 17
@@ -165,11 +172,50 @@ func TestCowArrayOffHeap(t *testing.T) {
 				t.Fatalf("element %d: frozen %d, live %d", i, f.get(i), a.get(i))
 			}
 		}
-		if !raceEnabled && runtime.GOOS == "linux" && OffHeapBytes() == before {
+		if !raceEnabled && runtime.GOOS == "linux" && offHeapInUse() == before {
 			t.Fatal("no chunk is off the heap")
 		}
 		runtime.KeepAlive(&a)
 		runtime.KeepAlive(f.chunks)
 	}()
 	waitOffHeap(t, before)
+}
+
+// TestOffHeapSpareSlabsAreZeroed empties slabs of one block size and
+// requires blocks of another size, cut from the spare slabs, to read as
+// zeros.
+func TestOffHeapSpareSlabsAreZeroed(t *testing.T) {
+	if raceEnabled || runtime.GOOS != "linux" || (runtime.GOARCH != "amd64" && runtime.GOARCH != "arm64") {
+		t.Skip("no off-heap slabs on this platform or under -race")
+	}
+	settledOffHeap()
+	before, mapped := offHeapInUse(), OffHeapBytes()
+	func() {
+		var blks []*offBlock
+		for range 2 * hugeBytes / 4096 {
+			v, b := offAlloc[uint64](512)
+			for i := range v {
+				v[i] = ^uint64(0)
+			}
+			blks = append(blks, b)
+		}
+		runtime.KeepAlive(blks)
+	}()
+	waitOffHeap(t, before)
+	var blks []*offBlock
+	for range hugeBytes / (64 << 10) {
+		v, b := offAlloc[uint64](8192)
+		for i, x := range v {
+			if x != 0 {
+				t.Fatalf("block %#x word %d = %#x", b.addr, i, x)
+			}
+		}
+		blks = append(blks, b)
+	}
+	// One slab of the first size was ours alone, so the second size maps
+	// nothing new.
+	if got := OffHeapBytes() - mapped; got > 0 {
+		t.Fatalf("mapped %d more bytes, want a spare slab reused", got)
+	}
+	runtime.KeepAlive(blks)
 }
