@@ -2,7 +2,9 @@ package fsm
 
 import (
 	"flag"
+	"fmt"
 	"os"
+	"slices"
 	"runtime"
 	"testing"
 	"time"
@@ -37,29 +39,49 @@ func settledOffHeap() int64 {
 	return last
 }
 
+// needSlabs skips a test of the allocator itself where arrays stay on the
+// heap.
+func needSlabs(t *testing.T) {
+	if raceEnabled || runtime.GOOS != "linux" || (runtime.GOARCH != "amd64" && runtime.GOARCH != "arm64") {
+		t.Skip("no off-heap slabs on this platform or under -race")
+	}
+}
+
 // offHeapInUse is OffHeapBytes less free blocks and spare slabs.
 func offHeapInUse() int64 { return OffHeapBytes() - offHeapSlack() }
 
-// waitOffHeap runs the GC until offHeapInUse is want.
-func waitOffHeap(t *testing.T, want int64) {
+// gcUntil runs the GC, and so the cleanups of dropped blocks, until done
+// holds; it fails the test after five seconds with what done() says.
+func gcUntil(t *testing.T, done func() (bool, string)) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
-	for offHeapInUse() != want {
+	for {
+		ok, what := done()
+		if ok {
+			return
+		}
 		if time.Now().After(deadline) {
-			t.Fatalf("off-heap bytes in use %d, want %d", offHeapInUse(), want)
+			t.Fatal(what)
 		}
 		runtime.GC()
 		time.Sleep(5 * time.Millisecond)
 	}
 }
 
+// waitOffHeap runs the GC until offHeapInUse is want.
+func waitOffHeap(t *testing.T, want int64) {
+	t.Helper()
+	gcUntil(t, func() (bool, string) {
+		got := offHeapInUse()
+		return got == want, fmt.Sprintf("off-heap bytes in use %d, want %d", got, want)
+	})
+}
+
 // TestOffHeapBlocks allocates arrays of every block size, shared slabs
 // and dedicated mappings, checks they start zeroed and do not overlap, and
 // that dropping them unmaps every slab.
 func TestOffHeapBlocks(t *testing.T) {
-	if raceEnabled || runtime.GOOS != "linux" || (runtime.GOARCH != "amd64" && runtime.GOARCH != "arm64") {
-		t.Skip("no off-heap slabs on this platform or under -race")
-	}
+	needSlabs(t)
 	settledOffHeap()
 	before, mapped := offHeapInUse(), OffHeapBytes()
 	func() {
@@ -105,9 +127,7 @@ func TestOffHeapBlocks(t *testing.T) {
 // TestOffHeapReuseIsZeroed frees one block of a slab that stays mapped and
 // requires the block handed out next, the same one, to read as zeros.
 func TestOffHeapReuseIsZeroed(t *testing.T) {
-	if raceEnabled || runtime.GOOS != "linux" || (runtime.GOARCH != "amd64" && runtime.GOARCH != "arm64") {
-		t.Skip("no off-heap slabs on this platform or under -race")
-	}
+	needSlabs(t)
 	keep, kb := offAlloc[uint32](2048)
 	addr := func() uintptr {
 		v, b := offAlloc[uint32](2048)
@@ -117,23 +137,11 @@ func TestOffHeapReuseIsZeroed(t *testing.T) {
 		return b.addr
 	}()
 	slab := addr &^ (hugeBytes - 1)
-	freed := func() bool {
+	gcUntil(t, func() (bool, string) {
 		off.mu.Lock()
 		defer off.mu.Unlock()
-		for _, a := range off.slabs[slab].free {
-			if a == addr {
-				return true
-			}
-		}
-		return false
-	}
-	for deadline := time.Now().Add(5 * time.Second); !freed(); {
-		if time.Now().After(deadline) {
-			t.Fatal("the dropped block was not returned")
-		}
-		runtime.GC()
-		time.Sleep(5 * time.Millisecond)
-	}
+		return slices.Contains(off.slabs[slab].free, addr), "the dropped block was not returned"
+	})
 	v, b := offAlloc[uint32](2048)
 	if b.addr != addr {
 		t.Fatalf("got block %#x, want the freed %#x", b.addr, addr)
@@ -185,9 +193,7 @@ func TestCowArrayOffHeap(t *testing.T) {
 // requires blocks of another size, cut from the spare slabs, to read as
 // zeros.
 func TestOffHeapSpareSlabsAreZeroed(t *testing.T) {
-	if raceEnabled || runtime.GOOS != "linux" || (runtime.GOARCH != "amd64" && runtime.GOARCH != "arm64") {
-		t.Skip("no off-heap slabs on this platform or under -race")
-	}
+	needSlabs(t)
 	settledOffHeap()
 	before, mapped := offHeapInUse(), OffHeapBytes()
 	func() {

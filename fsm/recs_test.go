@@ -3,14 +3,14 @@ package fsm
 import (
 	"runtime"
 	"testing"
-	"time"
 )
 
 // TestRecStoreSlabs fills records past the first (heap) chunk, so later
 // chunks come from huge-page slabs where the platform has them, checks every
 // word reads back, and that dropping the store unmaps its slabs.
 func TestRecStoreSlabs(t *testing.T) {
-	before := settledOffHeap()
+	settledOffHeap()
+	before := offHeapInUse()
 	func() {
 		s := newRecStore(2)
 		n := 3*recChunk + 5
@@ -34,20 +34,13 @@ func TestRecStoreSlabs(t *testing.T) {
 			t.Fatalf("halves of word 1: %#x", *s.word(7, 1))
 		}
 		if runtime.GOOS == "linux" {
-			if got := OffHeapBytes() - before; got < int64(3*recChunk*s.stride*8) {
+			if got := offHeapInUse() - before; got < int64(3*recChunk*s.stride*8) {
 				t.Fatalf("off-heap bytes grew by %d for three slab chunks", got)
 			}
 		}
 		runtime.KeepAlive(s)
 	}()
-	deadline := time.Now().Add(5 * time.Second)
-	for OffHeapBytes() != before {
-		if time.Now().After(deadline) {
-			t.Fatalf("off-heap bytes %d after the store was dropped, want %d", OffHeapBytes(), before)
-		}
-		runtime.GC()
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitOffHeap(t, before)
 }
 
 func TestRecWords(t *testing.T) {
