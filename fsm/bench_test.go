@@ -423,7 +423,7 @@ func buildMemState(b *testing.B, n int, c memCase) *FSM {
 // heapAlloc is the live heap plus the off-heap memory in use (mapped, less
 // free blocks of shared slabs), once the cleanups of dropped blocks have run.
 func heapAlloc() int64 {
-	off := settledOffHeap() - offHeapSlack()
+	off := settledOffHeap()
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	return int64(ms.HeapAlloc) + off

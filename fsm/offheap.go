@@ -26,8 +26,10 @@ import (
 // bytes in use (at least offSpareMin), and unmapped beyond: the copies after
 // a snapshot need as many blocks as the last snapshot's release freed, and
 // memory new to a virtual machine can cost milliseconds per huge page (the
-// host backs it on first touch). Freed blocks are cleared on the cleanup
-// goroutine, so an allocation never clears memory.
+// host backs it on first touch). Freed blocks are cleared by their cleanup,
+// so an allocation never clears memory. Blocks return when a GC finds their
+// owners unreachable; the pacer does not see them, so that waits for the
+// heap's own allocation (or the runtime's forced GC every two minutes).
 
 // offMin is the smallest block: smaller arrays stay on the Go heap, so a
 // small leaderboard maps nothing. Tests lower it to run everything here.
@@ -145,7 +147,8 @@ func (cl *offClass) unlist(s *offSlab) {
 	s.partial = -1
 }
 
-// offPut returns a block (run by the cleanup of its offBlock).
+// offPut returns a block (run by the cleanup of its offBlock; cleanups may
+// run in parallel).
 func offPut(b offBlock) {
 	if b.size > offMaxShared {
 		freeSlab(b.addr, b.size)
@@ -166,17 +169,18 @@ func offPut(b offBlock) {
 			cl.unlist(s)
 		}
 		delete(off.slabs, s.addr)
-		if int64(len(off.spare)+1)*hugeBytes <= max(offSpareMin, off.used/2) {
-			off.spare = append(off.spare, s.addr)
-			return
-		}
-		off.slack -= hugeBytes
-		freeSlab(s.addr, hugeBytes)
-		return
-	}
-	if s.partial < 0 {
+		off.spare = append(off.spare, s.addr)
+	} else if s.partial < 0 {
 		s.partial = len(cl.partial)
 		cl.partial = append(cl.partial, s)
+	}
+	// The limit falls as blocks return: a dropped leaderboard keeps no
+	// more spares than what is left in use justifies.
+	for int64(len(off.spare))*hugeBytes > max(offSpareMin, off.used/2) {
+		a := off.spare[len(off.spare)-1]
+		off.spare = off.spare[:len(off.spare)-1]
+		off.slack -= hugeBytes
+		freeSlab(a, hugeBytes)
 	}
 }
 

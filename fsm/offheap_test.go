@@ -5,10 +5,8 @@ import (
 	"fmt"
 	"os"
 	"runtime"
-	"slices"
 	"testing"
 	"time"
-	"unsafe"
 )
 
 // TestMain runs the tests with every flat array of more than 64 bytes off
@@ -24,13 +22,13 @@ func TestMain(m *testing.M) {
 }
 
 // settledOffHeap runs the GC until the cleanups of earlier tests' garbage
-// have returned their blocks, and returns OffHeapBytes.
+// have returned their blocks, and returns offHeapInUse.
 func settledOffHeap() int64 {
-	last, same := OffHeapBytes(), 0
+	last, same := offHeapInUse(), 0
 	for same < 3 {
 		runtime.GC()
 		time.Sleep(5 * time.Millisecond)
-		if n := OffHeapBytes(); n == last {
+		if n := offHeapInUse(); n == last {
 			same++
 		} else {
 			last, same = n, 0
@@ -39,12 +37,20 @@ func settledOffHeap() int64 {
 	return last
 }
 
+// slabsHere reports whether flat arrays leave the heap in this build.
+func slabsHere() bool {
+	return !raceEnabled && runtime.GOOS == "linux" && (runtime.GOARCH == "amd64" || runtime.GOARCH == "arm64")
+}
+
 // needSlabs skips a test of the allocator itself where arrays stay on the
-// heap.
+// heap, and lowers the threshold for it (benchmark runs keep 4 KiB).
 func needSlabs(t *testing.T) {
-	if raceEnabled || runtime.GOOS != "linux" || (runtime.GOARCH != "amd64" && runtime.GOARCH != "arm64") {
+	if !slabsHere() {
 		t.Skip("no off-heap slabs on this platform or under -race")
 	}
+	was := offMin
+	offMin = 64
+	t.Cleanup(func() { offMin = was })
 }
 
 // offHeapInUse is OffHeapBytes less free blocks and spare slabs.
@@ -82,8 +88,7 @@ func waitOffHeap(t *testing.T, want int64) {
 // that dropping them unmaps every slab.
 func TestOffHeapBlocks(t *testing.T) {
 	needSlabs(t)
-	settledOffHeap()
-	before, mapped := offHeapInUse(), OffHeapBytes()
+	before, mapped := settledOffHeap(), OffHeapBytes()
 	func() {
 		var arrs [][]uint64
 		var blks []*offBlock
@@ -124,46 +129,49 @@ func TestOffHeapBlocks(t *testing.T) {
 	}
 }
 
-// TestOffHeapReuseIsZeroed frees one block of a slab that stays mapped and
-// requires the block handed out next, the same one, to read as zeros.
+// TestOffHeapReuseIsZeroed fills a slab with written blocks, frees all but
+// one (so the slab stays mapped and its blocks are reused, not unmapped),
+// and requires every block handed out next to read as zeros.
 func TestOffHeapReuseIsZeroed(t *testing.T) {
 	needSlabs(t)
-	keep, kb := offAlloc[uint32](2048)
-	addr := func() uintptr {
-		v, b := offAlloc[uint32](2048)
-		for i := range v {
-			v[i] = 0xdeadbeef
+	const words, per = 2048, hugeBytes / (2048 * 4)
+	before := settledOffHeap()
+	var kept *offBlock
+	func() {
+		blks := make([]*offBlock, 0, 2*per)
+		for range 2 * per {
+			v, b := offAlloc[uint32](words)
+			for i := range v {
+				v[i] = 0xdeadbeef
+			}
+			blks = append(blks, b)
 		}
-		return b.addr
+		// The last slab cut for these blocks holds only ours.
+		kept = blks[len(blks)-1]
 	}()
-	slab := addr &^ (hugeBytes - 1)
-	gcUntil(t, func() (bool, string) {
-		off.mu.Lock()
-		defer off.mu.Unlock()
-		return slices.Contains(off.slabs[slab].free, addr), "the dropped block was not returned"
-	})
-	v, b := offAlloc[uint32](2048)
-	if b.addr != addr {
-		t.Fatalf("got block %#x, want the freed %#x", b.addr, addr)
-	}
-	for i, x := range v {
-		if x != 0 {
-			t.Fatalf("reused block word %d = %#x", i, x)
+	waitOffHeap(t, before+int64(kept.size))
+	var blks []*offBlock
+	for range 2 * per {
+		v, b := offAlloc[uint32](words)
+		for i, x := range v {
+			if x != 0 {
+				t.Fatalf("reused block %#x word %d = %#x", b.addr, i, x)
+			}
 		}
+		if b.addr == kept.addr {
+			t.Fatal("a live block handed out twice")
+		}
+		blks = append(blks, b)
 	}
-	if uintptr(unsafe.Pointer(&keep[0])) == addr {
-		t.Fatal("kept block handed out twice")
-	}
-	runtime.KeepAlive(kb)
-	runtime.KeepAlive(b)
+	runtime.KeepAlive(kept)
+	runtime.KeepAlive(blks)
 }
 
 // TestCowArrayOffHeap grows a copy-on-write array past several chunks,
 // freezes it and writes every element, then checks the frozen view kept
 // the old values and that all chunks are freed once both are dropped.
 func TestCowArrayOffHeap(t *testing.T) {
-	settledOffHeap()
-	before := offHeapInUse()
+	before := settledOffHeap()
 	func() {
 		var a cowArray[int64]
 		n := 3*chunkSize + 17
@@ -180,7 +188,7 @@ func TestCowArrayOffHeap(t *testing.T) {
 				t.Fatalf("element %d: frozen %d, live %d", i, f.get(i), a.get(i))
 			}
 		}
-		if !raceEnabled && runtime.GOOS == "linux" && offHeapInUse() == before {
+		if slabsHere() && offHeapInUse() == before {
 			t.Fatal("no chunk is off the heap")
 		}
 		runtime.KeepAlive(&a)
@@ -194,8 +202,7 @@ func TestCowArrayOffHeap(t *testing.T) {
 // zeros.
 func TestOffHeapSpareSlabsAreZeroed(t *testing.T) {
 	needSlabs(t)
-	settledOffHeap()
-	before, mapped := offHeapInUse(), OffHeapBytes()
+	before, mapped := settledOffHeap(), OffHeapBytes()
 	func() {
 		var blks []*offBlock
 		for range 2 * hugeBytes / 4096 {
@@ -224,4 +231,24 @@ func TestOffHeapSpareSlabsAreZeroed(t *testing.T) {
 		t.Fatalf("mapped %d more bytes, want a spare slab reused", got)
 	}
 	runtime.KeepAlive(blks)
+}
+
+// TestOffHeapSparesTrimmed drops 128 MiB of blocks at once and requires
+// the spare slabs left mapped to fall back to the floor: the limit is half
+// the bytes still in use, which falls as the blocks return.
+func TestOffHeapSparesTrimmed(t *testing.T) {
+	needSlabs(t)
+	before, mapped := settledOffHeap(), OffHeapBytes()
+	func() {
+		var blks []*offBlock
+		for range 128 << 20 / (64 << 10) {
+			_, b := offAlloc[uint64](8 << 10)
+			blks = append(blks, b)
+		}
+		runtime.KeepAlive(blks)
+	}()
+	waitOffHeap(t, before)
+	if got := OffHeapBytes() - mapped; got > offSpareMin {
+		t.Fatalf("%d MiB of spares still mapped, want at most %d", got>>20, offSpareMin>>20)
+	}
 }

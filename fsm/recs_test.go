@@ -9,8 +9,7 @@ import (
 // chunks come from huge-page slabs where the platform has them, checks every
 // word reads back, and that dropping the store unmaps its slabs.
 func TestRecStoreSlabs(t *testing.T) {
-	settledOffHeap()
-	before := offHeapInUse()
+	before := settledOffHeap()
 	func() {
 		s := newRecStore(2)
 		n := 3*recChunk + 5
