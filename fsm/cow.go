@@ -39,13 +39,20 @@ func (a *cowArray[T]) get(i int) T { return a.chunks[i>>chunkBits].v[i&chunkMask
 func (a *cowArray[T]) writable(ci int) *cowChunk[T] {
 	c := a.chunks[ci]
 	if c.gen != a.gen {
-		nc := &cowChunk[T]{gen: a.gen}
-		nc.v, nc.blk = makeFlat[T](len(c.v), cap(c.v))
-		copy(nc.v, c.v)
-		a.chunks[ci] = nc
-		c = nc
+		c = a.copyChunk(ci, cap(c.v))
 	}
 	return c
+}
+
+// copyChunk replaces chunk ci by a copy of the given capacity, off the heap
+// for flat types when it is large enough (offheap.go).
+func (a *cowArray[T]) copyChunk(ci, capacity int) *cowChunk[T] {
+	c := a.chunks[ci]
+	nc := &cowChunk[T]{gen: a.gen}
+	nc.v, nc.blk = makeFlat[T](len(c.v), capacity)
+	copy(nc.v, c.v)
+	a.chunks[ci] = nc
+	return nc
 }
 
 func (a *cowArray[T]) set(i int, x T) {
@@ -58,13 +65,12 @@ func (a *cowArray[T]) append(x T) int {
 	if ci == len(a.chunks) {
 		a.chunks = append(a.chunks, &cowChunk[T]{gen: a.gen, v: make([]T, 0, 16)})
 	}
-	c := a.writable(ci)
-	if len(c.v) == cap(c.v) {
-		// Grown here rather than by append, so that the larger arrays of
-		// flat types leave the heap.
-		v, blk := makeFlat[T](len(c.v), min(2*cap(c.v), chunkSize))
-		copy(v, c.v)
-		c.v, c.blk = v, blk
+	// A full chunk grows by one copy, shared with a snapshot or not.
+	var c *cowChunk[T]
+	if full := a.chunks[ci]; len(full.v) == cap(full.v) {
+		c = a.copyChunk(ci, min(2*cap(full.v), chunkSize))
+	} else {
+		c = a.writable(ci)
 	}
 	c.v = append(c.v, x)
 	a.n++
