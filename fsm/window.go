@@ -12,7 +12,7 @@ import (
 //
 //   - top: an indexed min-heap holding up to cap = K_max + slack items;
 //   - classes: every other item with a positive count sits in a count class
-//     (exact for counts below 16, four classes per power of two above).
+//     (one per power of two below 16, four per power of two above).
 //     Each class keeps an upper bound on the rank of its members.
 //
 // The bound of the highest non-empty class bounds every item outside the
@@ -147,13 +147,18 @@ const (
 	posNone    = -1
 )
 
+// classOf maps a positive count to its class: one class per power of two
+// below 16, four per power of two from 16 on (241 classes in all). Below 16
+// a class per count would make almost every increment of a tail item a
+// class move (a swap-remove that writes a random class slot and the moved
+// member's record); these classes halve the moves at 1M items (DESIGN.md).
 func classOf(c int64) int {
-	if c < 16 {
-		return int(c)
-	}
 	b := bits.Len64(uint64(c))
+	if c < 16 {
+		return b
+	}
 	sub := int(uint64(c)>>(b-3)) & 3
-	return 16 + (b-5)*4 + sub
+	return 5 + (b-5)*4 + sub
 }
 
 func newWindow(durMs, bucketMs int64, kmax int, items *cowArray[string], rec *recStore, off int) *window {
