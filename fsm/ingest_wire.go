@@ -77,11 +77,13 @@ func decodePart(b []byte) (*pb.ProducerPart, error) {
 // event columns take a fast path; anything else goes through skipField.
 func decodeDeltas(b []byte) (*pb.LeaderboardDeltas, error) {
 	d := &pb.LeaderboardDeltas{}
-	if n := wire.CountLeading(b, itemsTag); n > 0 {
-		d.Items = make([]string, 0, n)
-	}
 	for len(b) > 0 {
 		if b[0] == itemsTag && len(b) > 1 && b[1] < 0x80 && len(b) >= 2+int(b[1]) {
+			// Size the column at the start of its run, which follows the
+			// leaderboard and incarnation fields: one allocation, no growth.
+			if d.Items == nil {
+				d.Items = make([]string, 0, wire.CountLeading(b, itemsTag))
+			}
 			v := b[2 : 2+int(b[1])]
 			s, err := aliasString(v, "items")
 			if err != nil {
