@@ -762,11 +762,20 @@ func (w *window) expire(clockMs int64, release func(id uint32)) {
 // a miss to memory at the loop's pace, few enough to stay in L1.
 const expireAhead = 8
 
-// prefetchClassSlot hints the class slot id sits in, if any.
+// prefetchClassSlot hints the class slot id sits in, if any, and the
+// record of the member that a swap-remove expireAhead removals from now
+// will move: expiry mostly removes from one class (counts falling to 0 or
+// out of a low class), and each swap-remove takes the class's last member,
+// so the tail shrinks by one per removal. Measured in one process,
+// alternating hours: 1.046-1.056x at 1M items, 1.015x at 10M (DESIGN.md).
 func (w *window) prefetchClassSlot(id uint32) {
 	if p := w.posOf(id); p >= 0 {
-		if ids := w.classes[classOf(w.cnt(id))].ids; int(p) < len(ids) {
+		ids := w.classes[classOf(w.cnt(id))].ids
+		if int(p) < len(ids) {
 			prefetch(unsafe.Pointer(&ids[p]))
+		}
+		if t := len(ids) - 1 - expireAhead; t >= 0 {
+			w.rec.prefetch(ids[t])
 		}
 	}
 }
