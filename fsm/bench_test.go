@@ -546,6 +546,7 @@ func BenchmarkApply(b *testing.B) {
 			fx := getFixture(b, sz.n)
 			var events, deltas int64
 			var cpu time.Duration
+			scans0 := floorScans(fx.f)
 			b.ResetTimer()
 			for range b.N {
 				b.StopTimer()
@@ -569,8 +570,23 @@ func BenchmarkApply(b *testing.B) {
 			b.ReportMetric(float64(el.Nanoseconds())/float64(deltas), "ns/delta")
 			b.ReportMetric(float64(deltas)/float64(b.N*benchSecsPerHour), "deltas/entry")
 			b.ReportMetric(float64(cpu.Nanoseconds())/float64(events), "cpu-ns/event")
+			b.ReportMetric(float64(floorScans(fx.f)-scans0)/float64(b.N), "floor-scans/op")
 		})
 	}
+}
+
+// floorScans is how many times a window of f scanned its records to lower
+// its class floor.
+func floorScans(f *FSM) int {
+	n := 0
+	for _, lb := range f.st.boards {
+		if lb.ap == nil {
+			for _, w := range append([]*window{lb.all}, lb.wins...) {
+				n += w.lowered
+			}
+		}
+	}
+	return n
 }
 
 // ---- snapshots ----

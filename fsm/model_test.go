@@ -1281,7 +1281,7 @@ func mdRecordInvariants(lb *leaderboard) error {
 
 // mdWindowInvariants checks the heap, the count classes and their bounds.
 func mdWindowInvariants(w *window) error {
-	positive := 0
+	positive, untracked := 0, 0
 	for i := 0; i < w.rec.n; i++ {
 		id := uint32(i)
 		c := w.cnt(id)
@@ -1301,18 +1301,38 @@ func mdWindowInvariants(w *window) error {
 			if c <= 0 {
 				return fmt.Errorf("id %d with count %d sits in a class", id, c)
 			}
+			if classOf(c) < w.floor {
+				untracked++ // a stale position below the floor
+				continue
+			}
 			cl := &w.classes[classOf(c)]
 			if int(p) >= len(cl.ids) || cl.ids[p] != id {
 				return fmt.Errorf("id %d (count %d): bad class slot %d", id, c, p)
 			}
 		default:
+			if c > 0 && classOf(c) >= w.floor {
+				return fmt.Errorf("id %d with count %d (class %d, floor %d) is neither in the heap nor in a class", id, c, classOf(c), w.floor)
+			}
 			if c > 0 {
-				return fmt.Errorf("id %d with count %d is neither in the heap nor in a class", id, c)
+				untracked++
 			}
 		}
 	}
 	if positive != w.positive {
 		return fmt.Errorf("positive %d, want %d", w.positive, positive)
+	}
+	if untracked != w.untracked() {
+		return fmt.Errorf("%d untracked items, the window counts %d", untracked, w.untracked())
+	}
+	members := 0
+	for ci := range w.classes {
+		if n := len(w.classes[ci].ids); n > 0 && ci < w.floor {
+			return fmt.Errorf("class %d below the floor %d holds %d members", ci, w.floor, n)
+		}
+		members += len(w.classes[ci].ids)
+	}
+	if members != w.tracked {
+		return fmt.Errorf("classes hold %d members, the window counts %d", members, w.tracked)
 	}
 	if len(w.heap) > w.capacity {
 		return fmt.Errorf("heap of %d exceeds capacity %d", len(w.heap), w.capacity)
@@ -1368,6 +1388,8 @@ func TestModelFSM(t *testing.T) {
 }
 
 func mdRunCase(rt *rapid.T) {
+	defer func(m int) { trackedMin = m }(trackedMin)
+	trackedMin = rapid.SampledFrom([]int{-1, 0, 1, 2, 5, 20}).Draw(rt, "trackedMin")
 	ttl := rapid.SampledFrom([]time.Duration{2 * time.Minute, 10 * time.Minute, DefaultDedupeTTL}).Draw(rt, "ttl")
 	opts := Options{DedupeTTL: ttl}
 	m := newMdModel(ttl.Milliseconds())
@@ -1781,6 +1803,56 @@ func TestWindowTrickyPaths(t *testing.T) {
 				h.check("resized beyond the item count")
 			},
 		},
+		{
+			// The floor rises above the b items; with no kept class left, a
+			// heap member at the count just below the floor's ties with an
+			// untracked item that ranks above it by name.
+			name: "untracked item ties a heap member just below the floor",
+			kmax: 2,
+			run: func(h *mdWinHarness) {
+				defer func(m int) { trackedMin = m }(trackedMin)
+				trackedMin = 1
+				hs := mdNames("h", h.w.capacity)
+				h.addAll(hs, 100)
+				h.add("o", 50)
+				h.addAll(mdNames("b", 10), 8)
+				h.settle("filled")
+				if h.w.floor != classOf(50) || h.w.tracked != 1 {
+					h.t.Fatalf("floor %d with %d kept, want %d with 1", h.w.floor, h.w.tracked, classOf(50))
+				}
+				low := classLow(h.w.floor)
+				h.add("b000", low-1-8) // stays below the floor
+				h.add("o", -50)        // the last kept class empties
+				h.addAll(hs, low-1-100)
+				h.settle("heap members tie an untracked item")
+			},
+		},
+		{
+			// Everything sits in the heap above a raised floor; the heap sinks
+			// below it; then an item arrives untracked, and only it makes the
+			// outside bound exist.
+			name: "first untracked item with no kept class",
+			kmax: 2,
+			run: func(h *mdWinHarness) {
+				defer func(m int) { trackedMin = m }(trackedMin)
+				trackedMin = 1
+				hs := mdNames("h", h.w.capacity)
+				h.addAll(hs, 100)
+				h.add("o", 50)
+				bs := mdNames("b", 10)
+				h.addAll(bs, 8)
+				h.settle("filled")
+				h.addAll(bs, -8)
+				h.add("o", -50)
+				h.addAll(hs, -60)
+				h.settle("heap alone, below the floor")
+				if h.w.floor == 0 || h.w.untracked() != 0 || h.w.tracked != 0 {
+					h.t.Fatalf("floor %d, %d untracked, %d kept: want a floor and no outsiders", h.w.floor, h.w.untracked(), h.w.tracked)
+				}
+				h.add("z", 1)
+				h.settle("an untracked item arrives")
+			},
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -1835,5 +1907,26 @@ func TestWindowClassBoundAfterIDReuse(t *testing.T) {
 	lf.f.mu.RUnlock()
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestClassLow checks classLow against classOf at every class boundary.
+func TestClassLow(t *testing.T) {
+	for c := int64(1); c < 1<<20; c++ {
+		ci := classOf(c)
+		if ci == classOf(c-1) {
+			continue
+		}
+		if got := classLow(ci); got != c {
+			t.Fatalf("classLow(%d) = %d, want %d", ci, got, c)
+		}
+	}
+	for _, c := range []int64{MaxCount, 1 << 40, 1<<40 + 1<<38} {
+		if ci := classOf(c); classLow(ci) > c || classOf(classLow(ci)) != ci || classOf(classLow(ci)-1) == ci {
+			t.Fatalf("classLow(%d) = %d for count %d", ci, classLow(ci), c)
+		}
+	}
+	if classLow(0) != 1 || classLow(1) != 1 {
+		t.Fatalf("classLow(0), classLow(1) = %d, %d, want 1", classLow(0), classLow(1))
 	}
 }

@@ -41,6 +41,15 @@ type window struct {
 	nonEmpty [numClasses / 64]uint64
 	positive int
 	dirty    bool
+	// Classes below floor are not kept: an outsider whose count falls in
+	// one is untracked, in no class (its position may be stale), and costs
+	// no class move. The untracked items number positive - len(heap) -
+	// tracked, and all rank below classLow(floor). refill lowers the floor
+	// by a scan of the records when the kept classes run out; settle raises
+	// it when they hold far more than a refill needs (keepTracked).
+	floor   int
+	tracked int // members of the kept classes
+	lowered int // scans that lowered the floor (benchmarks report them)
 
 	buckets []*bucket // ascending index; sliding windows only
 	// The newest bucket finds an item's entry through its record instead
@@ -161,6 +170,36 @@ func classOf(c int64) int {
 	return 5 + (b-5)*4 + sub
 }
 
+// classLow is the smallest count in class ci (1 for classes 0 and 1).
+func classLow(ci int) int64 {
+	if ci <= 1 {
+		return 1
+	}
+	if ci < 5 {
+		return 1 << (ci - 1)
+	}
+	b := (ci-5)/4 + 5
+	return int64(4|(ci-5)%4) << (b - 3)
+}
+
+// trackedMin overrides the least number of outsiders kept in classes
+// (keepTracked) when >= 0; tests set it small so floors move often.
+var trackedMin = -1
+
+// keepTracked is how many outsiders the kept classes hold at least after
+// the floor moves (or all of them, if fewer): enough that refills rarely
+// exhaust them, and at least a 64th of the ids, so that the O(ids) scan
+// which lowers the floor is amortized over as many class changes.
+func (w *window) keepTracked() int {
+	k := 4 * w.capacity
+	if trackedMin >= 0 {
+		k = trackedMin
+	}
+	return max(k, w.rec.n/64, 1)
+}
+
+func (w *window) untracked() int { return w.positive - len(w.heap) - w.tracked }
+
 func newWindow(durMs, bucketMs int64, kmax int, items *cowArray[string], rec *recStore, off int) *window {
 	w := &window{durMs: durMs, bucketMs: bucketMs, kmax: kmax, items: items, rec: rec, off: off}
 	if durMs > 0 {
@@ -205,6 +244,9 @@ func (w *window) add(id uint32, delta int64) {
 		w.positive--
 	}
 	p := w.posOf(id)
+	if p >= 0 && (old <= 0 || classOf(old) < w.floor) {
+		p = posNone // untracked, its position stale
+	}
 	switch {
 	case p <= -2:
 		hi := int(-(p + 2))
@@ -222,8 +264,10 @@ func (w *window) add(id uint32, delta int64) {
 			w.dirty = true
 		}
 	case p == posNone:
-		if nw > 0 && !w.promote(id, nw) {
-			w.classInsert(id, nw)
+		if nw <= 0 {
+			w.setPos(id, posNone)
+		} else if !w.promote(id, nw) {
+			w.park(id, nw)
 		}
 	default:
 		oc := classOf(old)
@@ -240,7 +284,7 @@ func (w *window) add(id uint32, delta int64) {
 		}
 		if nc := classOf(nw); nc != oc {
 			w.classRemove(oc, int(p))
-			w.classInsert(id, nw)
+			w.park(id, nw)
 		} else if nw > old {
 			w.raiseBound(nc, nw, id)
 		}
@@ -266,9 +310,22 @@ func (w *window) promote(id uint32, c int64) bool {
 	if len(w.heap) > w.capacity {
 		m := w.heap[0]
 		w.heapRemove(0)
-		w.classInsert(m.id, m.count)
+		w.park(m.id, m.count)
 	}
 	return true
+}
+
+// park puts an outsider with count c > 0 in its class, or leaves it
+// untracked below the floor.
+func (w *window) park(id uint32, c int64) {
+	if classOf(c) >= w.floor {
+		w.classInsert(id, c)
+		return
+	}
+	w.setPos(id, posNone)
+	if w.topClass() < 0 {
+		w.dirty = true // the outside bound may have been none until now
+	}
 }
 
 func (w *window) raiseBound(ci int, c int64, id uint32) {
@@ -291,6 +348,7 @@ func (w *window) classInsert(id uint32, c int64) {
 	cl := &w.classes[ci]
 	w.setPos(id, int32(len(cl.ids)))
 	cl.ids = append(cl.ids, id)
+	w.tracked++
 	w.nonEmpty[ci>>6] |= 1 << (ci & 63)
 	w.raiseBound(ci, c, id)
 }
@@ -304,6 +362,7 @@ func (w *window) classRemove(ci, p int) {
 		w.setPos(moved, int32(p))
 	}
 	cl.ids = cl.ids[:last]
+	w.tracked--
 	if last == 0 {
 		w.nonEmpty[ci>>6] &^= 1 << (ci & 63)
 		cl.hasBound, cl.stale = false, false
@@ -343,9 +402,14 @@ func (w *window) freshenTop() {
 
 // outsideBound returns an upper bound on the rank of every item outside the
 // heap. The top class's bound is fresh after settle.
+// With no kept class, untracked items are bounded by the count below the
+// floor's and the smallest string, which no item ranks above.
 func (w *window) outsideBound() (c int64, item string, ok bool) {
 	ci := w.topClass()
 	if ci < 0 {
+		if w.untracked() > 0 {
+			return classLow(w.floor) - 1, "", true
+		}
 		return 0, "", false
 	}
 	cl := &w.classes[ci]
@@ -498,12 +562,85 @@ func (w *window) settle() {
 		return
 	}
 	w.dirty = false
+	if keep := w.keepTracked(); w.tracked > 4*keep {
+		w.raiseFloor(keep)
+	}
 	w.freshenTop()
 	target := min(w.kmax, w.positive)
-	if w.topClass() < 0 || w.certainAtLeast(target) {
+	if _, _, ok := w.outsideBound(); !ok || w.certainAtLeast(target) {
 		return
 	}
 	w.refill()
+}
+
+// raiseFloor drops the kept classes below the highest ones that hold at
+// least keep members. Their members become untracked where they are,
+// their records untouched: add reads a position as a class slot only for
+// counts at or above the floor.
+func (w *window) raiseFloor(keep int) {
+	n, nf := 0, w.floor
+	for ci := w.topClass(); ci > w.floor; ci-- {
+		if n += len(w.classes[ci].ids); n >= keep {
+			nf = ci
+			break
+		}
+	}
+	for ci := w.floor; ci < nf; ci++ {
+		cl := &w.classes[ci]
+		w.tracked -= len(cl.ids)
+		*cl = class{}
+		w.nonEmpty[ci>>6] &^= 1 << (ci & 63)
+	}
+	w.floor = nf
+}
+
+// lowerFloor brings untracked items back into their classes, down to the
+// highest floor that keeps keepTracked members, by two scans of the
+// records. It reports whether any item came back.
+func (w *window) lowerFloor() bool {
+	var sizes [numClasses]int
+	for i := range w.rec.n {
+		id := uint32(i)
+		if c := w.cnt(id); c > 0 && w.posOf(id) > -2 {
+			if ci := classOf(c); ci < w.floor {
+				sizes[ci]++
+			}
+		}
+	}
+	keep := w.keepTracked()
+	n, nf := w.tracked, 0
+	for ci := w.floor - 1; ci > 0; ci-- {
+		if n += sizes[ci]; n >= keep {
+			nf = ci
+			break
+		}
+	}
+	if n == w.tracked {
+		return false
+	}
+	for ci := nf; ci < w.floor; ci++ {
+		if sizes[ci] > 0 {
+			w.classes[ci].ids = make([]uint32, 0, sizes[ci])
+		}
+	}
+	for i := range w.rec.n {
+		id := uint32(i)
+		c := w.cnt(id)
+		if c <= 0 || w.posOf(id) <= -2 {
+			continue
+		}
+		if ci := classOf(c); ci >= nf && ci < w.floor {
+			cl := &w.classes[ci]
+			w.setPos(id, int32(len(cl.ids)))
+			cl.ids = append(cl.ids, id)
+			cl.stale = true
+			w.nonEmpty[ci>>6] |= 1 << (ci & 63)
+			w.tracked++
+		}
+	}
+	w.floor = nf
+	w.lowered++
+	return true
 }
 
 func (w *window) refill() {
@@ -523,13 +660,16 @@ func (w *window) refill() {
 		}
 		w.heap = kept
 		for _, nd := range evict {
-			w.classInsert(nd.id, nd.count)
+			w.park(nd.id, nd.count)
 		}
 	}
 	// Pull the best outsiders in, one class at a time from the top.
 	for len(w.heap) < w.capacity {
 		ci := w.topClass()
 		if ci < 0 {
+			if w.untracked() > 0 && w.lowerFloor() {
+				continue
+			}
 			break
 		}
 		cl := &w.classes[ci]
@@ -538,6 +678,7 @@ func (w *window) refill() {
 			ids := cl.ids
 			cl.ids = nil
 			cl.hasBound, cl.stale = false, false
+			w.tracked -= len(ids)
 			w.nonEmpty[ci>>6] &^= 1 << (ci & 63)
 			for _, id := range ids {
 				w.heap = append(w.heap, w.node(id))
@@ -580,6 +721,7 @@ func (w *window) takeBest(ci, n int) {
 			best = p
 		}
 	}
+	w.tracked -= n
 	rest := cl.ids[:0]
 	for _, p := range pos[n:] {
 		rest = append(rest, nodes[p].id)
@@ -770,7 +912,11 @@ const expireAhead = 8
 // alternating hours: 1.046-1.056x at 1M items, 1.015x at 10M (DESIGN.md).
 func (w *window) prefetchClassSlot(id uint32) {
 	if p := w.posOf(id); p >= 0 {
-		ids := w.classes[classOf(w.cnt(id))].ids
+		ci := classOf(w.cnt(id))
+		if ci < w.floor {
+			return
+		}
+		ids := w.classes[ci].ids
 		if int(p) < len(ids) {
 			prefetch(unsafe.Pointer(&ids[p]))
 		}
@@ -804,7 +950,7 @@ func (w *window) adoptNewest() {
 // resize changes K_max and rebuilds the heap from scratch.
 func (w *window) resize(kmax int) {
 	for _, nd := range w.heap {
-		w.classInsert(nd.id, nd.count)
+		w.park(nd.id, nd.count)
 	}
 	w.heap = w.heap[:0]
 	w.setKmax(kmax)
@@ -822,7 +968,7 @@ func (w *window) rebuild() {
 	w.heap = w.heap[:0]
 	w.classes = [numClasses]class{}
 	w.nonEmpty = [numClasses / 64]uint64{}
-	w.positive = 0
+	w.positive, w.tracked = 0, 0
 	// Size the classes first: growing a class of millions by appends
 	// copied it over and over (a seventh of a restart's CPU).
 	var sizes [numClasses]int
@@ -831,8 +977,17 @@ func (w *window) rebuild() {
 			sizes[classOf(c)]++
 		}
 	}
+	// Keep only the classes a refill needs (raiseFloor's rule).
+	keep, n := w.keepTracked(), 0
+	w.floor = 0
+	for ci := numClasses - 1; ci > 0; ci-- {
+		if n += sizes[ci]; n >= keep {
+			w.floor = ci
+			break
+		}
+	}
 	for ci, n := range sizes {
-		if n > 0 {
+		if n > 0 && ci >= w.floor {
 			w.classes[ci].ids = make([]uint32, 0, n)
 		}
 	}
@@ -845,6 +1000,11 @@ func (w *window) rebuild() {
 		}
 		w.positive++
 		ci := classOf(c)
+		if ci < w.floor {
+			w.setPos(id, posNone)
+			continue
+		}
+		w.tracked++
 		cl := &w.classes[ci]
 		w.setPos(id, int32(len(cl.ids)))
 		cl.ids = append(cl.ids, id)
