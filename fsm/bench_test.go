@@ -575,6 +575,43 @@ func BenchmarkApply(b *testing.B) {
 	}
 }
 
+// BenchmarkFloorScan measures the scan that lowers a window's class floor,
+// which refill runs on the apply goroutine when the kept classes run out:
+// each op drops every kept class but the top one (untimed), then lowers the
+// floor back to keepTracked over the Apply fixture's records.
+func BenchmarkFloorScan(b *testing.B) {
+	for _, sz := range benchSizes {
+		b.Run("items="+sz.name, func(b *testing.B) {
+			fx := getFixture(b, sz.n)
+			lb := fx.board()
+			for _, wc := range []struct {
+				name string
+				w    *window
+			}{{"all", lb.all}, {"1h", lb.wins[0]}} {
+				b.Run("window="+wc.name, func(b *testing.B) {
+					w := wc.w
+					var kept int
+					b.ResetTimer()
+					for range b.N {
+						b.StopTimer()
+						w.raiseFloor(1)
+						b.StartTimer()
+						if !w.lowerFloor() {
+							b.Fatal("lowerFloor brought no item back")
+						}
+						kept = w.tracked
+					}
+					b.StopTimer()
+					b.ReportMetric(msOf(b.Elapsed())/float64(b.N), "ms/scan")
+					b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(w.rec.n), "ns/record")
+					b.ReportMetric(float64(kept), "kept")
+					b.ReportMetric(float64(w.positive), "positive")
+				})
+			}
+		})
+	}
+}
+
 // floorScans is how many times a window of f scanned its records to lower
 // its class floor.
 func floorScans(f *FSM) int {
