@@ -608,6 +608,38 @@ func BenchmarkFloorScan(b *testing.B) {
 					b.ReportMetric(float64(w.positive), "positive")
 				})
 			}
+			// Traffic stops: ticks a minute apart empty the sliding windows,
+			// and their kept classes run out again and again. The longest
+			// batch is the pause a drain costs. Drops the fixture.
+			b.Run("window=drain", func(b *testing.B) {
+				var longest, total time.Duration
+				var scans int
+				for range b.N {
+					b.StopTimer()
+					fx := getFixture(b, sz.n)
+					scans0 := floorScans(fx.f)
+					ms := fx.nextSec * 1000
+					b.StartTimer()
+					for range 25 * 60 {
+						ms += 60_000
+						t0 := time.Now()
+						fx.f.applyLogs([]*raft.Log{fx.log(mustEncode(EncodeTick(&pb.Tick{LeaderTimeMs: ms})))}, 1)
+						d := time.Since(t0)
+						longest, total = max(longest, d), total+d
+					}
+					b.StopTimer()
+					scans += floorScans(fx.f) - scans0
+					for _, w := range fx.board().wins {
+						if w.positive != 0 {
+							b.Fatalf("window of %v holds %d items after the drain", time.Duration(w.durMs)*time.Millisecond, w.positive)
+						}
+					}
+					dropFixtures()
+				}
+				b.ReportMetric(msOf(longest), "max-ms/tick")
+				b.ReportMetric(msOf(total)/float64(b.N), "ms/drain")
+				b.ReportMetric(float64(scans)/float64(b.N), "floor-scans")
+			})
 		})
 	}
 }
