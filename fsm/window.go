@@ -12,8 +12,9 @@ import (
 //
 //   - top: an indexed min-heap holding up to cap = K_max + slack items;
 //   - classes: every other item with a positive count sits in a count class
-//     (one per power of two below 16, four per power of two above).
-//     Each class keeps an upper bound on the rank of its members.
+//     (one per power of two below 16, four per power of two above), down
+//     to a floor below which items are only counted (untracked). Each
+//     class keeps an upper bound on the rank of its members.
 //
 // The bound of the highest non-empty class bounds every item outside the
 // heap, so heap members ranking above it are certain. When fewer than
