@@ -566,7 +566,7 @@ func (rs *restorer) finishItems() error {
 	lb := rs.lb
 	lb.index = newItemIndex(&lb.items, lb.live)
 	for id := range rs.wantIDs {
-		if j := id + 2*expireAhead; j < rs.wantIDs {
+		if j := id + recAhead; j < rs.wantIDs {
 			lb.index.prefetchSlot(lb.items.get(j))
 		}
 		if rs.freeSet[uint32(id)] {
@@ -608,7 +608,7 @@ func (rs *restorer) addBucket(m *pb.BucketChunk) error {
 	for i, id := range m.Ids {
 		// Entries name ids at random: prefetch the record and the seen
 		// mark of one a little ahead, as bucket expiry does.
-		if j := i + 2*expireAhead; j < len(m.Ids) && int(m.Ids[j]) < rs.wantIDs && int(m.Ids[j]) < lb.recs.n {
+		if j := i + recAhead; j < len(m.Ids) && int(m.Ids[j]) < rs.wantIDs && int(m.Ids[j]) < lb.recs.n {
 			lb.recs.prefetch(m.Ids[j])
 			prefetch(unsafe.Pointer(&rs.seenIn[m.Ids[j]]))
 		}

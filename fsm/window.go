@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"math/bits"
 	"slices"
-	"unsafe"
 )
 
 // window keeps the exact counts of one window ("all" or a sliding duration)
@@ -877,17 +876,12 @@ func (w *window) expire(clockMs int64, release func(id uint32)) {
 	for n < len(w.buckets) && w.buckets[n].index < start {
 		b := w.buckets[n]
 		m := b.ids.len()
-		// Two-stage prefetch: the record expireAhead entries on, then the
-		// class slot of the one half as far, read from its record by then.
-		for i := 0; i < min(m, 2*expireAhead); i++ {
+		for i := 0; i < min(m, recAhead); i++ {
 			w.rec.prefetch(b.ids.get(i))
 		}
 		for i := 0; i < m; i++ {
-			if j := i + 2*expireAhead; j < m {
+			if j := i + recAhead; j < m {
 				w.rec.prefetch(b.ids.get(j))
-			}
-			if j := i + expireAhead; j < m {
-				w.prefetchClassSlot(b.ids.get(j))
 			}
 			id := b.ids.get(i)
 			w.add(id, -b.deltas.get(i))
@@ -901,31 +895,12 @@ func (w *window) expire(clockMs int64, release func(id uint32)) {
 	}
 }
 
-// expireAhead is how many entries ahead expiry prefetches: enough to cover
-// a miss to memory at the loop's pace, few enough to stay in L1.
-const expireAhead = 8
-
-// prefetchClassSlot hints the class slot id sits in, if any, and the
-// record of the member that a swap-remove expireAhead removals from now
-// will move: expiry mostly removes from one class (counts falling to 0 or
-// out of a low class), and each swap-remove takes the class's last member,
-// so the tail shrinks by one per removal. Measured in one process,
-// alternating hours: 1.046-1.056x at 1M items, 1.015x at 10M (DESIGN.md).
-func (w *window) prefetchClassSlot(id uint32) {
-	if p := w.posOf(id); p >= 0 {
-		ci := classOf(w.cnt(id))
-		if ci < w.floor {
-			return
-		}
-		ids := w.classes[ci].ids
-		if int(p) < len(ids) {
-			prefetch(unsafe.Pointer(&ids[p]))
-		}
-		if t := len(ids) - 1 - expireAhead; t >= 0 {
-			w.rec.prefetch(ids[t])
-		}
-	}
-}
+// recAhead is how many entries ahead expiry prefetches records: enough to
+// cover a miss to memory at the loop's pace, few enough to stay in L1.
+// Class slots are not prefetched: with the class floor most expiring items
+// are in no class, and reading the record to find out stalled the loop
+// (DESIGN.md).
+const recAhead = 16
 
 // adoptNewest makes a restored window's newest bucket the fast one: its
 // entries are found through the records, not a map built on first use. The
@@ -941,7 +916,7 @@ func (w *window) adoptNewest() {
 	b.gen, b.slot = w.fastGen, nil
 	m := b.ids.len()
 	for i := 0; i < m; i++ {
-		if j := i + 2*expireAhead; j < m {
+		if j := i + recAhead; j < m {
 			w.rec.prefetch(b.ids.get(j))
 		}
 		w.setNewestSlot(b.ids.get(i), b.gen, i)
