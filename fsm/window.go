@@ -188,14 +188,17 @@ var trackedMin = -1
 
 // keepTracked is how many outsiders the kept classes hold at least after
 // the floor moves (or all of them, if fewer): enough that refills rarely
-// exhaust them, and at least a 64th of the ids, so that the O(ids) scan
-// which lowers the floor is amortized over as many class changes.
+// exhaust them, and at least a 64th of the window's items, so that the
+// O(ids) scan which lowers the floor follows at least three times as many
+// class changes in a window that holds most of the ids. Windows of fewer
+// than 16 x capacity items keep every class (they never exceed four times
+// keepTracked), so a small window on a large leaderboard never scans.
 func (w *window) keepTracked() int {
 	k := 4 * w.capacity
 	if trackedMin >= 0 {
 		k = trackedMin
 	}
-	return max(k, w.rec.n/64, 1)
+	return max(k, w.positive/64, 1)
 }
 
 func (w *window) untracked() int { return w.positive - len(w.heap) - w.tracked }
