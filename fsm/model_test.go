@@ -1653,6 +1653,23 @@ func (h *mdWinHarness) settle(when string) {
 	h.check(when)
 }
 
+// raisedFloor fills a full heap of h items at 100, "o" at 50 and ten b
+// items at 8, with trackedMin 1 (callers restore it): settle raises the
+// floor to o's class, so the b items are untracked.
+func (h *mdWinHarness) raisedFloor() (hs, bs []string) {
+	h.t.Helper()
+	trackedMin = 1
+	hs, bs = mdNames("h", h.w.capacity), mdNames("b", 10)
+	h.addAll(hs, 100)
+	h.add("o", 50)
+	h.addAll(bs, 8)
+	h.settle("filled")
+	if h.w.floor != classOf(50) || h.w.tracked != 1 {
+		h.t.Fatalf("floor %d with %d kept, want %d with 1", h.w.floor, h.w.tracked, classOf(50))
+	}
+	return hs, bs
+}
+
 func mdNames(prefix string, n int) []string {
 	out := make([]string, n)
 	for i := range out {
@@ -1811,15 +1828,7 @@ func TestWindowTrickyPaths(t *testing.T) {
 			kmax: 2,
 			run: func(h *mdWinHarness) {
 				defer func(m int) { trackedMin = m }(trackedMin)
-				trackedMin = 1
-				hs := mdNames("h", h.w.capacity)
-				h.addAll(hs, 100)
-				h.add("o", 50)
-				h.addAll(mdNames("b", 10), 8)
-				h.settle("filled")
-				if h.w.floor != classOf(50) || h.w.tracked != 1 {
-					h.t.Fatalf("floor %d with %d kept, want %d with 1", h.w.floor, h.w.tracked, classOf(50))
-				}
+				hs, _ := h.raisedFloor()
 				low := classLow(h.w.floor)
 				h.add("b000", low-1-8) // stays below the floor
 				h.add("o", -50)        // the last kept class empties
@@ -1835,13 +1844,7 @@ func TestWindowTrickyPaths(t *testing.T) {
 			kmax: 2,
 			run: func(h *mdWinHarness) {
 				defer func(m int) { trackedMin = m }(trackedMin)
-				trackedMin = 1
-				hs := mdNames("h", h.w.capacity)
-				h.addAll(hs, 100)
-				h.add("o", 50)
-				bs := mdNames("b", 10)
-				h.addAll(bs, 8)
-				h.settle("filled")
+				hs, bs := h.raisedFloor()
 				h.addAll(bs, -8)
 				h.add("o", -50)
 				h.addAll(hs, -60)
