@@ -954,9 +954,11 @@ func (w *window) rebuild() {
 	for i := range w.rec.n {
 		if c := w.cnt(uint32(i)); c > 0 {
 			sizes[classOf(c)]++
+			w.positive++
 		}
 	}
-	// Keep only the classes a refill needs (raiseFloor's rule).
+	// Keep only the classes a refill needs (raiseFloor's rule), which
+	// depends on positive.
 	keep, n := w.keepTracked(), 0
 	w.floor = 0
 	for ci := numClasses - 1; ci > 0; ci-- {
@@ -977,7 +979,6 @@ func (w *window) rebuild() {
 			w.setPos(id, posNone)
 			continue
 		}
-		w.positive++
 		ci := classOf(c)
 		if ci < w.floor {
 			w.setPos(id, posNone)
