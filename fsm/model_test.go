@@ -1821,6 +1821,25 @@ func TestWindowTrickyPaths(t *testing.T) {
 			},
 		},
 		{
+			// A restored window with no positive item keeps every class, so
+			// an outsider that arrives later is in one when heap members
+			// shrink below it.
+			name: "rebuild of an empty window",
+			kmax: 2,
+			run: func(h *mdWinHarness) {
+				h.w.rebuild()
+				if h.w.floor != 0 {
+					h.t.Fatalf("floor %d after rebuilding an empty window, want 0", h.w.floor)
+				}
+				hs := mdNames("h", h.w.capacity)
+				h.addAll(hs, 100)
+				h.add("o", 50)
+				h.settle("filled after the rebuild")
+				h.addAll(hs, -90)
+				h.settle("heap members shrink below the outsider")
+			},
+		},
+		{
 			// The floor rises above the b items; with no kept class left, a
 			// heap member at the count just below the floor's ties with an
 			// untracked item that ranks above it by name.

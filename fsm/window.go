@@ -581,12 +581,14 @@ func (w *window) settle() {
 // their records untouched: add reads a position as a class slot only for
 // counts at or above the floor.
 func (w *window) raiseFloor(keep int) {
-	n, nf := 0, w.floor
-	for ci := w.topClass(); ci > w.floor; ci-- {
-		if n += len(w.classes[ci].ids); n >= keep {
-			nf = ci
-			break
-		}
+	var sizes [numClasses]int
+	top := w.topClass()
+	for ci := w.floor; ci <= top; ci++ {
+		sizes[ci] = len(w.classes[ci].ids)
+	}
+	nf, _ := floorKeeping(&sizes, top, 0, keep)
+	if nf <= w.floor {
+		return
 	}
 	for ci := w.floor; ci < nf; ci++ {
 		cl := &w.classes[ci]
@@ -595,6 +597,17 @@ func (w *window) raiseFloor(keep int) {
 		w.nonEmpty[ci>>6] &^= 1 << (ci & 63)
 	}
 	w.floor = nf
+}
+
+// floorKeeping adds the sizes of the classes from `from` down to n and
+// returns the first class at which n reaches keep (0 if none), and n.
+func floorKeeping(sizes *[numClasses]int, from, n, keep int) (int, int) {
+	for ci := from; ci > 0; ci-- {
+		if n += sizes[ci]; n >= keep {
+			return ci, n
+		}
+	}
+	return 0, n
 }
 
 // lowerFloor brings untracked items back into their classes, down to the
@@ -610,14 +623,19 @@ func (w *window) lowerFloor() bool {
 			}
 		}
 	}
-	keep := w.keepTracked()
-	n, nf := w.tracked, 0
-	for ci := w.floor - 1; ci > 0; ci-- {
-		if n += sizes[ci]; n >= keep {
-			nf = ci
-			break
-		}
+	if !w.bringBack(&sizes) {
+		return false
 	}
+	w.lowered++
+	return true
+}
+
+// bringBack lowers the floor to the highest class that keeps keepTracked
+// members, given sizes, the untracked items per class below the floor,
+// and appends those items to their classes in id order (one scan of the
+// records). It reports whether any item came back.
+func (w *window) bringBack(sizes *[numClasses]int) bool {
+	nf, n := floorKeeping(sizes, w.floor-1, w.tracked, w.keepTracked())
 	if n == w.tracked {
 		return false
 	}
@@ -642,7 +660,6 @@ func (w *window) lowerFloor() bool {
 		}
 	}
 	w.floor = nf
-	w.lowered++
 	return true
 }
 
@@ -952,44 +969,18 @@ func (w *window) rebuild() {
 	// copied it over and over (a seventh of a restart's CPU).
 	var sizes [numClasses]int
 	for i := range w.rec.n {
-		if c := w.cnt(uint32(i)); c > 0 {
+		id := uint32(i)
+		w.setPos(id, posNone)
+		if c := w.cnt(id); c > 0 {
 			sizes[classOf(c)]++
 			w.positive++
 		}
 	}
-	// Keep only the classes a refill needs (raiseFloor's rule), which
-	// depends on positive.
-	keep, n := w.keepTracked(), 0
-	w.floor = 0
-	for ci := numClasses - 1; ci > 0; ci-- {
-		if n += sizes[ci]; n >= keep {
-			w.floor = ci
-			break
-		}
-	}
-	for ci, n := range sizes {
-		if n > 0 && ci >= w.floor {
-			w.classes[ci].ids = make([]uint32, 0, n)
-		}
-	}
-	for i := range w.rec.n {
-		id := uint32(i)
-		c := w.cnt(id)
-		if c <= 0 {
-			w.setPos(id, posNone)
-			continue
-		}
-		ci := classOf(c)
-		if ci < w.floor {
-			w.setPos(id, posNone)
-			continue
-		}
-		w.tracked++
-		cl := &w.classes[ci]
-		w.setPos(id, int32(len(cl.ids)))
-		cl.ids = append(cl.ids, id)
-		cl.stale = true
-		w.nonEmpty[ci>>6] |= 1 << (ci & 63)
+	// Everything starts untracked; bringBack keeps the classes a refill
+	// needs (keepTracked, which depends on positive).
+	w.floor = numClasses
+	if !w.bringBack(&sizes) {
+		w.floor = 0
 	}
 	w.refill()
 }
