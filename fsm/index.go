@@ -8,15 +8,18 @@ import (
 )
 
 // itemIndex maps an item to its id: extendible hashing over tables of
-// 8-byte slots (a 32-bit hash tag and the id), verified against an inline
-// key or the item table. It replaces a map[string]uint32 for two reasons:
+// 32-byte slots (a 32-bit hash tag, the id and the item's inline key),
+// verified against that key or, for items longer than 15 bytes, the item
+// table. It replaces a map[string]uint32 for three reasons:
 //
 //   - batch lookups: lookupBatch hashes every item of an entry and prefetches
 //     their slots in one tight loop, then probes and verifies in a second,
 //     so the cache misses of different items overlap instead of forming
 //     one dependent chain per item inside the apply loop;
-//   - size: about 14 bytes per item (8-byte slots at 37-75% load) against
-//     the 40 of a string-keyed map slot, and no pointers for the GC to scan.
+//   - one line per lookup: the key sits in the slot, so verifying a short
+//     item reads the line the probe already loaded (the key used to be in
+//     an array by id, a second line per lookup; DESIGN.md);
+//   - no pointers for the GC to scan.
 //
 // Growth never rehashes a string: a table doubles, or splits in two by the
 // next bit of its tags, moving only slots. The seed is per process; it
@@ -24,12 +27,6 @@ import (
 // the index is never iterated.
 type itemIndex struct {
 	items *cowArray[string]
-	// keys holds per id a 16-byte inline copy of an item of up to 15
-	// bytes (its bytes, zero padding, then its length), so verifying a
-	// candidate loads one line, usually from a huge page, instead of the
-	// string header and then the bytes it points to (two dependent misses).
-	// Longer items compare as strings. put keeps it current.
-	keys  *recStore
 	seed  maphash.Seed
 	dir   []*ixTable // 2^depth entries; a table of local depth d fills 2^(depth-d) of them
 	depth uint8
@@ -37,8 +34,13 @@ type itemIndex struct {
 	slots int // over all tables
 }
 
+// A slot is ixSlotWords words: tag<<32 | id (0 is empty: tags are odd),
+// then the inline key (packKey), then a spare word that keeps two slots to
+// a cache line.
+const ixSlotWords = 4
+
 type ixTable struct {
-	slots []uint64  // tag<<32 | id; 0 is empty (tags are odd)
+	slots []uint64  // ixSlotWords words per slot
 	blk   *offBlock // owns slots when they are off the heap (offheap.go)
 	used  int
 	depth uint8
@@ -46,8 +48,15 @@ type ixTable struct {
 
 func newIxTable(slots int, depth uint8) *ixTable {
 	t := &ixTable{depth: depth}
-	t.slots, t.blk = makeFlat[uint64](slots, slots)
+	t.slots, t.blk = makeFlat[uint64](slots*ixSlotWords, slots*ixSlotWords)
 	return t
+}
+
+// size is the table's number of slots.
+func (t *ixTable) size() int { return len(t.slots) / ixSlotWords }
+
+func (t *ixTable) slot(i int) *[ixSlotWords]uint64 {
+	return (*[ixSlotWords]uint64)(t.slots[i*ixSlotWords:])
 }
 
 const (
@@ -61,7 +70,7 @@ const (
 )
 
 func newItemIndex(items *cowArray[string], sizeHint int) *itemIndex {
-	x := &itemIndex{items: items, seed: maphash.MakeSeed(), keys: newRecStore(0)}
+	x := &itemIndex{items: items, seed: maphash.MakeSeed()}
 	slots := ixMinSlots
 	for slots < ixMaxSlots && slots*ixLoadNum/ixLoadDen < sizeHint {
 		slots *= 2
@@ -90,7 +99,7 @@ func (x *itemIndex) table(tag uint32) *ixTable {
 	return x.dir[uint64(tag)>>(32-x.depth)]
 }
 
-func (t *ixTable) start(tag uint32) int { return int(tag>>1) & (len(t.slots) - 1) }
+func (t *ixTable) start(tag uint32) int { return int(tag>>1) & (t.size() - 1) }
 
 func (x *itemIndex) len() int { return x.n }
 
@@ -104,30 +113,31 @@ func (x *itemIndex) probe(s string, tag uint32) (uint32, bool) {
 	if i < 0 {
 		return 0, false
 	}
-	return uint32(t.slots[i]), true
+	return uint32(t.slot(i)[0]), true
 }
 
 // find returns s's table and slot, or slot -1 when s is absent.
 func (x *itemIndex) find(s string, tag uint32) (*ixTable, int) {
 	t := x.table(tag)
-	mask := len(t.slots) - 1
+	mask := t.size() - 1
 	k0, k1, short := packKey(s)
 	for i := t.start(tag); ; i = (i + 1) & mask {
-		e := t.slots[i]
-		if e == 0 {
+		e := t.slot(i)
+		if e[0] == 0 {
 			return t, -1
 		}
-		if uint32(e>>32) == tag && x.matches(uint32(e), s, k0, k1, short) {
+		if uint32(e[0]>>32) == tag && e[1] == k0 && e[2] == k1 && (short || x.items.get(int(uint32(e[0]))) == s) {
 			return t, i
 		}
 	}
 }
 
-// longKey marks a key slot whose item is longer than 15 bytes: its length
+// longKey marks the key of an item longer than 15 bytes: its length
 // byte, 255, is no short item's.
 const longKey = 0xFF << 56
 
-// packKey is s's inline key, when s is short enough to have one.
+// packKey is s's inline key: its bytes, zero padding, then its length, when
+// s has at most 15 bytes; otherwise (0, longKey), and s compares as a string.
 func packKey(s string) (k0, k1 uint64, short bool) {
 	if len(s) > 15 {
 		return 0, longKey, false
@@ -138,42 +148,27 @@ func packKey(s string) (k0, k1 uint64, short bool) {
 	return binary.LittleEndian.Uint64(b[:8]), binary.LittleEndian.Uint64(b[8:]), true
 }
 
-func (x *itemIndex) matches(id uint32, s string, k0, k1 uint64, short bool) bool {
-	if short {
-		return *x.keys.word(id, 0) == k0 && *x.keys.word(id, 1) == k1
-	}
-	return *x.keys.word(id, 1) == longKey && x.items.get(int(id)) == s
-}
-
-func (x *itemIndex) setKey(id uint32, s string) {
-	for x.keys.n <= int(id) {
-		x.keys.grow()
-	}
-	k0, k1, _ := packKey(s)
-	*x.keys.word(id, 0), *x.keys.word(id, 1) = k0, k1
-}
-
 // put adds s -> id; s must be absent.
 func (x *itemIndex) put(s string, id uint32) { x.putTag(s, id, x.tagOf(s)) }
 
 func (x *itemIndex) putTag(s string, id uint32, tag uint32) {
-	x.setKey(id, s)
 	t := x.table(tag)
-	for (t.used+1)*ixLoadDen > len(t.slots)*ixLoadNum {
+	for (t.used+1)*ixLoadDen > t.size()*ixLoadNum {
 		x.grow(t)
 		t = x.table(tag)
 	}
-	t.insert(uint64(tag)<<32 | uint64(id))
+	k0, k1, _ := packKey(s)
+	t.insert(&[ixSlotWords]uint64{uint64(tag)<<32 | uint64(id), k0, k1})
 	x.n++
 }
 
-func (t *ixTable) insert(e uint64) {
-	mask := len(t.slots) - 1
-	i := t.start(uint32(e >> 32))
-	for t.slots[i] != 0 {
+func (t *ixTable) insert(e *[ixSlotWords]uint64) {
+	mask := t.size() - 1
+	i := t.start(uint32(e[0] >> 32))
+	for t.slot(i)[0] != 0 {
 		i = (i + 1) & mask
 	}
-	t.slots[i] = e
+	*t.slot(i) = *e
 	t.used++
 }
 
@@ -185,18 +180,18 @@ func (x *itemIndex) delTag(s string, tag uint32) bool {
 	if i < 0 {
 		return false
 	}
-	mask := len(t.slots) - 1
+	mask := t.size() - 1
 	// Backward-shift deletion: move each later slot of the run into the
 	// hole unless its home lies cyclically in (hole, slot].
 	hole := i
-	for j := (i + 1) & mask; t.slots[j] != 0; j = (j + 1) & mask {
-		home := t.start(uint32(t.slots[j] >> 32))
+	for j := (i + 1) & mask; t.slot(j)[0] != 0; j = (j + 1) & mask {
+		home := t.start(uint32(t.slot(j)[0] >> 32))
 		if (j-home)&mask >= (j-hole)&mask {
-			t.slots[hole] = t.slots[j]
+			*t.slot(hole) = *t.slot(j)
 			hole = j
 		}
 	}
-	t.slots[hole] = 0
+	*t.slot(hole) = [ixSlotWords]uint64{}
 	t.used--
 	x.n--
 	return true
@@ -204,17 +199,17 @@ func (x *itemIndex) delTag(s string, tag uint32) bool {
 
 // grow makes room in t: doubles it up to ixMaxSlots, then splits it.
 func (x *itemIndex) grow(t *ixTable) {
-	if len(t.slots) < ixMaxSlots {
-		old, oldBlk := t.slots, t.blk
-		t.slots, t.blk = makeFlat[uint64](2*len(old), 2*len(old))
-		x.slots += len(old)
+	if n := t.size(); n < ixMaxSlots {
+		old := *t
+		t.slots, t.blk = makeFlat[uint64](2*n*ixSlotWords, 2*n*ixSlotWords)
+		x.slots += n
 		t.used = 0
-		for _, e := range old {
-			if e != 0 {
+		for i := range n {
+			if e := old.slot(i); e[0] != 0 {
 				t.insert(e)
 			}
 		}
-		runtime.KeepAlive(oldBlk)
+		runtime.KeepAlive(old.blk)
 		return
 	}
 	if t.depth == x.depth {
@@ -239,27 +234,25 @@ func (x *itemIndex) doubleDir() {
 // t.depth+1, told apart by the next tag bit.
 func (x *itemIndex) split(t *ixTable) {
 	d := t.depth + 1
-	lo := newIxTable(len(t.slots), d)
-	hi := newIxTable(len(t.slots), d)
+	n := t.size()
+	lo := newIxTable(n, d)
+	hi := newIxTable(n, d)
 	bit := uint64(1) << (32 - d) << 32
-	for _, e := range t.slots {
+	var any uint64
+	for i := range n {
+		e := t.slot(i)
 		switch {
-		case e == 0:
-		case e&bit != 0:
+		case e[0] == 0:
+			continue
+		case e[0]&bit != 0:
 			hi.insert(e)
 		default:
 			lo.insert(e)
 		}
+		any = e[0]
 	}
 	// t fills a run of 2^(depth-t.depth) directory entries; the lower half goes to lo.
 	span := 1 << (x.depth - t.depth)
-	var any uint64
-	for _, e := range t.slots {
-		if e != 0 {
-			any = e
-			break
-		}
-	}
 	first := int(any>>32>>(32-x.depth)) &^ (span - 1)
 	for i := range span {
 		if i < span/2 {
@@ -268,37 +261,39 @@ func (x *itemIndex) split(t *ixTable) {
 			x.dir[first+i] = hi
 		}
 	}
-	x.slots += len(t.slots)
+	x.slots += n
 }
 
 // lookupBatch resolves the ids of items into ids (noID when absent) in
 // stages whose loads are independent across items, so their cache misses
-// overlap: hash and load each start slot; find the first tag match and load
-// its item's string header; load the string's bytes; then probe and verify
-// with everything cached.
+// overlap: hash each item and prefetch its start slot; for items longer
+// than an inline key, find the first tag match and prefetch its string
+// header, then the string's bytes; then probe and verify with everything
+// cached.
 func (x *itemIndex) lookupBatch(items []string, tags []uint32, ids []uint32) ([]uint32, []uint32) {
 	tags, ids = tags[:0], ids[:0]
+	long := false
 	for _, s := range items {
 		tag := x.tagOf(s)
 		tags = append(tags, tag)
-		t := x.table(tag)
-		prefetch(unsafe.Pointer(&t.slots[t.start(tag)]))
+		x.prefetchRun(tag)
+		long = long || len(s) > 15
 	}
-	for i, tag := range tags {
-		id := x.candidate(tag)
-		ids = append(ids, id)
-		if id != noID {
+	if long {
+		for i, tag := range tags {
 			if len(items[i]) > 15 {
-				x.items.prefetch(int(id))
-			} else {
-				prefetch(unsafe.Pointer(x.keys.word(id, 0)))
+				if id := x.candidate(tag); id != noID {
+					x.items.prefetch(int(id))
+				}
 			}
 		}
-	}
-	for i, id := range ids {
-		if id != noID && len(items[i]) > 15 {
-			if c := x.items.get(int(id)); len(c) > 0 {
-				prefetch(unsafe.Pointer(unsafe.StringData(c)))
+		for i, tag := range tags {
+			if len(items[i]) > 15 {
+				if id := x.candidate(tag); id != noID {
+					if c := x.items.get(int(id)); len(c) > 0 {
+						prefetch(unsafe.Pointer(unsafe.StringData(c)))
+					}
+				}
 			}
 		}
 	}
@@ -307,25 +302,32 @@ func (x *itemIndex) lookupBatch(items []string, tags []uint32, ids []uint32) ([]
 		if !ok {
 			id = noID
 		}
-		ids[i] = id
+		ids = append(ids, id)
 	}
 	return tags, ids
 }
 
+// prefetchRun hints the line of the start slot of tag and, when that slot
+// is the second of its line, the next line, which a probe past it reads.
+func (x *itemIndex) prefetchRun(tag uint32) {
+	t := x.table(tag)
+	i := t.start(tag)
+	prefetch(unsafe.Pointer(&t.slots[i*ixSlotWords]))
+	if i&1 == 1 && i+1 < t.size() {
+		prefetch(unsafe.Pointer(&t.slots[(i+1)*ixSlotWords]))
+	}
+}
+
 // prefetchSlot hints the start slot of s, for loops that put or get many
 // items one after another.
-func (x *itemIndex) prefetchSlot(s string) {
-	tag := x.tagOf(s)
-	t := x.table(tag)
-	prefetch(unsafe.Pointer(&t.slots[t.start(tag)]))
-}
+func (x *itemIndex) prefetchSlot(s string) { x.prefetchRun(x.tagOf(s)) }
 
 // candidate is the id of the first slot with this tag, without verifying it.
 func (x *itemIndex) candidate(tag uint32) uint32 {
 	t := x.table(tag)
-	mask := len(t.slots) - 1
+	mask := t.size() - 1
 	for i := t.start(tag); ; i = (i + 1) & mask {
-		e := t.slots[i]
+		e := t.slot(i)[0]
 		if e == 0 {
 			return noID
 		}
@@ -339,5 +341,5 @@ const noID = ^uint32(0)
 
 // bytes is the memory of the slots and the directory.
 func (x *itemIndex) bytes() int64 {
-	return int64(x.slots)*8 + int64(len(x.dir))*int64(unsafe.Sizeof(uintptr(0))) + x.keys.bytes()
+	return int64(x.slots)*ixSlotWords*8 + int64(len(x.dir))*int64(unsafe.Sizeof(uintptr(0)))
 }

@@ -6,10 +6,10 @@ import (
 	"testing"
 )
 
-// TestItemIndexModel runs random puts, gets and deletes against a map, with
-// real tags and with tags whose slot bits take a few values (long probe
-// runs of equal starts), growing to 200k items so tables double, split and
-// the directory doubles.
+// TestItemIndexModel runs random puts, gets and deletes of short and long
+// items against a map, with real tags and with tags whose slot bits take a
+// few values (long probe runs of equal starts), growing to 200k items so
+// tables double, split and the directory doubles.
 func TestItemIndexModel(t *testing.T) {
 	for _, tc := range []struct {
 		name string
@@ -39,6 +39,9 @@ func TestItemIndexModel(t *testing.T) {
 			}
 			for op := 0; op < 4*tc.n; op++ {
 				s := fmt.Sprintf("item-%d", r.IntN(tc.n))
+				if len(s)%3 == 0 { // some items too long for an inline key
+					s += "-with-a-long-tail"
+				}
 				switch r.IntN(4) {
 				case 0, 1: // put
 					if _, ok := model[s]; ok {
@@ -82,13 +85,20 @@ func TestItemIndexModel(t *testing.T) {
 					continue
 				}
 				last = tb
-				slots += len(tb.slots)
-				if tb.used*ixLoadDen > len(tb.slots)*ixLoadNum {
-					t.Fatalf("table at %d: %d of %d slots used", i, tb.used, len(tb.slots))
+				slots += tb.size()
+				if tb.used*ixLoadDen > tb.size()*ixLoadNum {
+					t.Fatalf("table at %d: %d of %d slots used", i, tb.used, tb.size())
 				}
-				for _, e := range tb.slots {
-					if e != 0 && x.table(uint32(e>>32)) != tb {
-						t.Fatalf("entry %x in the wrong table", e)
+				for j := range tb.size() {
+					e := tb.slot(j)
+					if e[0] == 0 {
+						continue
+					}
+					if x.table(uint32(e[0]>>32)) != tb {
+						t.Fatalf("entry %x in the wrong table", e[0])
+					}
+					if k0, k1, _ := packKey(items.get(int(uint32(e[0])))); e[1] != k0 || e[2] != k1 {
+						t.Fatalf("entry %x: key %x %x, want %x %x", e[0], e[1], e[2], k0, k1)
 					}
 				}
 			}
@@ -169,7 +179,7 @@ func TestItemIndexDeleteWraps(t *testing.T) {
 			m[s] = tag
 			x.putTag(s, uint32(items.append(s)), tag)
 		}
-		if len(x.dir[0].slots) != 16 {
+		if x.dir[0].size() != 16 {
 			t.Fatal("grew")
 		}
 		for _, i := range r.Perm(11) {
