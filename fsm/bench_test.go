@@ -226,10 +226,17 @@ func (fx *benchFixture) applyChecked(b *testing.B, logs []*raft.Log) {
 }
 
 // applyLogs is the measured path: ApplyBatch in raft-sized batches, nothing else.
-func (f *FSM) applyLogs(logs []*raft.Log, batch int) {
+func (f *FSM) applyLogs(logs []*raft.Log, batch int) { f.applyLogsTimed(logs, batch, nil) }
+
+// applyLogsTimed is applyLogs that appends each ApplyBatch's duration to lat.
+func (f *FSM) applyLogsTimed(logs []*raft.Log, batch int, lat *[]time.Duration) {
 	for len(logs) > 0 {
 		n := min(batch, len(logs))
+		t0 := time.Now()
 		f.ApplyBatch(logs[:n])
+		if lat != nil {
+			*lat = append(*lat, time.Since(t0))
+		}
 		logs = logs[n:]
 	}
 }
@@ -539,6 +546,8 @@ func BenchmarkTopK(b *testing.B) {
 // BenchmarkApply measures ApplyBatch (decode included) on one goroutine: a
 // leaderboard with windows all + 1h + 1d, Zipf(1.1) items, 1,000 raw events
 // per entry pre-aggregated per (item, second), 64 entries per ApplyBatch.
+// It reports the p99 and longest ApplyBatch too: the hourly expiry of a 1d
+// bucket and the all-time journal's folds land in single batches.
 // The measured loop is labelled bench=apply for pprof -tagfocus.
 func BenchmarkApply(b *testing.B) {
 	for _, sz := range benchSizes {
@@ -546,6 +555,7 @@ func BenchmarkApply(b *testing.B) {
 			fx := getFixture(b, sz.n)
 			var events, deltas int64
 			var cpu time.Duration
+			var lat []time.Duration // per ApplyBatch
 			scans0 := floorScans(fx.f)
 			b.ResetTimer()
 			for range b.N {
@@ -554,7 +564,7 @@ func BenchmarkApply(b *testing.B) {
 				b.StartTimer()
 				c0 := cpuTime()
 				pprof.Do(context.Background(), pprof.Labels("bench", "apply"), func(context.Context) {
-					fx.f.applyLogs(h.logs, benchBatch)
+					fx.f.applyLogsTimed(h.logs, benchBatch, &lat)
 				})
 				cpu += cpuTime() - c0
 				b.StopTimer()
@@ -571,6 +581,41 @@ func BenchmarkApply(b *testing.B) {
 			b.ReportMetric(float64(deltas)/float64(b.N*benchSecsPerHour), "deltas/entry")
 			b.ReportMetric(float64(cpu.Nanoseconds())/float64(events), "cpu-ns/event")
 			b.ReportMetric(float64(floorScans(fx.f)-scans0)/float64(b.N), "floor-scans/op")
+			slices.Sort(lat)
+			b.ReportMetric(msOf(lat[len(lat)*99/100]), "p99-ms/batch")
+			b.ReportMetric(msOf(lat[len(lat)-1]), "max-ms/batch")
+		})
+	}
+}
+
+// BenchmarkAllFold measures one fold of the all-time journal (journal.go)
+// at its size when due, an eighth of the ids, filled from the next Zipf
+// entries of the Apply fixture: the pause a fold adds to one ApplyBatch.
+func BenchmarkAllFold(b *testing.B) {
+	for _, sz := range benchSizes {
+		b.Run("items="+sz.name, func(b *testing.B) {
+			fx := getFixture(b, sz.n)
+			lb := fx.board()
+			lb.allLog.fold(&lb.allCounts)
+			var entries int
+			for range b.N {
+				b.StopTimer()
+				// Deltas of 0 leave the counts as they are.
+				for !lb.allLog.due(lb.allCounts.len()) {
+					for _, item := range fx.deltas(benchEventsPerEntry, fx.nextSec).Items {
+						if id, ok := lb.index.get(item); ok {
+							lb.allLog.add(id, 0)
+						}
+					}
+				}
+				entries = len(lb.allLog.ids)
+				b.StartTimer()
+				lb.allLog.fold(&lb.allCounts)
+			}
+			b.StopTimer()
+			b.ReportMetric(msOf(b.Elapsed())/float64(b.N), "ms/fold")
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(entries), "ns/entry")
+			b.ReportMetric(float64(entries), "entries")
 		})
 	}
 }

@@ -116,9 +116,11 @@ type leaderboard struct {
 	items cowArray[string] // by id; "" for free ids
 	index *itemIndex
 	free  []uint32 // free ids, reused from the end
-	// allCounts are the canonical all-time counts, by id, captured by
-	// snapshots; the "all" window keeps a copy in the records.
+	// allCounts and allLog are the canonical all-time counts, by id: the
+	// counts as of the last fold plus the deltas since (journal.go), both
+	// captured by snapshots. The "all" window keeps the sum in the records.
 	allCounts cowArray[int64]
+	allLog    allJournal
 	// recs hold every window's per-item state and the bucket references.
 	recs *recStore
 	live int
@@ -222,7 +224,7 @@ func (lb *leaderboard) maybeFree(id uint32) {
 // addAll adds delta to id's all-time count, in its record and canonically.
 func (lb *leaderboard) addAll(id uint32, delta int64) {
 	lb.all.add(id, delta)
-	lb.allCounts.set(int(id), lb.all.cnt(id))
+	lb.allLog.add(id, delta)
 }
 
 func (lb *leaderboard) releaseRef(id uint32) {
@@ -336,6 +338,9 @@ func (lb *leaderboard) applyDeltas(d *pb.LeaderboardDeltas, entryMs int64, out *
 		}
 	}
 	lb.noteLate(lh, out)
+	if lb.allLog.due(lb.allCounts.len()) {
+		lb.allLog.fold(&lb.allCounts)
+	}
 }
 
 // stagedApply turns on resolve; only the side-by-side benchmark turns it off.
@@ -358,7 +363,6 @@ func (lb *leaderboard) resolve(items []string) []uint32 {
 			continue
 		}
 		lb.recs.prefetch(id)
-		lb.allCounts.prefetch(int(id))
 	}
 	// Stage 6: each id's entry in every window's newest bucket, found
 	// through the record prefetched above, so the loop's read-modify-write

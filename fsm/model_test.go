@@ -1229,12 +1229,16 @@ func mdCertainAtLeast(w *window) error {
 }
 
 // mdRecordInvariants checks the records against the canonical state: the
-// all-time copy against the snapshotted counts, the reference counts
+// all-time copy against the snapshotted counts plus the journal, the reference counts
 // against the bucket entries, and every newest-bucket slot that claims an
 // entry.
 func mdRecordInvariants(lb *leaderboard) error {
 	if lb.recs.n != lb.items.len() || lb.allCounts.len() != lb.items.len() {
 		return fmt.Errorf("%d records, %d all-time counts, %d item slots", lb.recs.n, lb.allCounts.len(), lb.items.len())
+	}
+	unfolded := map[uint32]int64{}
+	for k, id := range lb.allLog.ids {
+		unfolded[id] += lb.allLog.deltas[k]
 	}
 	refs := make([]uint32, lb.recs.n)
 	for _, w := range lb.wins {
@@ -1269,8 +1273,8 @@ func mdRecordInvariants(lb *leaderboard) error {
 				return fmt.Errorf("window %d: id %d's record names generation %d slot %d, not its entry", wi, id, g, s)
 			}
 		}
-		if a, c := lb.all.cnt(id), lb.allCounts.get(i); a != c {
-			return fmt.Errorf("id %d: record all-time count %d, canonical %d", id, a, c)
+		if a, c := lb.all.cnt(id), lb.allCounts.get(i)+unfolded[id]; a != c {
+			return fmt.Errorf("id %d: record all-time count %d, canonical %d (%d unfolded)", id, a, c, unfolded[id])
 		}
 		if r := lb.recs.refs(id); r != refs[i] {
 			return fmt.Errorf("id %d: %d references recorded, %d bucket entries", id, r, refs[i])
@@ -1390,6 +1394,8 @@ func TestModelFSM(t *testing.T) {
 func mdRunCase(rt *rapid.T) {
 	defer func(m int) { trackedMin = m }(trackedMin)
 	trackedMin = rapid.SampledFrom([]int{-1, 0, 1, 2, 5, 20}).Draw(rt, "trackedMin")
+	defer func(m int) { foldMin = m }(foldMin)
+	foldMin = rapid.SampledFrom([]int{0, 2, 7, 1 << 40}).Draw(rt, "foldMin")
 	ttl := rapid.SampledFrom([]time.Duration{2 * time.Minute, 10 * time.Minute, DefaultDedupeTTL}).Draw(rt, "ttl")
 	opts := Options{DedupeTTL: ttl}
 	m := newMdModel(ttl.Milliseconds())

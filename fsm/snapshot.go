@@ -51,11 +51,14 @@ type snapshot struct {
 }
 
 type snapBoard struct {
-	st      *pb.LeaderboardState
-	items   frozen[string]
-	counts  frozen[int64]
-	buckets [][]snapBucket
-	approx  []snapApprox
+	st     *pb.LeaderboardState
+	items  frozen[string]
+	counts frozen[int64]
+	// The all-time deltas not yet folded into counts (journal.go).
+	allIDs    []uint32
+	allDeltas []int64
+	buckets   [][]snapBucket
+	approx    []snapApprox
 }
 
 type snapBucket struct {
@@ -86,6 +89,7 @@ func (st *state) capture() *snapshot {
 			items:  lb.items.freeze(),
 			counts: lb.allCounts.freeze(),
 		}
+		b.allIDs, b.allDeltas = lb.allLog.seal()
 		if lb.ap != nil {
 			b.st.RejectedNegative = lb.ap.rejectedNeg
 			b.approx = lb.ap.capture()
@@ -199,12 +203,16 @@ func (s *snapshot) write(w io.Writer) error {
 		if err := writeApprox(rw, b.approx); err != nil {
 			return err
 		}
+		starts, ids, deltas := byChunk(b.allIDs, b.allDeltas, (b.items.len()+chunkMask)>>chunkBits, nil, nil, nil)
 		for first := 0; first < b.items.len(); first += chunkSize {
 			end := min(first+chunkSize, b.items.len())
 			ic := &pb.ItemChunk{FirstId: uint32(first), Items: make([]string, 0, end-first), AllCounts: make([]int64, 0, end-first)}
 			for i := first; i < end; i++ {
 				ic.Items = append(ic.Items, b.items.get(i))
 				ic.AllCounts = append(ic.AllCounts, b.counts.get(i))
+			}
+			for k := starts[first>>chunkBits]; k < starts[first>>chunkBits+1]; k++ {
+				ic.AllCounts[ids[k]-uint32(first)] += deltas[k]
 			}
 			if err := rw.record(recItems, ic); err != nil {
 				return err
