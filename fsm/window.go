@@ -896,16 +896,16 @@ func (w *window) expire(clockMs int64, release func(id uint32)) {
 	for n < len(w.buckets) && w.buckets[n].index < start {
 		b := w.buckets[n]
 		m := b.ids.len()
-		for i := 0; i < min(m, recAhead); i++ {
-			w.rec.prefetch(b.ids.get(i))
-		}
-		for i := 0; i < m; i++ {
-			if j := i + recAhead; j < m {
-				w.rec.prefetch(b.ids.get(j))
+		for lo := 0; lo < m; lo += expireBlock {
+			hi := min(m, lo+expireBlock)
+			for i := lo; i < hi; i++ {
+				w.rec.prefetch(b.ids.get(i))
 			}
-			id := b.ids.get(i)
-			w.add(id, -b.deltas.get(i))
-			release(id)
+			for i := lo; i < hi; i++ {
+				id := b.ids.get(i)
+				w.add(id, -b.deltas.get(i))
+				release(id)
+			}
 		}
 		w.buckets[n] = nil
 		n++
@@ -915,11 +915,14 @@ func (w *window) expire(clockMs int64, release func(id uint32)) {
 	}
 }
 
-// recAhead is how many entries ahead expiry prefetches records: enough to
-// cover a miss to memory at the loop's pace, few enough to stay in L1.
-// Class slots are not prefetched: with the class floor most expiring items
-// are in no class, and reading the record to find out stalled the loop
-// (DESIGN.md).
+// expireBlock is how many entries expiry prefetches the records of before
+// it subtracts them. Blocks of 64-128 measured 1.09x faster at 10M items
+// than prefetching 16 entries ahead of the loop (DESIGN.md). Class slots
+// are not prefetched: with the class floor most expiring items are in no
+// class, and reading the record to find out stalled the loop.
+const expireBlock = 128
+
+// recAhead is how many entries ahead a restore's loops prefetch records.
 const recAhead = 16
 
 // adoptNewest makes a restored window's newest bucket the fast one: its
