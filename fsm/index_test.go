@@ -2,7 +2,9 @@ package fsm
 
 import (
 	"fmt"
+	"hash/maphash"
 	"math/rand/v2"
+	"slices"
 	"testing"
 )
 
@@ -20,18 +22,20 @@ func TestItemIndexModel(t *testing.T) {
 			r := rand.New(rand.NewPCG(7, uint64(tc.n)))
 			var items cowArray[string]
 			x := newItemIndex(&items, 0)
-			tagOf := func(s string) uint32 {
-				if tc.tags == 0 {
-					return x.tagOf(s)
+			if tc.tags != 0 {
+				seed := maphash.MakeSeed()
+				x.hashFn = func(s string) uint64 {
+					h := uint32(maphash.String(seed, s) >> 32)
+					// Keep the directory bits varied but the line bits
+					// from a few values; the low half all zero, so long
+					// items' keys collide too.
+					return uint64(h&0xFFF80000|uint32(int(h>>1)%tc.tags)<<1|1) << 32
 				}
-				h := x.tagOf(s)
-				// Keep the directory bits varied but the rest from a few values.
-				return h&0xFFF80000 | uint32(int(h>>1)%tc.tags)<<1 | 1
 			}
 			model := map[string]uint32{}
 			var free []uint32
 			check := func(s string) {
-				id, ok := x.probe(s, tagOf(s))
+				id, ok := x.get(s)
 				want, wok := model[s]
 				if ok != wok || (ok && id != want) {
 					t.Fatalf("get(%q) = %d, %v; want %d, %v", s, id, ok, want, wok)
@@ -55,11 +59,11 @@ func TestItemIndexModel(t *testing.T) {
 					} else {
 						id = uint32(items.append(s))
 					}
-					x.putTag(s, id, tagOf(s))
+					x.put(s, id)
 					model[s] = id
 				case 2: // delete
 					id, ok := model[s]
-					if got := x.delTag(s, tagOf(s)); got != ok {
+					if got := x.del(s); got != ok {
 						t.Fatalf("del(%q) = %v, want %v", s, got, ok)
 					}
 					if ok {
@@ -90,15 +94,20 @@ func TestItemIndexModel(t *testing.T) {
 					t.Fatalf("table at %d: %d of %d slots used", i, tb.used, tb.size())
 				}
 				for j := range tb.size() {
-					e := tb.slot(j)
-					if e[0] == 0 {
+					id1, k0, k1 := tb.slotAt(j)
+					if id1 == 0 {
 						continue
 					}
-					if x.table(uint32(e[0]>>32)) != tb {
-						t.Fatalf("entry %x in the wrong table", e[0])
+					s := items.get(int(id1 - 1))
+					h := x.hash(s)
+					if x.table(h) != tb {
+						t.Fatalf("id %d in the wrong table", id1-1)
 					}
-					if k0, k1, _ := packKey(items.get(int(uint32(e[0])))); e[1] != k0 || e[2] != k1 {
-						t.Fatalf("entry %x: key %x %x, want %x %x", e[0], e[1], e[2], k0, k1)
+					if w0, w1, _ := packKey(s, h); k0 != w0 || k1 != w1 {
+						t.Fatalf("id %d: key %x %x, want %x %x", id1-1, k0, k1, w0, w1)
+					}
+					if kh := x.keyHash(k0, k1); kh != h {
+						t.Fatalf("id %d: hash from key %x, want %x", id1-1, kh, h)
 					}
 				}
 			}
@@ -127,69 +136,83 @@ func TestItemIndexBatch(t *testing.T) {
 	}
 }
 
-// Deep directory: all tags share their top 18 bits, so splits must go to
-// depth 19 and separate by bit 13, right above the slot bits (1..12).
+// Deep directory: all hashes share their top 18 bits, so splits must go to
+// depth 19 and separate by bit 13, above the line bits (1..11).
 func TestItemIndexDeepDirectory(t *testing.T) {
 	var items cowArray[string]
 	x := newItemIndex(&items, 0)
 	r := rand.New(rand.NewPCG(1, 2))
 	tags := map[string]uint32{}
 	for i := range 5000 {
+		tags[fmt.Sprintf("d%d", i)] = uint32(0xABCDC000) | uint32(r.IntN(2))<<13 | uint32(r.Uint32()&0x1FFE) | 1
+	}
+	x.hashFn = func(s string) uint64 { return uint64(tags[s]) << 32 }
+	for i := range 5000 {
 		s := fmt.Sprintf("d%d", i)
-		tag := uint32(0xABCDC000) | uint32(r.IntN(2))<<13 | uint32(r.Uint32()&0x1FFE) | 1
-		tags[s] = tag
-		x.putTag(s, uint32(items.append(s)), tag)
+		x.put(s, uint32(items.append(s)))
 	}
 	if x.depth != 19 {
 		t.Fatalf("depth %d", x.depth)
 	}
-	for s, tag := range tags {
-		if id, ok := x.probe(s, tag); !ok || items.get(int(id)) != s {
+	for s := range tags {
+		if id, ok := x.get(s); !ok || items.get(int(id)) != s {
 			t.Fatalf("lost %q", s)
 		}
 	}
 	for i := range 5000 {
 		if i%2 == 0 {
 			s := fmt.Sprintf("d%d", i)
-			if !x.delTag(s, tags[s]) {
+			if !x.del(s) {
 				t.Fatalf("del %q", s)
 			}
 			delete(tags, s)
 		}
 	}
-	for s, tag := range tags {
-		if _, ok := x.probe(s, tag); !ok {
+	for s := range tags {
+		if _, ok := x.get(s); !ok {
 			t.Fatalf("lost %q after deletes", s)
 		}
 	}
 	t.Logf("depth %d slots %d bytes %d", x.depth, x.slots, x.bytes())
 }
 
-// Wraparound: homes at the last slots of a 16-slot table.
+// Wraparound: homes at the last lines of an 8-line table, so probe runs
+// and backward shifts wrap to line 0; short and long items mixed.
 func TestItemIndexDeleteWraps(t *testing.T) {
 	for trial := range 2000 {
 		r := rand.New(rand.NewPCG(uint64(trial), 9))
 		var items cowArray[string]
 		x := newItemIndex(&items, 0)
-		m := map[string]uint32{}
-		for i := range 11 {
+		tags := map[string]uint32{}
+		var names []string
+		for i := range 16 {
 			s := fmt.Sprintf("w%d", i)
-			home := uint32(12 + r.IntN(4)) // 12..15
-			tag := uint32(r.IntN(3))<<20 | home<<1 | 1
-			m[s] = tag
-			x.putTag(s, uint32(items.append(s)), tag)
+			if i%3 == 0 {
+				s += "-too-long-for-a-key"
+			}
+			home := uint32(5 + r.IntN(3)) // lines 5..7
+			tags[s] = uint32(r.IntN(3))<<20 | home<<1 | 1
+			names = append(names, s)
 		}
-		if x.dir[0].size() != 16 {
+		x.hashFn = func(s string) uint64 { return uint64(tags[s]) << 32 }
+		for _, s := range names {
+			x.put(s, uint32(items.append(s)))
+		}
+		if x.dir[0].lines() != ixMinLines {
 			t.Fatal("grew")
 		}
-		for _, i := range r.Perm(11) {
-			s := fmt.Sprintf("w%d", i)
-			if !x.delTag(s, m[s]) {
+		live := map[string]bool{}
+		for _, s := range names {
+			live[s] = true
+		}
+		for _, i := range r.Perm(len(names)) {
+			s := names[i]
+			if !x.del(s) {
 				t.Fatalf("trial %d: del %q failed", trial, s)
 			}
-			delete(m, s)
-			for s2, tag := range m {
-				if _, ok := x.probe(s2, tag); !ok {
+			delete(live, s)
+			for s2 := range live {
+				if id, ok := x.get(s2); !ok || items.get(int(id)) != s2 {
 					t.Fatalf("trial %d: lost %q", trial, s2)
 				}
 			}
@@ -197,36 +220,38 @@ func TestItemIndexDeleteWraps(t *testing.T) {
 	}
 }
 
-// Full 32-bit tag collision between two strings: lookupBatch and del must
-// still tell them apart.
-func TestItemIndexTagCollision(t *testing.T) {
+// Every item with the same 64-bit hash, short and long: lookupBatch, get
+// and del still tell them apart by key and, for long items, by string.
+func TestItemIndexHashCollision(t *testing.T) {
 	var items cowArray[string]
 	x := newItemIndex(&items, 0)
-	seen := map[uint32]string{}
-	var a, b string
-	for i := 0; a == ""; i++ {
-		s := fmt.Sprintf("c%d", i)
-		tag := x.tagOf(s)
-		if o, ok := seen[tag]; ok {
-			a, b = o, s
+	x.hashFn = func(string) uint64 { return 0x9E3779B97F4A7C15 }
+	names := []string{"a", "b", "a-long-item-name-one", "a-long-item-name-two", "c", "a-long-item-name-three"}
+	for _, s := range names {
+		x.put(s, uint32(items.append(s)))
+	}
+	q := append(slices.Clone(names), "zz", "a-long-item-name-four")
+	_, ids := x.lookupBatch(q, nil, nil)
+	for i, s := range q {
+		want := uint32(i)
+		if i >= len(names) {
+			want = noID
 		}
-		seen[tag] = s
+		if ids[i] != want {
+			t.Fatalf("lookupBatch(%q) = %d, want %d", s, ids[i], want)
+		}
 	}
-	ida := uint32(items.append(a))
-	x.put(a, ida)
-	idb := uint32(items.append(b))
-	x.put(b, idb)
-	_, ids := x.lookupBatch([]string{b, a, "zz"}, nil, nil)
-	if ids[0] != idb || ids[1] != ida || ids[2] != noID {
-		t.Fatalf("lookupBatch %v", ids)
+	for _, i := range []int{2, 0, 5} {
+		if !x.del(names[i]) {
+			t.Fatalf("del %q", names[i])
+		}
+		items.set(i, "")
 	}
-	x.del(a)
-	items.set(int(ida), "")
-	if id, ok := x.get(b); !ok || id != idb {
-		t.Fatal("lost b")
-	}
-	if _, ok := x.get(a); ok {
-		t.Fatal("a still there")
+	for i, s := range names {
+		id, ok := x.get(s)
+		if gone := i == 2 || i == 0 || i == 5; ok == gone || (ok && id != uint32(i)) {
+			t.Fatalf("get(%q) = %d, %v after deletes", s, id, ok)
+		}
 	}
 }
 

@@ -141,7 +141,7 @@ type leaderboard struct {
 	release func(id uint32)
 
 	frees       uint64 // ids freed so far: invalidates ids resolved before
-	scratchTags []uint32
+	scratchHash []uint64
 	scratchIDs  []uint32
 }
 
@@ -354,9 +354,9 @@ var stagedApply = true
 // few hundred of them stall the core instead of overlapping.
 // Ids are noID for items not yet interned.
 func (lb *leaderboard) resolve(items []string) []uint32 {
-	tags, ids := lb.index.lookupBatch(items, lb.scratchTags, lb.scratchIDs)
+	hashes, ids := lb.index.lookupBatch(items, lb.scratchHash, lb.scratchIDs)
 	if cap(ids) <= maxScratch {
-		lb.scratchTags, lb.scratchIDs = tags, ids
+		lb.scratchHash, lb.scratchIDs = hashes, ids
 	}
 	for _, id := range ids {
 		if id == noID {

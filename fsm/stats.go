@@ -99,7 +99,7 @@ func (lb *leaderboard) bytes() int64 {
 	)
 	var n int64
 	slots := int64(lb.items.capacity())
-	n += slots*16 + lb.index.bytes() + int64(cap(lb.scratchTags)+cap(lb.scratchIDs))*4 + lb.recs.bytes() + int64(lb.allCounts.capacity())*8 + lb.allLog.bytes() + int64(cap(lb.free))*4
+	n += slots*16 + lb.index.bytes() + int64(cap(lb.scratchHash))*8 + int64(cap(lb.scratchIDs))*4 + lb.recs.bytes() + int64(lb.allCounts.capacity())*8 + lb.allLog.bytes() + int64(cap(lb.free))*4
 	n += lb.itemBytes // kept current: Stats runs on every metrics scrape, never walk the items
 	for _, w := range append([]*window{lb.all}, lb.wins...) {
 		n += int64(cap(w.heap)) * 32
