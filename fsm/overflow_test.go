@@ -63,6 +63,27 @@ func TestHugeDeltasRefused(t *testing.T) {
 			if !bytes.Equal(snapshotBytes(t, nf), snapshotBytes(t, lf.f)) {
 				t.Fatal("restored state differs")
 			}
+			// Both go on to the limit and must refuse the same deltas: the
+			// restored one's range check starts from what it loaded.
+			rf := &logFeeder{t: t, f: nf, index: lf.index}
+			var refused uint64
+			for i := range 40 {
+				e := func() *pb.IngestEntry {
+					return &pb.IngestEntry{LeaderTimeMs: now + 30_000 + int64(i)*500, Parts: []*pb.ProducerPart{
+						part("", 0, 0, deltas("b", 1, ev{"x", MaxDelta, 0}))}}
+				}
+				a, b := lf.ingest(e()).Outcomes[0], rf.ingest(e()).Outcomes[0]
+				if a.Accepted != b.Accepted || a.Rejected != b.Rejected {
+					t.Fatalf("delta %d: outcome %v, restored %v", i, a, b)
+				}
+				refused += a.Rejected
+			}
+			if c, err := nf.Count("b", "x", 0); err != nil || refused == 0 || c.Upper > MaxCount || c.Lower < -MaxCount {
+				t.Fatalf("after 40 more deltas of MaxDelta: count %+v (%v), %d refused", c, err, refused)
+			}
+			if !bytes.Equal(snapshotBytes(t, nf), snapshotBytes(t, lf.f)) {
+				t.Fatal("restored state differs after more huge deltas")
+			}
 		})
 	}
 }
