@@ -337,20 +337,21 @@ func (x *itemIndex) lookupBatch(items []string, hashes []uint64, ids []uint32) (
 		prefetch(unsafe.Pointer(&t.slots[t.start(h)*ixLineWords]))
 		long = long || len(s) > 15
 	}
+	// ids holds each long item's candidate until the probe below.
+	ids = resized(ids, len(items))
 	if long {
 		for i, h := range hashes {
+			ids[i] = noID
 			if len(items[i]) > 15 {
-				if id := x.candidate(h); id != noID {
-					x.items.prefetch(int(id))
+				if ids[i] = x.candidate(h); ids[i] != noID {
+					x.items.prefetch(int(ids[i]))
 				}
 			}
 		}
-		for i, h := range hashes {
-			if len(items[i]) > 15 {
-				if id := x.candidate(h); id != noID {
-					if c := x.items.get(int(id)); len(c) > 0 {
-						prefetch(unsafe.Pointer(unsafe.StringData(c)))
-					}
+		for _, id := range ids {
+			if id != noID {
+				if c := x.items.get(int(id)); len(c) > 0 {
+					prefetch(unsafe.Pointer(unsafe.StringData(c)))
 				}
 			}
 		}
@@ -360,7 +361,7 @@ func (x *itemIndex) lookupBatch(items []string, hashes []uint64, ids []uint32) (
 		if !ok {
 			id = noID
 		}
-		ids = append(ids, id)
+		ids[i] = id
 	}
 	return hashes, ids
 }

@@ -99,11 +99,3 @@ func byChunk(ids []uint32, deltas []int64, chunks int, starts []int32, oIDs []ui
 	starts[0] = 0
 	return starts, oIDs, oDeltas
 }
-
-// resized is s with length n, reusing its array when it is large enough.
-func resized[T any](s []T, n int) []T {
-	if cap(s) < n {
-		return make([]T, n)
-	}
-	return s[:n]
-}

@@ -446,6 +446,14 @@ func (lb *leaderboard) noteLate(lh []uint64, out *pb.Outcome) {
 	}
 }
 
+// resized is s with length n, reusing its array when it is large enough.
+func resized[T any](s []T, n int) []T {
+	if cap(s) < n {
+		return make([]T, n)
+	}
+	return s[:n]
+}
+
 // zeros appends n zero values (scratch per window, on the caller's stack).
 func zeros[T any](dst []T, n int) []T {
 	var z T
