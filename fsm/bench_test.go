@@ -620,6 +620,43 @@ func BenchmarkAllFold(b *testing.B) {
 	}
 }
 
+// BenchmarkLineMiss measures what a random cache line costs on this host:
+// a chase through 1 GiB of 64-byte lines in one random cycle, each load's
+// address taken from the line before. Apply at 10M items needs a few such
+// lines per delta (fsm/DESIGN.md), so its ns/delta moves with this figure
+// between hosts; compare apply figures only beside it.
+func BenchmarkLineMiss(b *testing.B) {
+	const lines = 1 << 24
+	const stride = 8 // words per line
+	next := make([]uint64, lines*stride)
+	// Sattolo's shuffle: a single cycle through every line.
+	order := make([]uint32, lines)
+	for i := range order {
+		order[i] = uint32(i)
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	for i := lines - 1; i > 0; i-- {
+		j := rng.IntN(i)
+		order[i], order[j] = order[j], order[i]
+	}
+	for i := range order {
+		next[uint64(order[i])*stride] = uint64(order[(i+1)%lines]) * stride
+	}
+	const steps = 1 << 22
+	var p uint64
+	b.ResetTimer()
+	for range b.N {
+		for range steps {
+			p = next[p]
+		}
+	}
+	b.StopTimer()
+	if p >= uint64(len(next)) {
+		b.Fatal("chase left the array")
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/steps, "ns/miss")
+}
+
 // BenchmarkFloorScan measures the scan that lowers a window's class floor,
 // which refill runs on the apply goroutine when the kept classes run out:
 // each op drops every kept class but the top one (untimed), then lowers the
