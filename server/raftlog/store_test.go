@@ -162,7 +162,7 @@ func TestCommitFailurePoisons(t *testing.T) {
 	var wg sync.WaitGroup
 	errs := make([]error, 3)
 	for i := range errs {
-		wg.Go(func() { errs[i] = s.Group(uint32(i+1)).StoreLogs([]*raft.Log{entry(2, "lost")}) })
+		wg.Go(func() { errs[i] = s.Group(uint32(i + 1)).StoreLogs([]*raft.Log{entry(2, "lost")}) })
 	}
 	for queued(s) < 3 {
 		time.Sleep(time.Millisecond)
