@@ -15,6 +15,8 @@ import (
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 	"go.etcd.io/bbolt"
+
+	"github.com/topkd/topkd/server/raftlog"
 )
 
 // RaftPolicy is the Raft tuning shared by every group of a node.
@@ -55,14 +57,23 @@ type readFSM interface {
 	WaitApplied(ctx context.Context, idx uint64) error
 }
 
-// group is one Raft group on this node: raft, its bolt store (log and stable
-// store in one file), snapshots and transport over the node's mux.
+// logStore is a group's Raft log and stable store: a group of the node's
+// shared raftlog.Store, or a raft-boltdb file of its own (the meta group,
+// and partitions with --raft-log-store=per-group).
+type logStore interface {
+	raft.LogStore
+	raft.StableStore
+}
+
+// group is one Raft group on this node: raft, its log and stable store,
+// snapshots and transport over the node's mux.
 type group struct {
 	id        uint32
 	name      string
 	raft      *raft.Raft
 	fsm       readFSM
-	store     *raftboltdb.BoltStore
+	store     logStore
+	ownStore  *raftboltdb.BoltStore // closed with the group; nil for a shared store
 	snaps     raft.SnapshotStore
 	trans     *raft.NetworkTransport
 	bootIndex uint64 // last log index found at boot; reads wait for it
@@ -86,6 +97,8 @@ type groupConfig struct {
 	fsm    readFSM
 	policy RaftPolicy
 	log    *slog.Logger
+	// store is the group's log store; nil opens a raft-boltdb file in dir.
+	store logStore
 }
 
 func hclogFor(log *slog.Logger, name string) hclog.Logger {
@@ -105,34 +118,37 @@ func openGroup(gc groupConfig) (*group, error) {
 	if err := os.MkdirAll(gc.dir, 0o755); err != nil {
 		return nil, fmt.Errorf("group %s: %w", gc.name, err)
 	}
-	store, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(gc.dir, "raft.db"), BoltOptions: boltOptions()})
-	if err != nil {
-		if errors.Is(err, bbolt.ErrTimeout) {
-			return nil, fmt.Errorf("group %s: %s is in use by another process (is another topkd running on this data dir?)", gc.name, filepath.Join(gc.dir, "raft.db"))
+	store, own := gc.store, (*raftboltdb.BoltStore)(nil)
+	if store == nil {
+		var err error
+		if own, err = openBoltStore(gc.name, filepath.Join(gc.dir, "raft.db")); err != nil {
+			return nil, err
 		}
-		return nil, fmt.Errorf("group %s: open bolt store: %w", gc.name, err)
+		store = own
+	}
+	fail := func(err error) (*group, error) {
+		if own != nil {
+			own.Close()
+		}
+		return nil, fmt.Errorf("group %s: %w", gc.name, err)
 	}
 	if err := removeUnfinishedSnapshots(gc.dir); err != nil {
-		store.Close()
-		return nil, fmt.Errorf("group %s: %w", gc.name, err)
+		return fail(err)
 	}
 	if err := resetUnfinishedBootstrap(store, gc.dir); err != nil {
-		store.Close()
-		return nil, fmt.Errorf("group %s: %w", gc.name, err)
+		return fail(err)
 	}
 	hl := hclogFor(gc.log, "raft-"+gc.name)
 	snaps, err := raft.NewFileSnapshotStoreWithLogger(gc.dir, max(gc.policy.SnapshotsRetained, 1), hl)
 	if err != nil {
-		store.Close()
-		return nil, fmt.Errorf("group %s: snapshot store: %w", gc.name, err)
+		return fail(fmt.Errorf("snapshot store: %w", err))
 	}
 	last, err := store.LastIndex()
 	if err != nil {
-		store.Close()
-		return nil, fmt.Errorf("group %s: read last index: %w", gc.name, err)
+		return fail(fmt.Errorf("read last index: %w", err))
 	}
 	trans := raft.NewNetworkTransportWithLogger(gc.layer.Layer(gc.id), 3, 10*time.Second, hl)
-	g := &group{id: gc.id, name: gc.name, fsm: gc.fsm, store: store, snaps: snaps, trans: trans, bootIndex: last,
+	g := &group{id: gc.id, name: gc.name, fsm: gc.fsm, store: store, ownStore: own, snaps: snaps, trans: trans, bootIndex: last,
 		notify: make(chan bool, 1), stop: make(chan struct{}), log: gc.log.With("group", gc.name)}
 
 	cfg := raft.DefaultConfig()
@@ -152,13 +168,28 @@ func openGroup(gc groupConfig) (*group, error) {
 	r, err := raft.NewRaft(cfg, gc.fsm, store, store, snaps, trans)
 	if err != nil {
 		trans.Close()
-		store.Close()
-		return nil, fmt.Errorf("group %s: start raft: %w", gc.name, err)
+		return fail(fmt.Errorf("start raft: %w", err))
 	}
 	g.raft = r
 	g.wg.Add(1)
 	go g.watchLeadership()
 	return g, nil
+}
+
+// openBoltStore opens a group's own raft-boltdb file, refusing a damaged one
+// with a clear error before bbolt maps it.
+func openBoltStore(name, path string) (*raftboltdb.BoltStore, error) {
+	if err := raftlog.CheckFile(path); err != nil {
+		return nil, fmt.Errorf("group %s: %w", name, err)
+	}
+	store, err := raftboltdb.New(raftboltdb.Options{Path: path, BoltOptions: boltOptions()})
+	if err != nil {
+		if errors.Is(err, bbolt.ErrTimeout) {
+			return nil, fmt.Errorf("group %s: %s is in use by another process (is another topkd running on this data dir?)", name, path)
+		}
+		return nil, fmt.Errorf("group %s: open bolt store: %w", name, err)
+	}
+	return store, nil
 }
 
 // removeUnfinishedSnapshots deletes snapshot directories a crash left
@@ -183,13 +214,13 @@ func removeUnfinishedSnapshots(dir string) error {
 // counts as existing state to raft, so the group would never bootstrap and
 // never elect a leader. This single-node release never joins groups, so
 // such a store can only be an unfinished bootstrap of this node.
-func resetUnfinishedBootstrap(store *raftboltdb.BoltStore, dir string) error {
+func resetUnfinishedBootstrap(store logStore, dir string) error {
 	last, err := store.LastIndex()
 	if err != nil {
 		return fmt.Errorf("read last index: %w", err)
 	}
 	term, err := store.GetUint64(keyCurrentTerm)
-	if err != nil && !errors.Is(err, raftboltdb.ErrKeyNotFound) {
+	if err != nil && !isKeyNotFound(err) {
 		return fmt.Errorf("read current term: %w", err)
 	}
 	snaps, _ := filepath.Glob(filepath.Join(dir, "snapshots", "*"))
@@ -202,6 +233,10 @@ func resetUnfinishedBootstrap(store *raftboltdb.BoltStore, dir string) error {
 	slog.Warn("reset an unfinished bootstrap (term without a log, left by a crash)", "dir", dir, "term", term)
 	return nil
 }
+
+// isKeyNotFound: both stores answer a missing stable key with an error whose
+// text is "not found" (raft itself matches it by text).
+func isKeyNotFound(err error) bool { return err != nil && err.Error() == "not found" }
 
 // keyCurrentTerm is where raft keeps its term in the stable store.
 var keyCurrentTerm = []byte("CurrentTerm")
@@ -326,8 +361,10 @@ func (g *group) close() error {
 	if cerr := g.trans.Close(); err == nil {
 		err = cerr
 	}
-	if cerr := g.store.Close(); err == nil {
-		err = cerr
+	if g.ownStore != nil {
+		if cerr := g.ownStore.Close(); err == nil {
+			err = cerr
+		}
 	}
 	return err
 }

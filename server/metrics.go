@@ -8,6 +8,8 @@ import (
 	"github.com/hashicorp/raft"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/topkd/topkd/server/raftlog"
 )
 
 // metrics are the node's Prometheus metrics (names topkd_*). Hot-path
@@ -24,6 +26,10 @@ type metrics struct {
 	snapshotDur   *prometheus.HistogramVec
 	freshness     prometheus.Histogram
 	queryLatency  *prometheus.HistogramVec
+	logCommits    prometheus.Counter
+	logGroups     prometheus.Histogram
+	logEntries    prometheus.Histogram
+	logLatency    prometheus.Histogram
 }
 
 func newMetrics(n *Node) *metrics {
@@ -49,10 +55,27 @@ func newMetrics(n *Node) *metrics {
 	m.queryLatency = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "topkd_query_seconds",
 		Help: "Top-K query latency inside the node, by consistency.", Buckets: prometheus.ExponentialBuckets(0.00001, 4, 12)},
 		[]string{"consistency"})
+	m.logCommits = prometheus.NewCounter(prometheus.CounterOpts{Name: "topkd_raftlog_commits_total",
+		Help: "Commits of the node's shared Raft log (one transaction and one pair of fdatasync calls each)."})
+	m.logGroups = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "topkd_raftlog_commit_groups",
+		Help: "Raft groups written by one commit of the shared Raft log.", Buckets: prometheus.ExponentialBuckets(1, 2, 8)})
+	m.logEntries = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "topkd_raftlog_commit_entries",
+		Help: "Raft entries stored by one commit of the shared Raft log.", Buckets: prometheus.ExponentialBuckets(1, 2, 12)})
+	m.logLatency = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "topkd_raftlog_commit_seconds",
+		Help: "Duration of one commit of the shared Raft log, fdatasync included.", Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16)})
+	m.reg.MustRegister(m.logCommits, m.logGroups, m.logEntries, m.logLatency)
 	m.reg.MustRegister(m.ingestEvents, m.ingestEntries, m.ingestParts, m.rejections, m.commitLatency, m.entryEvents,
 		m.snapshotDur, m.freshness, m.queryLatency, &stateCollector{n: n},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
+}
+
+// ObserveCommit records one commit of the shared Raft log (raftlog.Observer).
+func (m *metrics) ObserveCommit(st raftlog.CommitStats) {
+	m.logCommits.Inc()
+	m.logGroups.Observe(float64(st.Groups))
+	m.logEntries.Observe(float64(st.Entries))
+	m.logLatency.Observe(st.Duration.Seconds())
 }
 
 // Registry is the node's metrics registry, for /metrics.
@@ -70,12 +93,13 @@ var (
 	descBytes     = prometheus.NewDesc("topkd_state_bytes", "Estimated counting-state memory, by partition.", []string{"partition"}, nil)
 	descCacheAge  = prometheus.NewDesc("topkd_cache_age_seconds", "Age of the oldest cached top-K answer.", nil, nil)
 	descHeap      = prometheus.NewDesc("topkd_heap_bytes", "Live heap plus the FSMs' off-heap arrays, as sampled by the memory guard.", nil, nil)
+	descLogFile   = prometheus.NewDesc("topkd_raftlog_file_bytes", "The shared Raft log's file: its size, and the bytes of its free pages (reused before it grows).", []string{"kind"}, nil)
 )
 
 type stateCollector struct{ n *Node }
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descRaftState, descRaftIndex, descQueue, descInflight, descLate, descDup, descRejected, descBytes, descCacheAge, descHeap} {
+	for _, d := range []*prometheus.Desc{descRaftState, descRaftIndex, descQueue, descInflight, descLate, descDup, descRejected, descBytes, descCacheAge, descHeap, descLogFile} {
 		ch <- d
 	}
 }
@@ -130,6 +154,12 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(descCacheAge, prometheus.GaugeValue, n.cache.age().Seconds())
 	ch <- prometheus.MustNewConstMetric(descHeap, prometheus.GaugeValue, float64(n.mem.HeapBytes()))
+	if n.logs.shared != nil {
+		if fs, err := n.logs.shared.FileStats(); err == nil {
+			ch <- prometheus.MustNewConstMetric(descLogFile, prometheus.GaugeValue, float64(fs.Size), "size")
+			ch <- prometheus.MustNewConstMetric(descLogFile, prometheus.GaugeValue, float64(fs.FreePages*fs.PageSize), "free")
+		}
+	}
 }
 
 // ackTracker remembers a partition's last acknowledged entry so the cache

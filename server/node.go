@@ -47,6 +47,13 @@ type Config struct {
 	// RaftListener overrides listening on RaftAddr (tests, TLS).
 	RaftListener net.Listener
 	RaftDialer   Dialer
+	// LogStore is where partitions keep their Raft logs: LogStoreShared
+	// (the default) or LogStorePerGroup.
+	LogStore string
+	// Fatal is called once when the shared Raft log cannot commit (a failed
+	// fsync): the store is stopped by then and the process should exit.
+	// Without it the node stays up with every write failing.
+	Fatal func(error)
 }
 
 // Node is one topkd process: the meta group, the partition groups, the
@@ -59,6 +66,7 @@ type Node struct {
 
 	meta      *group
 	metaFSM   *metaFSM
+	logs      *partitionLogs
 	parts     []*partition
 	nparts    int
 	cache     *resultCache
@@ -125,10 +133,17 @@ func Open(ctx context.Context, cfg Config) (*Node, error) {
 	n := &Node{cfg: cfg, log: cfg.Logger, clock: cfg.Clock, stop: make(chan struct{}), watermark: newWatermarks()}
 	n.mux = NewMux(ln, cfg.RaftDialer, cfg.Logger)
 	n.metrics = newMetrics(n)
+	logs, err := openPartitionLogs(cfg.DataDir, cfg.LogStore, n.metrics, cfg.Fatal, cfg.Logger)
+	if err != nil {
+		n.mux.Close()
+		return nil, err
+	}
+	n.logs = logs
 	if err := n.openMeta(ctx); err != nil {
 		if n.meta != nil {
 			n.meta.close() // releases its bolt file: a later Open in this process must not hang on it
 		}
+		n.logs.close()
 		n.mux.Close()
 		return nil, err
 	}
@@ -181,9 +196,9 @@ func (n *Node) openMeta(ctx context.Context) error {
 		// Partition data without cluster metadata: a new cluster, possibly of
 		// another partition count, would place items elsewhere and answer
 		// silently wrong counts.
-		if old, _ := filepath.Glob(filepath.Join(n.cfg.DataDir, "p*", "raft.db")); len(old) > 0 {
+		if where, ok := n.logs.hasData(); ok {
 			return fmt.Errorf("%s holds partition data (%s) but no initialized meta group: refusing to create a new cluster over it; restore %s or start from an empty data dir",
-				n.cfg.DataDir, filepath.Dir(old[0]), filepath.Join(n.cfg.DataDir, "meta"))
+				n.cfg.DataDir, where, filepath.Join(n.cfg.DataDir, "meta"))
 		}
 		p := n.cfg.Partitions
 		if p <= 0 {
@@ -279,7 +294,14 @@ func (n *Node) openPartitions(ctx context.Context) error {
 		go func() {
 			defer wg.Done()
 			f := fsm.New(fsm.Options{})
-			g, err := openGroup(n.groupConfig(PartitionGroup(p), "p"+strconv.Itoa(p), &timedFSM{readFSM: f, m: n.metrics}))
+			store, err := n.logs.store(p)
+			if err != nil {
+				errs[p] = err
+				return
+			}
+			gc := n.groupConfig(PartitionGroup(p), "p"+strconv.Itoa(p), &timedFSM{readFSM: f, m: n.metrics})
+			gc.store = store
+			g, err := openGroup(gc)
 			if err != nil {
 				errs[p] = err
 				return
@@ -364,6 +386,7 @@ func (n *Node) Close() error {
 		errs = append(errs, n.meta.close())
 	}
 	n.pushes.Wait()
+	errs = append(errs, n.logs.close())
 	errs = append(errs, n.mux.Close())
 	return errors.Join(errs...)
 }

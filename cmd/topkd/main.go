@@ -78,6 +78,7 @@ func run(args []string) error {
 	memLimit := fs.Int("memory-high-water-mb", envInt("memory-high-water-mb", 0), "refuse ingest above this heap size (plus off-heap item records) in MiB, 0 = 75% of RAM (TOPKD_MEMORY_HIGH_WATER_MB)")
 	logLevel := fs.String("log-level", env("log-level", "info"), "debug, info, warn or error (TOPKD_LOG_LEVEL)")
 	procs := fs.Int("procs", envInt("procs", 0), "Go scheduler threads, 0 = twice the CPUs available; GOMAXPROCS, if set, wins (TOPKD_PROCS)")
+	logStore := fs.String("raft-log-store", env("raft-log-store", server.LogStoreShared), "where partitions keep their Raft logs: shared (one file per node, group commit) or per-group (a raft-boltdb file each, the earlier layout, kept for comparison) (TOPKD_RAFT_LOG_STORE)")
 	debugAddr := fs.String("debug-addr", env("debug-addr", ""), "serve Go's /debug/pprof profiles on this address, off when empty (TOPKD_DEBUG_ADDR)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -121,7 +122,13 @@ func run(args []string) error {
 	defer stop()
 	start := time.Now()
 	n, err := server.Open(ctx, server.Config{NodeID: id, DataDir: *dataDir, RaftAddr: *raftAddr, HTTPAddr: *httpAddr,
-		GossipAddr: *gossipAddr, Join: *join, Partitions: *partitions, MemoryHighWater: limit, Logger: log})
+		GossipAddr: *gossipAddr, Join: *join, Partitions: *partitions, MemoryHighWater: limit, Logger: log,
+		LogStore: *logStore, Fatal: func(err error) {
+			// A failed fsync is not retried: the page cache may have dropped
+			// the data. Stop before anything else is acknowledged.
+			log.Error("stopping: the Raft log cannot be written", "err", err)
+			os.Exit(3)
+		}})
 	if err != nil {
 		return err
 	}
