@@ -10,12 +10,20 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 )
 
-var topkdBin string
+var (
+	topkdBin string
+	binDir   string
+
+	failBinOnce sync.Once
+	failBin     string
+	failBinErr  error
+)
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "topkd-clustertest-")
@@ -23,6 +31,7 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
+	binDir = dir
 	topkdBin = filepath.Join(dir, "topkd")
 	out, err := exec.Command("go", "build", "-o", topkdBin, "../cmd/topkd").CombinedOutput()
 	if err != nil {
@@ -32,6 +41,23 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
+}
+
+// failpointBin is topkd built with the "failpoint" tag (server/failpoint):
+// TOPKD_FAILPOINTS then kills it or fails a call at a named point.
+func failpointBin(t *testing.T) string {
+	t.Helper()
+	failBinOnce.Do(func() {
+		failBin = filepath.Join(binDir, "topkd-failpoint")
+		out, err := exec.Command("go", "build", "-tags", "failpoint", "-o", failBin, "../cmd/topkd").CombinedOutput()
+		if err != nil {
+			failBinErr = fmt.Errorf("build topkd with failpoints: %v\n%s", err, out)
+		}
+	})
+	if failBinErr != nil {
+		t.Fatal(failBinErr)
+	}
+	return failBin
 }
 
 func freePort(t *testing.T) string {
@@ -45,11 +71,15 @@ func freePort(t *testing.T) string {
 }
 
 // proc is one topkd process with fixed ports and data dir across restarts.
+// bin, args and env apply to the next start.
 type proc struct {
 	t                              *testing.T
 	dir, http, raft, gossip, debug string
+	bin                            string
+	args, env                      []string
 	cmd                            *exec.Cmd
 	log                            *os.File
+	exited                         chan struct{} // closed when the running process ended
 }
 
 func newProc(t *testing.T) *proc {
@@ -59,7 +89,7 @@ func newProc(t *testing.T) *proc {
 		t.Fatal(err)
 	}
 	p := &proc{t: t, dir: filepath.Join(dir, "data"), http: freePort(t), raft: freePort(t), gossip: freePort(t),
-		debug: freePort(t), log: lf}
+		debug: freePort(t), log: lf, bin: topkdBin}
 	t.Cleanup(func() {
 		p.kill()
 		lf.Close()
@@ -78,30 +108,66 @@ func (p *proc) url() string { return "http://" + p.http }
 
 func (p *proc) start() {
 	p.t.Helper()
-	p.cmd = exec.Command(topkdBin, "--data-dir", p.dir, "--node-id", "n1", "--http-addr", p.http,
-		"--raft-addr", p.raft, "--gossip-addr", p.gossip, "--debug-addr", p.debug, "--partitions", "4")
-	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
-	if err := p.cmd.Start(); err != nil {
+	if err := p.launch(); err != nil {
 		p.t.Fatal(err)
 	}
+}
+
+// launch starts the process and waits until it is ready; an exit before
+// that is an error carrying the exit status.
+func (p *proc) launch() error {
+	p.t.Helper()
+	args := append([]string{"--data-dir", p.dir, "--node-id", "n1", "--http-addr", p.http,
+		"--raft-addr", p.raft, "--gossip-addr", p.gossip, "--debug-addr", p.debug, "--partitions", "4"}, p.args...)
+	p.cmd = exec.Command(p.bin, args...)
+	p.cmd.Env = append(os.Environ(), p.env...)
+	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
+	if err := p.cmd.Start(); err != nil {
+		return err
+	}
+	exited := make(chan struct{})
+	p.exited = exited
+	go func(cmd *exec.Cmd) {
+		_ = cmd.Wait()
+		close(exited)
+	}(p.cmd)
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
+		select {
+		case <-exited:
+			return fmt.Errorf("topkd exited before it was ready: %v", p.cmd.ProcessState)
+		default:
+		}
 		resp, err := http.Get(p.url() + "/readyz")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == 200 {
-				return
+				return nil
 			}
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	p.t.Fatal("topkd did not become ready within 30s")
+	return fmt.Errorf("topkd did not become ready within 30s")
 }
 
 func (p *proc) kill() {
-	if p.cmd != nil && p.cmd.Process != nil && p.cmd.ProcessState == nil {
-		_ = p.cmd.Process.Signal(syscall.SIGKILL)
-		_ = p.cmd.Wait()
+	if p.cmd != nil && p.cmd.Process != nil {
+		select {
+		case <-p.exited:
+		default:
+			_ = p.cmd.Process.Signal(syscall.SIGKILL)
+			<-p.exited
+		}
+	}
+}
+
+// waitExit waits for the process to end by itself and returns its exit code.
+func (p *proc) waitExit(timeout time.Duration) (int, error) {
+	select {
+	case <-p.exited:
+		return p.cmd.ProcessState.ExitCode(), nil
+	case <-time.After(timeout):
+		return 0, fmt.Errorf("topkd still running after %v", timeout)
 	}
 }
 
