@@ -34,6 +34,7 @@ type benchFlags struct {
 	leaderboard      string
 	queryK           int
 	queryRate        float64
+	probeHealthz     bool
 	rate             float64
 	queryConsistency string
 	queryWindow      string
@@ -72,6 +73,7 @@ func (a *app) benchCmd() *cobra.Command {
 	fl.Float64Var(&f.rate, "rate", 0, "offered load in events per second (0: as fast as acknowledgements allow)")
 	fl.StringVar(&f.queryConsistency, "query-consistency", "cached", "consistency of the top-K queries")
 	fl.StringVar(&f.queryWindow, "query-window", "all", "window of the top-K queries")
+	fl.BoolVar(&f.probeHealthz, "probe-healthz", false, "also GET /healthz of the first node at --query-rate during the load: the floor a query's latency is compared with")
 	fl.BoolVar(&f.progress, "progress", true, "show a progress bar on stderr")
 	fl.BoolVar(&f.asJSON, "json", false, "print the report as JSON")
 	return cmd
@@ -96,6 +98,8 @@ type benchReport struct {
 	QueryK          int            `json:"query_k"`
 	QueryLevel      string         `json:"query_consistency"`
 	Query           latencySummary `json:"query_latency"`
+	Healthz         latencySummary `json:"healthz_latency"`
+	HealthzProbes   int            `json:"healthz_probes"`
 	CPUUser         time.Duration  `json:"cpu_user_ns"`
 	CPUSystem       time.Duration  `json:"cpu_system_ns"`
 	// The nodes' own CPU time over the run (process_cpu_seconds_total from
@@ -211,6 +215,14 @@ func (a *app) runBench(ctx context.Context, f benchFlags) error {
 		defer close(queriesDone)
 		qlat, qerrs = a.queryLoop(ctx, f, cons, loadDone)
 	}()
+	var hlat []time.Duration
+	healthDone := make(chan struct{})
+	go func() {
+		defer close(healthDone)
+		if f.probeHealthz {
+			hlat = a.healthzLoop(ctx, f.queryRate, loadDone)
+		}
+	}()
 	perr := a.produce(ctx, f.producers, f.leaderboard, batches, stats, func(n int) {
 		acked.Add(int64(n))
 		if bar != nil {
@@ -224,6 +236,7 @@ func (a *app) runBench(ctx context.Context, f benchFlags) error {
 	close(loadDone)
 	fwg.Wait()
 	<-queriesDone
+	<-healthDone
 	user1, sys1 := cpuTimes()
 	var serverCPU time.Duration
 	if server1, ok := a.serverCPU(context.WithoutCancel(ctx)); ok && serverOK {
@@ -237,7 +250,7 @@ func (a *app) runBench(ctx context.Context, f benchFlags) error {
 		Rejected: stats.rejected, Duplicates: stats.duplicates, RetriedBatches: stats.retried, Producers: f.producers,
 		BatchSize: f.batch, Elapsed: elapsed, EventsPerSecond: float64(stats.sent) / max(elapsed.Seconds(), 1e-9),
 		Ack: summarize(stats.latencies), Queries: len(qlat), QueryErrors: qerrs, QueryK: f.queryK, QueryLevel: cons.String(),
-		Query: summarize(qlat), CPUUser: user1 - user0, CPUSystem: sys1 - sys0, ServerCPU: serverCPU}
+		Query: summarize(qlat), Healthz: summarize(hlat), HealthzProbes: len(hlat), CPUUser: user1 - user0, CPUSystem: sys1 - sys0, ServerCPU: serverCPU}
 	if f.asJSON {
 		if err := a.printJSON(rep); err != nil {
 			return err
@@ -265,6 +278,9 @@ func (a *app) printBench(r benchReport, elapsed time.Duration) {
 	if r.Queries+r.QueryErrors > 0 {
 		fmt.Fprintf(w, "%-14sp50 %s  p99 %s  max %s (%d queries at %s consistency, %d errors)\n", fmt.Sprintf("top-%d query", r.QueryK),
 			ms(r.Query.P50), ms(r.Query.P99), ms(r.Query.Max), r.Queries, r.QueryLevel, r.QueryErrors)
+	}
+	if r.HealthzProbes > 0 {
+		fmt.Fprintf(w, "%-14sp50 %s  p99 %s  max %s (%d probes)\n", "/healthz", ms(r.Healthz.P50), ms(r.Healthz.P99), ms(r.Healthz.Max), r.HealthzProbes)
 	}
 	cpu := r.CPUUser + r.CPUSystem
 	fmt.Fprintf(w, "client CPU    %v user + %v system = %v (%.2f cores on average)\n", r.CPUUser.Round(time.Millisecond),
@@ -305,6 +321,39 @@ func (a *app) queryLoop(ctx context.Context, f benchFlags, cons client.Consisten
 			continue
 		}
 		lat = append(lat, time.Since(start))
+	}
+}
+
+// healthzLoop GETs /healthz of the first node at rate until done closes:
+// the same node's answer to a request that does no work, the floor for the
+// query latencies measured beside it.
+func (a *app) healthzLoop(ctx context.Context, rate float64, done <-chan struct{}) []time.Duration {
+	if rate <= 0 {
+		return nil
+	}
+	url := "http://" + a.addrs()[0] + "/healthz"
+	hc := &http.Client{Timeout: 10 * time.Second}
+	t := time.NewTicker(time.Duration(float64(time.Second) / rate))
+	defer t.Stop()
+	var lat []time.Duration
+	for {
+		select {
+		case <-done:
+			return lat
+		case <-ctx.Done():
+			return lat
+		case <-t.C:
+		}
+		start := time.Now()
+		resp, err := hc.Get(url)
+		if err != nil {
+			continue
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusOK {
+			lat = append(lat, time.Since(start))
+		}
 	}
 }
 

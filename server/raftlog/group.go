@@ -126,9 +126,39 @@ func (g *Group) StoreLogs(logs []*raft.Log) error {
 	return g.s.submit(w)
 }
 
-// DeleteRange deletes entries min..max inclusive, in one commit (a
-// follower's truncation of conflicting entries must not leave a hole).
+// deleteChunk bounds the entries one commit deletes from a log's front: a
+// compaction after a snapshot deletes thousands, and bbolt's single writer
+// would hold every group's commits meanwhile.
+const deleteChunk = 512
+
+// DeleteRange deletes entries min..max inclusive. A range that starts at
+// the log's first entry (a compaction) goes in chunks, oldest first, so the
+// log stays contiguous after each; any other range (a follower truncating
+// conflicting entries) goes in one commit, so a crash cannot leave a hole.
 func (g *Group) DeleteRange(min, max uint64) error {
+	first, err := g.FirstIndex()
+	if err != nil {
+		return err
+	}
+	if min > first || max-min < deleteChunk {
+		return g.deleteRange(min, max)
+	}
+	for lo := min; lo <= max; lo += deleteChunk {
+		if err := g.deleteRange(lo, lo+min64(deleteChunk-1, max-lo)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func min64(a, b uint64) uint64 {
+	if a < b {
+		return a
+	}
+	return b
+}
+
+func (g *Group) deleteRange(min, max uint64) error {
 	w := writePool.Get().(*write)
 	w.group, w.entries, w.bytes = g.id, 0, 0
 	w.apply = func(tx *bbolt.Tx) error {

@@ -414,3 +414,39 @@ func TestClosed(t *testing.T) {
 		t.Errorf("read after Close: %v, want ErrClosed", err)
 	}
 }
+
+// TestCompactionInChunks: a compaction larger than one chunk deletes the
+// same entries as raft-boltdb, in several commits, oldest first.
+func TestCompactionInChunks(t *testing.T) {
+	dir := t.TempDir()
+	obs := &observer{}
+	s := openStore(t, filepath.Join(dir, "raftlog.db"), Options{Observer: obs})
+	ref, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(dir, "ref.db")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ref.Close()
+	logs := make([]*raft.Log, 3000)
+	for i := range logs {
+		logs[i] = entry(uint64(i+1), fmt.Sprint(i))
+	}
+	g := s.Group(1)
+	for _, st := range []store{ref, g} {
+		if err := st.StoreLogs(logs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := len(obs.all())
+	for _, st := range []store{ref, g} {
+		if err := st.DeleteRange(1, 2700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := len(obs.all()) - before; n != (2700+deleteChunk-1)/deleteChunk {
+		t.Errorf("compaction took %d commits, want %d chunks", n, (2700+deleteChunk-1)/deleteChunk)
+	}
+	compareAll(t, ref, g, 3001)
+	if first, _ := g.FirstIndex(); first != 2701 {
+		t.Errorf("first index %d, want 2701", first)
+	}
+}
