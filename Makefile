@@ -7,7 +7,7 @@ CONNECT_GO_VERSION    := v1.21.1
 STATICCHECK_VERSION   := v0.8.2
 export PATH := $(BIN):$(PATH)
 
-.PHONY: all build run test test-short generate generate-check tools bench bench-fsm bench-fsm-10m bench-server bench-redis bench-restart bench-single lint ci accuracy mode-memory
+.PHONY: all build run test test-short generate generate-check tools bench bench-fsm bench-fsm-10m bench-server bench-redis bench-restart bench-single bench-logstore lint ci accuracy mode-memory
 
 all: build
 
@@ -83,6 +83,11 @@ bench-restart:
 # at half the maximum, freshness.
 bench-single:
 	bash cluster-test/bench_single.sh
+
+# The shared Raft log against a raft-boltdb file per partition: P = 4, 8, 16 x 4, 16, 64 producers,
+# stores alternating on fresh nodes.
+bench-logstore:
+	bash cluster-test/bench_logstore.sh
 
 # Accuracy of the approximate modes (spacesaving, cms) at 10-512 KB of measured heap, on Zipf and real
 # streams, single and merged over 16 partitions; fails only on a violated bound.

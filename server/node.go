@@ -21,12 +21,12 @@ import (
 	"github.com/topkd/topkd/ring"
 )
 
-// DefaultPartitions is P for a new cluster. Every partition is a Raft group
-// that fsyncs its own bolt file per commit, so each request costs P commits
-// on a node that leads them all: on two cores 4 partitions ingested about
-// 1.25x what 8 did, for 0.7x the CPU per event (server/DESIGN.md). P bounds
-// how many nodes can lead a partition, and it is fixed at creation.
-const DefaultPartitions = 4
+// DefaultPartitions is P for a new cluster. With the shared Raft log a node
+// pays one commit for all its partitions, so 8 cost one node 0.80-1.13x of
+// 4's throughput at 4 producers and 0.69-0.96x at 16, and let a cluster
+// spread leaders over up to 8 nodes (3/3/2 on three nodes, not 2/1/1).
+// P is fixed at creation (server/DESIGN.md, "Partitions").
+const DefaultPartitions = 8
 
 // Config configures a node.
 type Config struct {
