@@ -3,6 +3,7 @@ package clustertest
 import (
 	"bufio"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net/http"
 	"os"
@@ -306,6 +307,57 @@ func TestMigrationKilledAtEachStep(t *testing.T) {
 				t.Errorf("retry of batch 1 after the migration: %v, %v; want a duplicate", out, err)
 			}
 			checkExact(t, p, want)
+		})
+	}
+}
+
+// TestDamagedSharedLogRefused: a data dir whose raftlog.db was truncated to
+// half, or overwritten with zeros, makes topkd exit with one line naming the
+// file (not SIGBUS or a panic inside bbolt), and never serve.
+func TestDamagedSharedLogRefused(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts real topkd processes; skipped with -short")
+	}
+	for _, c := range []struct {
+		name   string
+		damage func(b []byte) []byte
+	}{
+		{"truncated to half", func(b []byte) []byte { return b[:len(b)/2] }},
+		{"64 KiB of zeros", func([]byte) []byte { return make([]byte, 64<<10) }},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			p := newProc(t)
+			p.start()
+			client := &http.Client{Timeout: 10 * time.Second}
+			for seq := uint64(1); seq <= 20; seq++ {
+				body, _ := randomBatch(rand.New(rand.NewPCG(seq, 9)), 500, 5000)
+				if _, err := postEvents(client, p.url(), "prod", seq, body); err != nil {
+					t.Fatal(err)
+				}
+			}
+			p.kill()
+			path := filepath.Join(p.dir, "raftlog.db")
+			b, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(path, c.damage(b), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			off, _ := p.log.Seek(0, io.SeekEnd)
+			if err := p.launch(); err == nil {
+				t.Fatal("topkd served from a damaged Raft log")
+			}
+			code, err := p.waitExit(10 * time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out := make([]byte, 4096)
+			n, _ := p.log.ReadAt(out, off)
+			msg := string(out[:n])
+			if code != 1 || !strings.Contains(msg, path) || !strings.Contains(msg, "damaged") || strings.Contains(msg, "panic") || strings.Contains(msg, "SIGBUS") {
+				t.Fatalf("exit code %d, output:\n%s\nwant exit 1 and one line naming %s as damaged", code, msg, path)
+			}
 		})
 	}
 }
