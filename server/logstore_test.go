@@ -15,6 +15,8 @@ import (
 	"github.com/topkd/topkd/server/raftlog"
 )
 
+// openNodeWith opens a single-node server in dir with the given log store
+// ("" for the default), on a loopback Raft port.
 func openNodeWith(t *testing.T, dir, store string) (*Node, error) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

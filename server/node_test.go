@@ -20,14 +20,7 @@ import (
 // openTestNode opens a real single-node server in dir on a loopback Raft port.
 func openTestNode(t *testing.T, dir string) *Node {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	n, err := Open(ctx, Config{NodeID: "n1", DataDir: dir, RaftAddr: ln.Addr().String(), RaftListener: ln,
-		Partitions: 4, Raft: testPolicy(), Logger: quietLog()})
+	n, err := openNodeWith(t, dir, "")
 	if err != nil {
 		t.Fatal(err)
 	}
