@@ -29,7 +29,7 @@ func (n *Node) CreateLeaderboard(ctx context.Context, c *pb.LeaderboardConfig) (
 		return nil, err
 	}
 	created := r.(*pb.LeaderboardConfig)
-	return created, n.waitPartitions(ctx, func(p *partition) bool {
+	return created, n.waitPartitions(ctx, func(p *localReplica) bool {
 		for _, have := range p.fsm.Leaderboards() {
 			if have.Name == created.Name && have.Incarnation == created.Incarnation {
 				return true
@@ -40,7 +40,7 @@ func (n *Node) CreateLeaderboard(ctx context.Context, c *pb.LeaderboardConfig) (
 }
 
 // waitPartitions polls until ok holds on every partition.
-func (n *Node) waitPartitions(ctx context.Context, ok func(*partition) bool) error {
+func (n *Node) waitPartitions(ctx context.Context, ok func(*localReplica) bool) error {
 	for _, p := range n.parts {
 		for !ok(p) {
 			select {
@@ -74,7 +74,7 @@ func (n *Node) DropLeaderboard(ctx context.Context, name string) error {
 		DropLeaderboard: &metapb.DropLeaderboard{Name: name}}}); err != nil {
 		return err
 	}
-	return n.waitPartitions(ctx, func(p *partition) bool {
+	return n.waitPartitions(ctx, func(p *localReplica) bool {
 		for _, have := range p.fsm.Leaderboards() {
 			if have.Name == name {
 				return false

@@ -76,7 +76,7 @@ func BenchmarkSplit(b *testing.B) {
 	}
 	b.ResetTimer()
 	for range b.N {
-		if _, _, err := n.split(cfg, IngestRequest{Events: evs}); err != nil {
+		if _, _, err := n.coord.split(cfg, IngestRequest{Events: evs}); err != nil {
 			b.Fatal(err)
 		}
 	}

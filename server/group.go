@@ -368,3 +368,6 @@ func (g *group) close() error {
 	}
 	return err
 }
+
+// apply proposes data (the combiner's proposer).
+func (g *group) apply(data []byte, timeout time.Duration) applyFuture { return g.raft.Apply(data, timeout) }

@@ -9,7 +9,6 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/topkd/topkd/fsm"
 	pb "github.com/topkd/topkd/proto/topkd/raftcmd/v1"
 )
 
@@ -113,36 +112,36 @@ func invalid(field, format string, a ...any) error {
 // Ingest validates the whole batch, splits it by partition, and returns once
 // every part is committed. A retry with the same (producer, epoch, sequence)
 // completes a partially committed batch and never counts a part twice.
-func (n *Node) Ingest(ctx context.Context, req IngestRequest) (IngestResult, error) {
+func (co *coordinator) Ingest(ctx context.Context, req IngestRequest) (IngestResult, error) {
 	if req.Leaderboard == "" {
 		req.Leaderboard = "default"
 	}
-	cfg, err := n.leaderboard(req.Leaderboard)
+	cfg, err := co.boards(req.Leaderboard)
 	if err != nil {
 		return IngestResult{}, err
 	}
-	parts, maxEvent, err := n.split(cfg, req)
+	parts, maxEvent, err := co.split(cfg, req)
 	if err != nil {
-		n.metrics.rejections.WithLabelValues("invalid").Inc()
+		co.metrics.rejections.WithLabelValues("invalid").Inc()
 		return IngestResult{}, err
 	}
-	events, limit := int64(len(req.Events)), int64(n.cfg.Ingest.MaxPendingEvents)
-	if pending := n.pendingEvents.Add(events); pending > limit && pending != events {
-		n.pendingEvents.Add(-events)
-		n.metrics.rejections.WithLabelValues("pending_events").Inc()
+	events, limit := int64(len(req.Events)), int64(co.policy.MaxPendingEvents)
+	if pending := co.pending.Add(events); pending > limit && pending != events {
+		co.pending.Add(-events)
+		co.metrics.rejections.WithLabelValues("pending_events").Inc()
 		return IngestResult{}, fmt.Errorf("%w: %d events of other requests are in progress on this node (limit %d)", ErrOverloaded, pending-events, limit)
 	}
-	defer n.pendingEvents.Add(-events)
-	if err := n.mem.check(); err != nil {
-		n.metrics.rejections.WithLabelValues("memory").Inc()
+	defer co.pending.Add(-events)
+	if err := co.mem.check(); err != nil {
+		co.metrics.rejections.WithLabelValues("memory").Inc()
 		return IngestResult{}, err
 	}
-	if err := n.checkMaxItems(cfg, req); err != nil {
-		n.metrics.rejections.WithLabelValues("max_items").Inc()
+	if err := co.checkMaxItems(cfg, req); err != nil {
+		co.metrics.rejections.WithLabelValues("max_items").Inc()
 		return IngestResult{}, err
 	}
-	if cfg.Clock == pb.Clock_CLOCK_EVENT {
-		n.watermark.observe(cfg.Name, cfg.Incarnation, maxEvent)
+	if cfg.Clock != pb.Clock_CLOCK_EVENT {
+		maxEvent = 0 // only an event clock advances with event times
 	}
 	type result struct {
 		out *pb.Outcome
@@ -157,7 +156,7 @@ func (n *Node) Ingest(ctx context.Context, req IngestRequest) (IngestResult, err
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			out, err := n.parts[p].comb.submit(ctx, part)
+			out, err := co.replicas[p].Submit(ctx, Part{ProducerPart: part, MaxEventMs: maxEvent})
 			results[p] = result{out, err}
 		}()
 	}
@@ -201,8 +200,8 @@ func (n *Node) Ingest(ctx context.Context, req IngestRequest) (IngestResult, err
 
 // split validates every event and builds one pre-aggregated part per
 // partition: identical (item, second) pairs become one delta.
-func (n *Node) split(cfg *pb.LeaderboardConfig, req IngestRequest) ([]*pb.ProducerPart, int64, error) {
-	pol := n.cfg.Ingest
+func (co *coordinator) split(cfg *pb.LeaderboardConfig, req IngestRequest) ([]*pb.ProducerPart, int64, error) {
+	pol := co.policy
 	if len(req.Events) == 0 {
 		return nil, 0, invalid("events", "empty batch")
 	}
@@ -222,7 +221,7 @@ func (n *Node) split(cfg *pb.LeaderboardConfig, req IngestRequest) ([]*pb.Produc
 			return nil, 0, invalid("sequence", "must be at least 1 when producer_id is set")
 		}
 	}
-	now := n.clock.Now().UnixMilli()
+	now := co.clock.Now().UnixMilli()
 	horizon := now + pol.MaxFutureSkew.Milliseconds()
 	// Events aggregate per (item, second) in first-seen order, then each
 	// distinct pair is hashed to its partition once.
@@ -269,12 +268,13 @@ func (n *Node) split(cfg *pb.LeaderboardConfig, req IngestRequest) ([]*pb.Produc
 		aggs = append(aggs, agg{item: e.Item, sec: t / 1000, delta: c, events: 1})
 	}
 	// Columns are sized exactly: count each partition's rows first.
-	counts := make([]int32, n.nparts)
+	nparts := len(co.replicas)
+	counts := make([]int32, nparts)
 	for i := range aggs {
-		aggs[i].part = int32(PartitionOf(cfg.Name, aggs[i].item, n.nparts))
+		aggs[i].part = int32(PartitionOf(cfg.Name, aggs[i].item, nparts))
 		counts[aggs[i].part]++
 	}
-	parts := make([]*pb.ProducerPart, n.nparts)
+	parts := make([]*pb.ProducerPart, nparts)
 	for p, c := range counts {
 		if c > 0 {
 			parts[p] = &pb.ProducerPart{ProducerId: req.ProducerID, Epoch: req.Epoch, Sequence: req.Sequence,
@@ -305,214 +305,24 @@ func modeName(m pb.Mode) string {
 
 // checkMaxItems answers ResourceExhausted before proposal when the
 // leaderboard is full and the batch brings new items.
-func (n *Node) checkMaxItems(cfg *pb.LeaderboardConfig, req IngestRequest) error {
+func (co *coordinator) checkMaxItems(cfg *pb.LeaderboardConfig, req IngestRequest) error {
 	if cfg.MaxItems == 0 {
 		return nil
 	}
 	var total uint64
-	for _, p := range n.parts {
-		total += uint64(p.fsm.DistinctAt(cfg.Name, cfg.Incarnation))
+	for _, r := range co.replicas {
+		total += uint64(r.Distinct(cfg.Name, cfg.Incarnation))
 	}
 	if total < cfg.MaxItems {
 		return nil
 	}
 	for _, e := range req.Events {
-		p := n.parts[PartitionOf(cfg.Name, e.Item, n.nparts)]
-		if !p.fsm.ContainsAt(cfg.Name, cfg.Incarnation, e.Item) {
+		r := co.replicas[PartitionOf(cfg.Name, e.Item, len(co.replicas))]
+		if !r.Contains(cfg.Name, cfg.Incarnation, e.Item) {
 			return fmt.Errorf("%w: leaderboard %q holds its max_items of %d distinct items", ErrOverloaded, cfg.Name, cfg.MaxItems)
 		}
 	}
 	return nil
-}
-
-// ---- combiner ----
-
-type pendingPart struct {
-	part *pb.ProducerPart
-	size int
-	done chan partResult // buffered 1: the responder never blocks
-}
-
-type partResult struct {
-	out *pb.Outcome
-	err error
-}
-
-// combiner coalesces the parts queued for one partition into Raft entries.
-type combiner struct {
-	n        *Node
-	p        *partition
-	in       chan *pendingPart // buffered: the bounded ingest queue
-	inflight chan struct{}     // semaphore of entries in flight
-	last     time.Time         // last proposal, for idle ticks
-	mu       sync.Mutex
-	wg       sync.WaitGroup
-}
-
-func newCombiner(n *Node, p *partition) *combiner {
-	pol := n.cfg.Ingest
-	return &combiner{n: n, p: p, in: make(chan *pendingPart, pol.QueueParts), inflight: make(chan struct{}, pol.MaxInFlight)}
-}
-
-func (c *combiner) submit(ctx context.Context, part *pb.ProducerPart) (*pb.Outcome, error) {
-	if !c.p.g.isLeader() {
-		return nil, ErrNotLeader
-	}
-	pp := &pendingPart{part: part, size: len(part.Boards[0].Items), done: make(chan partResult, 1)}
-	select {
-	case c.in <- pp:
-	default:
-		c.n.metrics.rejections.WithLabelValues("queue_full").Inc()
-		return nil, fmt.Errorf("%w: partition %d ingest queue is full (%d parts)", ErrOverloaded, c.p.id, cap(c.in))
-	}
-	select {
-	case r := <-pp.done:
-		return r.out, r.err
-	case <-ctx.Done():
-		return nil, fmt.Errorf("%w: %v", ErrUnknownOutcome, ctx.Err())
-	case <-c.n.stop:
-		// The combiner may have drained before this part was queued, and
-		// nobody would answer it; if it was proposed, its outcome is unknown.
-		select {
-		case r := <-pp.done:
-			return r.out, r.err
-		default:
-			return nil, fmt.Errorf("%w: node shutting down", ErrUnknownOutcome)
-		}
-	}
-}
-
-func (c *combiner) run() {
-	defer c.wg.Wait()
-	pol := c.n.cfg.Ingest
-	timer := time.NewTimer(time.Hour)
-	timer.Stop()
-	for {
-		var first *pendingPart
-		select {
-		case <-c.n.stop:
-			c.drain()
-			return
-		case first = <-c.in:
-		}
-		batch := []*pendingPart{first}
-		size := first.size
-		timer.Reset(pol.Linger)
-	collect:
-		for size < pol.MaxEntryDeltas {
-			select {
-			case pp := <-c.in:
-				batch = append(batch, pp)
-				size += pp.size
-			case <-timer.C:
-				break collect
-			}
-		}
-		if !timer.Stop() {
-			select {
-			case <-timer.C:
-			default:
-			}
-		}
-		c.propose(batch)
-	}
-}
-
-func (c *combiner) propose(batch []*pendingPart) {
-	pol := c.n.cfg.Ingest
-	c.inflight <- struct{}{}
-	leaderMs := c.n.clock.Now().UnixMilli()
-	entryOf := func(batch []*pendingPart) *pb.IngestEntry {
-		entry := &pb.IngestEntry{LeaderTimeMs: leaderMs, Parts: make([]*pb.ProducerPart, len(batch))}
-		for i, pp := range batch {
-			entry.Parts[i] = pp.part
-		}
-		return entry
-	}
-	data, err := fsm.EncodeIngest(entryOf(batch))
-	if err != nil {
-		// Validation should have refused such a part; if one slips through,
-		// only its own caller fails, not its neighbours in the entry.
-		kept := make([]*pendingPart, 0, len(batch))
-		for _, pp := range batch {
-			if _, perr := fsm.EncodeIngest(entryOf([]*pendingPart{pp})); perr != nil {
-				pp.done <- partResult{err: fmt.Errorf("partition %d: part cannot be encoded: %w", c.p.id, perr)}
-				continue
-			}
-			kept = append(kept, pp)
-		}
-		batch = kept
-		if len(batch) > 0 {
-			data, err = fsm.EncodeIngest(entryOf(batch))
-		}
-		if len(batch) == 0 || err != nil {
-			for _, pp := range batch {
-				pp.done <- partResult{err: err}
-			}
-			<-c.inflight
-			return
-		}
-	}
-	fail := func(err error) {
-		for _, pp := range batch {
-			pp.done <- partResult{err: err}
-		}
-		<-c.inflight
-	}
-	c.mu.Lock()
-	c.last = c.n.clock.Now()
-	c.mu.Unlock()
-	m := c.n.metrics
-	m.ingestEntries.Inc()
-	m.ingestParts.Add(float64(len(batch)))
-	size := 0
-	for _, pp := range batch {
-		size += pp.size
-	}
-	m.entryEvents.Observe(float64(size))
-	start := time.Now()
-	f := c.p.g.raft.Apply(data, pol.ApplyTimeout)
-	c.wg.Add(1)
-	go func() {
-		defer c.wg.Done()
-		if err := f.Error(); err != nil {
-			fail(raftErr(err))
-			return
-		}
-		res, ok := f.Response().(*fsm.IngestResult)
-		if !ok || len(res.Outcomes) != len(batch) {
-			fail(fmt.Errorf("partition %d: unexpected apply response %T", c.p.id, f.Response()))
-			return
-		}
-		now := c.n.clock.Now()
-		m.commitLatency.Observe(time.Since(start).Seconds())
-		c.p.ack.acked(f.Index(), now)
-		for i, pp := range batch {
-			if out := res.Outcomes[i]; out.Status == pb.PartStatus_PART_STATUS_APPLIED {
-				m.ingestEvents.WithLabelValues(pp.part.Boards[0].Leaderboard).Add(float64(out.Accepted))
-				c.p.rate.add(now, out.Accepted)
-			}
-			pp.done <- partResult{out: res.Outcomes[i]}
-		}
-		<-c.inflight
-	}()
-}
-
-func (c *combiner) drain() {
-	for {
-		select {
-		case pp := <-c.in:
-			pp.done <- partResult{err: fmt.Errorf("%w: node shutting down", ErrNotReady)}
-		default:
-			return
-		}
-	}
-}
-
-func (c *combiner) lastProposal() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.last
 }
 
 // ---- watermarks and ticks ----
@@ -571,14 +381,7 @@ func (n *Node) tickLoop() {
 		wms := n.watermark.list()
 		now := n.clock.Now()
 		for _, p := range n.parts {
-			if !p.g.isLeader() || (now.Sub(p.comb.lastProposal()) < every && len(wms) == 0) {
-				continue
-			}
-			data, err := fsm.EncodeTick(&pb.Tick{LeaderTimeMs: now.UnixMilli(), Watermarks: wms})
-			if err != nil {
-				continue
-			}
-			p.g.raft.Apply(data, every)
+			p.tick(now, every, wms)
 		}
 	})
 }

@@ -152,7 +152,7 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	for k, v := range rejected {
 		ch <- prometheus.MustNewConstMetric(descRejected, prometheus.CounterValue, float64(v), k[0], k[1])
 	}
-	ch <- prometheus.MustNewConstMetric(descCacheAge, prometheus.GaugeValue, n.cache.age().Seconds())
+	ch <- prometheus.MustNewConstMetric(descCacheAge, prometheus.GaugeValue, n.coord.cache.age().Seconds())
 	ch <- prometheus.MustNewConstMetric(descHeap, prometheus.GaugeValue, float64(n.mem.HeapBytes()))
 	if n.logs.shared != nil {
 		if fs, err := n.logs.shared.FileStats(); err == nil {

@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -67,33 +66,18 @@ type Node struct {
 	meta      *group
 	metaFSM   *metaFSM
 	logs      *partitionLogs
-	parts     []*partition
+	parts     []*localReplica // by partition: this node's replicas
 	nparts    int
-	cache     *resultCache
+	coord     *coordinator
 	metrics   *metrics
 	mem       *memoryGuard
 	watermark *watermarks
-	// pendingEvents counts the events of ingest requests in progress (MaxPendingEvents).
-	pendingEvents atomic.Int64
 
 	stop chan struct{}
 	wg   sync.WaitGroup
 	// pushes are reconcile's config pushes; Close waits for them after the
 	// groups shut down, which ends any that a stuck FSM still holds.
 	pushes sync.WaitGroup
-}
-
-// partition is this node's replica of one partition group.
-type partition struct {
-	id   int
-	g    *group
-	fsm  *fsm.FSM
-	comb *combiner
-	ack  ackTracker
-	rate rateMeter // accepted events per second, for status and rebalancing
-
-	snapAccepted uint64      // AcceptedEvents at the last snapshot this node asked for (snapshotLoop only)
-	pushing      atomic.Bool // a config push to this partition is in flight (reconcile)
 }
 
 // Open starts a node; a node with no data bootstraps a single-node cluster.
@@ -152,12 +136,17 @@ func Open(ctx context.Context, cfg Config) (*Node, error) {
 		return nil, err
 	}
 	n.mem = newMemoryGuard(cfg.MemoryHighWater)
-	n.cache = newResultCache(n, cfg.CacheRefresh)
+	replicas := make([]Replica, len(n.parts))
+	for i, p := range n.parts {
+		replicas[i] = p
+	}
+	n.coord = newCoordinator(coordDeps{policy: cfg.Ingest, clock: cfg.Clock, metrics: n.metrics, mem: n.mem,
+		boards: n.leaderboard, replicas: replicas, ready: n.Ready}, cfg.CacheRefresh, n.observeFreshness)
 	n.start(n.reconcileLoop)
 	n.start(n.tickLoop)
 	n.start(n.snapshotLoop)
 	n.start(func() { n.periodic(time.Second, n.mem.sample) })
-	n.start(func() { n.periodic(cfg.CacheRefresh, n.cache.refresh) })
+	n.start(func() { n.periodic(cfg.CacheRefresh, n.coord.cache.refresh) })
 	return n, nil
 }
 
@@ -286,7 +275,7 @@ func (n *Node) openPartitions(ctx context.Context) error {
 	n.nparts = int(st.Partitions)
 	// Open the groups in parallel: each restores its snapshot and replays its
 	// log inside raft.NewRaft, which is most of a restart.
-	parts := make([]*partition, n.nparts)
+	parts := make([]*localReplica, n.nparts)
 	errs := make([]error, n.nparts)
 	var wg sync.WaitGroup
 	for p := range n.nparts {
@@ -306,7 +295,7 @@ func (n *Node) openPartitions(ctx context.Context) error {
 				errs[p] = err
 				return
 			}
-			parts[p] = &partition{id: p, g: g, fsm: f}
+			parts[p] = &localReplica{id: p, g: g, fsm: f, wm: n.watermark}
 			errs[p] = g.bootstrap(n.cfg.NodeID, n.cfg.RaftAddr)
 		}()
 	}
@@ -320,7 +309,11 @@ func (n *Node) openPartitions(ctx context.Context) error {
 		return err
 	}
 	for _, part := range n.parts {
-		part.comb = newCombiner(n, part)
+		part.comb = newCombiner(combinerDeps{partition: part.id, policy: n.cfg.Ingest, clock: n.clock, metrics: n.metrics,
+			group: part.g, stop: n.stop, committed: func(index uint64, at time.Time, accepted uint64) {
+				part.ack.acked(index, at)
+				part.rate.add(at, accepted)
+			}})
 		n.start(part.comb.run)
 	}
 	for _, p := range n.parts {
@@ -338,7 +331,7 @@ func (n *Node) openPartitions(ctx context.Context) error {
 	for _, c := range st.Leaderboards {
 		want[c.Name] = c.Incarnation
 	}
-	return n.waitPartitions(ctx, func(p *partition) bool {
+	return n.waitPartitions(ctx, func(p *localReplica) bool {
 		got := 0
 		for _, c := range p.fsm.Leaderboards() {
 			if inc, ok := want[c.Name]; ok && inc == c.Incarnation {
@@ -368,6 +361,34 @@ func (n *Node) Partitions() int { return n.nparts }
 
 // PartitionOf maps a (leaderboard, item) to its partition (ring.Partition).
 func PartitionOf(leaderboard, item string, p int) int { return ring.Partition(leaderboard, item, p) }
+
+// Ingest validates a batch, splits it by partition and returns once every
+// part is committed (coordinator.Ingest).
+func (n *Node) Ingest(ctx context.Context, req IngestRequest) (IngestResult, error) {
+	return n.coord.Ingest(ctx, req)
+}
+
+// TopK answers a top-k query at the requested consistency.
+func (n *Node) TopK(ctx context.Context, q TopKQuery) (TopKAnswer, error) { return n.coord.TopK(ctx, q) }
+
+// Count answers one item's count in a window.
+func (n *Node) Count(ctx context.Context, lb, item string, window time.Duration, c Consistency) (CountAnswer, error) {
+	return n.coord.Count(ctx, lb, item, window, c)
+}
+
+// observeFreshness measures, for each local partition, the time from its
+// last acknowledged entry to an answer in the cache that reflects it.
+func (n *Node) observeFreshness(a TopKAnswer) {
+	if len(a.Applied) != len(n.parts) {
+		return
+	}
+	now := n.clock.Now()
+	for i, p := range n.parts {
+		if d, ok := p.ack.visible(a.Applied[i], now); ok {
+			n.metrics.freshness.Observe(d.Seconds())
+		}
+	}
+}
 
 // Close stops the node gracefully: combiners drain, groups shut down.
 func (n *Node) Close() error {

@@ -266,7 +266,7 @@ func TestCombinerIsolatesUnencodablePart(t *testing.T) {
 	defer n.Close()
 	now := time.Now().UnixMilli()
 	partFor := func(producer string) (int, *pb.ProducerPart) {
-		parts, _, err := n.split(cfg, IngestRequest{Events: []Event{{Item: "iso", TimeMs: now}}, ProducerID: "p", Sequence: 1})
+		parts, _, err := n.coord.split(cfg, IngestRequest{Events: []Event{{Item: "iso", TimeMs: now}}, ProducerID: "p", Sequence: 1})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -351,19 +351,19 @@ func TestPendingEventsBound(t *testing.T) {
 	defer n.Close()
 	ctx := context.Background()
 	limit := int64(n.cfg.Ingest.MaxPendingEvents)
-	n.pendingEvents.Store(limit - 1) // other requests in progress
+	n.coord.pending.Store(limit - 1) // other requests in progress
 	_, err := n.Ingest(ctx, IngestRequest{Events: []Event{{Item: "a"}, {Item: "b"}}})
 	if !errors.Is(err, ErrOverloaded) || !strings.Contains(err.Error(), "limit") {
 		t.Fatalf("at the limit: %v, want ErrOverloaded naming the limit", err)
 	}
-	if got := n.pendingEvents.Load(); got != limit-1 {
+	if got := n.coord.pending.Load(); got != limit-1 {
 		t.Fatalf("a refused request left %d pending, want %d", got, limit-1)
 	}
-	n.pendingEvents.Store(0)
+	n.coord.pending.Store(0)
 	if res, err := n.Ingest(ctx, IngestRequest{Events: []Event{{Item: "a"}, {Item: "b"}}}); err != nil || res.Accepted != 2 {
 		t.Fatalf("after draining: %+v, %v", res, err)
 	}
-	if got := n.pendingEvents.Load(); got != 0 {
+	if got := n.coord.pending.Load(); got != 0 {
 		t.Fatalf("%d events still pending after the request returned", got)
 	}
 }
@@ -410,7 +410,7 @@ func TestSplitAggregates(t *testing.T) {
 			}
 			evs = append(evs, e)
 		}
-		parts, _, err := n.split(cfg, IngestRequest{Events: evs})
+		parts, _, err := n.coord.split(cfg, IngestRequest{Events: evs})
 		if err != nil {
 			t.Fatal(err)
 		}

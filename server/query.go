@@ -143,8 +143,8 @@ type CountAnswer struct {
 }
 
 // checkQuery validates a query; k is checked unless it is nil (Count).
-func (n *Node) checkQuery(lb string, window time.Duration, k *int) (*pb.LeaderboardConfig, error) {
-	cfg, err := n.leaderboard(lb)
+func (co *coordinator) checkQuery(lb string, window time.Duration, k *int) (*pb.LeaderboardConfig, error) {
+	cfg, err := co.boards(lb)
 	if err != nil {
 		return nil, err
 	}
@@ -171,7 +171,7 @@ func (n *Node) checkQuery(lb string, window time.Duration, k *int) (*pb.Leaderbo
 }
 
 // TopK answers a top-k query at the requested consistency.
-func (n *Node) TopK(ctx context.Context, q TopKQuery) (TopKAnswer, error) {
+func (co *coordinator) TopK(ctx context.Context, q TopKQuery) (TopKAnswer, error) {
 	if q.Leaderboard == "" {
 		q.Leaderboard = "default"
 	}
@@ -179,27 +179,42 @@ func (n *Node) TopK(ctx context.Context, q TopKQuery) (TopKAnswer, error) {
 		q.Consistency = Cached
 	}
 	if q.K == 0 {
-		if cfg, err := n.leaderboard(q.Leaderboard); err == nil {
+		if cfg, err := co.boards(q.Leaderboard); err == nil {
 			q.K = min(DefaultK, int(cfg.KMax))
 		}
 	}
-	cfg, err := n.checkQuery(q.Leaderboard, q.Window, &q.K)
+	cfg, err := co.checkQuery(q.Leaderboard, q.Window, &q.K)
 	if err != nil {
 		return TopKAnswer{}, err
 	}
 	start := time.Now()
 	defer func() {
-		n.metrics.queryLatency.WithLabelValues(q.Consistency.String()).Observe(time.Since(start).Seconds())
+		co.metrics.queryLatency.WithLabelValues(q.Consistency.String()).Observe(time.Since(start).Seconds())
 	}()
 	if q.Consistency == Cached {
-		a, err := n.cache.get(ctx, cfg, q.Window)
+		a, err := co.cache.get(ctx, cfg, q.Window)
 		if err != nil {
 			return TopKAnswer{}, err
 		}
 		a.truncate(q.K)
 		return a, nil
 	}
-	return n.gather(ctx, cfg, q.Window, q.K, q.Consistency)
+	return co.gather(ctx, cfg, q.Window, q.K, q.Consistency)
+}
+
+// scatter asks every partition for its top k at once and waits for all:
+// the slowest replica, not the sum, bounds the read. The last partition is
+// asked on this goroutine.
+func (co *coordinator) scatter(ctx context.Context, lb string, window time.Duration, k int, c Consistency) ([]fsm.TopKResult, []error) {
+	n := len(co.replicas)
+	results, errs := make([]fsm.TopKResult, n), make([]error, n)
+	var wg sync.WaitGroup
+	for i, rep := range co.replicas[:n-1] {
+		wg.Go(func() { results[i], errs[i] = rep.TopK(ctx, lb, window, k, c) })
+	}
+	results[n-1], errs[n-1] = co.replicas[n-1].TopK(ctx, lb, window, k, c)
+	wg.Wait()
+	return results, errs
 }
 
 // gather scatters to every partition and merges the per-partition lists.
@@ -207,24 +222,21 @@ func (n *Node) TopK(ctx context.Context, q TopKQuery) (TopKAnswer, error) {
 // exact, and in the approximate modes each item keeps its partition's
 // bounds; what is not listed is bounded by the largest partition Rest and
 // the best item merged away (sketch.MergeDisjoint's rule).
-func (n *Node) gather(ctx context.Context, cfg *pb.LeaderboardConfig, window time.Duration, k int, c Consistency) (TopKAnswer, error) {
-	if err := n.Ready(ctx); err != nil {
+func (co *coordinator) gather(ctx context.Context, cfg *pb.LeaderboardConfig, window time.Duration, k int, c Consistency) (TopKAnswer, error) {
+	if err := co.ready(ctx); err != nil {
 		return TopKAnswer{}, err
 	}
-	lists := make([][]fsm.Item, len(n.parts))
-	parts := make([]sketch.Result, len(n.parts))
-	a := TopKAnswer{Leaderboard: cfg.Name, Incarnation: cfg.Incarnation, Window: window, Consistency: c, AsOf: n.clock.Now(),
+	lists := make([][]fsm.Item, len(co.replicas))
+	parts := make([]sketch.Result, len(co.replicas))
+	a := TopKAnswer{Leaderboard: cfg.Name, Incarnation: cfg.Incarnation, Window: window, Consistency: c, AsOf: co.clock.Now(),
 		Approximate: cfg.Mode != pb.Mode_MODE_EXACT}
 	first := true
-	for i, p := range n.parts {
-		if err := p.readBarrier(ctx, c); err != nil {
-			return TopKAnswer{}, fmt.Errorf("partition %d: %w", p.id, err)
+	results, errs := co.scatter(ctx, cfg.Name, window, k, c)
+	for i, r := range results {
+		if errs[i] != nil {
+			return TopKAnswer{}, fmt.Errorf("partition %d: %w", i, errs[i])
 		}
-		r, err := p.fsm.TopK(cfg.Name, window, k)
-		if err != nil {
-			return TopKAnswer{}, fmt.Errorf("partition %d: %w", p.id, err)
-		}
-		if err := sameIncarnation(p, cfg, r.Incarnation); err != nil {
+		if err := sameIncarnation(i, cfg, r.Incarnation); err != nil {
 			return TopKAnswer{}, err
 		}
 		lists[i] = r.Items
@@ -250,57 +262,42 @@ func (n *Node) gather(ctx context.Context, cfg *pb.LeaderboardConfig, window tim
 	return a, nil
 }
 
-func (p *partition) readBarrier(ctx context.Context, c Consistency) error {
-	switch c {
-	case Linearizable:
-		return p.g.readIndex(ctx)
-	case Leader:
-		if !p.g.isLeader() {
-			return ErrNotLeader
-		}
-	}
-	return nil
-}
-
 // sameIncarnation refuses a partition's answer for another incarnation
 // than the definition's: a drop or re-create has not reached it yet, and
 // incarnations are never mixed or cached (retryable: ErrNotReady).
-func sameIncarnation(p *partition, cfg *pb.LeaderboardConfig, got uint64) error {
+func sameIncarnation(partition int, cfg *pb.LeaderboardConfig, got uint64) error {
 	if got == cfg.Incarnation {
 		return nil
 	}
 	return fmt.Errorf("partition %d: %w: leaderboard %q at incarnation %d, the definition says %d",
-		p.id, ErrNotReady, cfg.Name, got, cfg.Incarnation)
+		partition, ErrNotReady, cfg.Name, got, cfg.Incarnation)
 }
 
 // Count answers one item's count in a window.
-func (n *Node) Count(ctx context.Context, lb, item string, window time.Duration, c Consistency) (CountAnswer, error) {
+func (co *coordinator) Count(ctx context.Context, lb, item string, window time.Duration, c Consistency) (CountAnswer, error) {
 	if lb == "" {
 		lb = "default"
 	}
 	if c == 0 || c == Cached {
 		c = Leader
 	}
-	cfg, err := n.checkQuery(lb, window, nil)
+	cfg, err := co.checkQuery(lb, window, nil)
 	if err != nil {
 		return CountAnswer{}, err
 	}
-	if err := n.Ready(ctx); err != nil {
+	if err := co.ready(ctx); err != nil {
 		return CountAnswer{}, err
 	}
-	p := n.parts[PartitionOf(cfg.Name, item, n.nparts)]
-	if err := p.readBarrier(ctx, c); err != nil {
-		return CountAnswer{}, err
-	}
-	r, err := p.fsm.Count(cfg.Name, item, window)
+	part := PartitionOf(cfg.Name, item, len(co.replicas))
+	r, err := co.replicas[part].Count(ctx, cfg.Name, item, window, c)
 	if err != nil {
 		return CountAnswer{}, err
 	}
-	if err := sameIncarnation(p, cfg, r.Incarnation); err != nil {
+	if err := sameIncarnation(part, cfg, r.Incarnation); err != nil {
 		return CountAnswer{}, err
 	}
 	a := CountAnswer{Item: item, Count: r.Count, Lower: r.Lower, Upper: r.Upper, Approximate: r.Approximate, WindowStartMs: r.WindowStartMs, WindowEndMs: r.WindowEndMs, Consistency: c}
-	if top, err := n.cache.get(ctx, cfg, window); err == nil {
+	if top, err := co.cache.get(ctx, cfg, window); err == nil {
 		for i, it := range top.Items {
 			if it.Item == item {
 				a.Rank = i + 1
@@ -369,19 +366,28 @@ type cacheEntry struct {
 // resultCache keeps the top K_max of recently asked windows, refreshed in
 // the background so cached reads cost a map lookup and a slice.
 type resultCache struct {
-	n       *Node
-	every   time.Duration
+	cacheDeps
 	mu      sync.Mutex
 	entries map[cacheKey]*cacheEntry
 }
 
-func newResultCache(n *Node, every time.Duration) *resultCache {
-	return &resultCache{n: n, every: every, entries: map[cacheKey]*cacheEntry{}}
+// cacheDeps are what the cache reads through.
+type cacheDeps struct {
+	every  time.Duration
+	clock  Clock
+	boards func(name string) (*pb.LeaderboardConfig, error)
+	gather func(ctx context.Context, cfg *pb.LeaderboardConfig, window time.Duration, k int, c Consistency) (TopKAnswer, error)
+	// refreshed is told of every answer a refresh put in the cache.
+	refreshed func(a TopKAnswer)
+}
+
+func newResultCache(d cacheDeps) *resultCache {
+	return &resultCache{cacheDeps: d, entries: map[cacheKey]*cacheEntry{}}
 }
 
 func (rc *resultCache) get(ctx context.Context, cfg *pb.LeaderboardConfig, window time.Duration) (TopKAnswer, error) {
 	key := cacheKey{cfg.Name, cfg.Incarnation, window}
-	now := rc.n.clock.Now()
+	now := rc.clock.Now()
 	rc.mu.Lock()
 	e := rc.entries[key]
 	// An answer the refresh failed to renew for ten rounds is not served:
@@ -393,7 +399,7 @@ func (rc *resultCache) get(ctx context.Context, cfg *pb.LeaderboardConfig, windo
 		return a, nil
 	}
 	rc.mu.Unlock()
-	a, err := rc.n.gather(ctx, cfg, window, int(cfg.KMax), Leader)
+	a, err := rc.gather(ctx, cfg, window, int(cfg.KMax), Leader)
 	if err != nil {
 		return TopKAnswer{}, err
 	}
@@ -408,7 +414,7 @@ func (rc *resultCache) get(ctx context.Context, cfg *pb.LeaderboardConfig, windo
 func (rc *resultCache) age() time.Duration {
 	rc.mu.Lock()
 	defer rc.mu.Unlock()
-	now := rc.n.clock.Now()
+	now := rc.clock.Now()
 	var oldest time.Duration
 	for _, e := range rc.entries {
 		oldest = max(oldest, now.Sub(e.ans.AsOf))
@@ -417,7 +423,7 @@ func (rc *resultCache) age() time.Duration {
 }
 
 func (rc *resultCache) refresh() {
-	now := rc.n.clock.Now()
+	now := rc.clock.Now()
 	rc.mu.Lock()
 	keys := make([]cacheKey, 0, len(rc.entries))
 	for k, e := range rc.entries {
@@ -431,14 +437,14 @@ func (rc *resultCache) refresh() {
 	ctx, cancel := context.WithTimeout(context.Background(), rc.every)
 	defer cancel()
 	for _, k := range keys {
-		cfg, err := rc.n.leaderboard(k.lb)
+		cfg, err := rc.boards(k.lb)
 		if err != nil || cfg.Incarnation != k.inc {
 			rc.mu.Lock()
 			delete(rc.entries, k)
 			rc.mu.Unlock()
 			continue
 		}
-		a, err := rc.n.gather(ctx, cfg, k.window, int(cfg.KMax), Leader)
+		a, err := rc.gather(ctx, cfg, k.window, int(cfg.KMax), Leader)
 		if err != nil {
 			continue
 		}
@@ -449,16 +455,8 @@ func (rc *resultCache) refresh() {
 			e.ans = a
 		}
 		rc.mu.Unlock()
-		if e == nil || len(a.Applied) != len(rc.n.parts) {
-			continue
-		}
-		// Freshness: an ack is visible once an answer that read its index
-		// is in the cache, which is now.
-		now := rc.n.clock.Now()
-		for i, p := range rc.n.parts {
-			if d, ok := p.ack.visible(a.Applied[i], now); ok {
-				rc.n.metrics.freshness.Observe(d.Seconds())
-			}
+		if e != nil && rc.refreshed != nil {
+			rc.refreshed(a)
 		}
 	}
 }
