@@ -370,4 +370,6 @@ func (g *group) close() error {
 }
 
 // apply proposes data (the combiner's proposer).
-func (g *group) apply(data []byte, timeout time.Duration) applyFuture { return g.raft.Apply(data, timeout) }
+func (g *group) apply(data []byte, timeout time.Duration) applyFuture {
+	return g.raft.Apply(data, timeout)
+}

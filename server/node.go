@@ -369,7 +369,9 @@ func (n *Node) Ingest(ctx context.Context, req IngestRequest) (IngestResult, err
 }
 
 // TopK answers a top-k query at the requested consistency.
-func (n *Node) TopK(ctx context.Context, q TopKQuery) (TopKAnswer, error) { return n.coord.TopK(ctx, q) }
+func (n *Node) TopK(ctx context.Context, q TopKQuery) (TopKAnswer, error) {
+	return n.coord.TopK(ctx, q)
+}
 
 // Count answers one item's count in a window.
 func (n *Node) Count(ctx context.Context, lb, item string, window time.Duration, c Consistency) (CountAnswer, error) {

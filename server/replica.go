@@ -329,4 +329,3 @@ func (c *combiner) lastProposal() time.Time {
 	defer c.mu.Unlock()
 	return c.last
 }
-
