@@ -11,6 +11,8 @@ import (
 	"github.com/topkd/topkd/server"
 )
 
+var errMalformedPart = errors.New("a part must carry exactly one leaderboard's deltas")
+
 // code maps an error from the node to a Connect code; HTTP statuses derive from it.
 func code(err error) connect.Code {
 	switch {

@@ -15,6 +15,7 @@ func Handler(n *server.Node) http.Handler {
 	mux := http.NewServeMux()
 	(&rest{n: n}).register(mux)
 	registerConnect(mux, n)
+	registerPeer(mux, n)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(n.Registry(), promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})

@@ -241,9 +241,9 @@ func isKeyNotFound(err error) bool { return err != nil && err.Error() == "not fo
 // keyCurrentTerm is where raft keeps its term in the stable store.
 var keyCurrentTerm = []byte("CurrentTerm")
 
-// bootstrap makes this node the group's only voter, exactly once: a group
-// with any existing state is left alone.
-func (g *group) bootstrap(nodeID, addr string) error {
+// bootstrap makes voters the group's first configuration, exactly once: a
+// group with any existing state is left alone.
+func (g *group) bootstrap(voters []raft.Server) error {
 	has, err := raft.HasExistingState(g.store, g.store, g.snaps)
 	if err != nil {
 		return fmt.Errorf("group %s: %w", g.name, err)
@@ -251,9 +251,7 @@ func (g *group) bootstrap(nodeID, addr string) error {
 	if has || g.bootIndex > 0 {
 		return nil
 	}
-	f := g.raft.BootstrapCluster(raft.Configuration{Servers: []raft.Server{
-		{Suffrage: raft.Voter, ID: raft.ServerID(nodeID), Address: raft.ServerAddress(addr)},
-	}})
+	f := g.raft.BootstrapCluster(raft.Configuration{Servers: voters})
 	if err := f.Error(); err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
 		return fmt.Errorf("group %s: bootstrap: %w", g.name, err)
 	}
@@ -294,6 +292,12 @@ func (g *group) watchLeadership() {
 			}
 		}
 	}
+}
+
+// leader names the group's current leader as this replica knows it.
+func (g *group) leader() (id string, ok bool) {
+	_, lid := g.raft.LeaderWithID()
+	return string(lid), lid != ""
 }
 
 // isLeader reports whether this node leads the group and has passed its barrier.

@@ -136,7 +136,7 @@ func (co *coordinator) Ingest(ctx context.Context, req IngestRequest) (IngestRes
 		co.metrics.rejections.WithLabelValues("memory").Inc()
 		return IngestResult{}, err
 	}
-	if err := co.checkMaxItems(cfg, req); err != nil {
+	if err := co.checkMaxItems(ctx, cfg, req); err != nil {
 		co.metrics.rejections.WithLabelValues("max_items").Inc()
 		return IngestResult{}, err
 	}
@@ -305,21 +305,38 @@ func modeName(m pb.Mode) string {
 
 // checkMaxItems answers ResourceExhausted before proposal when the
 // leaderboard is full and the batch brings new items.
-func (co *coordinator) checkMaxItems(cfg *pb.LeaderboardConfig, req IngestRequest) error {
+func (co *coordinator) checkMaxItems(ctx context.Context, cfg *pb.LeaderboardConfig, req IngestRequest) error {
 	if cfg.MaxItems == 0 {
 		return nil
 	}
 	var total uint64
 	for _, r := range co.replicas {
-		total += uint64(r.Distinct(cfg.Name, cfg.Incarnation))
+		n, _, err := r.Distinct(ctx, cfg.Name, cfg.Incarnation, nil)
+		if err != nil {
+			return err
+		}
+		total += n
 	}
 	if total < cfg.MaxItems {
 		return nil
 	}
+	byPart := make([][]string, len(co.replicas))
 	for _, e := range req.Events {
-		r := co.replicas[PartitionOf(cfg.Name, e.Item, len(co.replicas))]
-		if !r.Contains(cfg.Name, cfg.Incarnation, e.Item) {
-			return fmt.Errorf("%w: leaderboard %q holds its max_items of %d distinct items", ErrOverloaded, cfg.Name, cfg.MaxItems)
+		p := PartitionOf(cfg.Name, e.Item, len(co.replicas))
+		byPart[p] = append(byPart[p], e.Item)
+	}
+	for p, items := range byPart {
+		if len(items) == 0 {
+			continue
+		}
+		_, in, err := co.replicas[p].Distinct(ctx, cfg.Name, cfg.Incarnation, items)
+		if err != nil {
+			return err
+		}
+		for _, ok := range in {
+			if !ok {
+				return fmt.Errorf("%w: leaderboard %q holds its max_items of %d distinct items", ErrOverloaded, cfg.Name, cfg.MaxItems)
+			}
 		}
 	}
 	return nil

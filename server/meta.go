@@ -101,6 +101,7 @@ func (m *metaFSM) Apply(l *raft.Log) interface{} {
 		if x.Init.FirstNode != nil {
 			m.st.Nodes = append(m.st.Nodes, x.Init.FirstNode)
 		}
+		m.st.Nodes = append(m.st.Nodes, x.Init.OtherNodes...)
 		m.st.Leaderboards = append(m.st.Leaderboards, fsm.DefaultLeaderboard(l.Index))
 		return nil
 	case *metapb.Command_PutLeaderboard:

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/raft"
 )
 
 // A node that stopped after the meta group's bootstrap and election but
@@ -28,7 +30,7 @@ func TestMetaBootAfterCrashBeforeInit(t *testing.T) {
 		return m, g, ln.Addr().String()
 	}
 	m, g, addr := open()
-	if err := g.bootstrap("n1", addr); err != nil {
+	if err := g.bootstrap([]raft.Server{{Suffrage: raft.Voter, ID: "n1", Address: raft.ServerAddress(addr)}}); err != nil {
 		t.Fatal(err)
 	}
 	for !g.isLeader() { // election + barrier done: log = config(1), noop(2), barrier(3)

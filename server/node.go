@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -53,6 +54,21 @@ type Config struct {
 	// fsync): the store is stopped by then and the process should exit.
 	// Without it the node stays up with every write failing.
 	Fatal func(error)
+
+	// InitialCluster creates a cluster whose first members start together
+	// (etcd's --initial-cluster): every group of a node without state is
+	// bootstrapped with all of them as voters. This node must be among them.
+	// Empty: a node without state creates a one-node cluster.
+	InitialCluster []Member
+}
+
+// Member is a node as the cluster records it.
+type Member struct {
+	ID, RaftAddr, HTTPAddr, GossipAddr string
+}
+
+func (m Member) pb() *metapb.Node {
+	return &metapb.Node{Id: m.ID, RaftAddr: m.RaftAddr, HttpAddr: m.HTTPAddr, GossipAddr: m.GossipAddr}
 }
 
 // Node is one topkd process: the meta group, the partition groups, the
@@ -69,6 +85,7 @@ type Node struct {
 	parts     []*localReplica // by partition: this node's replicas
 	nparts    int
 	coord     *coordinator
+	peers     *peers
 	metrics   *metrics
 	mem       *memoryGuard
 	watermark *watermarks
@@ -87,6 +104,9 @@ func Open(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	if cfg.NodeID == "" {
 		return nil, errors.New("node id is empty")
+	}
+	if len(cfg.InitialCluster) > 0 && !slices.ContainsFunc(cfg.InitialCluster, func(m Member) bool { return m.ID == cfg.NodeID }) {
+		return nil, fmt.Errorf("initial cluster does not list this node (%s)", cfg.NodeID)
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -136,9 +156,10 @@ func Open(ctx context.Context, cfg Config) (*Node, error) {
 		return nil, err
 	}
 	n.mem = newMemoryGuard(cfg.MemoryHighWater)
+	n.peers = newPeers()
 	replicas := make([]Replica, len(n.parts))
 	for i, p := range n.parts {
-		replicas[i] = p
+		replicas[i] = &routedReplica{p: i, self: cfg.NodeID, local: p, leader: n.partitionLeader, peers: n.peers}
 	}
 	n.coord = newCoordinator(coordDeps{policy: cfg.Ingest, clock: cfg.Clock, metrics: n.metrics, mem: n.mem,
 		boards: n.leaderboard, replicas: replicas, ready: n.Ready}, cfg.CacheRefresh, n.observeFreshness)
@@ -170,17 +191,26 @@ func (n *Node) openMeta(ctx context.Context) error {
 		return err
 	}
 	n.meta = g
-	if err := g.bootstrap(n.cfg.NodeID, n.cfg.RaftAddr); err != nil {
+	if err := g.bootstrap(n.voters()); err != nil {
 		return err
 	}
-	// Wait for leadership, then initialize the cluster once.
+	// Wait for a leader, then initialize the cluster once, on the leader.
 	if err := n.waitLeader(ctx, g); err != nil {
 		return err
 	}
 	if err := g.waitBoot(ctx); err != nil {
 		return err
 	}
-	st, _ := n.metaFSM.state()
+	st, changed := n.metaFSM.state()
+	for st.Partitions == 0 && !g.isLeader() {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("wait for the meta leader to initialize the cluster: %w", ctx.Err())
+		case <-changed:
+		case <-time.After(100 * time.Millisecond):
+		}
+		st, changed = n.metaFSM.state()
+	}
 	if st.Partitions == 0 {
 		// Partition data without cluster metadata: a new cluster, possibly of
 		// another partition count, would place items elsewhere and answer
@@ -193,9 +223,14 @@ func (n *Node) openMeta(ctx context.Context) error {
 		if p <= 0 {
 			p = DefaultPartitions
 		}
-		cmd := &metapb.Command{Cmd: &metapb.Command_Init{Init: &metapb.InitCluster{
-			ClusterId: n.cfg.NodeID + "-" + strconv.FormatInt(n.clock.Now().UnixNano(), 36), Partitions: uint32(p),
-			FirstNode: &metapb.Node{Id: n.cfg.NodeID, RaftAddr: n.cfg.RaftAddr, HttpAddr: n.cfg.HTTPAddr, GossipAddr: n.cfg.GossipAddr}}}}
+		init := &metapb.InitCluster{ClusterId: n.cfg.NodeID + "-" + strconv.FormatInt(n.clock.Now().UnixNano(), 36),
+			Partitions: uint32(p), FirstNode: n.self()}
+		for _, m := range n.cfg.InitialCluster {
+			if m.ID != n.cfg.NodeID {
+				init.OtherNodes = append(init.OtherNodes, m.pb())
+			}
+		}
+		cmd := &metapb.Command{Cmd: &metapb.Command_Init{Init: init}}
 		if _, err := n.applyMeta(ctx, cmd); err != nil {
 			return fmt.Errorf("initialize cluster: %w", err)
 		}
@@ -206,15 +241,23 @@ func (n *Node) openMeta(ctx context.Context) error {
 	return nil
 }
 
-// waitLeader waits until this node leads g and its post-election barrier
-// ran. The barrier completes only once the FSM has applied the whole log,
-// so on a restart this wait includes the replay: it gives up after 30 s
-// without progress, not 30 s in all, and reports the replay as it goes.
+// waitLeader waits until g has a leader and this replica applied the log
+// found at boot: when this node leads, until its post-election barrier ran,
+// which completes only once the FSM has applied the whole log. The wait
+// includes the replay: it gives up after 30 s without progress, not 30 s in
+// all, and reports the replay as it goes.
 func (n *Node) waitLeader(ctx context.Context, g *group) error {
 	const stall = 30 * time.Second
 	start := time.Now()
 	applied, progressed, logged := g.fsm.AppliedIndex(), start, start
-	for !g.isLeader() {
+	led := func() bool {
+		if g.isLeader() {
+			return true
+		}
+		id, ok := g.leader()
+		return ok && id != n.cfg.NodeID && g.fsm.AppliedIndex() >= g.bootIndex
+	}
+	for !led() {
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("group %s: no leader: %w", g.name, ctx.Err())
@@ -296,7 +339,7 @@ func (n *Node) openPartitions(ctx context.Context) error {
 				return
 			}
 			parts[p] = &localReplica{id: p, g: g, fsm: f, wm: n.watermark}
-			errs[p] = g.bootstrap(n.cfg.NodeID, n.cfg.RaftAddr)
+			errs[p] = g.bootstrap(n.voters())
 		}()
 	}
 	wg.Wait()
@@ -362,6 +405,53 @@ func (n *Node) Partitions() int { return n.nparts }
 // PartitionOf maps a (leaderboard, item) to its partition (ring.Partition).
 func PartitionOf(leaderboard, item string, p int) int { return ring.Partition(leaderboard, item, p) }
 
+// self is this node as the meta group records it.
+func (n *Node) self() *metapb.Node {
+	return &metapb.Node{Id: n.cfg.NodeID, RaftAddr: n.cfg.RaftAddr, HttpAddr: n.cfg.HTTPAddr, GossipAddr: n.cfg.GossipAddr}
+}
+
+// voters is the first configuration of a group this node bootstraps.
+func (n *Node) voters() []raft.Server {
+	members := n.cfg.InitialCluster
+	if len(members) == 0 {
+		members = []Member{{ID: n.cfg.NodeID, RaftAddr: n.cfg.RaftAddr}}
+	}
+	out := make([]raft.Server, len(members))
+	for i, m := range members {
+		out[i] = raft.Server{Suffrage: raft.Voter, ID: raft.ServerID(m.ID), Address: raft.ServerAddress(m.RaftAddr)}
+	}
+	return out
+}
+
+// partitionLeader names partition p's leader and its HTTP address, from
+// this node's replica and the meta group's member list.
+func (n *Node) partitionLeader(p int) (id, httpAddr string, ok bool) {
+	if p >= len(n.parts) {
+		return "", "", false
+	}
+	id, ok = n.parts[p].g.leader()
+	if !ok {
+		return "", "", false
+	}
+	st, _ := n.metaFSM.state()
+	for _, m := range st.Nodes {
+		if m.Id == id {
+			return id, m.HttpAddr, true
+		}
+	}
+	return id, "", true
+}
+
+// LocalReplica is this node's replica of partition p, for peers' calls: it
+// never forwards, so a call that reaches the wrong node fails rather than
+// travels on.
+func (n *Node) LocalReplica(p int) (Replica, error) {
+	if p < 0 || p >= len(n.parts) {
+		return nil, fmt.Errorf("%w: partition %d", ErrNotHosted, p)
+	}
+	return n.parts[p], nil
+}
+
 // Ingest validates a batch, splits it by partition and returns once every
 // part is committed (coordinator.Ingest).
 func (n *Node) Ingest(ctx context.Context, req IngestRequest) (IngestResult, error) {
@@ -409,6 +499,9 @@ func (n *Node) Close() error {
 		errs = append(errs, n.meta.close())
 	}
 	n.pushes.Wait()
+	if n.peers != nil {
+		n.peers.close()
+	}
 	errs = append(errs, n.logs.close())
 	errs = append(errs, n.mux.Close())
 	return errors.Join(errs...)

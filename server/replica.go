@@ -31,9 +31,8 @@ type Replica interface {
 	// Count reads one item's count at consistency c.
 	Count(ctx context.Context, lb, item string, window time.Duration, c Consistency) (fsm.CountResult, error)
 	// Distinct is the number of items the partition holds for a leaderboard
-	// incarnation; Contains whether it holds item (max_items).
-	Distinct(lb string, inc uint64) int
-	Contains(lb string, inc uint64, item string) bool
+	// incarnation, and whether it holds each of items (max_items).
+	Distinct(ctx context.Context, lb string, inc uint64, items []string) (uint64, []bool, error)
 }
 
 // localReplica is this node's replica of one partition: its Raft group,
@@ -74,10 +73,15 @@ func (r *localReplica) Count(ctx context.Context, lb, item string, window time.D
 	return r.fsm.Count(lb, item, window)
 }
 
-func (r *localReplica) Distinct(lb string, inc uint64) int { return r.fsm.DistinctAt(lb, inc) }
-
-func (r *localReplica) Contains(lb string, inc uint64, item string) bool {
-	return r.fsm.ContainsAt(lb, inc, item)
+func (r *localReplica) Distinct(_ context.Context, lb string, inc uint64, items []string) (uint64, []bool, error) {
+	var in []bool
+	if len(items) > 0 {
+		in = make([]bool, len(items))
+		for i, it := range items {
+			in[i] = r.fsm.ContainsAt(lb, inc, it)
+		}
+	}
+	return uint64(r.fsm.DistinctAt(lb, inc)), in, nil
 }
 
 // readBarrier waits until a read at c may be served here. Every read waits

@@ -96,10 +96,12 @@ func (x *Node) GetGossipAddr() string {
 
 // Fixes the cluster's shape; applied once, at bootstrap.
 type InitCluster struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	ClusterId     string                 `protobuf:"bytes,1,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
-	Partitions    uint32                 `protobuf:"varint,2,opt,name=partitions,proto3" json:"partitions,omitempty"`
-	FirstNode     *Node                  `protobuf:"bytes,3,opt,name=first_node,json=firstNode,proto3" json:"first_node,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	ClusterId  string                 `protobuf:"bytes,1,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	Partitions uint32                 `protobuf:"varint,2,opt,name=partitions,proto3" json:"partitions,omitempty"`
+	FirstNode  *Node                  `protobuf:"bytes,3,opt,name=first_node,json=firstNode,proto3" json:"first_node,omitempty"`
+	// The other members of a cluster whose first members started together.
+	OtherNodes    []*Node `protobuf:"bytes,4,rep,name=other_nodes,json=otherNodes,proto3" json:"other_nodes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -151,6 +153,13 @@ func (x *InitCluster) GetPartitions() uint32 {
 func (x *InitCluster) GetFirstNode() *Node {
 	if x != nil {
 		return x.FirstNode
+	}
+	return nil
+}
+
+func (x *InitCluster) GetOtherNodes() []*Node {
+	if x != nil {
+		return x.OtherNodes
 	}
 	return nil
 }
@@ -446,7 +455,7 @@ const file_topkd_meta_v1_meta_proto_rawDesc = "" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x1b\n" +
 	"\thttp_addr\x18\x03 \x01(\tR\bhttpAddr\x12\x1f\n" +
 	"\vgossip_addr\x18\x04 \x01(\tR\n" +
-	"gossipAddr\"\x80\x01\n" +
+	"gossipAddr\"\xb6\x01\n" +
 	"\vInitCluster\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12\x1e\n" +
@@ -454,7 +463,9 @@ const file_topkd_meta_v1_meta_proto_rawDesc = "" +
 	"partitions\x18\x02 \x01(\rR\n" +
 	"partitions\x122\n" +
 	"\n" +
-	"first_node\x18\x03 \x01(\v2\x13.topkd.meta.v1.NodeR\tfirstNode\"n\n" +
+	"first_node\x18\x03 \x01(\v2\x13.topkd.meta.v1.NodeR\tfirstNode\x124\n" +
+	"\vother_nodes\x18\x04 \x03(\v2\x13.topkd.meta.v1.NodeR\n" +
+	"otherNodes\"n\n" +
 	"\x0ePutLeaderboard\x12;\n" +
 	"\x06config\x18\x01 \x01(\v2#.topkd.raftcmd.v1.LeaderboardConfigR\x06config\x12\x1f\n" +
 	"\vcreate_only\x18\x02 \x01(\bR\n" +
@@ -504,18 +515,19 @@ var file_topkd_meta_v1_meta_proto_goTypes = []any{
 }
 var file_topkd_meta_v1_meta_proto_depIdxs = []int32{
 	0, // 0: topkd.meta.v1.InitCluster.first_node:type_name -> topkd.meta.v1.Node
-	6, // 1: topkd.meta.v1.PutLeaderboard.config:type_name -> topkd.raftcmd.v1.LeaderboardConfig
-	1, // 2: topkd.meta.v1.Command.init:type_name -> topkd.meta.v1.InitCluster
-	2, // 3: topkd.meta.v1.Command.put_leaderboard:type_name -> topkd.meta.v1.PutLeaderboard
-	3, // 4: topkd.meta.v1.Command.drop_leaderboard:type_name -> topkd.meta.v1.DropLeaderboard
-	0, // 5: topkd.meta.v1.State.nodes:type_name -> topkd.meta.v1.Node
-	6, // 6: topkd.meta.v1.State.leaderboards:type_name -> topkd.raftcmd.v1.LeaderboardConfig
-	7, // 7: topkd.meta.v1.State.tombstones:type_name -> topkd.raftcmd.v1.Tombstone
-	8, // [8:8] is the sub-list for method output_type
-	8, // [8:8] is the sub-list for method input_type
-	8, // [8:8] is the sub-list for extension type_name
-	8, // [8:8] is the sub-list for extension extendee
-	0, // [0:8] is the sub-list for field type_name
+	0, // 1: topkd.meta.v1.InitCluster.other_nodes:type_name -> topkd.meta.v1.Node
+	6, // 2: topkd.meta.v1.PutLeaderboard.config:type_name -> topkd.raftcmd.v1.LeaderboardConfig
+	1, // 3: topkd.meta.v1.Command.init:type_name -> topkd.meta.v1.InitCluster
+	2, // 4: topkd.meta.v1.Command.put_leaderboard:type_name -> topkd.meta.v1.PutLeaderboard
+	3, // 5: topkd.meta.v1.Command.drop_leaderboard:type_name -> topkd.meta.v1.DropLeaderboard
+	0, // 6: topkd.meta.v1.State.nodes:type_name -> topkd.meta.v1.Node
+	6, // 7: topkd.meta.v1.State.leaderboards:type_name -> topkd.raftcmd.v1.LeaderboardConfig
+	7, // 8: topkd.meta.v1.State.tombstones:type_name -> topkd.raftcmd.v1.Tombstone
+	9, // [9:9] is the sub-list for method output_type
+	9, // [9:9] is the sub-list for method input_type
+	9, // [9:9] is the sub-list for extension type_name
+	9, // [9:9] is the sub-list for extension extendee
+	0, // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_topkd_meta_v1_meta_proto_init() }
