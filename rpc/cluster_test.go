@@ -7,10 +7,12 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	pb "github.com/topkd/topkd/proto/topkd/raftcmd/v1"
 	"github.com/topkd/topkd/rpc"
 	"github.com/topkd/topkd/server"
 )
@@ -21,7 +23,8 @@ type clusterNode struct {
 	id   string
 	node *server.Node
 	srv  *http.Server
-	addr string
+	addr string // HTTP
+	raft string
 }
 
 // newCluster starts n nodes that bootstrap together (InitialCluster): every
@@ -174,4 +177,173 @@ func TestClusterIngestAndQueryAnyNode(t *testing.T) {
 	}
 	ingest(rest, 30)
 	check(rest, "after stopping "+victim.id)
+}
+
+// startNode opens one node that creates a cluster (join empty) or joins
+// one through the HTTP addresses in join, and serves it.
+func startNode(t *testing.T, id, dir, join string) *clusterNode {
+	return startNodeAt(t, id, dir, join, "127.0.0.1:0", "127.0.0.1:0")
+}
+
+// startNodeAt is startNode on given Raft and HTTP addresses.
+func startNodeAt(t *testing.T, id, dir, join, raftAddr, httpAddr string) *clusterNode {
+	t.Helper()
+	raftLn, err := net.Listen("tcp", raftAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	httpLn, err := net.Listen("tcp", httpAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pol := server.DefaultRaftPolicy()
+	pol.HeartbeatTimeout, pol.ElectionTimeout = 100*time.Millisecond, 100*time.Millisecond
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	// The HTTP port serves before Open returns: a joining node's replicas
+	// are promoted once the leaders can ask it how far it has caught up.
+	h := &lateHandler{}
+	srv := rpc.NewServer(httpLn.Addr().String(), h)
+	go srv.Serve(httpLn)
+	node, err := server.Open(ctx, server.Config{NodeID: id, DataDir: dir, RaftAddr: raftLn.Addr().String(), RaftListener: raftLn,
+		HTTPAddr: httpLn.Addr().String(), Partitions: 4, Raft: pol, Join: join,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		srv.Close()
+		raftLn.Close()
+		t.Fatalf("open %s: %v", id, err)
+	}
+	h.set(rpc.Handler(node))
+	cn := &clusterNode{id: id, node: node, srv: srv, addr: httpLn.Addr().String(), raft: raftLn.Addr().String()}
+	t.Cleanup(cn.stop)
+	return cn
+}
+
+// lateHandler answers 503 until the node's handler is set.
+type lateHandler struct {
+	mu sync.RWMutex
+	h  http.Handler
+}
+
+func (l *lateHandler) set(h http.Handler) {
+	l.mu.Lock()
+	l.h = h
+	l.mu.Unlock()
+}
+
+func (l *lateHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	l.mu.RLock()
+	h := l.h
+	l.mu.RUnlock()
+	if h == nil {
+		http.Error(w, "starting", http.StatusServiceUnavailable)
+		return
+	}
+	h.ServeHTTP(w, r)
+}
+
+// waitVoters waits until every group on cn has want voters.
+func waitVoters(t *testing.T, cn *clusterNode, want int) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		got := cn.node.Voters()
+		ok := true
+		for _, v := range got {
+			if v != want {
+				ok = false
+			}
+		}
+		if ok && len(got) > 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("voters per group on %s: %v, want %d each", cn.id, got, want)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestClusterJoin: a single node with data is joined by two more (the
+// second through the first joiner); every group ends with three voters,
+// the counts stay exact on every node, and they survive the first node's
+// stop. A node that comes back with wiped data under a member's id is
+// refused.
+func TestClusterJoin(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a three-node cluster; skipped with -short")
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
+	defer cancel()
+	n1 := startNode(t, "n1", t.TempDir(), "")
+	want := map[string]int64{}
+	seq := uint64(0)
+	ingest := func(via []*clusterNode, batches int) {
+		t.Helper()
+		for b := range batches {
+			seq++
+			cn := via[b%len(via)]
+			var evs []server.Event
+			for i := range 100 {
+				item := fmt.Sprintf("item-%02d", (int(seq)*11+i*3)%47)
+				evs = append(evs, server.Event{Item: item, TimeMs: time.Now().UnixMilli()})
+				want[item]++
+			}
+			if _, err := cn.node.Ingest(ctx, server.IngestRequest{Events: evs, ProducerID: "p", Epoch: 1, Sequence: seq}); err != nil {
+				t.Fatalf("batch %d through %s: %v", seq, cn.id, err)
+			}
+		}
+	}
+	check := func(via []*clusterNode, when string) {
+		t.Helper()
+		for _, cn := range via {
+			a, err := cn.node.TopK(ctx, server.TopKQuery{K: 100, Consistency: server.Linearizable})
+			if err != nil {
+				t.Fatalf("%s: top-k from %s: %v", when, cn.id, err)
+			}
+			if len(a.Items) != len(want) {
+				t.Fatalf("%s: %s answered %d items, want %d", when, cn.id, len(a.Items), len(want))
+			}
+			for _, it := range a.Items {
+				if it.Count != want[it.Item] {
+					t.Errorf("%s: %s: %s = %d, want %d", when, cn.id, it.Item, it.Count, want[it.Item])
+				}
+			}
+		}
+	}
+	ingest([]*clusterNode{n1}, 10)
+	n2 := startNode(t, "n2", t.TempDir(), n1.addr)
+	ingest([]*clusterNode{n1, n2}, 10)
+	n3dir := t.TempDir()
+	n3 := startNode(t, "n3", n3dir, n2.addr)
+	all := []*clusterNode{n1, n2, n3}
+	waitVoters(t, n1, 3)
+	ingest(all, 20)
+	check(all, "three nodes")
+	// n3 restarted with its data rejoins: on its addresses, then on new ones.
+	n3.stop()
+	n3 = startNodeAt(t, "n3", n3dir, n2.addr, n3.raft, n3.addr)
+	all = []*clusterNode{n1, n2, n3}
+	check(all, "n3 restarted")
+	n3.stop()
+	n3 = startNode(t, "n3", n3dir, "")
+	all = []*clusterNode{n1, n2, n3}
+	ingest(all, 10)
+	check(all, "n3 restarted on new addresses")
+	// An admin call at a node that does not lead the meta group is forwarded.
+	for _, cn := range all {
+		name := "board-" + cn.id
+		if _, err := cn.node.CreateLeaderboard(ctx, &pb.LeaderboardConfig{Name: name}); err != nil {
+			t.Fatalf("create %s through %s: %v", name, cn.id, err)
+		}
+	}
+	n1.stop()
+	rest := []*clusterNode{n2, n3}
+	ingest(rest, 20)
+	check(rest, "after stopping n1")
+	// A node with wiped data under a member's id is refused.
+	if _, err := server.Open(ctx, server.Config{NodeID: "n3", DataDir: t.TempDir(), RaftAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:1",
+		Join: n2.addr, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}); err == nil || !strings.Contains(err.Error(), "another data directory") {
+		t.Errorf("n3 with wiped data joined: %v; want a refusal naming its data directory", err)
+	}
 }

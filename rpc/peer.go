@@ -87,3 +87,27 @@ func (p *peer) Distinct(ctx context.Context, req *connect.Request[nodev1.Distinc
 	}
 	return connect.NewResponse(&nodev1.DistinctResponse{Distinct: n, Contains: in}), nil
 }
+
+func (p *peer) Join(ctx context.Context, req *connect.Request[nodev1.JoinRequest]) (*connect.Response[nodev1.JoinResponse], error) {
+	resp, err := p.n.Join(ctx, req.Msg.Node)
+	if err != nil {
+		return nil, server.PeerError(err)
+	}
+	return connect.NewResponse(resp), nil
+}
+
+func (p *peer) ApplyMeta(ctx context.Context, req *connect.Request[nodev1.ApplyMetaRequest]) (*connect.Response[nodev1.ApplyMetaResponse], error) {
+	cfg, err := p.n.ApplyMeta(ctx, req.Msg.Command)
+	if err != nil {
+		return nil, server.PeerError(err)
+	}
+	return connect.NewResponse(&nodev1.ApplyMetaResponse{Config: cfg}), nil
+}
+
+func (p *peer) ReplicaStatus(_ context.Context, req *connect.Request[nodev1.ReplicaStatusRequest]) (*connect.Response[nodev1.ReplicaStatusResponse], error) {
+	resp, err := p.n.ReplicaStatus(req.Msg.Group)
+	if err != nil {
+		return nil, server.PeerError(err)
+	}
+	return connect.NewResponse(resp), nil
+}

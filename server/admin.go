@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/hashicorp/raft"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/topkd/topkd/fsm"
@@ -23,7 +24,7 @@ func (n *Node) CreateLeaderboard(ctx context.Context, c *pb.LeaderboardConfig) (
 	if err := fsm.CheckNewConfig(c); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
-	r, err := n.applyMeta(ctx, &metapb.Command{Cmd: &metapb.Command_PutLeaderboard{
+	r, err := n.proposeMeta(ctx, &metapb.Command{Cmd: &metapb.Command_PutLeaderboard{
 		PutLeaderboard: &metapb.PutLeaderboard{Config: c, CreateOnly: true}}})
 	if err != nil {
 		return nil, err
@@ -70,7 +71,7 @@ func (n *Node) DropLeaderboard(ctx context.Context, name string) error {
 	if _, err := n.leaderboard(name); err != nil {
 		return err
 	}
-	if _, err := n.applyMeta(ctx, &metapb.Command{Cmd: &metapb.Command_DropLeaderboard{
+	if _, err := n.proposeMeta(ctx, &metapb.Command{Cmd: &metapb.Command_DropLeaderboard{
 		DropLeaderboard: &metapb.DropLeaderboard{Name: name}}}); err != nil {
 		return err
 	}
@@ -181,6 +182,31 @@ func (n *Node) RaftStats() map[string]map[string]string {
 	out := map[string]map[string]string{"meta": n.meta.raft.Stats()}
 	for _, p := range n.parts {
 		out[p.g.name] = p.g.raft.Stats()
+	}
+	return out
+}
+
+// Voters counts the voters of each group this node holds, as its replicas
+// know the groups' configurations (meta first, then partitions).
+func (n *Node) Voters() []int {
+	groups := []*group{n.meta}
+	for _, p := range n.parts {
+		groups = append(groups, p.g)
+	}
+	out := make([]int, 0, len(groups))
+	for _, g := range groups {
+		f := g.raft.GetConfiguration()
+		if f.Error() != nil {
+			out = append(out, 0)
+			continue
+		}
+		v := 0
+		for _, s := range f.Configuration().Servers {
+			if s.Suffrage == raft.Voter {
+				v++
+			}
+		}
+		out = append(out, v)
 	}
 	return out
 }

@@ -82,6 +82,7 @@ type group struct {
 	// this node led it; 0 while not ready. Reads check the term again after
 	// VerifyLeader, so one read never spans two leaderships.
 	readyTerm atomic.Uint64
+	changing  atomic.Bool // a membership change of this group is in flight (its leader's reconcile)
 	notify    chan bool
 	stop      chan struct{}
 	wg        sync.WaitGroup
@@ -212,8 +213,9 @@ func removeUnfinishedSnapshots(dir string) error {
 // crash interrupted: raft.BootstrapCluster stores the term, then the
 // configuration entry, each synced. A term with no log and no snapshot
 // counts as existing state to raft, so the group would never bootstrap and
-// never elect a leader. This single-node release never joins groups, so
-// such a store can only be an unfinished bootstrap of this node.
+// never elect a leader. A replica that cast a vote is not such a store (a
+// bootstrap votes only after its configuration entry is stored), and its
+// term must stand: a reset could let it vote twice in one term.
 func resetUnfinishedBootstrap(store logStore, dir string) error {
 	last, err := store.LastIndex()
 	if err != nil {
@@ -223,8 +225,12 @@ func resetUnfinishedBootstrap(store logStore, dir string) error {
 	if err != nil && !isKeyNotFound(err) {
 		return fmt.Errorf("read current term: %w", err)
 	}
+	voted, err := store.Get(keyLastVoteCand)
+	if err != nil && !isKeyNotFound(err) {
+		return fmt.Errorf("read last vote: %w", err)
+	}
 	snaps, _ := filepath.Glob(filepath.Join(dir, "snapshots", "*"))
-	if last != 0 || term == 0 || len(snaps) > 0 {
+	if last != 0 || term == 0 || len(snaps) > 0 || len(voted) > 0 {
 		return nil
 	}
 	if err := store.SetUint64(keyCurrentTerm, 0); err != nil {
@@ -238,8 +244,11 @@ func resetUnfinishedBootstrap(store logStore, dir string) error {
 // text is "not found" (raft itself matches it by text).
 func isKeyNotFound(err error) bool { return err != nil && err.Error() == "not found" }
 
-// keyCurrentTerm is where raft keeps its term in the stable store.
-var keyCurrentTerm = []byte("CurrentTerm")
+// Where raft keeps its term and vote in the stable store.
+var (
+	keyCurrentTerm  = []byte("CurrentTerm")
+	keyLastVoteCand = []byte("LastVoteCand")
+)
 
 // bootstrap makes voters the group's first configuration, exactly once: a
 // group with any existing state is left alone.

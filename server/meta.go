@@ -21,6 +21,8 @@ import (
 var (
 	ErrLeaderboardExists = errors.New("leaderboard already exists")
 	ErrNotInitialized    = errors.New("cluster not initialized")
+	// ErrIdentity: a node presents an id that belongs to another data dir.
+	ErrIdentity = errors.New("node identity conflict")
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -104,6 +106,8 @@ func (m *metaFSM) Apply(l *raft.Log) interface{} {
 		m.st.Nodes = append(m.st.Nodes, x.Init.OtherNodes...)
 		m.st.Leaderboards = append(m.st.Leaderboards, fsm.DefaultLeaderboard(l.Index))
 		return nil
+	case *metapb.Command_AddNode:
+		return m.addNode(x.AddNode.Node)
 	case *metapb.Command_PutLeaderboard:
 		return m.put(x.PutLeaderboard, l.Index)
 	case *metapb.Command_DropLeaderboard:
@@ -121,6 +125,31 @@ func (m *metaFSM) Apply(l *raft.Log) interface{} {
 		return fmt.Errorf("%w %q", fsm.ErrUnknownLeaderboard, x.DropLeaderboard.Name)
 	}
 	return fmt.Errorf("empty meta command at index %d", l.Index)
+}
+
+// addNode admits a node, or updates the addresses of a member that joins
+// again with the same data dir. The same id with another store id is a
+// node whose data was wiped: it is refused while the old one is a member.
+func (m *metaFSM) addNode(n *metapb.Node) interface{} {
+	if m.st.Partitions == 0 {
+		return ErrNotInitialized
+	}
+	if n == nil || n.Id == "" {
+		return fmt.Errorf("%w: a node to add needs an id", ErrInvalid)
+	}
+	for i, old := range m.st.Nodes {
+		if old.Id != n.Id {
+			continue
+		}
+		if old.StoreId != "" && old.StoreId != n.StoreId {
+			return fmt.Errorf("%w: node %s is a member with another data directory (store %s, this one %s): it must be removed before a node with new data joins under its id",
+				ErrIdentity, n.Id, old.StoreId, n.StoreId)
+		}
+		m.st.Nodes[i] = proto.Clone(n).(*metapb.Node)
+		return nil
+	}
+	m.st.Nodes = append(m.st.Nodes, proto.Clone(n).(*metapb.Node))
+	return nil
 }
 
 func (m *metaFSM) tombstone(name string, inc uint64) {

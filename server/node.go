@@ -35,8 +35,15 @@ type Config struct {
 	RaftAddr   string // advertised and listened on
 	HTTPAddr   string // advertised to peers
 	GossipAddr string
+	// Join lists members to join (HTTP addresses, comma-separated), used
+	// only by a node without state: a node with state rejoins from it.
 	Join       string
 	Partitions int
+	// Replicas is R, each partition's replicas once there are that many
+	// nodes (DefaultReplicas when 0).
+	Replicas int
+	// MetaVoters is how many members vote in the meta group (DefaultMetaVoters when 0).
+	MetaVoters int
 	Raft       RaftPolicy
 	Ingest     IngestPolicy
 	// MemoryHighWater rejects ingest with ErrOverloaded above this heap size (bytes); 0 disables.
@@ -79,16 +86,19 @@ type Node struct {
 	clock Clock
 	mux   *Mux
 
-	meta      *group
-	metaFSM   *metaFSM
-	logs      *partitionLogs
-	parts     []*localReplica // by partition: this node's replicas
-	nparts    int
-	coord     *coordinator
-	peers     *peers
-	metrics   *metrics
-	mem       *memoryGuard
-	watermark *watermarks
+	meta    *group
+	metaFSM *metaFSM
+	logs    *partitionLogs
+	storeID string
+	// lastMembers is the member list last written to the members file (reconcileLoop only).
+	lastMembers string
+	parts       []*localReplica // by partition: this node's replicas
+	nparts      int
+	coord       *coordinator
+	peers       *peers
+	metrics     *metrics
+	mem         *memoryGuard
+	watermark   *watermarks
 
 	stop chan struct{}
 	wg   sync.WaitGroup
@@ -99,9 +109,6 @@ type Node struct {
 
 // Open starts a node; a node with no data bootstraps a single-node cluster.
 func Open(ctx context.Context, cfg Config) (*Node, error) {
-	if cfg.Join != "" {
-		return nil, fmt.Errorf("--join %s: %w (this release runs a single node)", cfg.Join, ErrClusterNotSupported)
-	}
 	if cfg.NodeID == "" {
 		return nil, errors.New("node id is empty")
 	}
@@ -124,6 +131,10 @@ func Open(ctx context.Context, cfg Config) (*Node, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
+	storeID, err := loadStoreID(cfg.DataDir)
+	if err != nil {
+		return nil, fmt.Errorf("data dir: %w", err)
+	}
 	ln := cfg.RaftListener
 	if ln == nil {
 		var err error
@@ -134,7 +145,8 @@ func Open(ctx context.Context, cfg Config) (*Node, error) {
 	if cfg.RaftAddr == "" {
 		cfg.RaftAddr = ln.Addr().String()
 	}
-	n := &Node{cfg: cfg, log: cfg.Logger, clock: cfg.Clock, stop: make(chan struct{}), watermark: newWatermarks()}
+	n := &Node{cfg: cfg, log: cfg.Logger, clock: cfg.Clock, stop: make(chan struct{}), watermark: newWatermarks(),
+		storeID: storeID, peers: newPeers()}
 	n.mux = NewMux(ln, cfg.RaftDialer, cfg.Logger)
 	n.metrics = newMetrics(n)
 	logs, err := openPartitionLogs(cfg.DataDir, cfg.LogStore, n.metrics, cfg.Fatal, cfg.Logger)
@@ -156,7 +168,6 @@ func Open(ctx context.Context, cfg Config) (*Node, error) {
 		return nil, err
 	}
 	n.mem = newMemoryGuard(cfg.MemoryHighWater)
-	n.peers = newPeers()
 	replicas := make([]Replica, len(n.parts))
 	for i, p := range n.parts {
 		replicas[i] = &routedReplica{p: i, self: cfg.NodeID, local: p, leader: n.partitionLeader, peers: n.peers}
@@ -191,8 +202,27 @@ func (n *Node) openMeta(ctx context.Context) error {
 		return err
 	}
 	n.meta = g
-	if err := g.bootstrap(n.voters()); err != nil {
-		return err
+	has, err := raft.HasExistingState(g.store, g.store, g.snaps)
+	if err != nil {
+		return fmt.Errorf("group meta: %w", err)
+	}
+	joining := !has && n.cfg.Join != ""
+	switch {
+	case joining:
+		// Groups start empty and wait to be added as non-voters: a node that
+		// bootstrapped its own would make split-brain groups.
+		if err := n.join(ctx); err != nil {
+			return err
+		}
+	case !has:
+		if err := g.bootstrap(n.voters()); err != nil {
+			return err
+		}
+	default:
+		if n.cfg.Join != "" {
+			n.log.Info("this node has cluster state; rejoining from it and ignoring --join", "join", n.cfg.Join)
+		}
+		n.start(n.refreshSelf)
 	}
 	// Wait for a leader, then initialize the cluster once, on the leader.
 	if err := n.waitLeader(ctx, g); err != nil {
@@ -339,7 +369,9 @@ func (n *Node) openPartitions(ctx context.Context) error {
 				return
 			}
 			parts[p] = &localReplica{id: p, g: g, fsm: f, wm: n.watermark}
-			errs[p] = g.bootstrap(n.voters())
+			if n.bootstrapsGroups(st) {
+				errs[p] = g.bootstrap(n.voters())
+			}
 		}()
 	}
 	wg.Wait()
@@ -407,7 +439,22 @@ func PartitionOf(leaderboard, item string, p int) int { return ring.Partition(le
 
 // self is this node as the meta group records it.
 func (n *Node) self() *metapb.Node {
-	return &metapb.Node{Id: n.cfg.NodeID, RaftAddr: n.cfg.RaftAddr, HttpAddr: n.cfg.HTTPAddr, GossipAddr: n.cfg.GossipAddr}
+	return &metapb.Node{Id: n.cfg.NodeID, RaftAddr: n.cfg.RaftAddr, HttpAddr: n.cfg.HTTPAddr, GossipAddr: n.cfg.GossipAddr,
+		StoreId: n.storeID}
+}
+
+// bootstrapsGroups: only the node that created the cluster (or the
+// members of an initial cluster) bootstraps its partition groups, once;
+// every other node starts them empty and waits to be added as a replica.
+func (n *Node) bootstrapsGroups(st *metapb.State) bool {
+	if len(n.cfg.InitialCluster) > 0 {
+		return true
+	}
+	if len(st.Nodes) == 0 {
+		return false
+	}
+	first := st.Nodes[0]
+	return first.Id == n.cfg.NodeID && (first.StoreId == "" || first.StoreId == n.storeID)
 }
 
 // voters is the first configuration of a group this node bootstraps.
@@ -526,6 +573,8 @@ func (n *Node) reconcileLoop() {
 	for {
 		st, changed := n.metaFSM.state()
 		n.reconcile(st)
+		n.reconcileMembership(st)
+		n.writeMembers(st)
 		select {
 		case <-n.stop:
 			return

@@ -35,6 +35,8 @@ var peerCodes = []struct {
 	{ErrInvalid, connect.CodeInvalidArgument},
 	{fsm.ErrUnknownWindow, connect.CodeOutOfRange},
 	{fsm.ErrUnknownLeaderboard, connect.CodeNotFound},
+	{ErrLeaderboardExists, connect.CodeAlreadyExists},
+	{ErrIdentity, connect.CodePermissionDenied},
 }
 
 // PeerError turns an error of a local replica into the Connect error a

@@ -27,11 +27,14 @@ const (
 )
 
 type Node struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	RaftAddr      string                 `protobuf:"bytes,2,opt,name=raft_addr,json=raftAddr,proto3" json:"raft_addr,omitempty"`
-	HttpAddr      string                 `protobuf:"bytes,3,opt,name=http_addr,json=httpAddr,proto3" json:"http_addr,omitempty"`
-	GossipAddr    string                 `protobuf:"bytes,4,opt,name=gossip_addr,json=gossipAddr,proto3" json:"gossip_addr,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Id         string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	RaftAddr   string                 `protobuf:"bytes,2,opt,name=raft_addr,json=raftAddr,proto3" json:"raft_addr,omitempty"`
+	HttpAddr   string                 `protobuf:"bytes,3,opt,name=http_addr,json=httpAddr,proto3" json:"http_addr,omitempty"`
+	GossipAddr string                 `protobuf:"bytes,4,opt,name=gossip_addr,json=gossipAddr,proto3" json:"gossip_addr,omitempty"`
+	// Random, made when the node's data dir was created: a node whose data
+	// was wiped comes back with another one and is refused under its old id.
+	StoreId       string `protobuf:"bytes,5,opt,name=store_id,json=storeId,proto3" json:"store_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -94,6 +97,59 @@ func (x *Node) GetGossipAddr() string {
 	return ""
 }
 
+func (x *Node) GetStoreId() string {
+	if x != nil {
+		return x.StoreId
+	}
+	return ""
+}
+
+// Admits a node to the cluster: it becomes a member, and the groups' leaders
+// add it as a replica where placement puts it.
+type AddNode struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Node          *Node                  `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AddNode) Reset() {
+	*x = AddNode{}
+	mi := &file_topkd_meta_v1_meta_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddNode) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddNode) ProtoMessage() {}
+
+func (x *AddNode) ProtoReflect() protoreflect.Message {
+	mi := &file_topkd_meta_v1_meta_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddNode.ProtoReflect.Descriptor instead.
+func (*AddNode) Descriptor() ([]byte, []int) {
+	return file_topkd_meta_v1_meta_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *AddNode) GetNode() *Node {
+	if x != nil {
+		return x.Node
+	}
+	return nil
+}
+
 // Fixes the cluster's shape; applied once, at bootstrap.
 type InitCluster struct {
 	state      protoimpl.MessageState `protogen:"open.v1"`
@@ -108,7 +164,7 @@ type InitCluster struct {
 
 func (x *InitCluster) Reset() {
 	*x = InitCluster{}
-	mi := &file_topkd_meta_v1_meta_proto_msgTypes[1]
+	mi := &file_topkd_meta_v1_meta_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -120,7 +176,7 @@ func (x *InitCluster) String() string {
 func (*InitCluster) ProtoMessage() {}
 
 func (x *InitCluster) ProtoReflect() protoreflect.Message {
-	mi := &file_topkd_meta_v1_meta_proto_msgTypes[1]
+	mi := &file_topkd_meta_v1_meta_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -133,7 +189,7 @@ func (x *InitCluster) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InitCluster.ProtoReflect.Descriptor instead.
 func (*InitCluster) Descriptor() ([]byte, []int) {
-	return file_topkd_meta_v1_meta_proto_rawDescGZIP(), []int{1}
+	return file_topkd_meta_v1_meta_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *InitCluster) GetClusterId() string {
@@ -177,7 +233,7 @@ type PutLeaderboard struct {
 
 func (x *PutLeaderboard) Reset() {
 	*x = PutLeaderboard{}
-	mi := &file_topkd_meta_v1_meta_proto_msgTypes[2]
+	mi := &file_topkd_meta_v1_meta_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -189,7 +245,7 @@ func (x *PutLeaderboard) String() string {
 func (*PutLeaderboard) ProtoMessage() {}
 
 func (x *PutLeaderboard) ProtoReflect() protoreflect.Message {
-	mi := &file_topkd_meta_v1_meta_proto_msgTypes[2]
+	mi := &file_topkd_meta_v1_meta_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -202,7 +258,7 @@ func (x *PutLeaderboard) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutLeaderboard.ProtoReflect.Descriptor instead.
 func (*PutLeaderboard) Descriptor() ([]byte, []int) {
-	return file_topkd_meta_v1_meta_proto_rawDescGZIP(), []int{2}
+	return file_topkd_meta_v1_meta_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *PutLeaderboard) GetConfig() *v1.LeaderboardConfig {
@@ -228,7 +284,7 @@ type DropLeaderboard struct {
 
 func (x *DropLeaderboard) Reset() {
 	*x = DropLeaderboard{}
-	mi := &file_topkd_meta_v1_meta_proto_msgTypes[3]
+	mi := &file_topkd_meta_v1_meta_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -240,7 +296,7 @@ func (x *DropLeaderboard) String() string {
 func (*DropLeaderboard) ProtoMessage() {}
 
 func (x *DropLeaderboard) ProtoReflect() protoreflect.Message {
-	mi := &file_topkd_meta_v1_meta_proto_msgTypes[3]
+	mi := &file_topkd_meta_v1_meta_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -253,7 +309,7 @@ func (x *DropLeaderboard) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DropLeaderboard.ProtoReflect.Descriptor instead.
 func (*DropLeaderboard) Descriptor() ([]byte, []int) {
-	return file_topkd_meta_v1_meta_proto_rawDescGZIP(), []int{3}
+	return file_topkd_meta_v1_meta_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *DropLeaderboard) GetName() string {
@@ -270,6 +326,7 @@ type Command struct {
 	//	*Command_Init
 	//	*Command_PutLeaderboard
 	//	*Command_DropLeaderboard
+	//	*Command_AddNode
 	Cmd           isCommand_Cmd `protobuf_oneof:"cmd"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -277,7 +334,7 @@ type Command struct {
 
 func (x *Command) Reset() {
 	*x = Command{}
-	mi := &file_topkd_meta_v1_meta_proto_msgTypes[4]
+	mi := &file_topkd_meta_v1_meta_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -289,7 +346,7 @@ func (x *Command) String() string {
 func (*Command) ProtoMessage() {}
 
 func (x *Command) ProtoReflect() protoreflect.Message {
-	mi := &file_topkd_meta_v1_meta_proto_msgTypes[4]
+	mi := &file_topkd_meta_v1_meta_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -302,7 +359,7 @@ func (x *Command) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Command.ProtoReflect.Descriptor instead.
 func (*Command) Descriptor() ([]byte, []int) {
-	return file_topkd_meta_v1_meta_proto_rawDescGZIP(), []int{4}
+	return file_topkd_meta_v1_meta_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Command) GetCmd() isCommand_Cmd {
@@ -339,6 +396,15 @@ func (x *Command) GetDropLeaderboard() *DropLeaderboard {
 	return nil
 }
 
+func (x *Command) GetAddNode() *AddNode {
+	if x != nil {
+		if x, ok := x.Cmd.(*Command_AddNode); ok {
+			return x.AddNode
+		}
+	}
+	return nil
+}
+
 type isCommand_Cmd interface {
 	isCommand_Cmd()
 }
@@ -355,11 +421,17 @@ type Command_DropLeaderboard struct {
 	DropLeaderboard *DropLeaderboard `protobuf:"bytes,3,opt,name=drop_leaderboard,json=dropLeaderboard,proto3,oneof"`
 }
 
+type Command_AddNode struct {
+	AddNode *AddNode `protobuf:"bytes,4,opt,name=add_node,json=addNode,proto3,oneof"`
+}
+
 func (*Command_Init) isCommand_Cmd() {}
 
 func (*Command_PutLeaderboard) isCommand_Cmd() {}
 
 func (*Command_DropLeaderboard) isCommand_Cmd() {}
+
+func (*Command_AddNode) isCommand_Cmd() {}
 
 type State struct {
 	state         protoimpl.MessageState  `protogen:"open.v1"`
@@ -375,7 +447,7 @@ type State struct {
 
 func (x *State) Reset() {
 	*x = State{}
-	mi := &file_topkd_meta_v1_meta_proto_msgTypes[5]
+	mi := &file_topkd_meta_v1_meta_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -387,7 +459,7 @@ func (x *State) String() string {
 func (*State) ProtoMessage() {}
 
 func (x *State) ProtoReflect() protoreflect.Message {
-	mi := &file_topkd_meta_v1_meta_proto_msgTypes[5]
+	mi := &file_topkd_meta_v1_meta_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -400,7 +472,7 @@ func (x *State) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use State.ProtoReflect.Descriptor instead.
 func (*State) Descriptor() ([]byte, []int) {
-	return file_topkd_meta_v1_meta_proto_rawDescGZIP(), []int{5}
+	return file_topkd_meta_v1_meta_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *State) GetClusterId() string {
@@ -449,13 +521,16 @@ var File_topkd_meta_v1_meta_proto protoreflect.FileDescriptor
 
 const file_topkd_meta_v1_meta_proto_rawDesc = "" +
 	"\n" +
-	"\x18topkd/meta/v1/meta.proto\x12\rtopkd.meta.v1\x1a\x1etopkd/raftcmd/v1/raftcmd.proto\"q\n" +
+	"\x18topkd/meta/v1/meta.proto\x12\rtopkd.meta.v1\x1a\x1etopkd/raftcmd/v1/raftcmd.proto\"\x8c\x01\n" +
 	"\x04Node\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x1b\n" +
 	"\thttp_addr\x18\x03 \x01(\tR\bhttpAddr\x12\x1f\n" +
 	"\vgossip_addr\x18\x04 \x01(\tR\n" +
-	"gossipAddr\"\xb6\x01\n" +
+	"gossipAddr\x12\x19\n" +
+	"\bstore_id\x18\x05 \x01(\tR\astoreId\"2\n" +
+	"\aAddNode\x12'\n" +
+	"\x04node\x18\x01 \x01(\v2\x13.topkd.meta.v1.NodeR\x04node\"\xb6\x01\n" +
 	"\vInitCluster\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12\x1e\n" +
@@ -471,11 +546,12 @@ const file_topkd_meta_v1_meta_proto_rawDesc = "" +
 	"\vcreate_only\x18\x02 \x01(\bR\n" +
 	"createOnly\"%\n" +
 	"\x0fDropLeaderboard\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\"\xd9\x01\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\x8e\x02\n" +
 	"\aCommand\x120\n" +
 	"\x04init\x18\x01 \x01(\v2\x1a.topkd.meta.v1.InitClusterH\x00R\x04init\x12H\n" +
 	"\x0fput_leaderboard\x18\x02 \x01(\v2\x1d.topkd.meta.v1.PutLeaderboardH\x00R\x0eputLeaderboard\x12K\n" +
-	"\x10drop_leaderboard\x18\x03 \x01(\v2\x1e.topkd.meta.v1.DropLeaderboardH\x00R\x0fdropLeaderboardB\x05\n" +
+	"\x10drop_leaderboard\x18\x03 \x01(\v2\x1e.topkd.meta.v1.DropLeaderboardH\x00R\x0fdropLeaderboard\x123\n" +
+	"\badd_node\x18\x04 \x01(\v2\x16.topkd.meta.v1.AddNodeH\x00R\aaddNodeB\x05\n" +
 	"\x03cmd\"\x9c\x02\n" +
 	"\x05State\x12\x1d\n" +
 	"\n" +
@@ -502,32 +578,35 @@ func file_topkd_meta_v1_meta_proto_rawDescGZIP() []byte {
 	return file_topkd_meta_v1_meta_proto_rawDescData
 }
 
-var file_topkd_meta_v1_meta_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_topkd_meta_v1_meta_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
 var file_topkd_meta_v1_meta_proto_goTypes = []any{
 	(*Node)(nil),                 // 0: topkd.meta.v1.Node
-	(*InitCluster)(nil),          // 1: topkd.meta.v1.InitCluster
-	(*PutLeaderboard)(nil),       // 2: topkd.meta.v1.PutLeaderboard
-	(*DropLeaderboard)(nil),      // 3: topkd.meta.v1.DropLeaderboard
-	(*Command)(nil),              // 4: topkd.meta.v1.Command
-	(*State)(nil),                // 5: topkd.meta.v1.State
-	(*v1.LeaderboardConfig)(nil), // 6: topkd.raftcmd.v1.LeaderboardConfig
-	(*v1.Tombstone)(nil),         // 7: topkd.raftcmd.v1.Tombstone
+	(*AddNode)(nil),              // 1: topkd.meta.v1.AddNode
+	(*InitCluster)(nil),          // 2: topkd.meta.v1.InitCluster
+	(*PutLeaderboard)(nil),       // 3: topkd.meta.v1.PutLeaderboard
+	(*DropLeaderboard)(nil),      // 4: topkd.meta.v1.DropLeaderboard
+	(*Command)(nil),              // 5: topkd.meta.v1.Command
+	(*State)(nil),                // 6: topkd.meta.v1.State
+	(*v1.LeaderboardConfig)(nil), // 7: topkd.raftcmd.v1.LeaderboardConfig
+	(*v1.Tombstone)(nil),         // 8: topkd.raftcmd.v1.Tombstone
 }
 var file_topkd_meta_v1_meta_proto_depIdxs = []int32{
-	0, // 0: topkd.meta.v1.InitCluster.first_node:type_name -> topkd.meta.v1.Node
-	0, // 1: topkd.meta.v1.InitCluster.other_nodes:type_name -> topkd.meta.v1.Node
-	6, // 2: topkd.meta.v1.PutLeaderboard.config:type_name -> topkd.raftcmd.v1.LeaderboardConfig
-	1, // 3: topkd.meta.v1.Command.init:type_name -> topkd.meta.v1.InitCluster
-	2, // 4: topkd.meta.v1.Command.put_leaderboard:type_name -> topkd.meta.v1.PutLeaderboard
-	3, // 5: topkd.meta.v1.Command.drop_leaderboard:type_name -> topkd.meta.v1.DropLeaderboard
-	0, // 6: topkd.meta.v1.State.nodes:type_name -> topkd.meta.v1.Node
-	6, // 7: topkd.meta.v1.State.leaderboards:type_name -> topkd.raftcmd.v1.LeaderboardConfig
-	7, // 8: topkd.meta.v1.State.tombstones:type_name -> topkd.raftcmd.v1.Tombstone
-	9, // [9:9] is the sub-list for method output_type
-	9, // [9:9] is the sub-list for method input_type
-	9, // [9:9] is the sub-list for extension type_name
-	9, // [9:9] is the sub-list for extension extendee
-	0, // [0:9] is the sub-list for field type_name
+	0,  // 0: topkd.meta.v1.AddNode.node:type_name -> topkd.meta.v1.Node
+	0,  // 1: topkd.meta.v1.InitCluster.first_node:type_name -> topkd.meta.v1.Node
+	0,  // 2: topkd.meta.v1.InitCluster.other_nodes:type_name -> topkd.meta.v1.Node
+	7,  // 3: topkd.meta.v1.PutLeaderboard.config:type_name -> topkd.raftcmd.v1.LeaderboardConfig
+	2,  // 4: topkd.meta.v1.Command.init:type_name -> topkd.meta.v1.InitCluster
+	3,  // 5: topkd.meta.v1.Command.put_leaderboard:type_name -> topkd.meta.v1.PutLeaderboard
+	4,  // 6: topkd.meta.v1.Command.drop_leaderboard:type_name -> topkd.meta.v1.DropLeaderboard
+	1,  // 7: topkd.meta.v1.Command.add_node:type_name -> topkd.meta.v1.AddNode
+	0,  // 8: topkd.meta.v1.State.nodes:type_name -> topkd.meta.v1.Node
+	7,  // 9: topkd.meta.v1.State.leaderboards:type_name -> topkd.raftcmd.v1.LeaderboardConfig
+	8,  // 10: topkd.meta.v1.State.tombstones:type_name -> topkd.raftcmd.v1.Tombstone
+	11, // [11:11] is the sub-list for method output_type
+	11, // [11:11] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_topkd_meta_v1_meta_proto_init() }
@@ -535,10 +614,11 @@ func file_topkd_meta_v1_meta_proto_init() {
 	if File_topkd_meta_v1_meta_proto != nil {
 		return
 	}
-	file_topkd_meta_v1_meta_proto_msgTypes[4].OneofWrappers = []any{
+	file_topkd_meta_v1_meta_proto_msgTypes[5].OneofWrappers = []any{
 		(*Command_Init)(nil),
 		(*Command_PutLeaderboard)(nil),
 		(*Command_DropLeaderboard)(nil),
+		(*Command_AddNode)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -546,7 +626,7 @@ func file_topkd_meta_v1_meta_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_topkd_meta_v1_meta_proto_rawDesc), len(file_topkd_meta_v1_meta_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   6,
+			NumMessages:   7,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

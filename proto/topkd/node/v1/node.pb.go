@@ -13,6 +13,7 @@
 package nodev1
 
 import (
+	v11 "github.com/topkd/topkd/proto/topkd/meta/v1"
 	v1 "github.com/topkd/topkd/proto/topkd/raftcmd/v1"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
@@ -724,11 +725,311 @@ func (x *DistinctResponse) GetContains() []bool {
 	return nil
 }
 
+type JoinRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Node          *v11.Node              `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JoinRequest) Reset() {
+	*x = JoinRequest{}
+	mi := &file_topkd_node_v1_node_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JoinRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JoinRequest) ProtoMessage() {}
+
+func (x *JoinRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_topkd_node_v1_node_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
+func (*JoinRequest) Descriptor() ([]byte, []int) {
+	return file_topkd_node_v1_node_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *JoinRequest) GetNode() *v11.Node {
+	if x != nil {
+		return x.Node
+	}
+	return nil
+}
+
+type JoinResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ClusterId     string                 `protobuf:"bytes,1,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	Partitions    uint32                 `protobuf:"varint,2,opt,name=partitions,proto3" json:"partitions,omitempty"`
+	Members       []*v11.Node            `protobuf:"bytes,3,rep,name=members,proto3" json:"members,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JoinResponse) Reset() {
+	*x = JoinResponse{}
+	mi := &file_topkd_node_v1_node_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JoinResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JoinResponse) ProtoMessage() {}
+
+func (x *JoinResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_topkd_node_v1_node_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
+func (*JoinResponse) Descriptor() ([]byte, []int) {
+	return file_topkd_node_v1_node_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *JoinResponse) GetClusterId() string {
+	if x != nil {
+		return x.ClusterId
+	}
+	return ""
+}
+
+func (x *JoinResponse) GetPartitions() uint32 {
+	if x != nil {
+		return x.Partitions
+	}
+	return 0
+}
+
+func (x *JoinResponse) GetMembers() []*v11.Node {
+	if x != nil {
+		return x.Members
+	}
+	return nil
+}
+
+type ApplyMetaRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A topkd.meta.v1.Command, encoded with its checksum as the meta log
+	// stores it.
+	Command       []byte `protobuf:"bytes,1,opt,name=command,proto3" json:"command,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ApplyMetaRequest) Reset() {
+	*x = ApplyMetaRequest{}
+	mi := &file_topkd_node_v1_node_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ApplyMetaRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ApplyMetaRequest) ProtoMessage() {}
+
+func (x *ApplyMetaRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_topkd_node_v1_node_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ApplyMetaRequest.ProtoReflect.Descriptor instead.
+func (*ApplyMetaRequest) Descriptor() ([]byte, []int) {
+	return file_topkd_node_v1_node_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *ApplyMetaRequest) GetCommand() []byte {
+	if x != nil {
+		return x.Command
+	}
+	return nil
+}
+
+type ApplyMetaResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Set when the command answers a leaderboard definition.
+	Config        *v1.LeaderboardConfig `protobuf:"bytes,1,opt,name=config,proto3" json:"config,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ApplyMetaResponse) Reset() {
+	*x = ApplyMetaResponse{}
+	mi := &file_topkd_node_v1_node_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ApplyMetaResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ApplyMetaResponse) ProtoMessage() {}
+
+func (x *ApplyMetaResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_topkd_node_v1_node_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ApplyMetaResponse.ProtoReflect.Descriptor instead.
+func (*ApplyMetaResponse) Descriptor() ([]byte, []int) {
+	return file_topkd_node_v1_node_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *ApplyMetaResponse) GetConfig() *v1.LeaderboardConfig {
+	if x != nil {
+		return x.Config
+	}
+	return nil
+}
+
+type ReplicaStatusRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The mux group id: 0 for the meta group, p + 1 for partition p.
+	Group         uint32 `protobuf:"varint,1,opt,name=group,proto3" json:"group,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReplicaStatusRequest) Reset() {
+	*x = ReplicaStatusRequest{}
+	mi := &file_topkd_node_v1_node_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReplicaStatusRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReplicaStatusRequest) ProtoMessage() {}
+
+func (x *ReplicaStatusRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_topkd_node_v1_node_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReplicaStatusRequest.ProtoReflect.Descriptor instead.
+func (*ReplicaStatusRequest) Descriptor() ([]byte, []int) {
+	return file_topkd_node_v1_node_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *ReplicaStatusRequest) GetGroup() uint32 {
+	if x != nil {
+		return x.Group
+	}
+	return 0
+}
+
+type ReplicaStatusResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	AppliedIndex  uint64                 `protobuf:"varint,1,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
+	LastIndex     uint64                 `protobuf:"varint,2,opt,name=last_index,json=lastIndex,proto3" json:"last_index,omitempty"`
+	State         string                 `protobuf:"bytes,3,opt,name=state,proto3" json:"state,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReplicaStatusResponse) Reset() {
+	*x = ReplicaStatusResponse{}
+	mi := &file_topkd_node_v1_node_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReplicaStatusResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReplicaStatusResponse) ProtoMessage() {}
+
+func (x *ReplicaStatusResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_topkd_node_v1_node_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReplicaStatusResponse.ProtoReflect.Descriptor instead.
+func (*ReplicaStatusResponse) Descriptor() ([]byte, []int) {
+	return file_topkd_node_v1_node_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *ReplicaStatusResponse) GetAppliedIndex() uint64 {
+	if x != nil {
+		return x.AppliedIndex
+	}
+	return 0
+}
+
+func (x *ReplicaStatusResponse) GetLastIndex() uint64 {
+	if x != nil {
+		return x.LastIndex
+	}
+	return 0
+}
+
+func (x *ReplicaStatusResponse) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
 var File_topkd_node_v1_node_proto protoreflect.FileDescriptor
 
 const file_topkd_node_v1_node_proto_rawDesc = "" +
 	"\n" +
-	"\x18topkd/node/v1/node.proto\x12\rtopkd.node.v1\x1a\x1etopkd/raftcmd/v1/raftcmd.proto\"\x83\x01\n" +
+	"\x18topkd/node/v1/node.proto\x12\rtopkd.node.v1\x1a\x18topkd/meta/v1/meta.proto\x1a\x1etopkd/raftcmd/v1/raftcmd.proto\"\x83\x01\n" +
 	"\rSubmitRequest\x12\x1c\n" +
 	"\tpartition\x18\x01 \x01(\rR\tpartition\x122\n" +
 	"\x04part\x18\x02 \x01(\v2\x1e.topkd.raftcmd.v1.ProducerPartR\x04part\x12 \n" +
@@ -777,17 +1078,40 @@ const file_topkd_node_v1_node_proto_rawDesc = "" +
 	"\x05items\x18\x04 \x03(\tR\x05items\"J\n" +
 	"\x10DistinctResponse\x12\x1a\n" +
 	"\bdistinct\x18\x01 \x01(\x04R\bdistinct\x12\x1a\n" +
-	"\bcontains\x18\x02 \x03(\bR\bcontains*u\n" +
+	"\bcontains\x18\x02 \x03(\bR\bcontains\"6\n" +
+	"\vJoinRequest\x12'\n" +
+	"\x04node\x18\x01 \x01(\v2\x13.topkd.meta.v1.NodeR\x04node\"|\n" +
+	"\fJoinResponse\x12\x1d\n" +
+	"\n" +
+	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12\x1e\n" +
+	"\n" +
+	"partitions\x18\x02 \x01(\rR\n" +
+	"partitions\x12-\n" +
+	"\amembers\x18\x03 \x03(\v2\x13.topkd.meta.v1.NodeR\amembers\",\n" +
+	"\x10ApplyMetaRequest\x12\x18\n" +
+	"\acommand\x18\x01 \x01(\fR\acommand\"P\n" +
+	"\x11ApplyMetaResponse\x12;\n" +
+	"\x06config\x18\x01 \x01(\v2#.topkd.raftcmd.v1.LeaderboardConfigR\x06config\",\n" +
+	"\x14ReplicaStatusRequest\x12\x14\n" +
+	"\x05group\x18\x01 \x01(\rR\x05group\"q\n" +
+	"\x15ReplicaStatusResponse\x12#\n" +
+	"\rapplied_index\x18\x01 \x01(\x04R\fappliedIndex\x12\x1d\n" +
+	"\n" +
+	"last_index\x18\x02 \x01(\x04R\tlastIndex\x12\x14\n" +
+	"\x05state\x18\x03 \x01(\tR\x05state*u\n" +
 	"\vConsistency\x12\x1b\n" +
 	"\x17CONSISTENCY_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fCONSISTENCY_ANY\x10\x01\x12\x16\n" +
 	"\x12CONSISTENCY_LEADER\x10\x02\x12\x1c\n" +
-	"\x18CONSISTENCY_LINEARIZABLE\x10\x032\xa6\x02\n" +
+	"\x18CONSISTENCY_LINEARIZABLE\x10\x032\x93\x04\n" +
 	"\vNodeService\x12E\n" +
 	"\x06Submit\x12\x1c.topkd.node.v1.SubmitRequest\x1a\x1d.topkd.node.v1.SubmitResponse\x12?\n" +
 	"\x04TopK\x12\x1a.topkd.node.v1.TopKRequest\x1a\x1b.topkd.node.v1.TopKResponse\x12B\n" +
 	"\x05Count\x12\x1b.topkd.node.v1.CountRequest\x1a\x1c.topkd.node.v1.CountResponse\x12K\n" +
-	"\bDistinct\x12\x1e.topkd.node.v1.DistinctRequest\x1a\x1f.topkd.node.v1.DistinctResponseB3Z1github.com/topkd/topkd/proto/topkd/node/v1;nodev1b\x06proto3"
+	"\bDistinct\x12\x1e.topkd.node.v1.DistinctRequest\x1a\x1f.topkd.node.v1.DistinctResponse\x12?\n" +
+	"\x04Join\x12\x1a.topkd.node.v1.JoinRequest\x1a\x1b.topkd.node.v1.JoinResponse\x12N\n" +
+	"\tApplyMeta\x12\x1f.topkd.node.v1.ApplyMetaRequest\x1a .topkd.node.v1.ApplyMetaResponse\x12Z\n" +
+	"\rReplicaStatus\x12#.topkd.node.v1.ReplicaStatusRequest\x1a$.topkd.node.v1.ReplicaStatusResponseB3Z1github.com/topkd/topkd/proto/topkd/node/v1;nodev1b\x06proto3"
 
 var (
 	file_topkd_node_v1_node_proto_rawDescOnce sync.Once
@@ -802,40 +1126,57 @@ func file_topkd_node_v1_node_proto_rawDescGZIP() []byte {
 }
 
 var file_topkd_node_v1_node_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_topkd_node_v1_node_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_topkd_node_v1_node_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_topkd_node_v1_node_proto_goTypes = []any{
-	(Consistency)(0),         // 0: topkd.node.v1.Consistency
-	(*SubmitRequest)(nil),    // 1: topkd.node.v1.SubmitRequest
-	(*SubmitResponse)(nil),   // 2: topkd.node.v1.SubmitResponse
-	(*Item)(nil),             // 3: topkd.node.v1.Item
-	(*TopKRequest)(nil),      // 4: topkd.node.v1.TopKRequest
-	(*TopKResponse)(nil),     // 5: topkd.node.v1.TopKResponse
-	(*CountRequest)(nil),     // 6: topkd.node.v1.CountRequest
-	(*CountResponse)(nil),    // 7: topkd.node.v1.CountResponse
-	(*DistinctRequest)(nil),  // 8: topkd.node.v1.DistinctRequest
-	(*DistinctResponse)(nil), // 9: topkd.node.v1.DistinctResponse
-	(*v1.ProducerPart)(nil),  // 10: topkd.raftcmd.v1.ProducerPart
-	(*v1.Outcome)(nil),       // 11: topkd.raftcmd.v1.Outcome
+	(Consistency)(0),              // 0: topkd.node.v1.Consistency
+	(*SubmitRequest)(nil),         // 1: topkd.node.v1.SubmitRequest
+	(*SubmitResponse)(nil),        // 2: topkd.node.v1.SubmitResponse
+	(*Item)(nil),                  // 3: topkd.node.v1.Item
+	(*TopKRequest)(nil),           // 4: topkd.node.v1.TopKRequest
+	(*TopKResponse)(nil),          // 5: topkd.node.v1.TopKResponse
+	(*CountRequest)(nil),          // 6: topkd.node.v1.CountRequest
+	(*CountResponse)(nil),         // 7: topkd.node.v1.CountResponse
+	(*DistinctRequest)(nil),       // 8: topkd.node.v1.DistinctRequest
+	(*DistinctResponse)(nil),      // 9: topkd.node.v1.DistinctResponse
+	(*JoinRequest)(nil),           // 10: topkd.node.v1.JoinRequest
+	(*JoinResponse)(nil),          // 11: topkd.node.v1.JoinResponse
+	(*ApplyMetaRequest)(nil),      // 12: topkd.node.v1.ApplyMetaRequest
+	(*ApplyMetaResponse)(nil),     // 13: topkd.node.v1.ApplyMetaResponse
+	(*ReplicaStatusRequest)(nil),  // 14: topkd.node.v1.ReplicaStatusRequest
+	(*ReplicaStatusResponse)(nil), // 15: topkd.node.v1.ReplicaStatusResponse
+	(*v1.ProducerPart)(nil),       // 16: topkd.raftcmd.v1.ProducerPart
+	(*v1.Outcome)(nil),            // 17: topkd.raftcmd.v1.Outcome
+	(*v11.Node)(nil),              // 18: topkd.meta.v1.Node
+	(*v1.LeaderboardConfig)(nil),  // 19: topkd.raftcmd.v1.LeaderboardConfig
 }
 var file_topkd_node_v1_node_proto_depIdxs = []int32{
-	10, // 0: topkd.node.v1.SubmitRequest.part:type_name -> topkd.raftcmd.v1.ProducerPart
-	11, // 1: topkd.node.v1.SubmitResponse.outcome:type_name -> topkd.raftcmd.v1.Outcome
+	16, // 0: topkd.node.v1.SubmitRequest.part:type_name -> topkd.raftcmd.v1.ProducerPart
+	17, // 1: topkd.node.v1.SubmitResponse.outcome:type_name -> topkd.raftcmd.v1.Outcome
 	0,  // 2: topkd.node.v1.TopKRequest.consistency:type_name -> topkd.node.v1.Consistency
 	3,  // 3: topkd.node.v1.TopKResponse.items:type_name -> topkd.node.v1.Item
 	0,  // 4: topkd.node.v1.CountRequest.consistency:type_name -> topkd.node.v1.Consistency
-	1,  // 5: topkd.node.v1.NodeService.Submit:input_type -> topkd.node.v1.SubmitRequest
-	4,  // 6: topkd.node.v1.NodeService.TopK:input_type -> topkd.node.v1.TopKRequest
-	6,  // 7: topkd.node.v1.NodeService.Count:input_type -> topkd.node.v1.CountRequest
-	8,  // 8: topkd.node.v1.NodeService.Distinct:input_type -> topkd.node.v1.DistinctRequest
-	2,  // 9: topkd.node.v1.NodeService.Submit:output_type -> topkd.node.v1.SubmitResponse
-	5,  // 10: topkd.node.v1.NodeService.TopK:output_type -> topkd.node.v1.TopKResponse
-	7,  // 11: topkd.node.v1.NodeService.Count:output_type -> topkd.node.v1.CountResponse
-	9,  // 12: topkd.node.v1.NodeService.Distinct:output_type -> topkd.node.v1.DistinctResponse
-	9,  // [9:13] is the sub-list for method output_type
-	5,  // [5:9] is the sub-list for method input_type
-	5,  // [5:5] is the sub-list for extension type_name
-	5,  // [5:5] is the sub-list for extension extendee
-	0,  // [0:5] is the sub-list for field type_name
+	18, // 5: topkd.node.v1.JoinRequest.node:type_name -> topkd.meta.v1.Node
+	18, // 6: topkd.node.v1.JoinResponse.members:type_name -> topkd.meta.v1.Node
+	19, // 7: topkd.node.v1.ApplyMetaResponse.config:type_name -> topkd.raftcmd.v1.LeaderboardConfig
+	1,  // 8: topkd.node.v1.NodeService.Submit:input_type -> topkd.node.v1.SubmitRequest
+	4,  // 9: topkd.node.v1.NodeService.TopK:input_type -> topkd.node.v1.TopKRequest
+	6,  // 10: topkd.node.v1.NodeService.Count:input_type -> topkd.node.v1.CountRequest
+	8,  // 11: topkd.node.v1.NodeService.Distinct:input_type -> topkd.node.v1.DistinctRequest
+	10, // 12: topkd.node.v1.NodeService.Join:input_type -> topkd.node.v1.JoinRequest
+	12, // 13: topkd.node.v1.NodeService.ApplyMeta:input_type -> topkd.node.v1.ApplyMetaRequest
+	14, // 14: topkd.node.v1.NodeService.ReplicaStatus:input_type -> topkd.node.v1.ReplicaStatusRequest
+	2,  // 15: topkd.node.v1.NodeService.Submit:output_type -> topkd.node.v1.SubmitResponse
+	5,  // 16: topkd.node.v1.NodeService.TopK:output_type -> topkd.node.v1.TopKResponse
+	7,  // 17: topkd.node.v1.NodeService.Count:output_type -> topkd.node.v1.CountResponse
+	9,  // 18: topkd.node.v1.NodeService.Distinct:output_type -> topkd.node.v1.DistinctResponse
+	11, // 19: topkd.node.v1.NodeService.Join:output_type -> topkd.node.v1.JoinResponse
+	13, // 20: topkd.node.v1.NodeService.ApplyMeta:output_type -> topkd.node.v1.ApplyMetaResponse
+	15, // 21: topkd.node.v1.NodeService.ReplicaStatus:output_type -> topkd.node.v1.ReplicaStatusResponse
+	15, // [15:22] is the sub-list for method output_type
+	8,  // [8:15] is the sub-list for method input_type
+	8,  // [8:8] is the sub-list for extension type_name
+	8,  // [8:8] is the sub-list for extension extendee
+	0,  // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_topkd_node_v1_node_proto_init() }
@@ -849,7 +1190,7 @@ func file_topkd_node_v1_node_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_topkd_node_v1_node_proto_rawDesc), len(file_topkd_node_v1_node_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   9,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

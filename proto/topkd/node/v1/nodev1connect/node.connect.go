@@ -47,6 +47,13 @@ const (
 	NodeServiceCountProcedure = "/topkd.node.v1.NodeService/Count"
 	// NodeServiceDistinctProcedure is the fully-qualified name of the NodeService's Distinct RPC.
 	NodeServiceDistinctProcedure = "/topkd.node.v1.NodeService/Distinct"
+	// NodeServiceJoinProcedure is the fully-qualified name of the NodeService's Join RPC.
+	NodeServiceJoinProcedure = "/topkd.node.v1.NodeService/Join"
+	// NodeServiceApplyMetaProcedure is the fully-qualified name of the NodeService's ApplyMeta RPC.
+	NodeServiceApplyMetaProcedure = "/topkd.node.v1.NodeService/ApplyMeta"
+	// NodeServiceReplicaStatusProcedure is the fully-qualified name of the NodeService's ReplicaStatus
+	// RPC.
+	NodeServiceReplicaStatusProcedure = "/topkd.node.v1.NodeService/ReplicaStatus"
 )
 
 // NodeServiceClient is a client for the topkd.node.v1.NodeService service.
@@ -61,6 +68,14 @@ type NodeServiceClient interface {
 	// Distinct reads how many items partitions hold for a leaderboard, and
 	// which of the given items they hold (max_items).
 	Distinct(context.Context, *connect.Request[v1.DistinctRequest]) (*connect.Response[v1.DistinctResponse], error)
+	// Join admits a node to the cluster (forwarded to the meta leader).
+	Join(context.Context, *connect.Request[v1.JoinRequest]) (*connect.Response[v1.JoinResponse], error)
+	// ApplyMeta proposes a meta command on the meta leader (admin calls
+	// received by another node).
+	ApplyMeta(context.Context, *connect.Request[v1.ApplyMetaRequest]) (*connect.Response[v1.ApplyMetaResponse], error)
+	// ReplicaStatus reports a node's replica of a group, so a leader can tell
+	// when a new replica has caught up.
+	ReplicaStatus(context.Context, *connect.Request[v1.ReplicaStatusRequest]) (*connect.Response[v1.ReplicaStatusResponse], error)
 }
 
 // NewNodeServiceClient constructs a client for the topkd.node.v1.NodeService service. By default,
@@ -98,15 +113,36 @@ func NewNodeServiceClient(httpClient connect.HTTPClient, baseURL string, opts ..
 			connect.WithSchema(nodeServiceMethods.ByName("Distinct")),
 			connect.WithClientOptions(opts...),
 		),
+		join: connect.NewClient[v1.JoinRequest, v1.JoinResponse](
+			httpClient,
+			baseURL+NodeServiceJoinProcedure,
+			connect.WithSchema(nodeServiceMethods.ByName("Join")),
+			connect.WithClientOptions(opts...),
+		),
+		applyMeta: connect.NewClient[v1.ApplyMetaRequest, v1.ApplyMetaResponse](
+			httpClient,
+			baseURL+NodeServiceApplyMetaProcedure,
+			connect.WithSchema(nodeServiceMethods.ByName("ApplyMeta")),
+			connect.WithClientOptions(opts...),
+		),
+		replicaStatus: connect.NewClient[v1.ReplicaStatusRequest, v1.ReplicaStatusResponse](
+			httpClient,
+			baseURL+NodeServiceReplicaStatusProcedure,
+			connect.WithSchema(nodeServiceMethods.ByName("ReplicaStatus")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
 // nodeServiceClient implements NodeServiceClient.
 type nodeServiceClient struct {
-	submit   *connect.Client[v1.SubmitRequest, v1.SubmitResponse]
-	topK     *connect.Client[v1.TopKRequest, v1.TopKResponse]
-	count    *connect.Client[v1.CountRequest, v1.CountResponse]
-	distinct *connect.Client[v1.DistinctRequest, v1.DistinctResponse]
+	submit        *connect.Client[v1.SubmitRequest, v1.SubmitResponse]
+	topK          *connect.Client[v1.TopKRequest, v1.TopKResponse]
+	count         *connect.Client[v1.CountRequest, v1.CountResponse]
+	distinct      *connect.Client[v1.DistinctRequest, v1.DistinctResponse]
+	join          *connect.Client[v1.JoinRequest, v1.JoinResponse]
+	applyMeta     *connect.Client[v1.ApplyMetaRequest, v1.ApplyMetaResponse]
+	replicaStatus *connect.Client[v1.ReplicaStatusRequest, v1.ReplicaStatusResponse]
 }
 
 // Submit calls topkd.node.v1.NodeService.Submit.
@@ -129,6 +165,21 @@ func (c *nodeServiceClient) Distinct(ctx context.Context, req *connect.Request[v
 	return c.distinct.CallUnary(ctx, req)
 }
 
+// Join calls topkd.node.v1.NodeService.Join.
+func (c *nodeServiceClient) Join(ctx context.Context, req *connect.Request[v1.JoinRequest]) (*connect.Response[v1.JoinResponse], error) {
+	return c.join.CallUnary(ctx, req)
+}
+
+// ApplyMeta calls topkd.node.v1.NodeService.ApplyMeta.
+func (c *nodeServiceClient) ApplyMeta(ctx context.Context, req *connect.Request[v1.ApplyMetaRequest]) (*connect.Response[v1.ApplyMetaResponse], error) {
+	return c.applyMeta.CallUnary(ctx, req)
+}
+
+// ReplicaStatus calls topkd.node.v1.NodeService.ReplicaStatus.
+func (c *nodeServiceClient) ReplicaStatus(ctx context.Context, req *connect.Request[v1.ReplicaStatusRequest]) (*connect.Response[v1.ReplicaStatusResponse], error) {
+	return c.replicaStatus.CallUnary(ctx, req)
+}
+
 // NodeServiceHandler is an implementation of the topkd.node.v1.NodeService service.
 type NodeServiceHandler interface {
 	// Submit proposes a part on the partition's leader and answers once it
@@ -141,6 +192,14 @@ type NodeServiceHandler interface {
 	// Distinct reads how many items partitions hold for a leaderboard, and
 	// which of the given items they hold (max_items).
 	Distinct(context.Context, *connect.Request[v1.DistinctRequest]) (*connect.Response[v1.DistinctResponse], error)
+	// Join admits a node to the cluster (forwarded to the meta leader).
+	Join(context.Context, *connect.Request[v1.JoinRequest]) (*connect.Response[v1.JoinResponse], error)
+	// ApplyMeta proposes a meta command on the meta leader (admin calls
+	// received by another node).
+	ApplyMeta(context.Context, *connect.Request[v1.ApplyMetaRequest]) (*connect.Response[v1.ApplyMetaResponse], error)
+	// ReplicaStatus reports a node's replica of a group, so a leader can tell
+	// when a new replica has caught up.
+	ReplicaStatus(context.Context, *connect.Request[v1.ReplicaStatusRequest]) (*connect.Response[v1.ReplicaStatusResponse], error)
 }
 
 // NewNodeServiceHandler builds an HTTP handler from the service implementation. It returns the path
@@ -174,6 +233,24 @@ func NewNodeServiceHandler(svc NodeServiceHandler, opts ...connect.HandlerOption
 		connect.WithSchema(nodeServiceMethods.ByName("Distinct")),
 		connect.WithHandlerOptions(opts...),
 	)
+	nodeServiceJoinHandler := connect.NewUnaryHandler(
+		NodeServiceJoinProcedure,
+		svc.Join,
+		connect.WithSchema(nodeServiceMethods.ByName("Join")),
+		connect.WithHandlerOptions(opts...),
+	)
+	nodeServiceApplyMetaHandler := connect.NewUnaryHandler(
+		NodeServiceApplyMetaProcedure,
+		svc.ApplyMeta,
+		connect.WithSchema(nodeServiceMethods.ByName("ApplyMeta")),
+		connect.WithHandlerOptions(opts...),
+	)
+	nodeServiceReplicaStatusHandler := connect.NewUnaryHandler(
+		NodeServiceReplicaStatusProcedure,
+		svc.ReplicaStatus,
+		connect.WithSchema(nodeServiceMethods.ByName("ReplicaStatus")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/topkd.node.v1.NodeService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case NodeServiceSubmitProcedure:
@@ -184,6 +261,12 @@ func NewNodeServiceHandler(svc NodeServiceHandler, opts ...connect.HandlerOption
 			nodeServiceCountHandler.ServeHTTP(w, r)
 		case NodeServiceDistinctProcedure:
 			nodeServiceDistinctHandler.ServeHTTP(w, r)
+		case NodeServiceJoinProcedure:
+			nodeServiceJoinHandler.ServeHTTP(w, r)
+		case NodeServiceApplyMetaProcedure:
+			nodeServiceApplyMetaHandler.ServeHTTP(w, r)
+		case NodeServiceReplicaStatusProcedure:
+			nodeServiceReplicaStatusHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -207,4 +290,16 @@ func (UnimplementedNodeServiceHandler) Count(context.Context, *connect.Request[v
 
 func (UnimplementedNodeServiceHandler) Distinct(context.Context, *connect.Request[v1.DistinctRequest]) (*connect.Response[v1.DistinctResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("topkd.node.v1.NodeService.Distinct is not implemented"))
+}
+
+func (UnimplementedNodeServiceHandler) Join(context.Context, *connect.Request[v1.JoinRequest]) (*connect.Response[v1.JoinResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("topkd.node.v1.NodeService.Join is not implemented"))
+}
+
+func (UnimplementedNodeServiceHandler) ApplyMeta(context.Context, *connect.Request[v1.ApplyMetaRequest]) (*connect.Response[v1.ApplyMetaResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("topkd.node.v1.NodeService.ApplyMeta is not implemented"))
+}
+
+func (UnimplementedNodeServiceHandler) ReplicaStatus(context.Context, *connect.Request[v1.ReplicaStatusRequest]) (*connect.Response[v1.ReplicaStatusResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("topkd.node.v1.NodeService.ReplicaStatus is not implemented"))
 }

@@ -1,0 +1,455 @@
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"slices"
+
+	"connectrpc.com/connect"
+	"github.com/hashicorp/raft"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	metapb "github.com/topkd/topkd/proto/topkd/meta/v1"
+	nodev1 "github.com/topkd/topkd/proto/topkd/node/v1"
+	pb "github.com/topkd/topkd/proto/topkd/raftcmd/v1"
+)
+
+// DefaultReplicas is R, the replicas of every partition once the cluster
+// has that many nodes.
+const DefaultReplicas = 3
+
+// DefaultMetaVoters is how many members vote in the meta group; the others
+// follow it as non-voters.
+const DefaultMetaVoters = 3
+
+// loadStoreID reads the data dir's store id, making one on first start: it
+// tells a node that comes back with its data from one whose data was wiped.
+func loadStoreID(dir string) (string, error) {
+	path := filepath.Join(dir, "store-id")
+	b, err := os.ReadFile(path)
+	if err == nil {
+		return strings.TrimSpace(string(b)), nil
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return "", err
+	}
+	var r [12]byte
+	if _, err := rand.Read(r[:]); err != nil {
+		return "", err
+	}
+	id := hex.EncodeToString(r[:])
+	tmp := path + ".tmp"
+	f, err := os.Create(tmp)
+	if err != nil {
+		return "", err
+	}
+	if _, err := f.WriteString(id + "\n"); err != nil {
+		f.Close()
+		return "", err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return "", err
+	}
+	f.Close()
+	if err := os.Rename(tmp, path); err != nil {
+		return "", err
+	}
+	return id, syncDir(dir)
+}
+
+// metaLeader names the meta group's leader and its HTTP address.
+func (n *Node) metaLeader() (id, httpAddr string, ok bool) {
+	id, ok = n.meta.leader()
+	if !ok {
+		return "", "", false
+	}
+	return id, n.memberHTTP(id), true
+}
+
+// memberHTTP is a member's HTTP address from the meta group's member list.
+func (n *Node) memberHTTP(id string) string {
+	st, _ := n.metaFSM.state()
+	for _, m := range st.Nodes {
+		if m.Id == id {
+			return m.HttpAddr
+		}
+	}
+	return ""
+}
+
+// proposeMeta applies a meta command on the meta leader, wherever it is:
+// here, or forwarded over the peer service. Refusals before proposal are
+// retried until ctx ends.
+func (n *Node) proposeMeta(ctx context.Context, c *metapb.Command) (interface{}, error) {
+	wait := 10 * time.Millisecond
+	for attempt := 0; ; attempt++ {
+		res, err := n.proposeMetaOnce(ctx, c, attempt)
+		if err == nil || !(errors.Is(err, ErrNotLeader) || errors.Is(err, ErrNotReady)) {
+			return res, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 500*time.Millisecond)
+	}
+}
+
+func (n *Node) proposeMetaOnce(ctx context.Context, c *metapb.Command, attempt int) (interface{}, error) {
+	if n.meta.isLeader() {
+		return n.applyMeta(ctx, c)
+	}
+	addr := ""
+	if id, a, ok := n.metaLeader(); ok && id != n.cfg.NodeID {
+		addr = a
+	} else if others := n.otherMembers(); len(others) > 0 {
+		// No leader heard of (this node may have come back on new addresses
+		// that the leader does not know yet): any member forwards.
+		addr = others[attempt%len(others)]
+	}
+	if addr == "" {
+		return nil, fmt.Errorf("%w: no meta leader known", ErrNotLeader)
+	}
+	data, err := encodeMeta(c)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := n.peers.client(addr).ApplyMeta(ctx, connect.NewRequest(&nodev1.ApplyMetaRequest{Command: data}))
+	if err != nil {
+		return nil, fromPeer(err, true)
+	}
+	if resp.Msg.Config != nil {
+		return resp.Msg.Config, nil
+	}
+	return nil, nil
+}
+
+// otherMembers are the HTTP addresses of the other members: from the meta
+// state, else from the members file of an earlier run, and --join's.
+func (n *Node) otherMembers() []string {
+	st, _ := n.metaFSM.state()
+	nodes := st.Nodes
+	if len(nodes) == 0 {
+		nodes = n.readMembers()
+	}
+	var out []string
+	for _, m := range nodes {
+		if m.Id != n.cfg.NodeID && m.HttpAddr != "" {
+			out = append(out, m.HttpAddr)
+		}
+	}
+	for _, a := range strings.Split(n.cfg.Join, ",") {
+		if a = strings.TrimSpace(a); a != "" && !slices.Contains(out, a) {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// ApplyMeta proposes a meta command a peer forwarded: on the meta leader,
+// or forwarded on to it.
+func (n *Node) ApplyMeta(ctx context.Context, data []byte) (*pb.LeaderboardConfig, error) {
+	c, err := decodeMeta(data)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	res, err := n.proposeMeta(ctx, c)
+	if err != nil {
+		return nil, err
+	}
+	cfg, _ := res.(*pb.LeaderboardConfig)
+	return cfg, nil
+}
+
+// Join admits a node; a node that is not the meta leader forwards it there.
+func (n *Node) Join(ctx context.Context, m *metapb.Node) (*nodev1.JoinResponse, error) {
+	if m == nil || m.Id == "" || m.RaftAddr == "" || m.HttpAddr == "" {
+		return nil, fmt.Errorf("%w: a joining node needs an id, a Raft and an HTTP address", ErrInvalid)
+	}
+	if _, err := n.proposeMeta(ctx, &metapb.Command{Cmd: &metapb.Command_AddNode{AddNode: &metapb.AddNode{Node: m}}}); err != nil {
+		return nil, err
+	}
+	st, _ := n.metaFSM.state()
+	n.log.Info("node joined", "node", m.Id, "raft", m.RaftAddr, "http", m.HttpAddr)
+	return &nodev1.JoinResponse{ClusterId: st.ClusterId, Partitions: st.Partitions, Members: st.Nodes}, nil
+}
+
+// ReplicaStatus reports this node's replica of a group (mux group id).
+func (n *Node) ReplicaStatus(group uint32) (*nodev1.ReplicaStatusResponse, error) {
+	g := n.groupByID(group)
+	if g == nil {
+		return nil, fmt.Errorf("%w: group %d", ErrNotHosted, group)
+	}
+	last, _ := g.store.LastIndex()
+	return &nodev1.ReplicaStatusResponse{AppliedIndex: g.fsm.AppliedIndex(), LastIndex: last, State: g.raft.State().String()}, nil
+}
+
+func (n *Node) groupByID(id uint32) *group {
+	if id == MetaGroup {
+		return n.meta
+	}
+	if p := int(id) - 1; p >= 0 && p < len(n.parts) {
+		return n.parts[p].g
+	}
+	return nil
+}
+
+// joinCluster asks a member to admit this node: at addr as an HTTP
+// address, until ctx ends.
+func (n *Node) joinCluster(ctx context.Context, addrs []string) (*nodev1.JoinResponse, error) {
+	req := &nodev1.JoinRequest{Node: n.self()}
+	wait := 100 * time.Millisecond
+	var last error
+	for {
+		for _, a := range addrs {
+			resp, err := n.peers.client(a).Join(ctx, connect.NewRequest(req))
+			if err == nil {
+				return resp.Msg, nil
+			}
+			last = fromPeer(err, false)
+			if errors.Is(last, ErrIdentity) || errors.Is(last, ErrInvalid) {
+				return nil, last
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("join %s: %w (last: %v)", strings.Join(addrs, ","), ctx.Err(), last)
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 2*time.Second)
+	}
+}
+
+// ---- group membership, run by each group's leader ----
+
+// desiredReplicas is partition p's replica set: R members. Until placement
+// spreads partitions over more nodes than R, every partition takes the
+// first R members in the order they joined.
+func (n *Node) desiredReplicas(st *metapb.State, p int) []*metapb.Node {
+	_ = p
+	r := n.cfg.Replicas
+	if r <= 0 {
+		r = DefaultReplicas
+	}
+	return st.Nodes[:min(r, len(st.Nodes))]
+}
+
+// reconcileMembership moves each group this node leads one step toward its
+// desired configuration: a missing replica is added as a non-voter first,
+// and promoted to voter only once it has caught up (hashicorp/raft makes a
+// server added with AddVoter a voter at once, even an empty one). One
+// change per group per round; changes run off the reconcile goroutine.
+func (n *Node) reconcileMembership(st *metapb.State) {
+	if st.Partitions == 0 {
+		return
+	}
+	voters := n.cfg.MetaVoters
+	if voters <= 0 {
+		voters = DefaultMetaVoters
+	}
+	if n.meta.isLeader() {
+		// Every member follows the meta group; the first ones vote.
+		n.stepMembership(n.meta, st.Nodes[:min(voters, len(st.Nodes))], st.Nodes)
+	}
+	for _, p := range n.parts {
+		if p.g.isLeader() {
+			want := n.desiredReplicas(st, p.id)
+			n.stepMembership(p.g, want, want)
+		}
+	}
+}
+
+// stepMembership takes one step for g: add the first missing member of all
+// as a non-voter, else promote the first caught-up non-voter of voters.
+func (n *Node) stepMembership(g *group, voters, all []*metapb.Node) {
+	if !g.changing.CompareAndSwap(false, true) {
+		return
+	}
+	f := g.raft.GetConfiguration()
+	if f.Error() != nil {
+		g.changing.Store(false)
+		return
+	}
+	have := map[string]raft.ServerSuffrage{}
+	addr := map[string]string{}
+	for _, s := range f.Configuration().Servers {
+		have[string(s.ID)] = s.Suffrage
+		addr[string(s.ID)] = string(s.Address)
+	}
+	isVoter := map[string]bool{}
+	for _, m := range voters {
+		isVoter[m.Id] = true
+	}
+	var step func() error
+	for _, m := range all {
+		if _, ok := have[m.Id]; !ok {
+			step = func() error {
+				g.log.Info("adding a replica as non-voter", "node", m.Id)
+				return g.raft.AddNonvoter(raft.ServerID(m.Id), raft.ServerAddress(m.RaftAddr), 0, 10*time.Second).Error()
+			}
+			break
+		}
+	}
+	for _, m := range all {
+		if a, ok := addr[m.Id]; step == nil && ok && a != m.RaftAddr {
+			// A member restarted on another address: re-adding it with the
+			// same suffrage updates the address.
+			step = func() error {
+				g.log.Info("updating a replica's address", "node", m.Id, "from", a, "to", m.RaftAddr)
+				if have[m.Id] == raft.Voter {
+					return g.raft.AddVoter(raft.ServerID(m.Id), raft.ServerAddress(m.RaftAddr), 0, 10*time.Second).Error()
+				}
+				return g.raft.AddNonvoter(raft.ServerID(m.Id), raft.ServerAddress(m.RaftAddr), 0, 10*time.Second).Error()
+			}
+		}
+	}
+	if step == nil {
+		for _, m := range voters {
+			if have[m.Id] == raft.Nonvoter && isVoter[m.Id] {
+				step = func() error {
+					if err := n.caughtUp(g, m); err != nil {
+						return err
+					}
+					g.log.Info("promoting a caught-up replica to voter", "node", m.Id)
+					return g.raft.AddVoter(raft.ServerID(m.Id), raft.ServerAddress(m.RaftAddr), 0, 10*time.Second).Error()
+				}
+				break
+			}
+		}
+	}
+	if step == nil {
+		g.changing.Store(false)
+		return
+	}
+	n.pushes.Add(1)
+	go func() {
+		defer n.pushes.Done()
+		defer g.changing.Store(false)
+		if err := step(); err != nil && !errors.Is(err, errNotCaughtUp) {
+			g.log.Warn("membership change", "err", err)
+		}
+	}()
+}
+
+var errNotCaughtUp = errors.New("replica not caught up")
+
+// caughtUp asks m's replica of g how far it has applied: within a few
+// entries of this leader's commit index, it may vote without stalling
+// the group (raft-autopilot's test, by a peer call).
+func (n *Node) caughtUp(g *group, m *metapb.Node) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	resp, err := n.peers.client(m.HttpAddr).ReplicaStatus(ctx, connect.NewRequest(&nodev1.ReplicaStatusRequest{Group: g.id}))
+	if err != nil {
+		return fmt.Errorf("%w: %s: %v", errNotCaughtUp, m.Id, err)
+	}
+	const slack = 64
+	if commit := g.raft.CommitIndex(); resp.Msg.AppliedIndex+slack < commit {
+		return fmt.Errorf("%w: %s applied %d of %d", errNotCaughtUp, m.Id, resp.Msg.AppliedIndex, commit)
+	}
+	return nil
+}
+
+// join admits this node through the members listed in Config.Join, then
+// waits until the meta leader has added it to the meta group and this
+// replica has learned the cluster from the log.
+func (n *Node) join(ctx context.Context) error {
+	var addrs []string
+	for _, a := range strings.Split(n.cfg.Join, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			addrs = append(addrs, a)
+		}
+	}
+	resp, err := n.joinCluster(ctx, addrs)
+	if err != nil {
+		return err
+	}
+	n.log.Info("admitted to the cluster; waiting for the meta group's log", "cluster", resp.ClusterId, "members", len(resp.Members))
+	for {
+		st, changed := n.metaFSM.state()
+		if st.Partitions != 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("joined cluster %s, but no meta leader added this node to the meta group: %w", resp.ClusterId, ctx.Err())
+		case <-changed:
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// refreshSelf records this node's current addresses in the meta group when
+// they differ from the ones it had (a restart on other addresses), so that
+// peers and group leaders reach it again. A restarted follower's state
+// machine holds only its snapshot until a leader reaches it, so the
+// addresses come from the members file (writeMembers).
+func (n *Node) refreshSelf() {
+	known := n.readMembers()
+	me := n.self()
+	var old *metapb.Node
+	for _, m := range known {
+		if m.Id == me.Id {
+			old = m
+		}
+	}
+	if old == nil || (old.RaftAddr == me.RaftAddr && old.HttpAddr == me.HttpAddr && old.GossipAddr == me.GossipAddr) {
+		return
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-n.stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	if _, err := n.proposeMeta(ctx, &metapb.Command{Cmd: &metapb.Command_AddNode{AddNode: &metapb.AddNode{Node: me}}}); err != nil {
+		n.log.Warn("record this node's new addresses", "err", err)
+		return
+	}
+	n.log.Info("recorded this node's new addresses", "raft", me.RaftAddr, "http", me.HttpAddr)
+}
+
+// membersFile keeps the last member list this node saw, for a restart.
+const membersFile = "members.json"
+
+// writeMembers saves the member list when it changed.
+func (n *Node) writeMembers(st *metapb.State) {
+	if len(st.Nodes) == 0 {
+		return
+	}
+	b, err := protojson.Marshal(&metapb.State{Nodes: st.Nodes})
+	if err != nil || string(b) == n.lastMembers {
+		return
+	}
+	path := filepath.Join(n.cfg.DataDir, membersFile)
+	if err := os.WriteFile(path+".tmp", b, 0o644); err == nil {
+		if err := os.Rename(path+".tmp", path); err == nil {
+			n.lastMembers = string(b)
+		}
+	}
+}
+
+func (n *Node) readMembers() []*metapb.Node {
+	b, err := os.ReadFile(filepath.Join(n.cfg.DataDir, membersFile))
+	if err != nil {
+		return nil
+	}
+	var st metapb.State
+	if protojson.Unmarshal(b, &st) != nil {
+		return nil
+	}
+	return st.Nodes
+}
