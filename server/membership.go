@@ -370,7 +370,16 @@ func (n *Node) join(ctx context.Context) error {
 			addrs = append(addrs, a)
 		}
 	}
-	resp, err := n.joinCluster(ctx, addrs)
+	// --join names gossip addresses (memberlist), or HTTP addresses.
+	targets := addrs
+	if n.gossip != nil {
+		if https, err := n.gossip.join(addrs, n.cfg.NodeID); err == nil && len(https) > 0 {
+			targets = https
+		} else if err != nil {
+			n.log.Info("--join is not a gossip address; asking it over HTTP", "join", n.cfg.Join, "gossip_err", err)
+		}
+	}
+	resp, err := n.joinCluster(ctx, targets)
 	if err != nil {
 		return err
 	}
@@ -452,4 +461,23 @@ func (n *Node) readMembers() []*metapb.Node {
 		return nil
 	}
 	return st.Nodes
+}
+
+// rejoinGossip rejoins the gossip of the members known from an earlier run.
+func (n *Node) rejoinGossip() {
+	if n.gossip == nil {
+		return
+	}
+	var addrs []string
+	for _, m := range n.readMembers() {
+		if m.Id != n.cfg.NodeID && m.GossipAddr != "" {
+			addrs = append(addrs, m.GossipAddr)
+		}
+	}
+	if len(addrs) == 0 {
+		return
+	}
+	if _, err := n.gossip.join(addrs, n.cfg.NodeID); err != nil {
+		n.log.Info("gossip: no earlier member answered yet", "err", err)
+	}
 }

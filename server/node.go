@@ -96,6 +96,7 @@ type Node struct {
 	nparts      int
 	coord       *coordinator
 	peers       *peers
+	gossip      *gossip // nil without a gossip address
 	metrics     *metrics
 	mem         *memoryGuard
 	watermark   *watermarks
@@ -148,9 +149,18 @@ func Open(ctx context.Context, cfg Config) (*Node, error) {
 	n := &Node{cfg: cfg, log: cfg.Logger, clock: cfg.Clock, stop: make(chan struct{}), watermark: newWatermarks(),
 		storeID: storeID, peers: newPeers()}
 	n.mux = NewMux(ln, cfg.RaftDialer, cfg.Logger)
+	if cfg.GossipAddr != "" {
+		g, err := startGossip(cfg.NodeID, cfg.GossipAddr, cfg.HTTPAddr, cfg.RaftAddr, cfg.Logger)
+		if err != nil {
+			n.mux.Close()
+			return nil, err
+		}
+		n.gossip = g
+	}
 	n.metrics = newMetrics(n)
 	logs, err := openPartitionLogs(cfg.DataDir, cfg.LogStore, n.metrics, cfg.Fatal, cfg.Logger)
 	if err != nil {
+		n.closeGossip()
 		n.mux.Close()
 		return nil, err
 	}
@@ -160,6 +170,7 @@ func Open(ctx context.Context, cfg Config) (*Node, error) {
 			n.meta.close() // releases its bolt file: a later Open in this process must not hang on it
 		}
 		n.logs.close()
+		n.closeGossip()
 		n.mux.Close()
 		return nil, err
 	}
@@ -223,6 +234,7 @@ func (n *Node) openMeta(ctx context.Context) error {
 			n.log.Info("this node has cluster state; rejoining from it and ignoring --join", "join", n.cfg.Join)
 		}
 		n.start(n.refreshSelf)
+		n.start(n.rejoinGossip)
 	}
 	// Wait for a leader, then initialize the cluster once, on the leader.
 	if err := n.waitLeader(ctx, g); err != nil {
@@ -437,6 +449,13 @@ func (n *Node) Partitions() int { return n.nparts }
 // PartitionOf maps a (leaderboard, item) to its partition (ring.Partition).
 func PartitionOf(leaderboard, item string, p int) int { return ring.Partition(leaderboard, item, p) }
 
+func (n *Node) closeGossip() {
+	if n.gossip != nil {
+		n.gossip.close()
+		n.gossip = nil
+	}
+}
+
 // self is this node as the meta group records it.
 func (n *Node) self() *metapb.Node {
 	return &metapb.Node{Id: n.cfg.NodeID, RaftAddr: n.cfg.RaftAddr, HttpAddr: n.cfg.HTTPAddr, GossipAddr: n.cfg.GossipAddr,
@@ -538,6 +557,7 @@ func (n *Node) Close() error {
 	}
 	close(n.stop)
 	n.wg.Wait()
+	n.closeGossip()
 	var errs []error
 	for _, p := range n.parts {
 		errs = append(errs, p.g.close())

@@ -73,7 +73,9 @@ func run(args []string) error {
 	raftAddr := fs.String("raft-addr", env("raft-addr", "127.0.0.1:7071"), "Raft address shared by every group (TOPKD_RAFT_ADDR)")
 	gossipAddr := fs.String("gossip-addr", env("gossip-addr", "127.0.0.1:7072"), "membership gossip address (TOPKD_GOSSIP_ADDR)")
 	nodeID := fs.String("node-id", env("node-id", ""), "node id, stable across restarts (TOPKD_NODE_ID; default: stored in the data dir, else the hostname)")
-	join := fs.String("join", env("join", ""), "address of a cluster node to join (TOPKD_JOIN)")
+	join := fs.String("join", env("join", ""), "members to join, comma-separated: gossip addresses (or HTTP addresses); used only by a node without data (TOPKD_JOIN)")
+	replicas := fs.Int("replicas", envInt("replicas", server.DefaultReplicas), "R, replicas of each partition once the cluster has that many nodes (TOPKD_REPLICAS)")
+	metaVoters := fs.Int("meta-voters", envInt("meta-voters", server.DefaultMetaVoters), "members voting in the meta group, 3 or 5; the others follow it (TOPKD_META_VOTERS)")
 	partitions := fs.Int("partitions", envInt("partitions", server.DefaultPartitions), "partitions of a new cluster, fixed at creation (TOPKD_PARTITIONS)")
 	memLimit := fs.Int("memory-high-water-mb", envInt("memory-high-water-mb", 0), "refuse ingest above this heap size (plus off-heap item records) in MiB, 0 = 75% of RAM (TOPKD_MEMORY_HIGH_WATER_MB)")
 	logLevel := fs.String("log-level", env("log-level", "info"), "debug, info, warn or error (TOPKD_LOG_LEVEL)")
@@ -91,10 +93,6 @@ func run(args []string) error {
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
 	slog.SetDefault(log)
 
-	if *join != "" {
-		// Refuse before anything is written to the data dir.
-		return fmt.Errorf("--join %s: %w (this release runs a single node)", *join, server.ErrClusterNotSupported)
-	}
 	id, err := resolveNodeID(*dataDir, *nodeID, host)
 	if err != nil {
 		return err
@@ -122,7 +120,8 @@ func run(args []string) error {
 	defer stop()
 	start := time.Now()
 	n, err := server.Open(ctx, server.Config{NodeID: id, DataDir: *dataDir, RaftAddr: *raftAddr, HTTPAddr: *httpAddr,
-		GossipAddr: *gossipAddr, Join: *join, Partitions: *partitions, MemoryHighWater: limit, Logger: log,
+		GossipAddr: *gossipAddr, Join: *join, Partitions: *partitions, Replicas: *replicas, MetaVoters: *metaVoters,
+		MemoryHighWater: limit, Logger: log,
 		LogStore: *logStore, Fatal: func(err error) {
 			// A failed fsync is not retried: the page cache may have dropped
 			// the data. Stop before anything else is acknowledged.
