@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -346,4 +347,109 @@ func TestClusterJoin(t *testing.T) {
 		Join: n2.addr, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}); err == nil || !strings.Contains(err.Error(), "another data directory") {
 		t.Errorf("n3 with wiped data joined: %v; want a refusal naming its data directory", err)
 	}
+}
+
+// waitPlaced waits until every partition's leader has exactly the voters
+// placement lists, and returns the placement.
+func waitPlaced(t *testing.T, nodes []*clusterNode) [][]string {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		placed, ok := map[int][]string{}, true
+		for _, cn := range nodes {
+			for _, p := range cn.node.Status(t.Context()).Partitions {
+				if p.State != "Leader" {
+					continue
+				}
+				v, want := slices.Clone(p.Voters), slices.Clone(p.Placement)
+				slices.Sort(v)
+				slices.Sort(want)
+				if len(want) == 0 || !slices.Equal(v, want) || len(p.NonVoters) > 0 {
+					ok = false
+				}
+				placed[p.Partition] = p.Placement
+			}
+		}
+		if ok && len(placed) == len(nodes[0].node.Status(t.Context()).Partitions) {
+			out := make([][]string, len(placed))
+			for p, r := range placed {
+				out[p] = r
+			}
+			return out
+		}
+		if time.Now().After(deadline) {
+			for _, cn := range nodes {
+				for _, p := range cn.node.Status(t.Context()).Partitions {
+					if p.State == "Leader" {
+						t.Logf("p%d led by %s: voters %v non-voters %v placement %v", p.Partition, cn.id, p.Voters, p.NonVoters, p.Placement)
+					}
+				}
+			}
+			t.Fatal("groups did not reach their placement within 60 s")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestClusterPlacement: five nodes with R = 3 spread the partitions by the
+// placement ring (each partition on three of them, every node holding some),
+// answer the same exact counts from every node, including nodes that hold
+// no replica of a partition, and keep doing so with one node stopped.
+func TestClusterPlacement(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a five-node cluster; skipped with -short")
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 120*time.Second)
+	defer cancel()
+	nodes := []*clusterNode{startNode(t, "n1", t.TempDir(), "")}
+	for i := 2; i <= 5; i++ {
+		nodes = append(nodes, startNode(t, fmt.Sprintf("n%d", i), t.TempDir(), nodes[0].addr))
+	}
+	placement := waitPlaced(t, nodes)
+	held := map[string]int{}
+	for p, reps := range placement {
+		if len(reps) != 3 {
+			t.Fatalf("partition %d placed on %v, want 3 replicas", p, reps)
+		}
+		for _, id := range reps {
+			held[id]++
+		}
+	}
+	if len(held) != 5 {
+		t.Fatalf("replicas per node %v: every node should hold some", held)
+	}
+	t.Logf("placement %v; replicas per node %v", placement, held)
+	want := map[string]int64{}
+	for seq := uint64(1); seq <= 25; seq++ {
+		cn := nodes[int(seq)%len(nodes)]
+		var evs []server.Event
+		for i := range 100 {
+			item := fmt.Sprintf("item-%02d", (int(seq)*5+i)%71)
+			evs = append(evs, server.Event{Item: item, TimeMs: time.Now().UnixMilli()})
+			want[item]++
+		}
+		if _, err := cn.node.Ingest(ctx, server.IngestRequest{Events: evs, ProducerID: "p", Epoch: 1, Sequence: seq}); err != nil {
+			t.Fatalf("batch %d through %s: %v", seq, cn.id, err)
+		}
+	}
+	check := func(via []*clusterNode, when string) {
+		t.Helper()
+		for _, cn := range via {
+			a, err := cn.node.TopK(ctx, server.TopKQuery{K: 100, Consistency: server.Linearizable})
+			if err != nil {
+				t.Fatalf("%s: top-k from %s: %v", when, cn.id, err)
+			}
+			if len(a.Items) != len(want) {
+				t.Fatalf("%s: %s answered %d items, want %d", when, cn.id, len(a.Items), len(want))
+			}
+			for _, it := range a.Items {
+				if it.Count != want[it.Item] {
+					t.Errorf("%s: %s: %s = %d, want %d", when, cn.id, it.Item, it.Count, want[it.Item])
+				}
+			}
+		}
+	}
+	check(nodes, "five nodes")
+	nodes[4].stop()
+	check(nodes[:4], "n5 stopped")
 }

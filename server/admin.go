@@ -43,7 +43,7 @@ func (n *Node) CreateLeaderboard(ctx context.Context, c *pb.LeaderboardConfig) (
 // waitPartitions polls until ok holds on every partition.
 func (n *Node) waitPartitions(ctx context.Context, ok func(*localReplica) bool) error {
 	for _, p := range n.parts {
-		for !ok(p) {
+		for n.hosts(p.id) && !ok(p) {
 			select {
 			case <-ctx.Done():
 				return fmt.Errorf("partition %d did not take the change: %w", p.id, ctx.Err())
@@ -135,6 +135,12 @@ type PartitionStatus struct {
 	StateBytes        int64  `json:"state_bytes"`
 	// IngestEventsPerSecond is the recent accepted-event rate (10 s moving average).
 	IngestEventsPerSecond float64 `json:"ingest_events_per_second"`
+	// Placement lists the replicas the meta group places (preferred leader
+	// first); Voters and NonVoters the group's configuration as this
+	// node's replica knows it.
+	Placement []string `json:"placement"`
+	Voters    []string `json:"voters"`
+	NonVoters []string `json:"non_voters,omitempty"`
 }
 
 // Status describes the node.
@@ -156,6 +162,7 @@ func (n *Node) Status(ctx context.Context) Status {
 		HeapBytes: n.mem.HeapBytes()}
 	_, id := n.meta.raft.LeaderWithID()
 	s.MetaLeader = string(id)
+	meta, _ := n.metaFSM.state()
 	for _, p := range n.parts {
 		_, lid := p.g.raft.LeaderWithID()
 		st := p.fsm.Stats()
@@ -163,6 +170,18 @@ func (n *Node) Status(ctx context.Context) Status {
 			CommitIndex: p.g.raft.CommitIndex(), AppliedIndex: p.fsm.AppliedIndex(), StateBytes: st.Bytes,
 			IngestEventsPerSecond: p.rate.perSecond(n.clock.Now())}
 		ps.LastSnapshotIndex = parseUint(p.g.raft.Stats()["last_snapshot_index"])
+		if p.id < len(meta.Placement) {
+			ps.Placement = meta.Placement[p.id].Nodes
+		}
+		if f := p.g.raft.GetConfiguration(); f.Error() == nil {
+			for _, srv := range f.Configuration().Servers {
+				if srv.Suffrage == raft.Voter {
+					ps.Voters = append(ps.Voters, string(srv.ID))
+				} else {
+					ps.NonVoters = append(ps.NonVoters, string(srv.ID))
+				}
+			}
+		}
 		for _, l := range st.Leaderboards {
 			ps.DistinctItems += uint64(l.DistinctItems)
 		}

@@ -166,6 +166,9 @@ func openGroup(gc groupConfig) (*group, error) {
 	cfg.MaxAppendEntries = 256
 	cfg.NotifyCh = g.notify
 	cfg.NoLegacyTelemetry = true
+	// A replica removed from its group stays open and idle (a server outside
+	// the configuration never campaigns), so placement can add it back.
+	cfg.ShutdownOnRemove = false
 	r, err := raft.NewRaft(cfg, gc.fsm, store, store, snaps, trans)
 	if err != nil {
 		trans.Close()

@@ -20,6 +20,7 @@ import (
 	metapb "github.com/topkd/topkd/proto/topkd/meta/v1"
 	nodev1 "github.com/topkd/topkd/proto/topkd/node/v1"
 	pb "github.com/topkd/topkd/proto/topkd/raftcmd/v1"
+	"github.com/topkd/topkd/ring"
 )
 
 // DefaultReplicas is R, the replicas of every partition once the cluster
@@ -232,16 +233,67 @@ func (n *Node) joinCluster(ctx context.Context, addrs []string) (*nodev1.JoinRes
 
 // ---- group membership, run by each group's leader ----
 
-// desiredReplicas is partition p's replica set: R members. Until placement
-// spreads partitions over more nodes than R, every partition takes the
-// first R members in the order they joined.
+// desiredReplicas is partition p's replica set from the placement table
+// (preferred leader first); before the meta leader first wrote the table,
+// the first R members.
 func (n *Node) desiredReplicas(st *metapb.State, p int) []*metapb.Node {
-	_ = p
+	if p < len(st.Placement) {
+		out := make([]*metapb.Node, 0, len(st.Placement[p].Nodes))
+		for _, id := range st.Placement[p].Nodes {
+			for _, m := range st.Nodes {
+				if m.Id == id {
+					out = append(out, m)
+				}
+			}
+		}
+		return out
+	}
 	r := n.cfg.Replicas
 	if r <= 0 {
 		r = DefaultReplicas
 	}
 	return st.Nodes[:min(r, len(st.Nodes))]
+}
+
+// reconcilePlacement, on the meta leader, commits ring.Place over the
+// members when it differs from the table: the one way placement changes.
+func (n *Node) reconcilePlacement(st *metapb.State) {
+	if !n.meta.isLeader() || st.Partitions == 0 || len(st.Nodes) == 0 {
+		return
+	}
+	ids := make([]string, len(st.Nodes))
+	for i, m := range st.Nodes {
+		ids[i] = m.Id
+	}
+	r := n.cfg.Replicas
+	if r <= 0 {
+		r = DefaultReplicas
+	}
+	current := ring.Placement{}
+	if len(st.Placement) == int(st.Partitions) {
+		for _, pr := range st.Placement {
+			current.Replicas = append(current.Replicas, pr.Nodes)
+		}
+	}
+	want, err := ring.Place(ids, int(st.Partitions), r, current)
+	if err != nil {
+		n.log.Warn("placement", "err", err)
+		return
+	}
+	if len(ring.Diff(current, want)) == 0 && len(current.Replicas) == int(st.Partitions) {
+		return
+	}
+	cmd := &metapb.SetPlacement{Epoch: st.PlacementEpoch}
+	for _, reps := range want.Replicas {
+		cmd.Partitions = append(cmd.Partitions, &metapb.PartitionReplicas{Nodes: reps})
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := n.applyMeta(ctx, &metapb.Command{Cmd: &metapb.Command_SetPlacement{SetPlacement: cmd}}); err != nil {
+		n.log.Warn("commit placement", "err", err)
+		return
+	}
+	n.log.Info("placement changed", "epoch", st.PlacementEpoch+1, "moves", len(ring.Diff(current, want)))
 }
 
 // reconcileMembership moves each group this node leads one step toward its
@@ -257,6 +309,7 @@ func (n *Node) reconcileMembership(st *metapb.State) {
 	if voters <= 0 {
 		voters = DefaultMetaVoters
 	}
+	n.reconcilePlacement(st)
 	if n.meta.isLeader() {
 		// Every member follows the meta group; the first ones vote.
 		n.stepMembership(n.meta, st.Nodes[:min(voters, len(st.Nodes))], st.Nodes)
@@ -326,6 +379,9 @@ func (n *Node) stepMembership(g *group, voters, all []*metapb.Node) {
 				break
 			}
 		}
+	}
+	if step == nil {
+		step = n.removalStep(g, voters, all, have)
 	}
 	if step == nil {
 		g.changing.Store(false)
@@ -480,4 +536,39 @@ func (n *Node) rejoinGossip() {
 	if _, err := n.gossip.join(addrs, n.cfg.NodeID); err != nil {
 		n.log.Info("gossip: no earlier member answered yet", "err", err)
 	}
+}
+
+// removalStep removes one replica that placement no longer wants, once
+// every wanted replica votes: a leader that is to go hands leadership to a
+// wanted voter first and lets the new leader remove it.
+func (n *Node) removalStep(g *group, voters, all []*metapb.Node, have map[string]raft.ServerSuffrage) func() error {
+	wanted := map[string]bool{}
+	for _, m := range all {
+		wanted[m.Id] = true
+	}
+	for _, m := range voters {
+		if have[m.Id] != raft.Voter {
+			return nil // promotions first: never shrink below the wanted voters
+		}
+	}
+	for id := range have {
+		if wanted[id] {
+			continue
+		}
+		if id == n.cfg.NodeID {
+			if len(voters) == 0 {
+				return nil
+			}
+			to := voters[0]
+			return func() error {
+				g.log.Info("handing leadership over before leaving the group", "to", to.Id)
+				return g.raft.LeadershipTransferToServer(raft.ServerID(to.Id), raft.ServerAddress(to.RaftAddr)).Error()
+			}
+		}
+		return func() error {
+			g.log.Info("removing a replica placement no longer wants", "node", id)
+			return g.raft.RemoveServer(raft.ServerID(id), 0, 10*time.Second).Error()
+		}
+	}
+	return nil
 }

@@ -21,6 +21,8 @@ import (
 var (
 	ErrLeaderboardExists = errors.New("leaderboard already exists")
 	ErrNotInitialized    = errors.New("cluster not initialized")
+	// ErrStalePlacement: a placement change computed from an older table.
+	ErrStalePlacement = errors.New("stale placement")
 	// ErrIdentity: a node presents an id that belongs to another data dir.
 	ErrIdentity = errors.New("node identity conflict")
 )
@@ -108,6 +110,16 @@ func (m *metaFSM) Apply(l *raft.Log) interface{} {
 		return nil
 	case *metapb.Command_AddNode:
 		return m.addNode(x.AddNode.Node)
+	case *metapb.Command_SetPlacement:
+		if x.SetPlacement.Epoch != m.st.PlacementEpoch {
+			return fmt.Errorf("%w: placement epoch %d, the table is at %d", ErrStalePlacement, x.SetPlacement.Epoch, m.st.PlacementEpoch)
+		}
+		if len(x.SetPlacement.Partitions) != int(m.st.Partitions) {
+			return fmt.Errorf("%w: placement of %d partitions, the cluster has %d", ErrInvalid, len(x.SetPlacement.Partitions), m.st.Partitions)
+		}
+		m.st.Placement = x.SetPlacement.Partitions
+		m.st.PlacementEpoch++
+		return nil
 	case *metapb.Command_PutLeaderboard:
 		return m.put(x.PutLeaderboard, l.Index)
 	case *metapb.Command_DropLeaderboard:

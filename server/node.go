@@ -181,7 +181,7 @@ func Open(ctx context.Context, cfg Config) (*Node, error) {
 	n.mem = newMemoryGuard(cfg.MemoryHighWater)
 	replicas := make([]Replica, len(n.parts))
 	for i, p := range n.parts {
-		replicas[i] = &routedReplica{p: i, self: cfg.NodeID, local: p, leader: n.partitionLeader, peers: n.peers}
+		replicas[i] = &routedReplica{p: i, self: cfg.NodeID, local: p, leader: n.partitionLeader, peers: n.peers, hosts: n.hosts}
 	}
 	n.coord = newCoordinator(coordDeps{policy: cfg.Ingest, clock: cfg.Clock, metrics: n.metrics, mem: n.mem,
 		boards: n.leaderboard, replicas: replicas, ready: n.Ready}, cfg.CacheRefresh, n.observeFreshness)
@@ -404,6 +404,9 @@ func (n *Node) openPartitions(ctx context.Context) error {
 		n.start(part.comb.run)
 	}
 	for _, p := range n.parts {
+		if !n.hosts(p.id) {
+			continue // placement puts this partition elsewhere: nobody will lead it here
+		}
 		if err := n.waitLeader(ctx, p.g); err != nil {
 			return err
 		}
@@ -489,23 +492,32 @@ func (n *Node) voters() []raft.Server {
 	return out
 }
 
-// partitionLeader names partition p's leader and its HTTP address, from
-// this node's replica and the meta group's member list.
-func (n *Node) partitionLeader(p int) (id, httpAddr string, ok bool) {
-	if p >= len(n.parts) {
-		return "", "", false
-	}
-	id, ok = n.parts[p].g.leader()
-	if !ok {
-		return "", "", false
-	}
-	st, _ := n.metaFSM.state()
-	for _, m := range st.Nodes {
-		if m.Id == id {
-			return id, m.HttpAddr, true
+// partitionLeader names where a call for partition p's leader should go:
+// the leader this node's replica last heard of, while this node is one of
+// the group's replicas; else the replicas placement lists, one per attempt.
+func (n *Node) partitionLeader(p, attempt int) (id, httpAddr string, ok bool) {
+	if p < len(n.parts) && n.hosts(p) {
+		if id, ok := n.parts[p].g.leader(); ok {
+			return id, n.memberHTTP(id), true
 		}
 	}
-	return id, "", true
+	st, _ := n.metaFSM.state()
+	if p >= len(st.Placement) || len(st.Placement[p].Nodes) == 0 {
+		return "", "", false
+	}
+	cands := st.Placement[p].Nodes
+	id = cands[attempt%len(cands)]
+	return id, n.memberHTTP(id), true
+}
+
+// hosts reports whether placement puts a replica of p on this node (every
+// partition, before the first placement table).
+func (n *Node) hosts(p int) bool {
+	st, _ := n.metaFSM.state()
+	if p >= len(st.Placement) {
+		return true
+	}
+	return slices.Contains(st.Placement[p].Nodes, n.cfg.NodeID)
 }
 
 // LocalReplica is this node's replica of partition p, for peers' calls: it

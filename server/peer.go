@@ -177,9 +177,11 @@ func (r remoteReplica) Distinct(ctx context.Context, lb string, inc uint64, item
 	return resp.Msg.Distinct, resp.Msg.Contains, nil
 }
 
-// leaderFinder names the node that leads a partition, as this node last
-// heard: its id and HTTP address, ok false when none is known.
-type leaderFinder func(p int) (id, httpAddr string, ok bool)
+// leaderFinder names the node a call that needs partition p's leader
+// should try: the leader this node last heard of, else (attempt by attempt)
+// the replicas placement lists, preferred leader first. ok is false when
+// no node is known.
+type leaderFinder func(p, attempt int) (id, httpAddr string, ok bool)
 
 // routedReplica is partition p as the coordinator sees it on this node:
 // this node's replica when it leads (or when any replica may answer), else
@@ -193,13 +195,16 @@ type routedReplica struct {
 	local  *localReplica // nil when this node holds no replica of p
 	leader leaderFinder
 	peers  *peers
+	// hosts reports whether placement puts a replica of p on this node:
+	// only then may the local replica answer a read at any consistency.
+	hosts func(p int) bool
 }
 
 var _ Replica = (*routedReplica)(nil)
 
 // target is where a call that needs the leader goes.
-func (r *routedReplica) target() (Replica, error) {
-	id, addr, ok := r.leader(r.p)
+func (r *routedReplica) target(attempt int) (Replica, error) {
+	id, addr, ok := r.leader(r.p, attempt)
 	switch {
 	case !ok:
 		return nil, fmt.Errorf("%w: partition %d has no leader", ErrNotLeader, r.p)
@@ -215,8 +220,8 @@ func (r *routedReplica) target() (Replica, error) {
 // good, or ctx ends.
 func (r *routedReplica) retry(ctx context.Context, again func(error) bool, call func(Replica) error) error {
 	wait := 5 * time.Millisecond
-	for {
-		t, err := r.target()
+	for attempt := 0; ; attempt++ {
+		t, err := r.target(attempt)
 		if err == nil {
 			err = call(t)
 		}
@@ -251,7 +256,7 @@ func (r *routedReplica) Submit(ctx context.Context, part Part) (*pb.Outcome, err
 func readAgain(err error) bool { return notProposed(err) || errors.Is(err, ErrNotReady) }
 
 func (r *routedReplica) TopK(ctx context.Context, lb string, window time.Duration, k int, c Consistency) (fsm.TopKResult, error) {
-	if c == Cached && r.local != nil {
+	if c == Cached && r.local != nil && r.hosts(r.p) {
 		return r.local.TopK(ctx, lb, window, k, c)
 	}
 	var out fsm.TopKResult
@@ -263,7 +268,7 @@ func (r *routedReplica) TopK(ctx context.Context, lb string, window time.Duratio
 }
 
 func (r *routedReplica) Count(ctx context.Context, lb, item string, window time.Duration, c Consistency) (fsm.CountResult, error) {
-	if c == Cached && r.local != nil {
+	if c == Cached && r.local != nil && r.hosts(r.p) {
 		return r.local.Count(ctx, lb, item, window, c)
 	}
 	var out fsm.CountResult
@@ -277,7 +282,7 @@ func (r *routedReplica) Count(ctx context.Context, lb, item string, window time.
 // Distinct reads this node's replica when it has one: max_items is a
 // bound checked before proposal, and a replica's count is close enough.
 func (r *routedReplica) Distinct(ctx context.Context, lb string, inc uint64, items []string) (uint64, []bool, error) {
-	if r.local != nil {
+	if r.local != nil && r.hosts(r.p) {
 		return r.local.Distinct(ctx, lb, inc, items)
 	}
 	var (

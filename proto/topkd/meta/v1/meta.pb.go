@@ -319,6 +319,106 @@ func (x *DropLeaderboard) GetName() string {
 	return ""
 }
 
+// One partition's replica set; the first node is the preferred leader.
+type PartitionReplicas struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Nodes         []string               `protobuf:"bytes,1,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PartitionReplicas) Reset() {
+	*x = PartitionReplicas{}
+	mi := &file_topkd_meta_v1_meta_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PartitionReplicas) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PartitionReplicas) ProtoMessage() {}
+
+func (x *PartitionReplicas) ProtoReflect() protoreflect.Message {
+	mi := &file_topkd_meta_v1_meta_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PartitionReplicas.ProtoReflect.Descriptor instead.
+func (*PartitionReplicas) Descriptor() ([]byte, []int) {
+	return file_topkd_meta_v1_meta_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *PartitionReplicas) GetNodes() []string {
+	if x != nil {
+		return x.Nodes
+	}
+	return nil
+}
+
+// Replaces the placement table. Proposed by the meta leader from ring.Place
+// over the members; applied only if epoch is the table's current epoch, so
+// a stale proposal never undoes a newer one.
+type SetPlacement struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Epoch         uint64                 `protobuf:"varint,1,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Partitions    []*PartitionReplicas   `protobuf:"bytes,2,rep,name=partitions,proto3" json:"partitions,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetPlacement) Reset() {
+	*x = SetPlacement{}
+	mi := &file_topkd_meta_v1_meta_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetPlacement) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetPlacement) ProtoMessage() {}
+
+func (x *SetPlacement) ProtoReflect() protoreflect.Message {
+	mi := &file_topkd_meta_v1_meta_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetPlacement.ProtoReflect.Descriptor instead.
+func (*SetPlacement) Descriptor() ([]byte, []int) {
+	return file_topkd_meta_v1_meta_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *SetPlacement) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *SetPlacement) GetPartitions() []*PartitionReplicas {
+	if x != nil {
+		return x.Partitions
+	}
+	return nil
+}
+
 type Command struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Types that are valid to be assigned to Cmd:
@@ -327,6 +427,7 @@ type Command struct {
 	//	*Command_PutLeaderboard
 	//	*Command_DropLeaderboard
 	//	*Command_AddNode
+	//	*Command_SetPlacement
 	Cmd           isCommand_Cmd `protobuf_oneof:"cmd"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -334,7 +435,7 @@ type Command struct {
 
 func (x *Command) Reset() {
 	*x = Command{}
-	mi := &file_topkd_meta_v1_meta_proto_msgTypes[5]
+	mi := &file_topkd_meta_v1_meta_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -346,7 +447,7 @@ func (x *Command) String() string {
 func (*Command) ProtoMessage() {}
 
 func (x *Command) ProtoReflect() protoreflect.Message {
-	mi := &file_topkd_meta_v1_meta_proto_msgTypes[5]
+	mi := &file_topkd_meta_v1_meta_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -359,7 +460,7 @@ func (x *Command) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Command.ProtoReflect.Descriptor instead.
 func (*Command) Descriptor() ([]byte, []int) {
-	return file_topkd_meta_v1_meta_proto_rawDescGZIP(), []int{5}
+	return file_topkd_meta_v1_meta_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Command) GetCmd() isCommand_Cmd {
@@ -405,6 +506,15 @@ func (x *Command) GetAddNode() *AddNode {
 	return nil
 }
 
+func (x *Command) GetSetPlacement() *SetPlacement {
+	if x != nil {
+		if x, ok := x.Cmd.(*Command_SetPlacement); ok {
+			return x.SetPlacement
+		}
+	}
+	return nil
+}
+
 type isCommand_Cmd interface {
 	isCommand_Cmd()
 }
@@ -425,6 +535,10 @@ type Command_AddNode struct {
 	AddNode *AddNode `protobuf:"bytes,4,opt,name=add_node,json=addNode,proto3,oneof"`
 }
 
+type Command_SetPlacement struct {
+	SetPlacement *SetPlacement `protobuf:"bytes,5,opt,name=set_placement,json=setPlacement,proto3,oneof"`
+}
+
 func (*Command_Init) isCommand_Cmd() {}
 
 func (*Command_PutLeaderboard) isCommand_Cmd() {}
@@ -433,21 +547,26 @@ func (*Command_DropLeaderboard) isCommand_Cmd() {}
 
 func (*Command_AddNode) isCommand_Cmd() {}
 
+func (*Command_SetPlacement) isCommand_Cmd() {}
+
 type State struct {
-	state         protoimpl.MessageState  `protogen:"open.v1"`
-	ClusterId     string                  `protobuf:"bytes,1,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
-	Partitions    uint32                  `protobuf:"varint,2,opt,name=partitions,proto3" json:"partitions,omitempty"`
-	Nodes         []*Node                 `protobuf:"bytes,3,rep,name=nodes,proto3" json:"nodes,omitempty"`
-	Leaderboards  []*v1.LeaderboardConfig `protobuf:"bytes,4,rep,name=leaderboards,proto3" json:"leaderboards,omitempty"`
-	Tombstones    []*v1.Tombstone         `protobuf:"bytes,5,rep,name=tombstones,proto3" json:"tombstones,omitempty"`
-	AppliedIndex  uint64                  `protobuf:"varint,6,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state        protoimpl.MessageState  `protogen:"open.v1"`
+	ClusterId    string                  `protobuf:"bytes,1,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	Partitions   uint32                  `protobuf:"varint,2,opt,name=partitions,proto3" json:"partitions,omitempty"`
+	Nodes        []*Node                 `protobuf:"bytes,3,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	Leaderboards []*v1.LeaderboardConfig `protobuf:"bytes,4,rep,name=leaderboards,proto3" json:"leaderboards,omitempty"`
+	Tombstones   []*v1.Tombstone         `protobuf:"bytes,5,rep,name=tombstones,proto3" json:"tombstones,omitempty"`
+	AppliedIndex uint64                  `protobuf:"varint,6,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
+	// Partition -> replicas (placement), and its epoch, bumped by every change.
+	Placement      []*PartitionReplicas `protobuf:"bytes,7,rep,name=placement,proto3" json:"placement,omitempty"`
+	PlacementEpoch uint64               `protobuf:"varint,8,opt,name=placement_epoch,json=placementEpoch,proto3" json:"placement_epoch,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *State) Reset() {
 	*x = State{}
-	mi := &file_topkd_meta_v1_meta_proto_msgTypes[6]
+	mi := &file_topkd_meta_v1_meta_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -459,7 +578,7 @@ func (x *State) String() string {
 func (*State) ProtoMessage() {}
 
 func (x *State) ProtoReflect() protoreflect.Message {
-	mi := &file_topkd_meta_v1_meta_proto_msgTypes[6]
+	mi := &file_topkd_meta_v1_meta_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -472,7 +591,7 @@ func (x *State) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use State.ProtoReflect.Descriptor instead.
 func (*State) Descriptor() ([]byte, []int) {
-	return file_topkd_meta_v1_meta_proto_rawDescGZIP(), []int{6}
+	return file_topkd_meta_v1_meta_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *State) GetClusterId() string {
@@ -517,6 +636,20 @@ func (x *State) GetAppliedIndex() uint64 {
 	return 0
 }
 
+func (x *State) GetPlacement() []*PartitionReplicas {
+	if x != nil {
+		return x.Placement
+	}
+	return nil
+}
+
+func (x *State) GetPlacementEpoch() uint64 {
+	if x != nil {
+		return x.PlacementEpoch
+	}
+	return 0
+}
+
 var File_topkd_meta_v1_meta_proto protoreflect.FileDescriptor
 
 const file_topkd_meta_v1_meta_proto_rawDesc = "" +
@@ -546,13 +679,21 @@ const file_topkd_meta_v1_meta_proto_rawDesc = "" +
 	"\vcreate_only\x18\x02 \x01(\bR\n" +
 	"createOnly\"%\n" +
 	"\x0fDropLeaderboard\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\"\x8e\x02\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\")\n" +
+	"\x11PartitionReplicas\x12\x14\n" +
+	"\x05nodes\x18\x01 \x03(\tR\x05nodes\"f\n" +
+	"\fSetPlacement\x12\x14\n" +
+	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12@\n" +
+	"\n" +
+	"partitions\x18\x02 \x03(\v2 .topkd.meta.v1.PartitionReplicasR\n" +
+	"partitions\"\xd2\x02\n" +
 	"\aCommand\x120\n" +
 	"\x04init\x18\x01 \x01(\v2\x1a.topkd.meta.v1.InitClusterH\x00R\x04init\x12H\n" +
 	"\x0fput_leaderboard\x18\x02 \x01(\v2\x1d.topkd.meta.v1.PutLeaderboardH\x00R\x0eputLeaderboard\x12K\n" +
 	"\x10drop_leaderboard\x18\x03 \x01(\v2\x1e.topkd.meta.v1.DropLeaderboardH\x00R\x0fdropLeaderboard\x123\n" +
-	"\badd_node\x18\x04 \x01(\v2\x16.topkd.meta.v1.AddNodeH\x00R\aaddNodeB\x05\n" +
-	"\x03cmd\"\x9c\x02\n" +
+	"\badd_node\x18\x04 \x01(\v2\x16.topkd.meta.v1.AddNodeH\x00R\aaddNode\x12B\n" +
+	"\rset_placement\x18\x05 \x01(\v2\x1b.topkd.meta.v1.SetPlacementH\x00R\fsetPlacementB\x05\n" +
+	"\x03cmd\"\x85\x03\n" +
 	"\x05State\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12\x1e\n" +
@@ -564,7 +705,9 @@ const file_topkd_meta_v1_meta_proto_rawDesc = "" +
 	"\n" +
 	"tombstones\x18\x05 \x03(\v2\x1b.topkd.raftcmd.v1.TombstoneR\n" +
 	"tombstones\x12#\n" +
-	"\rapplied_index\x18\x06 \x01(\x04R\fappliedIndexB3Z1github.com/topkd/topkd/proto/topkd/meta/v1;metav1b\x06proto3"
+	"\rapplied_index\x18\x06 \x01(\x04R\fappliedIndex\x12>\n" +
+	"\tplacement\x18\a \x03(\v2 .topkd.meta.v1.PartitionReplicasR\tplacement\x12'\n" +
+	"\x0fplacement_epoch\x18\b \x01(\x04R\x0eplacementEpochB3Z1github.com/topkd/topkd/proto/topkd/meta/v1;metav1b\x06proto3"
 
 var (
 	file_topkd_meta_v1_meta_proto_rawDescOnce sync.Once
@@ -578,35 +721,40 @@ func file_topkd_meta_v1_meta_proto_rawDescGZIP() []byte {
 	return file_topkd_meta_v1_meta_proto_rawDescData
 }
 
-var file_topkd_meta_v1_meta_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
+var file_topkd_meta_v1_meta_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_topkd_meta_v1_meta_proto_goTypes = []any{
 	(*Node)(nil),                 // 0: topkd.meta.v1.Node
 	(*AddNode)(nil),              // 1: topkd.meta.v1.AddNode
 	(*InitCluster)(nil),          // 2: topkd.meta.v1.InitCluster
 	(*PutLeaderboard)(nil),       // 3: topkd.meta.v1.PutLeaderboard
 	(*DropLeaderboard)(nil),      // 4: topkd.meta.v1.DropLeaderboard
-	(*Command)(nil),              // 5: topkd.meta.v1.Command
-	(*State)(nil),                // 6: topkd.meta.v1.State
-	(*v1.LeaderboardConfig)(nil), // 7: topkd.raftcmd.v1.LeaderboardConfig
-	(*v1.Tombstone)(nil),         // 8: topkd.raftcmd.v1.Tombstone
+	(*PartitionReplicas)(nil),    // 5: topkd.meta.v1.PartitionReplicas
+	(*SetPlacement)(nil),         // 6: topkd.meta.v1.SetPlacement
+	(*Command)(nil),              // 7: topkd.meta.v1.Command
+	(*State)(nil),                // 8: topkd.meta.v1.State
+	(*v1.LeaderboardConfig)(nil), // 9: topkd.raftcmd.v1.LeaderboardConfig
+	(*v1.Tombstone)(nil),         // 10: topkd.raftcmd.v1.Tombstone
 }
 var file_topkd_meta_v1_meta_proto_depIdxs = []int32{
 	0,  // 0: topkd.meta.v1.AddNode.node:type_name -> topkd.meta.v1.Node
 	0,  // 1: topkd.meta.v1.InitCluster.first_node:type_name -> topkd.meta.v1.Node
 	0,  // 2: topkd.meta.v1.InitCluster.other_nodes:type_name -> topkd.meta.v1.Node
-	7,  // 3: topkd.meta.v1.PutLeaderboard.config:type_name -> topkd.raftcmd.v1.LeaderboardConfig
-	2,  // 4: topkd.meta.v1.Command.init:type_name -> topkd.meta.v1.InitCluster
-	3,  // 5: topkd.meta.v1.Command.put_leaderboard:type_name -> topkd.meta.v1.PutLeaderboard
-	4,  // 6: topkd.meta.v1.Command.drop_leaderboard:type_name -> topkd.meta.v1.DropLeaderboard
-	1,  // 7: topkd.meta.v1.Command.add_node:type_name -> topkd.meta.v1.AddNode
-	0,  // 8: topkd.meta.v1.State.nodes:type_name -> topkd.meta.v1.Node
-	7,  // 9: topkd.meta.v1.State.leaderboards:type_name -> topkd.raftcmd.v1.LeaderboardConfig
-	8,  // 10: topkd.meta.v1.State.tombstones:type_name -> topkd.raftcmd.v1.Tombstone
-	11, // [11:11] is the sub-list for method output_type
-	11, // [11:11] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	9,  // 3: topkd.meta.v1.PutLeaderboard.config:type_name -> topkd.raftcmd.v1.LeaderboardConfig
+	5,  // 4: topkd.meta.v1.SetPlacement.partitions:type_name -> topkd.meta.v1.PartitionReplicas
+	2,  // 5: topkd.meta.v1.Command.init:type_name -> topkd.meta.v1.InitCluster
+	3,  // 6: topkd.meta.v1.Command.put_leaderboard:type_name -> topkd.meta.v1.PutLeaderboard
+	4,  // 7: topkd.meta.v1.Command.drop_leaderboard:type_name -> topkd.meta.v1.DropLeaderboard
+	1,  // 8: topkd.meta.v1.Command.add_node:type_name -> topkd.meta.v1.AddNode
+	6,  // 9: topkd.meta.v1.Command.set_placement:type_name -> topkd.meta.v1.SetPlacement
+	0,  // 10: topkd.meta.v1.State.nodes:type_name -> topkd.meta.v1.Node
+	9,  // 11: topkd.meta.v1.State.leaderboards:type_name -> topkd.raftcmd.v1.LeaderboardConfig
+	10, // 12: topkd.meta.v1.State.tombstones:type_name -> topkd.raftcmd.v1.Tombstone
+	5,  // 13: topkd.meta.v1.State.placement:type_name -> topkd.meta.v1.PartitionReplicas
+	14, // [14:14] is the sub-list for method output_type
+	14, // [14:14] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_topkd_meta_v1_meta_proto_init() }
@@ -614,11 +762,12 @@ func file_topkd_meta_v1_meta_proto_init() {
 	if File_topkd_meta_v1_meta_proto != nil {
 		return
 	}
-	file_topkd_meta_v1_meta_proto_msgTypes[5].OneofWrappers = []any{
+	file_topkd_meta_v1_meta_proto_msgTypes[7].OneofWrappers = []any{
 		(*Command_Init)(nil),
 		(*Command_PutLeaderboard)(nil),
 		(*Command_DropLeaderboard)(nil),
 		(*Command_AddNode)(nil),
+		(*Command_SetPlacement)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -626,7 +775,7 @@ func file_topkd_meta_v1_meta_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_topkd_meta_v1_meta_proto_rawDesc), len(file_topkd_meta_v1_meta_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   7,
+			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
