@@ -419,6 +419,28 @@ func TestClusterPlacement(t *testing.T) {
 		t.Fatalf("replicas per node %v: every node should hold some", held)
 	}
 	t.Logf("placement %v; replicas per node %v", placement, held)
+	// Leadership moves to each partition's preferred leader.
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		led := map[int]string{}
+		for _, cn := range nodes {
+			for _, p := range cn.node.Status(ctx).Partitions {
+				if p.State == "Leader" {
+					led[p.Partition] = cn.id
+				}
+			}
+		}
+		ok := len(led) == len(placement)
+		for p, reps := range placement {
+			ok = ok && led[p] == reps[0]
+		}
+		if ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("leaders %v, want each partition led by its preferred leader (placement %v)", led, placement)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 	want := map[string]int64{}
 	for seq := uint64(1); seq <= 25; seq++ {
 		cn := nodes[int(seq)%len(nodes)]

@@ -312,19 +312,22 @@ func (n *Node) reconcileMembership(st *metapb.State) {
 	n.reconcilePlacement(st)
 	if n.meta.isLeader() {
 		// Every member follows the meta group; the first ones vote.
-		n.stepMembership(n.meta, st.Nodes[:min(voters, len(st.Nodes))], st.Nodes)
+		n.stepMembership(n.meta, st.Nodes[:min(voters, len(st.Nodes))], st.Nodes, false)
 	}
 	for _, p := range n.parts {
 		if p.g.isLeader() {
 			want := n.desiredReplicas(st, p.id)
-			n.stepMembership(p.g, want, want)
+			n.stepMembership(p.g, want, want, true)
 		}
 	}
 }
 
 // stepMembership takes one step for g: add the first missing member of all
-// as a non-voter, else promote the first caught-up non-voter of voters.
-func (n *Node) stepMembership(g *group, voters, all []*metapb.Node) {
+// as a non-voter, else promote the first caught-up non-voter of voters,
+// else remove a replica no longer wanted, else (with lead) hand leadership
+// to the preferred leader, voters[0], once it has caught up: placement
+// spreads the leaders, and so the ingest, over the nodes.
+func (n *Node) stepMembership(g *group, voters, all []*metapb.Node, lead bool) {
 	if !g.changing.CompareAndSwap(false, true) {
 		return
 	}
@@ -382,6 +385,16 @@ func (n *Node) stepMembership(g *group, voters, all []*metapb.Node) {
 	}
 	if step == nil {
 		step = n.removalStep(g, voters, all, have)
+	}
+	if step == nil && lead && len(voters) > 0 && voters[0].Id != n.cfg.NodeID && have[voters[0].Id] == raft.Voter {
+		to := voters[0]
+		step = func() error {
+			if err := n.caughtUp(g, to); err != nil {
+				return err
+			}
+			g.log.Info("handing leadership to the preferred leader", "to", to.Id)
+			return g.raft.LeadershipTransferToServer(raft.ServerID(to.Id), raft.ServerAddress(to.RaftAddr)).Error()
+		}
 	}
 	if step == nil {
 		g.changing.Store(false)
