@@ -394,3 +394,30 @@ func (c *Client) Status(ctx context.Context) (*Status, error) {
 	}
 	return out, nil
 }
+
+// Leave drains a node (its replicas move to the other nodes) and removes it
+// from the cluster; progress is called with each step as the node reports
+// it. It returns once the node is removed. Leaving is idempotent, so a
+// broken stream is retried on another node, which resumes the drain.
+func (c *Client) Leave(ctx context.Context, nodeID string, force bool, progress func(msg string)) error {
+	_, err := c.call(ctx, "leave", retryUnknown, func(ctx context.Context, n topkv1connect.TopKServiceClient) error {
+		stream, err := n.Leave(ctx, connect.NewRequest(&topkv1.LeaveRequest{NodeId: nodeID, Force: force}))
+		if err != nil {
+			return err
+		}
+		defer stream.Close()
+		for stream.Receive() {
+			if progress != nil {
+				progress(stream.Msg().Message)
+			}
+			if stream.Msg().Done {
+				return nil
+			}
+		}
+		if err := stream.Err(); err != nil {
+			return err
+		}
+		return fmt.Errorf("leave %s: the stream ended before the node was removed", nodeID)
+	})
+	return err
+}

@@ -392,9 +392,10 @@ func waitPlaced(t *testing.T, nodes []*clusterNode) [][]string {
 }
 
 // TestClusterPlacement: five nodes with R = 3 spread the partitions by the
-// placement ring (each partition on three of them, every node holding some),
-// answer the same exact counts from every node, including nodes that hold
-// no replica of a partition, and keep doing so with one node stopped.
+// placement ring (each partition on three of them, every node holding some,
+// each led by its preferred leader) and answer the same exact counts from
+// every node, including nodes that hold no replica of a partition; two
+// nodes then leave (5 -> 3) with the counts intact, and a third may not.
 func TestClusterPlacement(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a five-node cluster; skipped with -short")
@@ -472,6 +473,26 @@ func TestClusterPlacement(t *testing.T) {
 		}
 	}
 	check(nodes, "five nodes")
-	nodes[4].stop()
-	check(nodes[:4], "n5 stopped")
+	// 5 -> 3 by leave, asked at different nodes, ingesting in between.
+	for _, leaving := range []int{4, 3} {
+		id := nodes[leaving].id
+		via := nodes[(leaving+2)%len(nodes)]
+		var steps []string
+		if err := via.node.Leave(ctx, id, false, func(msg string, _ int) { steps = append(steps, msg) }); err != nil {
+			t.Fatalf("leave %s through %s: %v (steps %q)", id, via.id, err, steps)
+		}
+		t.Logf("leave %s: %q", id, steps)
+		nodes[leaving].stop()
+		nodes = slices.Delete(nodes, leaving, leaving+1)
+		for _, p := range waitPlaced(t, nodes) {
+			if slices.Contains(p, id) {
+				t.Fatalf("placement %v still holds %s after it left", p, id)
+			}
+		}
+		check(nodes, id+" left")
+	}
+	// Below R only by force.
+	if err := nodes[0].node.Leave(ctx, "n3", false, func(string, int) {}); err == nil || !strings.Contains(err.Error(), "add a node first") {
+		t.Errorf("leave below R: %v, want a refusal", err)
+	}
 }

@@ -235,3 +235,28 @@ func putEvents(evs []server.Event) {
 	evs = evs[:0]
 	eventBufs.Put(&evs)
 }
+
+// Leave drains a node and removes it, streaming progress.
+func (s *service) Leave(ctx context.Context, req *connect.Request[topkv1.LeaveRequest], stream *connect.ServerStream[topkv1.LeaveResponse]) error {
+	if req.Msg.NodeId == "" {
+		return connectErr(fmt.Errorf("%w: node_id: empty", server.ErrInvalid))
+	}
+	var sendErr error
+	err := s.n.Leave(ctx, req.Msg.NodeId, req.Msg.Force, func(msg string, left int) {
+		if sendErr != nil {
+			return
+		}
+		m := &topkv1.LeaveResponse{Message: msg}
+		if left >= 0 {
+			m.ReplicasLeft = uint32(left)
+		}
+		sendErr = stream.Send(m)
+	})
+	if err != nil {
+		return connectErr(err)
+	}
+	if sendErr != nil {
+		return sendErr
+	}
+	return stream.Send(&topkv1.LeaveResponse{Message: req.Msg.NodeId + " left the cluster", Done: true})
+}

@@ -192,7 +192,17 @@ func (n *Node) ReplicaStatus(group uint32) (*nodev1.ReplicaStatusResponse, error
 		return nil, fmt.Errorf("%w: group %d", ErrNotHosted, group)
 	}
 	last, _ := g.store.LastIndex()
-	return &nodev1.ReplicaStatusResponse{AppliedIndex: g.fsm.AppliedIndex(), LastIndex: last, State: g.raft.State().String()}, nil
+	out := &nodev1.ReplicaStatusResponse{AppliedIndex: g.fsm.AppliedIndex(), LastIndex: last, State: g.raft.State().String()}
+	if f := g.raft.GetConfiguration(); f.Error() == nil {
+		for _, s := range f.Configuration().Servers {
+			if s.Suffrage == raft.Voter {
+				out.Voters = append(out.Voters, string(s.ID))
+			} else {
+				out.NonVoters = append(out.NonVoters, string(s.ID))
+			}
+		}
+	}
+	return out, nil
 }
 
 func (n *Node) groupByID(id uint32) *group {
@@ -261,9 +271,14 @@ func (n *Node) reconcilePlacement(st *metapb.State) {
 	if !n.meta.isLeader() || st.Partitions == 0 || len(st.Nodes) == 0 {
 		return
 	}
-	ids := make([]string, len(st.Nodes))
-	for i, m := range st.Nodes {
-		ids[i] = m.Id
+	var ids []string
+	for _, m := range st.Nodes {
+		if !m.Leaving {
+			ids = append(ids, m.Id)
+		}
+	}
+	if len(ids) == 0 {
+		return
 	}
 	r := n.cfg.Replicas
 	if r <= 0 {
@@ -311,8 +326,15 @@ func (n *Node) reconcileMembership(st *metapb.State) {
 	}
 	n.reconcilePlacement(st)
 	if n.meta.isLeader() {
-		// Every member follows the meta group; the first ones vote.
-		n.stepMembership(n.meta, st.Nodes[:min(voters, len(st.Nodes))], st.Nodes, false)
+		// Every member follows the meta group; the first ones that are not
+		// leaving vote.
+		var metaVoters []*metapb.Node
+		for _, m := range st.Nodes {
+			if !m.Leaving && len(metaVoters) < voters {
+				metaVoters = append(metaVoters, m)
+			}
+		}
+		n.stepMembership(n.meta, metaVoters, st.Nodes, false)
 	}
 	for _, p := range n.parts {
 		if p.g.isLeader() {
@@ -584,4 +606,96 @@ func (n *Node) removalStep(g *group, voters, all []*metapb.Node, have map[string
 		}
 	}
 	return nil
+}
+
+// Leave drains member id: it is marked leaving, placement moves its
+// replicas to the other nodes (new replicas first, then the old ones are
+// removed), and once no group holds it, it is removed from the cluster.
+// It refuses to leave fewer members than the replica count unless force.
+// progress is told what happens as it goes.
+func (n *Node) Leave(ctx context.Context, id string, force bool, progress func(msg string, replicasLeft int)) error {
+	st, _ := n.metaFSM.state()
+	found, staying := false, 0
+	for _, m := range st.Nodes {
+		if m.Id == id {
+			found = true
+		} else if !m.Leaving {
+			staying++
+		}
+	}
+	if !found {
+		return fmt.Errorf("%w: %q is not a member", ErrInvalid, id)
+	}
+	r := n.cfg.Replicas
+	if r <= 0 {
+		r = DefaultReplicas
+	}
+	if staying == 0 {
+		return fmt.Errorf("%w: %s is the last member", ErrInvalid, id)
+	}
+	if staying < r && !force {
+		return fmt.Errorf("%w: after %s leaves, %d nodes remain for %d replicas per partition: add a node first, or force it",
+			ErrInvalid, id, staying, r)
+	}
+	if _, err := n.proposeMeta(ctx, &metapb.Command{Cmd: &metapb.Command_SetLeaving{SetLeaving: &metapb.SetLeaving{Id: id}}}); err != nil {
+		return err
+	}
+	progress(fmt.Sprintf("%s is leaving: moving its replicas to the other nodes", id), -1)
+	last := -1
+	for {
+		held, err := n.replicasOn(ctx, id)
+		if err == nil && held != last {
+			progress(fmt.Sprintf("%s holds %d replicas", id, held), held)
+			last = held
+		}
+		if err == nil && held == 0 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("drain %s: %w (it still holds %d replicas; it stays marked leaving)", id, ctx.Err(), last)
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+	if _, err := n.proposeMeta(ctx, &metapb.Command{Cmd: &metapb.Command_RemoveNode{RemoveNode: &metapb.RemoveNode{Id: id}}}); err != nil {
+		return err
+	}
+	progress(fmt.Sprintf("%s drained and removed from the cluster; it can be stopped", id), 0)
+	return nil
+}
+
+// replicasOn counts the partition groups whose leader's configuration
+// still holds id.
+func (n *Node) replicasOn(ctx context.Context, id string) (int, error) {
+	st, _ := n.metaFSM.state()
+	held := 0
+	for p := range int(st.Partitions) {
+		servers, err := n.groupServers(ctx, p)
+		if err != nil {
+			return 0, err
+		}
+		if slices.Contains(servers, id) {
+			held++
+		}
+	}
+	return held, nil
+}
+
+// groupServers asks partition p's leader for the group's configuration.
+func (n *Node) groupServers(ctx context.Context, p int) ([]string, error) {
+	for attempt := range 8 {
+		lid, addr, ok := n.partitionLeader(p, attempt)
+		if !ok || addr == "" {
+			continue
+		}
+		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		resp, err := n.peers.client(addr).ReplicaStatus(cctx, connect.NewRequest(&nodev1.ReplicaStatusRequest{Group: PartitionGroup(p)}))
+		cancel()
+		if err != nil || resp.Msg.State != raft.Leader.String() {
+			continue
+		}
+		_ = lid
+		return append(resp.Msg.Voters, resp.Msg.NonVoters...), nil
+	}
+	return nil, fmt.Errorf("%w: partition %d: no leader answered", ErrNotReady, p)
 }

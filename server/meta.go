@@ -110,6 +110,22 @@ func (m *metaFSM) Apply(l *raft.Log) interface{} {
 		return nil
 	case *metapb.Command_AddNode:
 		return m.addNode(x.AddNode.Node)
+	case *metapb.Command_SetLeaving:
+		for _, nd := range m.st.Nodes {
+			if nd.Id == x.SetLeaving.Id {
+				nd.Leaving = true
+				return nil
+			}
+		}
+		return fmt.Errorf("%w: no member %q", ErrInvalid, x.SetLeaving.Id)
+	case *metapb.Command_RemoveNode:
+		for i, nd := range m.st.Nodes {
+			if nd.Id == x.RemoveNode.Id {
+				m.st.Nodes = slices.Delete(m.st.Nodes, i, i+1)
+				return nil
+			}
+		}
+		return nil // removed already: idempotent
 	case *metapb.Command_SetPlacement:
 		if x.SetPlacement.Epoch != m.st.PlacementEpoch {
 			return fmt.Errorf("%w: placement epoch %d, the table is at %d", ErrStalePlacement, x.SetPlacement.Epoch, m.st.PlacementEpoch)

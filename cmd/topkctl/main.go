@@ -70,7 +70,7 @@ func (a *app) root() *cobra.Command {
 	pf.StringVar(&a.addr, "addr", envOr("TOPKD_ADDR", "127.0.0.1:7070"), "node address(es), comma-separated (TOPKD_ADDR)")
 	pf.DurationVar(&a.timeout, "timeout", defTimeout, "deadline of each request, retries included (TOPKD_TIMEOUT)")
 	root.AddCommand(a.statusCmd(), a.topCmd(), a.countCmd(), a.leaderboardCmd(), a.ingestCmd(), a.benchCmd())
-	for _, c := range clusterCmds() {
+	for _, c := range a.clusterCmds() {
 		root.AddCommand(c)
 	}
 	return root
@@ -115,23 +115,43 @@ func (a *app) printJSON(v any) error {
 	return enc.Encode(v)
 }
 
-// clusterCmds are the membership commands of the cluster release.
-func clusterCmds() []*cobra.Command {
-	mk := func(use, short string) *cobra.Command {
+// clusterCmds are the membership commands. join and rebalance are not
+// built yet: a node joins by starting with --join, and placement
+// rebalances by itself as members change.
+func (a *app) clusterCmds() []*cobra.Command {
+	notYet := func(use, short, instead string) *cobra.Command {
 		name := strings.Fields(use)[0]
 		return &cobra.Command{
 			Use:   use,
-			Short: short + " (cluster release)",
+			Short: short + " (not built yet)",
 			Args:  cobra.ArbitraryArgs,
 			RunE: func(cmd *cobra.Command, args []string) error {
-				return fmt.Errorf("%s needs the cluster release of topkd; this release runs a single node, so there is "+
-					"no membership to change (see 'topkctl status')", name)
+				return fmt.Errorf("topkctl %s is not built yet: %s", name, instead)
 			},
 		}
 	}
 	return []*cobra.Command{
-		mk("join ADDR", "Admit a node into the cluster"),
-		mk("leave NODE", "Drain a node and remove it from the cluster"),
-		mk("rebalance", "Converge replica placement and spread leaders"),
+		notYet("join ADDR", "Admit a node into the cluster", "start the new node with --join and any member's gossip address"),
+		a.leaveCmd(),
+		notYet("rebalance", "Converge replica placement and spread leaders",
+			"placement follows the members by itself, and each partition's leadership moves to its preferred leader"),
 	}
+}
+
+func (a *app) leaveCmd() *cobra.Command {
+	var force bool
+	cmd := &cobra.Command{
+		Use:   "leave NODE",
+		Short: "Drain a node (move its replicas to the other nodes) and remove it from the cluster",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return a.withClient(cmd, func(ctx context.Context, c *client.Client) error {
+				return c.Leave(ctx, args[0], force, func(msg string) {
+					fmt.Fprintf(a.stdout, "%s  %s\n", time.Now().Format("15:04:05"), msg)
+				})
+			})
+		},
+	}
+	cmd.Flags().BoolVar(&force, "force", false, "leave even if fewer nodes than the replica count remain")
+	return cmd
 }

@@ -175,11 +175,14 @@ func TestStatusAndBench(t *testing.T) {
 	}
 }
 
-func TestClusterCommandsNeedTheClusterRelease(t *testing.T) {
-	for _, args := range [][]string{{"join", "10.0.0.1:7070"}, {"leave", "node2"}, {"rebalance"}} {
-		_, err := run(t, "127.0.0.1:1", "", args...)
-		if err == nil || !strings.Contains(err.Error(), "needs the cluster release") {
-			t.Errorf("%v: err = %v, want a clear 'needs the cluster release' error", args, err)
+func TestUnbuiltClusterCommandsSayWhatToDo(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want string
+	}{{[]string{"join", "10.0.0.1:7070"}, "--join"}, {[]string{"rebalance"}, "preferred leader"}} {
+		_, err := run(t, "127.0.0.1:1", "", c.args...)
+		if err == nil || !strings.Contains(err.Error(), "not built yet") || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%v: err = %v, want 'not built yet' naming %q", c.args, err, c.want)
 		}
 	}
 }

@@ -79,6 +79,121 @@ func (Consistency) EnumDescriptor() ([]byte, []int) {
 	return file_topk_v1_topk_proto_rawDescGZIP(), []int{0}
 }
 
+type LeaveRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	NodeId string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	// Leave even if fewer nodes than the replica count remain.
+	Force         bool `protobuf:"varint,2,opt,name=force,proto3" json:"force,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeaveRequest) Reset() {
+	*x = LeaveRequest{}
+	mi := &file_topk_v1_topk_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaveRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaveRequest) ProtoMessage() {}
+
+func (x *LeaveRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_topk_v1_topk_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaveRequest.ProtoReflect.Descriptor instead.
+func (*LeaveRequest) Descriptor() ([]byte, []int) {
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *LeaveRequest) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *LeaveRequest) GetForce() bool {
+	if x != nil {
+		return x.Force
+	}
+	return false
+}
+
+type LeaveResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// What happened, for people.
+	Message string `protobuf:"bytes,1,opt,name=message,proto3" json:"message,omitempty"`
+	// Replicas the node still holds.
+	ReplicasLeft  uint32 `protobuf:"varint,2,opt,name=replicas_left,json=replicasLeft,proto3" json:"replicas_left,omitempty"`
+	Done          bool   `protobuf:"varint,3,opt,name=done,proto3" json:"done,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeaveResponse) Reset() {
+	*x = LeaveResponse{}
+	mi := &file_topk_v1_topk_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaveResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaveResponse) ProtoMessage() {}
+
+func (x *LeaveResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_topk_v1_topk_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaveResponse.ProtoReflect.Descriptor instead.
+func (*LeaveResponse) Descriptor() ([]byte, []int) {
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *LeaveResponse) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *LeaveResponse) GetReplicasLeft() uint32 {
+	if x != nil {
+		return x.ReplicasLeft
+	}
+	return 0
+}
+
+func (x *LeaveResponse) GetDone() bool {
+	if x != nil {
+		return x.Done
+	}
+	return false
+}
+
 type Event struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Item  string                 `protobuf:"bytes,1,opt,name=item,proto3" json:"item,omitempty"`
@@ -94,7 +209,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_topk_v1_topk_proto_msgTypes[0]
+	mi := &file_topk_v1_topk_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -106,7 +221,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_topk_v1_topk_proto_msgTypes[0]
+	mi := &file_topk_v1_topk_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -119,7 +234,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_topk_v1_topk_proto_rawDescGZIP(), []int{0}
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *Event) GetItem() string {
@@ -166,7 +281,7 @@ type IngestRequest struct {
 
 func (x *IngestRequest) Reset() {
 	*x = IngestRequest{}
-	mi := &file_topk_v1_topk_proto_msgTypes[1]
+	mi := &file_topk_v1_topk_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -178,7 +293,7 @@ func (x *IngestRequest) String() string {
 func (*IngestRequest) ProtoMessage() {}
 
 func (x *IngestRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_topk_v1_topk_proto_msgTypes[1]
+	mi := &file_topk_v1_topk_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -191,7 +306,7 @@ func (x *IngestRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IngestRequest.ProtoReflect.Descriptor instead.
 func (*IngestRequest) Descriptor() ([]byte, []int) {
-	return file_topk_v1_topk_proto_rawDescGZIP(), []int{1}
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *IngestRequest) GetLeaderboard() string {
@@ -249,7 +364,7 @@ type EventColumns struct {
 
 func (x *EventColumns) Reset() {
 	*x = EventColumns{}
-	mi := &file_topk_v1_topk_proto_msgTypes[2]
+	mi := &file_topk_v1_topk_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -261,7 +376,7 @@ func (x *EventColumns) String() string {
 func (*EventColumns) ProtoMessage() {}
 
 func (x *EventColumns) ProtoReflect() protoreflect.Message {
-	mi := &file_topk_v1_topk_proto_msgTypes[2]
+	mi := &file_topk_v1_topk_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -274,7 +389,7 @@ func (x *EventColumns) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventColumns.ProtoReflect.Descriptor instead.
 func (*EventColumns) Descriptor() ([]byte, []int) {
-	return file_topk_v1_topk_proto_rawDescGZIP(), []int{2}
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *EventColumns) GetItems() []string {
@@ -308,7 +423,7 @@ type LateDropped struct {
 
 func (x *LateDropped) Reset() {
 	*x = LateDropped{}
-	mi := &file_topk_v1_topk_proto_msgTypes[3]
+	mi := &file_topk_v1_topk_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -320,7 +435,7 @@ func (x *LateDropped) String() string {
 func (*LateDropped) ProtoMessage() {}
 
 func (x *LateDropped) ProtoReflect() protoreflect.Message {
-	mi := &file_topk_v1_topk_proto_msgTypes[3]
+	mi := &file_topk_v1_topk_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -333,7 +448,7 @@ func (x *LateDropped) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LateDropped.ProtoReflect.Descriptor instead.
 func (*LateDropped) Descriptor() ([]byte, []int) {
-	return file_topk_v1_topk_proto_rawDescGZIP(), []int{3}
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *LateDropped) GetWindow() string {
@@ -364,7 +479,7 @@ type IngestResponse struct {
 
 func (x *IngestResponse) Reset() {
 	*x = IngestResponse{}
-	mi := &file_topk_v1_topk_proto_msgTypes[4]
+	mi := &file_topk_v1_topk_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -376,7 +491,7 @@ func (x *IngestResponse) String() string {
 func (*IngestResponse) ProtoMessage() {}
 
 func (x *IngestResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_topk_v1_topk_proto_msgTypes[4]
+	mi := &file_topk_v1_topk_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -389,7 +504,7 @@ func (x *IngestResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IngestResponse.ProtoReflect.Descriptor instead.
 func (*IngestResponse) Descriptor() ([]byte, []int) {
-	return file_topk_v1_topk_proto_rawDescGZIP(), []int{4}
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *IngestResponse) GetAccepted() uint64 {
@@ -433,7 +548,7 @@ type TopKRequest struct {
 
 func (x *TopKRequest) Reset() {
 	*x = TopKRequest{}
-	mi := &file_topk_v1_topk_proto_msgTypes[5]
+	mi := &file_topk_v1_topk_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -445,7 +560,7 @@ func (x *TopKRequest) String() string {
 func (*TopKRequest) ProtoMessage() {}
 
 func (x *TopKRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_topk_v1_topk_proto_msgTypes[5]
+	mi := &file_topk_v1_topk_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -458,7 +573,7 @@ func (x *TopKRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopKRequest.ProtoReflect.Descriptor instead.
 func (*TopKRequest) Descriptor() ([]byte, []int) {
-	return file_topk_v1_topk_proto_rawDescGZIP(), []int{5}
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *TopKRequest) GetLeaderboard() string {
@@ -501,7 +616,7 @@ type RankedItem struct {
 
 func (x *RankedItem) Reset() {
 	*x = RankedItem{}
-	mi := &file_topk_v1_topk_proto_msgTypes[6]
+	mi := &file_topk_v1_topk_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -513,7 +628,7 @@ func (x *RankedItem) String() string {
 func (*RankedItem) ProtoMessage() {}
 
 func (x *RankedItem) ProtoReflect() protoreflect.Message {
-	mi := &file_topk_v1_topk_proto_msgTypes[6]
+	mi := &file_topk_v1_topk_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -526,7 +641,7 @@ func (x *RankedItem) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RankedItem.ProtoReflect.Descriptor instead.
 func (*RankedItem) Descriptor() ([]byte, []int) {
-	return file_topk_v1_topk_proto_rawDescGZIP(), []int{6}
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *RankedItem) GetId() string {
@@ -570,7 +685,7 @@ type WindowInfo struct {
 
 func (x *WindowInfo) Reset() {
 	*x = WindowInfo{}
-	mi := &file_topk_v1_topk_proto_msgTypes[7]
+	mi := &file_topk_v1_topk_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -582,7 +697,7 @@ func (x *WindowInfo) String() string {
 func (*WindowInfo) ProtoMessage() {}
 
 func (x *WindowInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_topk_v1_topk_proto_msgTypes[7]
+	mi := &file_topk_v1_topk_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -595,7 +710,7 @@ func (x *WindowInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WindowInfo.ProtoReflect.Descriptor instead.
 func (*WindowInfo) Descriptor() ([]byte, []int) {
-	return file_topk_v1_topk_proto_rawDescGZIP(), []int{7}
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *WindowInfo) GetType() string {
@@ -644,7 +759,7 @@ type TopKResponse struct {
 
 func (x *TopKResponse) Reset() {
 	*x = TopKResponse{}
-	mi := &file_topk_v1_topk_proto_msgTypes[8]
+	mi := &file_topk_v1_topk_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -656,7 +771,7 @@ func (x *TopKResponse) String() string {
 func (*TopKResponse) ProtoMessage() {}
 
 func (x *TopKResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_topk_v1_topk_proto_msgTypes[8]
+	mi := &file_topk_v1_topk_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -669,7 +784,7 @@ func (x *TopKResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopKResponse.ProtoReflect.Descriptor instead.
 func (*TopKResponse) Descriptor() ([]byte, []int) {
-	return file_topk_v1_topk_proto_rawDescGZIP(), []int{8}
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *TopKResponse) GetLeaderboard() string {
@@ -747,7 +862,7 @@ type CountRequest struct {
 
 func (x *CountRequest) Reset() {
 	*x = CountRequest{}
-	mi := &file_topk_v1_topk_proto_msgTypes[9]
+	mi := &file_topk_v1_topk_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -759,7 +874,7 @@ func (x *CountRequest) String() string {
 func (*CountRequest) ProtoMessage() {}
 
 func (x *CountRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_topk_v1_topk_proto_msgTypes[9]
+	mi := &file_topk_v1_topk_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -772,7 +887,7 @@ func (x *CountRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CountRequest.ProtoReflect.Descriptor instead.
 func (*CountRequest) Descriptor() ([]byte, []int) {
-	return file_topk_v1_topk_proto_rawDescGZIP(), []int{9}
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *CountRequest) GetLeaderboard() string {
@@ -822,7 +937,7 @@ type CountResponse struct {
 
 func (x *CountResponse) Reset() {
 	*x = CountResponse{}
-	mi := &file_topk_v1_topk_proto_msgTypes[10]
+	mi := &file_topk_v1_topk_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -834,7 +949,7 @@ func (x *CountResponse) String() string {
 func (*CountResponse) ProtoMessage() {}
 
 func (x *CountResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_topk_v1_topk_proto_msgTypes[10]
+	mi := &file_topk_v1_topk_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -847,7 +962,7 @@ func (x *CountResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CountResponse.ProtoReflect.Descriptor instead.
 func (*CountResponse) Descriptor() ([]byte, []int) {
-	return file_topk_v1_topk_proto_rawDescGZIP(), []int{10}
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *CountResponse) GetId() string {
@@ -933,7 +1048,7 @@ type Leaderboard struct {
 
 func (x *Leaderboard) Reset() {
 	*x = Leaderboard{}
-	mi := &file_topk_v1_topk_proto_msgTypes[11]
+	mi := &file_topk_v1_topk_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -945,7 +1060,7 @@ func (x *Leaderboard) String() string {
 func (*Leaderboard) ProtoMessage() {}
 
 func (x *Leaderboard) ProtoReflect() protoreflect.Message {
-	mi := &file_topk_v1_topk_proto_msgTypes[11]
+	mi := &file_topk_v1_topk_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -958,7 +1073,7 @@ func (x *Leaderboard) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Leaderboard.ProtoReflect.Descriptor instead.
 func (*Leaderboard) Descriptor() ([]byte, []int) {
-	return file_topk_v1_topk_proto_rawDescGZIP(), []int{11}
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Leaderboard) GetName() string {
@@ -1061,7 +1176,7 @@ type CreateLeaderboardRequest struct {
 
 func (x *CreateLeaderboardRequest) Reset() {
 	*x = CreateLeaderboardRequest{}
-	mi := &file_topk_v1_topk_proto_msgTypes[12]
+	mi := &file_topk_v1_topk_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1073,7 +1188,7 @@ func (x *CreateLeaderboardRequest) String() string {
 func (*CreateLeaderboardRequest) ProtoMessage() {}
 
 func (x *CreateLeaderboardRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_topk_v1_topk_proto_msgTypes[12]
+	mi := &file_topk_v1_topk_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1086,7 +1201,7 @@ func (x *CreateLeaderboardRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateLeaderboardRequest.ProtoReflect.Descriptor instead.
 func (*CreateLeaderboardRequest) Descriptor() ([]byte, []int) {
-	return file_topk_v1_topk_proto_rawDescGZIP(), []int{12}
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *CreateLeaderboardRequest) GetLeaderboard() *Leaderboard {
@@ -1105,7 +1220,7 @@ type CreateLeaderboardResponse struct {
 
 func (x *CreateLeaderboardResponse) Reset() {
 	*x = CreateLeaderboardResponse{}
-	mi := &file_topk_v1_topk_proto_msgTypes[13]
+	mi := &file_topk_v1_topk_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1117,7 +1232,7 @@ func (x *CreateLeaderboardResponse) String() string {
 func (*CreateLeaderboardResponse) ProtoMessage() {}
 
 func (x *CreateLeaderboardResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_topk_v1_topk_proto_msgTypes[13]
+	mi := &file_topk_v1_topk_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1130,7 +1245,7 @@ func (x *CreateLeaderboardResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateLeaderboardResponse.ProtoReflect.Descriptor instead.
 func (*CreateLeaderboardResponse) Descriptor() ([]byte, []int) {
-	return file_topk_v1_topk_proto_rawDescGZIP(), []int{13}
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *CreateLeaderboardResponse) GetLeaderboard() *Leaderboard {
@@ -1148,7 +1263,7 @@ type ListLeaderboardsRequest struct {
 
 func (x *ListLeaderboardsRequest) Reset() {
 	*x = ListLeaderboardsRequest{}
-	mi := &file_topk_v1_topk_proto_msgTypes[14]
+	mi := &file_topk_v1_topk_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1160,7 +1275,7 @@ func (x *ListLeaderboardsRequest) String() string {
 func (*ListLeaderboardsRequest) ProtoMessage() {}
 
 func (x *ListLeaderboardsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_topk_v1_topk_proto_msgTypes[14]
+	mi := &file_topk_v1_topk_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1173,7 +1288,7 @@ func (x *ListLeaderboardsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListLeaderboardsRequest.ProtoReflect.Descriptor instead.
 func (*ListLeaderboardsRequest) Descriptor() ([]byte, []int) {
-	return file_topk_v1_topk_proto_rawDescGZIP(), []int{14}
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{16}
 }
 
 type ListLeaderboardsResponse struct {
@@ -1185,7 +1300,7 @@ type ListLeaderboardsResponse struct {
 
 func (x *ListLeaderboardsResponse) Reset() {
 	*x = ListLeaderboardsResponse{}
-	mi := &file_topk_v1_topk_proto_msgTypes[15]
+	mi := &file_topk_v1_topk_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1197,7 +1312,7 @@ func (x *ListLeaderboardsResponse) String() string {
 func (*ListLeaderboardsResponse) ProtoMessage() {}
 
 func (x *ListLeaderboardsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_topk_v1_topk_proto_msgTypes[15]
+	mi := &file_topk_v1_topk_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1210,7 +1325,7 @@ func (x *ListLeaderboardsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListLeaderboardsResponse.ProtoReflect.Descriptor instead.
 func (*ListLeaderboardsResponse) Descriptor() ([]byte, []int) {
-	return file_topk_v1_topk_proto_rawDescGZIP(), []int{15}
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ListLeaderboardsResponse) GetLeaderboards() []*Leaderboard {
@@ -1229,7 +1344,7 @@ type DescribeLeaderboardRequest struct {
 
 func (x *DescribeLeaderboardRequest) Reset() {
 	*x = DescribeLeaderboardRequest{}
-	mi := &file_topk_v1_topk_proto_msgTypes[16]
+	mi := &file_topk_v1_topk_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1241,7 +1356,7 @@ func (x *DescribeLeaderboardRequest) String() string {
 func (*DescribeLeaderboardRequest) ProtoMessage() {}
 
 func (x *DescribeLeaderboardRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_topk_v1_topk_proto_msgTypes[16]
+	mi := &file_topk_v1_topk_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1254,7 +1369,7 @@ func (x *DescribeLeaderboardRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeLeaderboardRequest.ProtoReflect.Descriptor instead.
 func (*DescribeLeaderboardRequest) Descriptor() ([]byte, []int) {
-	return file_topk_v1_topk_proto_rawDescGZIP(), []int{16}
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *DescribeLeaderboardRequest) GetName() string {
@@ -1275,7 +1390,7 @@ type WindowStats struct {
 
 func (x *WindowStats) Reset() {
 	*x = WindowStats{}
-	mi := &file_topk_v1_topk_proto_msgTypes[17]
+	mi := &file_topk_v1_topk_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1287,7 +1402,7 @@ func (x *WindowStats) String() string {
 func (*WindowStats) ProtoMessage() {}
 
 func (x *WindowStats) ProtoReflect() protoreflect.Message {
-	mi := &file_topk_v1_topk_proto_msgTypes[17]
+	mi := &file_topk_v1_topk_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1300,7 +1415,7 @@ func (x *WindowStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WindowStats.ProtoReflect.Descriptor instead.
 func (*WindowStats) Descriptor() ([]byte, []int) {
-	return file_topk_v1_topk_proto_rawDescGZIP(), []int{17}
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *WindowStats) GetWindow() string {
@@ -1336,7 +1451,7 @@ type DescribeLeaderboardResponse struct {
 
 func (x *DescribeLeaderboardResponse) Reset() {
 	*x = DescribeLeaderboardResponse{}
-	mi := &file_topk_v1_topk_proto_msgTypes[18]
+	mi := &file_topk_v1_topk_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1348,7 +1463,7 @@ func (x *DescribeLeaderboardResponse) String() string {
 func (*DescribeLeaderboardResponse) ProtoMessage() {}
 
 func (x *DescribeLeaderboardResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_topk_v1_topk_proto_msgTypes[18]
+	mi := &file_topk_v1_topk_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1361,7 +1476,7 @@ func (x *DescribeLeaderboardResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeLeaderboardResponse.ProtoReflect.Descriptor instead.
 func (*DescribeLeaderboardResponse) Descriptor() ([]byte, []int) {
-	return file_topk_v1_topk_proto_rawDescGZIP(), []int{18}
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *DescribeLeaderboardResponse) GetLeaderboard() *Leaderboard {
@@ -1401,7 +1516,7 @@ type DropLeaderboardRequest struct {
 
 func (x *DropLeaderboardRequest) Reset() {
 	*x = DropLeaderboardRequest{}
-	mi := &file_topk_v1_topk_proto_msgTypes[19]
+	mi := &file_topk_v1_topk_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1413,7 +1528,7 @@ func (x *DropLeaderboardRequest) String() string {
 func (*DropLeaderboardRequest) ProtoMessage() {}
 
 func (x *DropLeaderboardRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_topk_v1_topk_proto_msgTypes[19]
+	mi := &file_topk_v1_topk_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1426,7 +1541,7 @@ func (x *DropLeaderboardRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DropLeaderboardRequest.ProtoReflect.Descriptor instead.
 func (*DropLeaderboardRequest) Descriptor() ([]byte, []int) {
-	return file_topk_v1_topk_proto_rawDescGZIP(), []int{19}
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *DropLeaderboardRequest) GetName() string {
@@ -1444,7 +1559,7 @@ type DropLeaderboardResponse struct {
 
 func (x *DropLeaderboardResponse) Reset() {
 	*x = DropLeaderboardResponse{}
-	mi := &file_topk_v1_topk_proto_msgTypes[20]
+	mi := &file_topk_v1_topk_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1456,7 +1571,7 @@ func (x *DropLeaderboardResponse) String() string {
 func (*DropLeaderboardResponse) ProtoMessage() {}
 
 func (x *DropLeaderboardResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_topk_v1_topk_proto_msgTypes[20]
+	mi := &file_topk_v1_topk_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1469,7 +1584,7 @@ func (x *DropLeaderboardResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DropLeaderboardResponse.ProtoReflect.Descriptor instead.
 func (*DropLeaderboardResponse) Descriptor() ([]byte, []int) {
-	return file_topk_v1_topk_proto_rawDescGZIP(), []int{20}
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{22}
 }
 
 type StatusRequest struct {
@@ -1480,7 +1595,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_topk_v1_topk_proto_msgTypes[21]
+	mi := &file_topk_v1_topk_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1492,7 +1607,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_topk_v1_topk_proto_msgTypes[21]
+	mi := &file_topk_v1_topk_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1505,7 +1620,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_topk_v1_topk_proto_rawDescGZIP(), []int{21}
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{23}
 }
 
 type PartitionStatus struct {
@@ -1524,7 +1639,7 @@ type PartitionStatus struct {
 
 func (x *PartitionStatus) Reset() {
 	*x = PartitionStatus{}
-	mi := &file_topk_v1_topk_proto_msgTypes[22]
+	mi := &file_topk_v1_topk_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1536,7 +1651,7 @@ func (x *PartitionStatus) String() string {
 func (*PartitionStatus) ProtoMessage() {}
 
 func (x *PartitionStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_topk_v1_topk_proto_msgTypes[22]
+	mi := &file_topk_v1_topk_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1549,7 +1664,7 @@ func (x *PartitionStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionStatus.ProtoReflect.Descriptor instead.
 func (*PartitionStatus) Descriptor() ([]byte, []int) {
-	return file_topk_v1_topk_proto_rawDescGZIP(), []int{22}
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *PartitionStatus) GetPartition() uint32 {
@@ -1620,7 +1735,7 @@ type NodeStatus struct {
 
 func (x *NodeStatus) Reset() {
 	*x = NodeStatus{}
-	mi := &file_topk_v1_topk_proto_msgTypes[23]
+	mi := &file_topk_v1_topk_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1632,7 +1747,7 @@ func (x *NodeStatus) String() string {
 func (*NodeStatus) ProtoMessage() {}
 
 func (x *NodeStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_topk_v1_topk_proto_msgTypes[23]
+	mi := &file_topk_v1_topk_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1645,7 +1760,7 @@ func (x *NodeStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStatus.ProtoReflect.Descriptor instead.
 func (*NodeStatus) Descriptor() ([]byte, []int) {
-	return file_topk_v1_topk_proto_rawDescGZIP(), []int{23}
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *NodeStatus) GetNodeId() string {
@@ -1690,7 +1805,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_topk_v1_topk_proto_msgTypes[24]
+	mi := &file_topk_v1_topk_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1702,7 +1817,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_topk_v1_topk_proto_msgTypes[24]
+	mi := &file_topk_v1_topk_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1715,7 +1830,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_topk_v1_topk_proto_rawDescGZIP(), []int{24}
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *StatusResponse) GetNode() *NodeStatus {
@@ -1764,7 +1879,14 @@ var File_topk_v1_topk_proto protoreflect.FileDescriptor
 
 const file_topk_v1_topk_proto_rawDesc = "" +
 	"\n" +
-	"\x12topk/v1/topk.proto\x12\atopk.v1\"\xd2\x01\n" +
+	"\x12topk/v1/topk.proto\x12\atopk.v1\"=\n" +
+	"\fLeaveRequest\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x14\n" +
+	"\x05force\x18\x02 \x01(\bR\x05force\"b\n" +
+	"\rLeaveResponse\x12\x18\n" +
+	"\amessage\x18\x01 \x01(\tR\amessage\x12#\n" +
+	"\rreplicas_left\x18\x02 \x01(\rR\freplicasLeft\x12\x12\n" +
+	"\x04done\x18\x03 \x01(\bR\x04done\"\xd2\x01\n" +
 	"\x05Event\x12\x12\n" +
 	"\x04item\x18\x01 \x01(\tR\x04item\x12\x14\n" +
 	"\x05count\x18\x02 \x01(\x03R\x05count\x12 \n" +
@@ -1912,7 +2034,7 @@ const file_topk_v1_topk_proto_rawDesc = "" +
 	"\x17CONSISTENCY_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12CONSISTENCY_CACHED\x10\x01\x12\x16\n" +
 	"\x12CONSISTENCY_LEADER\x10\x02\x12\x1c\n" +
-	"\x18CONSISTENCY_LINEARIZABLE\x10\x032\xfc\x04\n" +
+	"\x18CONSISTENCY_LINEARIZABLE\x10\x032\xb8\x05\n" +
 	"\vTopKService\x12;\n" +
 	"\x06Ingest\x12\x16.topk.v1.IngestRequest\x1a\x17.topk.v1.IngestResponse\"\x00\x128\n" +
 	"\x04TopK\x12\x14.topk.v1.TopKRequest\x1a\x15.topk.v1.TopKResponse\"\x03\x90\x02\x01\x12;\n" +
@@ -1921,7 +2043,8 @@ const file_topk_v1_topk_proto_rawDesc = "" +
 	"\x10ListLeaderboards\x12 .topk.v1.ListLeaderboardsRequest\x1a!.topk.v1.ListLeaderboardsResponse\"\x03\x90\x02\x01\x12e\n" +
 	"\x13DescribeLeaderboard\x12#.topk.v1.DescribeLeaderboardRequest\x1a$.topk.v1.DescribeLeaderboardResponse\"\x03\x90\x02\x01\x12V\n" +
 	"\x0fDropLeaderboard\x12\x1f.topk.v1.DropLeaderboardRequest\x1a .topk.v1.DropLeaderboardResponse\"\x00\x12>\n" +
-	"\x06Status\x12\x16.topk.v1.StatusRequest\x1a\x17.topk.v1.StatusResponse\"\x03\x90\x02\x01B-Z+github.com/topkd/topkd/proto/topk/v1;topkv1b\x06proto3"
+	"\x06Status\x12\x16.topk.v1.StatusRequest\x1a\x17.topk.v1.StatusResponse\"\x03\x90\x02\x01\x12:\n" +
+	"\x05Leave\x12\x15.topk.v1.LeaveRequest\x1a\x16.topk.v1.LeaveResponse\"\x000\x01B-Z+github.com/topkd/topkd/proto/topk/v1;topkv1b\x06proto3"
 
 var (
 	file_topk_v1_topk_proto_rawDescOnce sync.Once
@@ -1936,74 +2059,78 @@ func file_topk_v1_topk_proto_rawDescGZIP() []byte {
 }
 
 var file_topk_v1_topk_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_topk_v1_topk_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
+var file_topk_v1_topk_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_topk_v1_topk_proto_goTypes = []any{
 	(Consistency)(0),                    // 0: topk.v1.Consistency
-	(*Event)(nil),                       // 1: topk.v1.Event
-	(*IngestRequest)(nil),               // 2: topk.v1.IngestRequest
-	(*EventColumns)(nil),                // 3: topk.v1.EventColumns
-	(*LateDropped)(nil),                 // 4: topk.v1.LateDropped
-	(*IngestResponse)(nil),              // 5: topk.v1.IngestResponse
-	(*TopKRequest)(nil),                 // 6: topk.v1.TopKRequest
-	(*RankedItem)(nil),                  // 7: topk.v1.RankedItem
-	(*WindowInfo)(nil),                  // 8: topk.v1.WindowInfo
-	(*TopKResponse)(nil),                // 9: topk.v1.TopKResponse
-	(*CountRequest)(nil),                // 10: topk.v1.CountRequest
-	(*CountResponse)(nil),               // 11: topk.v1.CountResponse
-	(*Leaderboard)(nil),                 // 12: topk.v1.Leaderboard
-	(*CreateLeaderboardRequest)(nil),    // 13: topk.v1.CreateLeaderboardRequest
-	(*CreateLeaderboardResponse)(nil),   // 14: topk.v1.CreateLeaderboardResponse
-	(*ListLeaderboardsRequest)(nil),     // 15: topk.v1.ListLeaderboardsRequest
-	(*ListLeaderboardsResponse)(nil),    // 16: topk.v1.ListLeaderboardsResponse
-	(*DescribeLeaderboardRequest)(nil),  // 17: topk.v1.DescribeLeaderboardRequest
-	(*WindowStats)(nil),                 // 18: topk.v1.WindowStats
-	(*DescribeLeaderboardResponse)(nil), // 19: topk.v1.DescribeLeaderboardResponse
-	(*DropLeaderboardRequest)(nil),      // 20: topk.v1.DropLeaderboardRequest
-	(*DropLeaderboardResponse)(nil),     // 21: topk.v1.DropLeaderboardResponse
-	(*StatusRequest)(nil),               // 22: topk.v1.StatusRequest
-	(*PartitionStatus)(nil),             // 23: topk.v1.PartitionStatus
-	(*NodeStatus)(nil),                  // 24: topk.v1.NodeStatus
-	(*StatusResponse)(nil),              // 25: topk.v1.StatusResponse
-	nil,                                 // 26: topk.v1.Event.DimensionsEntry
+	(*LeaveRequest)(nil),                // 1: topk.v1.LeaveRequest
+	(*LeaveResponse)(nil),               // 2: topk.v1.LeaveResponse
+	(*Event)(nil),                       // 3: topk.v1.Event
+	(*IngestRequest)(nil),               // 4: topk.v1.IngestRequest
+	(*EventColumns)(nil),                // 5: topk.v1.EventColumns
+	(*LateDropped)(nil),                 // 6: topk.v1.LateDropped
+	(*IngestResponse)(nil),              // 7: topk.v1.IngestResponse
+	(*TopKRequest)(nil),                 // 8: topk.v1.TopKRequest
+	(*RankedItem)(nil),                  // 9: topk.v1.RankedItem
+	(*WindowInfo)(nil),                  // 10: topk.v1.WindowInfo
+	(*TopKResponse)(nil),                // 11: topk.v1.TopKResponse
+	(*CountRequest)(nil),                // 12: topk.v1.CountRequest
+	(*CountResponse)(nil),               // 13: topk.v1.CountResponse
+	(*Leaderboard)(nil),                 // 14: topk.v1.Leaderboard
+	(*CreateLeaderboardRequest)(nil),    // 15: topk.v1.CreateLeaderboardRequest
+	(*CreateLeaderboardResponse)(nil),   // 16: topk.v1.CreateLeaderboardResponse
+	(*ListLeaderboardsRequest)(nil),     // 17: topk.v1.ListLeaderboardsRequest
+	(*ListLeaderboardsResponse)(nil),    // 18: topk.v1.ListLeaderboardsResponse
+	(*DescribeLeaderboardRequest)(nil),  // 19: topk.v1.DescribeLeaderboardRequest
+	(*WindowStats)(nil),                 // 20: topk.v1.WindowStats
+	(*DescribeLeaderboardResponse)(nil), // 21: topk.v1.DescribeLeaderboardResponse
+	(*DropLeaderboardRequest)(nil),      // 22: topk.v1.DropLeaderboardRequest
+	(*DropLeaderboardResponse)(nil),     // 23: topk.v1.DropLeaderboardResponse
+	(*StatusRequest)(nil),               // 24: topk.v1.StatusRequest
+	(*PartitionStatus)(nil),             // 25: topk.v1.PartitionStatus
+	(*NodeStatus)(nil),                  // 26: topk.v1.NodeStatus
+	(*StatusResponse)(nil),              // 27: topk.v1.StatusResponse
+	nil,                                 // 28: topk.v1.Event.DimensionsEntry
 }
 var file_topk_v1_topk_proto_depIdxs = []int32{
-	26, // 0: topk.v1.Event.dimensions:type_name -> topk.v1.Event.DimensionsEntry
-	1,  // 1: topk.v1.IngestRequest.events:type_name -> topk.v1.Event
-	3,  // 2: topk.v1.IngestRequest.columns:type_name -> topk.v1.EventColumns
-	4,  // 3: topk.v1.IngestResponse.late_dropped:type_name -> topk.v1.LateDropped
+	28, // 0: topk.v1.Event.dimensions:type_name -> topk.v1.Event.DimensionsEntry
+	3,  // 1: topk.v1.IngestRequest.events:type_name -> topk.v1.Event
+	5,  // 2: topk.v1.IngestRequest.columns:type_name -> topk.v1.EventColumns
+	6,  // 3: topk.v1.IngestResponse.late_dropped:type_name -> topk.v1.LateDropped
 	0,  // 4: topk.v1.TopKRequest.consistency:type_name -> topk.v1.Consistency
-	7,  // 5: topk.v1.TopKResponse.items:type_name -> topk.v1.RankedItem
-	8,  // 6: topk.v1.TopKResponse.window:type_name -> topk.v1.WindowInfo
+	9,  // 5: topk.v1.TopKResponse.items:type_name -> topk.v1.RankedItem
+	10, // 6: topk.v1.TopKResponse.window:type_name -> topk.v1.WindowInfo
 	0,  // 7: topk.v1.TopKResponse.consistency:type_name -> topk.v1.Consistency
 	0,  // 8: topk.v1.CountRequest.consistency:type_name -> topk.v1.Consistency
-	8,  // 9: topk.v1.CountResponse.window:type_name -> topk.v1.WindowInfo
+	10, // 9: topk.v1.CountResponse.window:type_name -> topk.v1.WindowInfo
 	0,  // 10: topk.v1.CountResponse.consistency:type_name -> topk.v1.Consistency
-	12, // 11: topk.v1.CreateLeaderboardRequest.leaderboard:type_name -> topk.v1.Leaderboard
-	12, // 12: topk.v1.CreateLeaderboardResponse.leaderboard:type_name -> topk.v1.Leaderboard
-	12, // 13: topk.v1.ListLeaderboardsResponse.leaderboards:type_name -> topk.v1.Leaderboard
-	12, // 14: topk.v1.DescribeLeaderboardResponse.leaderboard:type_name -> topk.v1.Leaderboard
-	18, // 15: topk.v1.DescribeLeaderboardResponse.windows:type_name -> topk.v1.WindowStats
-	24, // 16: topk.v1.StatusResponse.node:type_name -> topk.v1.NodeStatus
-	23, // 17: topk.v1.StatusResponse.partition_status:type_name -> topk.v1.PartitionStatus
-	24, // 18: topk.v1.StatusResponse.nodes:type_name -> topk.v1.NodeStatus
-	2,  // 19: topk.v1.TopKService.Ingest:input_type -> topk.v1.IngestRequest
-	6,  // 20: topk.v1.TopKService.TopK:input_type -> topk.v1.TopKRequest
-	10, // 21: topk.v1.TopKService.Count:input_type -> topk.v1.CountRequest
-	13, // 22: topk.v1.TopKService.CreateLeaderboard:input_type -> topk.v1.CreateLeaderboardRequest
-	15, // 23: topk.v1.TopKService.ListLeaderboards:input_type -> topk.v1.ListLeaderboardsRequest
-	17, // 24: topk.v1.TopKService.DescribeLeaderboard:input_type -> topk.v1.DescribeLeaderboardRequest
-	20, // 25: topk.v1.TopKService.DropLeaderboard:input_type -> topk.v1.DropLeaderboardRequest
-	22, // 26: topk.v1.TopKService.Status:input_type -> topk.v1.StatusRequest
-	5,  // 27: topk.v1.TopKService.Ingest:output_type -> topk.v1.IngestResponse
-	9,  // 28: topk.v1.TopKService.TopK:output_type -> topk.v1.TopKResponse
-	11, // 29: topk.v1.TopKService.Count:output_type -> topk.v1.CountResponse
-	14, // 30: topk.v1.TopKService.CreateLeaderboard:output_type -> topk.v1.CreateLeaderboardResponse
-	16, // 31: topk.v1.TopKService.ListLeaderboards:output_type -> topk.v1.ListLeaderboardsResponse
-	19, // 32: topk.v1.TopKService.DescribeLeaderboard:output_type -> topk.v1.DescribeLeaderboardResponse
-	21, // 33: topk.v1.TopKService.DropLeaderboard:output_type -> topk.v1.DropLeaderboardResponse
-	25, // 34: topk.v1.TopKService.Status:output_type -> topk.v1.StatusResponse
-	27, // [27:35] is the sub-list for method output_type
-	19, // [19:27] is the sub-list for method input_type
+	14, // 11: topk.v1.CreateLeaderboardRequest.leaderboard:type_name -> topk.v1.Leaderboard
+	14, // 12: topk.v1.CreateLeaderboardResponse.leaderboard:type_name -> topk.v1.Leaderboard
+	14, // 13: topk.v1.ListLeaderboardsResponse.leaderboards:type_name -> topk.v1.Leaderboard
+	14, // 14: topk.v1.DescribeLeaderboardResponse.leaderboard:type_name -> topk.v1.Leaderboard
+	20, // 15: topk.v1.DescribeLeaderboardResponse.windows:type_name -> topk.v1.WindowStats
+	26, // 16: topk.v1.StatusResponse.node:type_name -> topk.v1.NodeStatus
+	25, // 17: topk.v1.StatusResponse.partition_status:type_name -> topk.v1.PartitionStatus
+	26, // 18: topk.v1.StatusResponse.nodes:type_name -> topk.v1.NodeStatus
+	4,  // 19: topk.v1.TopKService.Ingest:input_type -> topk.v1.IngestRequest
+	8,  // 20: topk.v1.TopKService.TopK:input_type -> topk.v1.TopKRequest
+	12, // 21: topk.v1.TopKService.Count:input_type -> topk.v1.CountRequest
+	15, // 22: topk.v1.TopKService.CreateLeaderboard:input_type -> topk.v1.CreateLeaderboardRequest
+	17, // 23: topk.v1.TopKService.ListLeaderboards:input_type -> topk.v1.ListLeaderboardsRequest
+	19, // 24: topk.v1.TopKService.DescribeLeaderboard:input_type -> topk.v1.DescribeLeaderboardRequest
+	22, // 25: topk.v1.TopKService.DropLeaderboard:input_type -> topk.v1.DropLeaderboardRequest
+	24, // 26: topk.v1.TopKService.Status:input_type -> topk.v1.StatusRequest
+	1,  // 27: topk.v1.TopKService.Leave:input_type -> topk.v1.LeaveRequest
+	7,  // 28: topk.v1.TopKService.Ingest:output_type -> topk.v1.IngestResponse
+	11, // 29: topk.v1.TopKService.TopK:output_type -> topk.v1.TopKResponse
+	13, // 30: topk.v1.TopKService.Count:output_type -> topk.v1.CountResponse
+	16, // 31: topk.v1.TopKService.CreateLeaderboard:output_type -> topk.v1.CreateLeaderboardResponse
+	18, // 32: topk.v1.TopKService.ListLeaderboards:output_type -> topk.v1.ListLeaderboardsResponse
+	21, // 33: topk.v1.TopKService.DescribeLeaderboard:output_type -> topk.v1.DescribeLeaderboardResponse
+	23, // 34: topk.v1.TopKService.DropLeaderboard:output_type -> topk.v1.DropLeaderboardResponse
+	27, // 35: topk.v1.TopKService.Status:output_type -> topk.v1.StatusResponse
+	2,  // 36: topk.v1.TopKService.Leave:output_type -> topk.v1.LeaveResponse
+	28, // [28:37] is the sub-list for method output_type
+	19, // [19:28] is the sub-list for method input_type
 	19, // [19:19] is the sub-list for extension type_name
 	19, // [19:19] is the sub-list for extension extendee
 	0,  // [0:19] is the sub-list for field type_name
@@ -2020,7 +2147,7 @@ func file_topk_v1_topk_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_topk_v1_topk_proto_rawDesc), len(file_topk_v1_topk_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   26,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -56,6 +56,8 @@ const (
 	TopKServiceDropLeaderboardProcedure = "/topk.v1.TopKService/DropLeaderboard"
 	// TopKServiceStatusProcedure is the fully-qualified name of the TopKService's Status RPC.
 	TopKServiceStatusProcedure = "/topk.v1.TopKService/Status"
+	// TopKServiceLeaveProcedure is the fully-qualified name of the TopKService's Leave RPC.
+	TopKServiceLeaveProcedure = "/topk.v1.TopKService/Leave"
 )
 
 // TopKServiceClient is a client for the topk.v1.TopKService service.
@@ -73,6 +75,10 @@ type TopKServiceClient interface {
 	DropLeaderboard(context.Context, *connect.Request[v1.DropLeaderboardRequest]) (*connect.Response[v1.DropLeaderboardResponse], error)
 	// Status describes the node, its partitions and their Raft state.
 	Status(context.Context, *connect.Request[v1.StatusRequest]) (*connect.Response[v1.StatusResponse], error)
+	// Leave drains a node (placement moves every replica it holds to other
+	// nodes) and then removes it from the cluster. It streams progress and
+	// ends when the node is removed.
+	Leave(context.Context, *connect.Request[v1.LeaveRequest]) (*connect.ServerStreamForClient[v1.LeaveResponse], error)
 }
 
 // NewTopKServiceClient constructs a client for the topk.v1.TopKService service. By default, it uses
@@ -139,6 +145,12 @@ func NewTopKServiceClient(httpClient connect.HTTPClient, baseURL string, opts ..
 			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 			connect.WithClientOptions(opts...),
 		),
+		leave: connect.NewClient[v1.LeaveRequest, v1.LeaveResponse](
+			httpClient,
+			baseURL+TopKServiceLeaveProcedure,
+			connect.WithSchema(topKServiceMethods.ByName("Leave")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -152,6 +164,7 @@ type topKServiceClient struct {
 	describeLeaderboard *connect.Client[v1.DescribeLeaderboardRequest, v1.DescribeLeaderboardResponse]
 	dropLeaderboard     *connect.Client[v1.DropLeaderboardRequest, v1.DropLeaderboardResponse]
 	status              *connect.Client[v1.StatusRequest, v1.StatusResponse]
+	leave               *connect.Client[v1.LeaveRequest, v1.LeaveResponse]
 }
 
 // Ingest calls topk.v1.TopKService.Ingest.
@@ -194,6 +207,11 @@ func (c *topKServiceClient) Status(ctx context.Context, req *connect.Request[v1.
 	return c.status.CallUnary(ctx, req)
 }
 
+// Leave calls topk.v1.TopKService.Leave.
+func (c *topKServiceClient) Leave(ctx context.Context, req *connect.Request[v1.LeaveRequest]) (*connect.ServerStreamForClient[v1.LeaveResponse], error) {
+	return c.leave.CallServerStream(ctx, req)
+}
+
 // TopKServiceHandler is an implementation of the topk.v1.TopKService service.
 type TopKServiceHandler interface {
 	// Ingest counts a batch of events. With producer_id set, a retry with the same
@@ -209,6 +227,10 @@ type TopKServiceHandler interface {
 	DropLeaderboard(context.Context, *connect.Request[v1.DropLeaderboardRequest]) (*connect.Response[v1.DropLeaderboardResponse], error)
 	// Status describes the node, its partitions and their Raft state.
 	Status(context.Context, *connect.Request[v1.StatusRequest]) (*connect.Response[v1.StatusResponse], error)
+	// Leave drains a node (placement moves every replica it holds to other
+	// nodes) and then removes it from the cluster. It streams progress and
+	// ends when the node is removed.
+	Leave(context.Context, *connect.Request[v1.LeaveRequest], *connect.ServerStream[v1.LeaveResponse]) error
 }
 
 // NewTopKServiceHandler builds an HTTP handler from the service implementation. It returns the path
@@ -271,6 +293,12 @@ func NewTopKServiceHandler(svc TopKServiceHandler, opts ...connect.HandlerOption
 		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 		connect.WithHandlerOptions(opts...),
 	)
+	topKServiceLeaveHandler := connect.NewServerStreamHandler(
+		TopKServiceLeaveProcedure,
+		svc.Leave,
+		connect.WithSchema(topKServiceMethods.ByName("Leave")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/topk.v1.TopKService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case TopKServiceIngestProcedure:
@@ -289,6 +317,8 @@ func NewTopKServiceHandler(svc TopKServiceHandler, opts ...connect.HandlerOption
 			topKServiceDropLeaderboardHandler.ServeHTTP(w, r)
 		case TopKServiceStatusProcedure:
 			topKServiceStatusHandler.ServeHTTP(w, r)
+		case TopKServiceLeaveProcedure:
+			topKServiceLeaveHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -328,4 +358,8 @@ func (UnimplementedTopKServiceHandler) DropLeaderboard(context.Context, *connect
 
 func (UnimplementedTopKServiceHandler) Status(context.Context, *connect.Request[v1.StatusRequest]) (*connect.Response[v1.StatusResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("topk.v1.TopKService.Status is not implemented"))
+}
+
+func (UnimplementedTopKServiceHandler) Leave(context.Context, *connect.Request[v1.LeaveRequest], *connect.ServerStream[v1.LeaveResponse]) error {
+	return connect.NewError(connect.CodeUnimplemented, errors.New("topk.v1.TopKService.Leave is not implemented"))
 }

@@ -34,7 +34,9 @@ type Node struct {
 	GossipAddr string                 `protobuf:"bytes,4,opt,name=gossip_addr,json=gossipAddr,proto3" json:"gossip_addr,omitempty"`
 	// Random, made when the node's data dir was created: a node whose data
 	// was wiped comes back with another one and is refused under its old id.
-	StoreId       string `protobuf:"bytes,5,opt,name=store_id,json=storeId,proto3" json:"store_id,omitempty"`
+	StoreId string `protobuf:"bytes,5,opt,name=store_id,json=storeId,proto3" json:"store_id,omitempty"`
+	// Draining: placement moves its replicas away; RemoveNode follows.
+	Leaving       bool `protobuf:"varint,6,opt,name=leaving,proto3" json:"leaving,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -104,6 +106,103 @@ func (x *Node) GetStoreId() string {
 	return ""
 }
 
+func (x *Node) GetLeaving() bool {
+	if x != nil {
+		return x.Leaving
+	}
+	return false
+}
+
+// Marks a member as leaving: placement no longer counts it.
+type SetLeaving struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetLeaving) Reset() {
+	*x = SetLeaving{}
+	mi := &file_topkd_meta_v1_meta_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetLeaving) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetLeaving) ProtoMessage() {}
+
+func (x *SetLeaving) ProtoReflect() protoreflect.Message {
+	mi := &file_topkd_meta_v1_meta_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetLeaving.ProtoReflect.Descriptor instead.
+func (*SetLeaving) Descriptor() ([]byte, []int) {
+	return file_topkd_meta_v1_meta_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *SetLeaving) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+// Removes a drained member.
+type RemoveNode struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveNode) Reset() {
+	*x = RemoveNode{}
+	mi := &file_topkd_meta_v1_meta_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveNode) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveNode) ProtoMessage() {}
+
+func (x *RemoveNode) ProtoReflect() protoreflect.Message {
+	mi := &file_topkd_meta_v1_meta_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveNode.ProtoReflect.Descriptor instead.
+func (*RemoveNode) Descriptor() ([]byte, []int) {
+	return file_topkd_meta_v1_meta_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *RemoveNode) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
 // Admits a node to the cluster: it becomes a member, and the groups' leaders
 // add it as a replica where placement puts it.
 type AddNode struct {
@@ -115,7 +214,7 @@ type AddNode struct {
 
 func (x *AddNode) Reset() {
 	*x = AddNode{}
-	mi := &file_topkd_meta_v1_meta_proto_msgTypes[1]
+	mi := &file_topkd_meta_v1_meta_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -127,7 +226,7 @@ func (x *AddNode) String() string {
 func (*AddNode) ProtoMessage() {}
 
 func (x *AddNode) ProtoReflect() protoreflect.Message {
-	mi := &file_topkd_meta_v1_meta_proto_msgTypes[1]
+	mi := &file_topkd_meta_v1_meta_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -140,7 +239,7 @@ func (x *AddNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddNode.ProtoReflect.Descriptor instead.
 func (*AddNode) Descriptor() ([]byte, []int) {
-	return file_topkd_meta_v1_meta_proto_rawDescGZIP(), []int{1}
+	return file_topkd_meta_v1_meta_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *AddNode) GetNode() *Node {
@@ -164,7 +263,7 @@ type InitCluster struct {
 
 func (x *InitCluster) Reset() {
 	*x = InitCluster{}
-	mi := &file_topkd_meta_v1_meta_proto_msgTypes[2]
+	mi := &file_topkd_meta_v1_meta_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -176,7 +275,7 @@ func (x *InitCluster) String() string {
 func (*InitCluster) ProtoMessage() {}
 
 func (x *InitCluster) ProtoReflect() protoreflect.Message {
-	mi := &file_topkd_meta_v1_meta_proto_msgTypes[2]
+	mi := &file_topkd_meta_v1_meta_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -189,7 +288,7 @@ func (x *InitCluster) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InitCluster.ProtoReflect.Descriptor instead.
 func (*InitCluster) Descriptor() ([]byte, []int) {
-	return file_topkd_meta_v1_meta_proto_rawDescGZIP(), []int{2}
+	return file_topkd_meta_v1_meta_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *InitCluster) GetClusterId() string {
@@ -233,7 +332,7 @@ type PutLeaderboard struct {
 
 func (x *PutLeaderboard) Reset() {
 	*x = PutLeaderboard{}
-	mi := &file_topkd_meta_v1_meta_proto_msgTypes[3]
+	mi := &file_topkd_meta_v1_meta_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -245,7 +344,7 @@ func (x *PutLeaderboard) String() string {
 func (*PutLeaderboard) ProtoMessage() {}
 
 func (x *PutLeaderboard) ProtoReflect() protoreflect.Message {
-	mi := &file_topkd_meta_v1_meta_proto_msgTypes[3]
+	mi := &file_topkd_meta_v1_meta_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -258,7 +357,7 @@ func (x *PutLeaderboard) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutLeaderboard.ProtoReflect.Descriptor instead.
 func (*PutLeaderboard) Descriptor() ([]byte, []int) {
-	return file_topkd_meta_v1_meta_proto_rawDescGZIP(), []int{3}
+	return file_topkd_meta_v1_meta_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *PutLeaderboard) GetConfig() *v1.LeaderboardConfig {
@@ -284,7 +383,7 @@ type DropLeaderboard struct {
 
 func (x *DropLeaderboard) Reset() {
 	*x = DropLeaderboard{}
-	mi := &file_topkd_meta_v1_meta_proto_msgTypes[4]
+	mi := &file_topkd_meta_v1_meta_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -296,7 +395,7 @@ func (x *DropLeaderboard) String() string {
 func (*DropLeaderboard) ProtoMessage() {}
 
 func (x *DropLeaderboard) ProtoReflect() protoreflect.Message {
-	mi := &file_topkd_meta_v1_meta_proto_msgTypes[4]
+	mi := &file_topkd_meta_v1_meta_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -309,7 +408,7 @@ func (x *DropLeaderboard) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DropLeaderboard.ProtoReflect.Descriptor instead.
 func (*DropLeaderboard) Descriptor() ([]byte, []int) {
-	return file_topkd_meta_v1_meta_proto_rawDescGZIP(), []int{4}
+	return file_topkd_meta_v1_meta_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *DropLeaderboard) GetName() string {
@@ -329,7 +428,7 @@ type PartitionReplicas struct {
 
 func (x *PartitionReplicas) Reset() {
 	*x = PartitionReplicas{}
-	mi := &file_topkd_meta_v1_meta_proto_msgTypes[5]
+	mi := &file_topkd_meta_v1_meta_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -341,7 +440,7 @@ func (x *PartitionReplicas) String() string {
 func (*PartitionReplicas) ProtoMessage() {}
 
 func (x *PartitionReplicas) ProtoReflect() protoreflect.Message {
-	mi := &file_topkd_meta_v1_meta_proto_msgTypes[5]
+	mi := &file_topkd_meta_v1_meta_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -354,7 +453,7 @@ func (x *PartitionReplicas) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionReplicas.ProtoReflect.Descriptor instead.
 func (*PartitionReplicas) Descriptor() ([]byte, []int) {
-	return file_topkd_meta_v1_meta_proto_rawDescGZIP(), []int{5}
+	return file_topkd_meta_v1_meta_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *PartitionReplicas) GetNodes() []string {
@@ -377,7 +476,7 @@ type SetPlacement struct {
 
 func (x *SetPlacement) Reset() {
 	*x = SetPlacement{}
-	mi := &file_topkd_meta_v1_meta_proto_msgTypes[6]
+	mi := &file_topkd_meta_v1_meta_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -389,7 +488,7 @@ func (x *SetPlacement) String() string {
 func (*SetPlacement) ProtoMessage() {}
 
 func (x *SetPlacement) ProtoReflect() protoreflect.Message {
-	mi := &file_topkd_meta_v1_meta_proto_msgTypes[6]
+	mi := &file_topkd_meta_v1_meta_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -402,7 +501,7 @@ func (x *SetPlacement) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetPlacement.ProtoReflect.Descriptor instead.
 func (*SetPlacement) Descriptor() ([]byte, []int) {
-	return file_topkd_meta_v1_meta_proto_rawDescGZIP(), []int{6}
+	return file_topkd_meta_v1_meta_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *SetPlacement) GetEpoch() uint64 {
@@ -428,6 +527,8 @@ type Command struct {
 	//	*Command_DropLeaderboard
 	//	*Command_AddNode
 	//	*Command_SetPlacement
+	//	*Command_SetLeaving
+	//	*Command_RemoveNode
 	Cmd           isCommand_Cmd `protobuf_oneof:"cmd"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -435,7 +536,7 @@ type Command struct {
 
 func (x *Command) Reset() {
 	*x = Command{}
-	mi := &file_topkd_meta_v1_meta_proto_msgTypes[7]
+	mi := &file_topkd_meta_v1_meta_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -447,7 +548,7 @@ func (x *Command) String() string {
 func (*Command) ProtoMessage() {}
 
 func (x *Command) ProtoReflect() protoreflect.Message {
-	mi := &file_topkd_meta_v1_meta_proto_msgTypes[7]
+	mi := &file_topkd_meta_v1_meta_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -460,7 +561,7 @@ func (x *Command) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Command.ProtoReflect.Descriptor instead.
 func (*Command) Descriptor() ([]byte, []int) {
-	return file_topkd_meta_v1_meta_proto_rawDescGZIP(), []int{7}
+	return file_topkd_meta_v1_meta_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Command) GetCmd() isCommand_Cmd {
@@ -515,6 +616,24 @@ func (x *Command) GetSetPlacement() *SetPlacement {
 	return nil
 }
 
+func (x *Command) GetSetLeaving() *SetLeaving {
+	if x != nil {
+		if x, ok := x.Cmd.(*Command_SetLeaving); ok {
+			return x.SetLeaving
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetRemoveNode() *RemoveNode {
+	if x != nil {
+		if x, ok := x.Cmd.(*Command_RemoveNode); ok {
+			return x.RemoveNode
+		}
+	}
+	return nil
+}
+
 type isCommand_Cmd interface {
 	isCommand_Cmd()
 }
@@ -539,6 +658,14 @@ type Command_SetPlacement struct {
 	SetPlacement *SetPlacement `protobuf:"bytes,5,opt,name=set_placement,json=setPlacement,proto3,oneof"`
 }
 
+type Command_SetLeaving struct {
+	SetLeaving *SetLeaving `protobuf:"bytes,6,opt,name=set_leaving,json=setLeaving,proto3,oneof"`
+}
+
+type Command_RemoveNode struct {
+	RemoveNode *RemoveNode `protobuf:"bytes,7,opt,name=remove_node,json=removeNode,proto3,oneof"`
+}
+
 func (*Command_Init) isCommand_Cmd() {}
 
 func (*Command_PutLeaderboard) isCommand_Cmd() {}
@@ -548,6 +675,10 @@ func (*Command_DropLeaderboard) isCommand_Cmd() {}
 func (*Command_AddNode) isCommand_Cmd() {}
 
 func (*Command_SetPlacement) isCommand_Cmd() {}
+
+func (*Command_SetLeaving) isCommand_Cmd() {}
+
+func (*Command_RemoveNode) isCommand_Cmd() {}
 
 type State struct {
 	state        protoimpl.MessageState  `protogen:"open.v1"`
@@ -566,7 +697,7 @@ type State struct {
 
 func (x *State) Reset() {
 	*x = State{}
-	mi := &file_topkd_meta_v1_meta_proto_msgTypes[8]
+	mi := &file_topkd_meta_v1_meta_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -578,7 +709,7 @@ func (x *State) String() string {
 func (*State) ProtoMessage() {}
 
 func (x *State) ProtoReflect() protoreflect.Message {
-	mi := &file_topkd_meta_v1_meta_proto_msgTypes[8]
+	mi := &file_topkd_meta_v1_meta_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -591,7 +722,7 @@ func (x *State) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use State.ProtoReflect.Descriptor instead.
 func (*State) Descriptor() ([]byte, []int) {
-	return file_topkd_meta_v1_meta_proto_rawDescGZIP(), []int{8}
+	return file_topkd_meta_v1_meta_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *State) GetClusterId() string {
@@ -654,14 +785,21 @@ var File_topkd_meta_v1_meta_proto protoreflect.FileDescriptor
 
 const file_topkd_meta_v1_meta_proto_rawDesc = "" +
 	"\n" +
-	"\x18topkd/meta/v1/meta.proto\x12\rtopkd.meta.v1\x1a\x1etopkd/raftcmd/v1/raftcmd.proto\"\x8c\x01\n" +
+	"\x18topkd/meta/v1/meta.proto\x12\rtopkd.meta.v1\x1a\x1etopkd/raftcmd/v1/raftcmd.proto\"\xa6\x01\n" +
 	"\x04Node\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x1b\n" +
 	"\thttp_addr\x18\x03 \x01(\tR\bhttpAddr\x12\x1f\n" +
 	"\vgossip_addr\x18\x04 \x01(\tR\n" +
 	"gossipAddr\x12\x19\n" +
-	"\bstore_id\x18\x05 \x01(\tR\astoreId\"2\n" +
+	"\bstore_id\x18\x05 \x01(\tR\astoreId\x12\x18\n" +
+	"\aleaving\x18\x06 \x01(\bR\aleaving\"\x1c\n" +
+	"\n" +
+	"SetLeaving\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"\x1c\n" +
+	"\n" +
+	"RemoveNode\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"2\n" +
 	"\aAddNode\x12'\n" +
 	"\x04node\x18\x01 \x01(\v2\x13.topkd.meta.v1.NodeR\x04node\"\xb6\x01\n" +
 	"\vInitCluster\x12\x1d\n" +
@@ -686,13 +824,17 @@ const file_topkd_meta_v1_meta_proto_rawDesc = "" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12@\n" +
 	"\n" +
 	"partitions\x18\x02 \x03(\v2 .topkd.meta.v1.PartitionReplicasR\n" +
-	"partitions\"\xd2\x02\n" +
+	"partitions\"\xce\x03\n" +
 	"\aCommand\x120\n" +
 	"\x04init\x18\x01 \x01(\v2\x1a.topkd.meta.v1.InitClusterH\x00R\x04init\x12H\n" +
 	"\x0fput_leaderboard\x18\x02 \x01(\v2\x1d.topkd.meta.v1.PutLeaderboardH\x00R\x0eputLeaderboard\x12K\n" +
 	"\x10drop_leaderboard\x18\x03 \x01(\v2\x1e.topkd.meta.v1.DropLeaderboardH\x00R\x0fdropLeaderboard\x123\n" +
 	"\badd_node\x18\x04 \x01(\v2\x16.topkd.meta.v1.AddNodeH\x00R\aaddNode\x12B\n" +
-	"\rset_placement\x18\x05 \x01(\v2\x1b.topkd.meta.v1.SetPlacementH\x00R\fsetPlacementB\x05\n" +
+	"\rset_placement\x18\x05 \x01(\v2\x1b.topkd.meta.v1.SetPlacementH\x00R\fsetPlacement\x12<\n" +
+	"\vset_leaving\x18\x06 \x01(\v2\x19.topkd.meta.v1.SetLeavingH\x00R\n" +
+	"setLeaving\x12<\n" +
+	"\vremove_node\x18\a \x01(\v2\x19.topkd.meta.v1.RemoveNodeH\x00R\n" +
+	"removeNodeB\x05\n" +
 	"\x03cmd\"\x85\x03\n" +
 	"\x05State\x12\x1d\n" +
 	"\n" +
@@ -721,40 +863,44 @@ func file_topkd_meta_v1_meta_proto_rawDescGZIP() []byte {
 	return file_topkd_meta_v1_meta_proto_rawDescData
 }
 
-var file_topkd_meta_v1_meta_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_topkd_meta_v1_meta_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_topkd_meta_v1_meta_proto_goTypes = []any{
 	(*Node)(nil),                 // 0: topkd.meta.v1.Node
-	(*AddNode)(nil),              // 1: topkd.meta.v1.AddNode
-	(*InitCluster)(nil),          // 2: topkd.meta.v1.InitCluster
-	(*PutLeaderboard)(nil),       // 3: topkd.meta.v1.PutLeaderboard
-	(*DropLeaderboard)(nil),      // 4: topkd.meta.v1.DropLeaderboard
-	(*PartitionReplicas)(nil),    // 5: topkd.meta.v1.PartitionReplicas
-	(*SetPlacement)(nil),         // 6: topkd.meta.v1.SetPlacement
-	(*Command)(nil),              // 7: topkd.meta.v1.Command
-	(*State)(nil),                // 8: topkd.meta.v1.State
-	(*v1.LeaderboardConfig)(nil), // 9: topkd.raftcmd.v1.LeaderboardConfig
-	(*v1.Tombstone)(nil),         // 10: topkd.raftcmd.v1.Tombstone
+	(*SetLeaving)(nil),           // 1: topkd.meta.v1.SetLeaving
+	(*RemoveNode)(nil),           // 2: topkd.meta.v1.RemoveNode
+	(*AddNode)(nil),              // 3: topkd.meta.v1.AddNode
+	(*InitCluster)(nil),          // 4: topkd.meta.v1.InitCluster
+	(*PutLeaderboard)(nil),       // 5: topkd.meta.v1.PutLeaderboard
+	(*DropLeaderboard)(nil),      // 6: topkd.meta.v1.DropLeaderboard
+	(*PartitionReplicas)(nil),    // 7: topkd.meta.v1.PartitionReplicas
+	(*SetPlacement)(nil),         // 8: topkd.meta.v1.SetPlacement
+	(*Command)(nil),              // 9: topkd.meta.v1.Command
+	(*State)(nil),                // 10: topkd.meta.v1.State
+	(*v1.LeaderboardConfig)(nil), // 11: topkd.raftcmd.v1.LeaderboardConfig
+	(*v1.Tombstone)(nil),         // 12: topkd.raftcmd.v1.Tombstone
 }
 var file_topkd_meta_v1_meta_proto_depIdxs = []int32{
 	0,  // 0: topkd.meta.v1.AddNode.node:type_name -> topkd.meta.v1.Node
 	0,  // 1: topkd.meta.v1.InitCluster.first_node:type_name -> topkd.meta.v1.Node
 	0,  // 2: topkd.meta.v1.InitCluster.other_nodes:type_name -> topkd.meta.v1.Node
-	9,  // 3: topkd.meta.v1.PutLeaderboard.config:type_name -> topkd.raftcmd.v1.LeaderboardConfig
-	5,  // 4: topkd.meta.v1.SetPlacement.partitions:type_name -> topkd.meta.v1.PartitionReplicas
-	2,  // 5: topkd.meta.v1.Command.init:type_name -> topkd.meta.v1.InitCluster
-	3,  // 6: topkd.meta.v1.Command.put_leaderboard:type_name -> topkd.meta.v1.PutLeaderboard
-	4,  // 7: topkd.meta.v1.Command.drop_leaderboard:type_name -> topkd.meta.v1.DropLeaderboard
-	1,  // 8: topkd.meta.v1.Command.add_node:type_name -> topkd.meta.v1.AddNode
-	6,  // 9: topkd.meta.v1.Command.set_placement:type_name -> topkd.meta.v1.SetPlacement
-	0,  // 10: topkd.meta.v1.State.nodes:type_name -> topkd.meta.v1.Node
-	9,  // 11: topkd.meta.v1.State.leaderboards:type_name -> topkd.raftcmd.v1.LeaderboardConfig
-	10, // 12: topkd.meta.v1.State.tombstones:type_name -> topkd.raftcmd.v1.Tombstone
-	5,  // 13: topkd.meta.v1.State.placement:type_name -> topkd.meta.v1.PartitionReplicas
-	14, // [14:14] is the sub-list for method output_type
-	14, // [14:14] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	11, // 3: topkd.meta.v1.PutLeaderboard.config:type_name -> topkd.raftcmd.v1.LeaderboardConfig
+	7,  // 4: topkd.meta.v1.SetPlacement.partitions:type_name -> topkd.meta.v1.PartitionReplicas
+	4,  // 5: topkd.meta.v1.Command.init:type_name -> topkd.meta.v1.InitCluster
+	5,  // 6: topkd.meta.v1.Command.put_leaderboard:type_name -> topkd.meta.v1.PutLeaderboard
+	6,  // 7: topkd.meta.v1.Command.drop_leaderboard:type_name -> topkd.meta.v1.DropLeaderboard
+	3,  // 8: topkd.meta.v1.Command.add_node:type_name -> topkd.meta.v1.AddNode
+	8,  // 9: topkd.meta.v1.Command.set_placement:type_name -> topkd.meta.v1.SetPlacement
+	1,  // 10: topkd.meta.v1.Command.set_leaving:type_name -> topkd.meta.v1.SetLeaving
+	2,  // 11: topkd.meta.v1.Command.remove_node:type_name -> topkd.meta.v1.RemoveNode
+	0,  // 12: topkd.meta.v1.State.nodes:type_name -> topkd.meta.v1.Node
+	11, // 13: topkd.meta.v1.State.leaderboards:type_name -> topkd.raftcmd.v1.LeaderboardConfig
+	12, // 14: topkd.meta.v1.State.tombstones:type_name -> topkd.raftcmd.v1.Tombstone
+	7,  // 15: topkd.meta.v1.State.placement:type_name -> topkd.meta.v1.PartitionReplicas
+	16, // [16:16] is the sub-list for method output_type
+	16, // [16:16] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_topkd_meta_v1_meta_proto_init() }
@@ -762,12 +908,14 @@ func file_topkd_meta_v1_meta_proto_init() {
 	if File_topkd_meta_v1_meta_proto != nil {
 		return
 	}
-	file_topkd_meta_v1_meta_proto_msgTypes[7].OneofWrappers = []any{
+	file_topkd_meta_v1_meta_proto_msgTypes[9].OneofWrappers = []any{
 		(*Command_Init)(nil),
 		(*Command_PutLeaderboard)(nil),
 		(*Command_DropLeaderboard)(nil),
 		(*Command_AddNode)(nil),
 		(*Command_SetPlacement)(nil),
+		(*Command_SetLeaving)(nil),
+		(*Command_RemoveNode)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -775,7 +923,7 @@ func file_topkd_meta_v1_meta_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_topkd_meta_v1_meta_proto_rawDesc), len(file_topkd_meta_v1_meta_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   9,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

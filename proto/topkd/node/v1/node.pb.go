@@ -966,10 +966,13 @@ func (x *ReplicaStatusRequest) GetGroup() uint32 {
 }
 
 type ReplicaStatusResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	AppliedIndex  uint64                 `protobuf:"varint,1,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
-	LastIndex     uint64                 `protobuf:"varint,2,opt,name=last_index,json=lastIndex,proto3" json:"last_index,omitempty"`
-	State         string                 `protobuf:"bytes,3,opt,name=state,proto3" json:"state,omitempty"`
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	AppliedIndex uint64                 `protobuf:"varint,1,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
+	LastIndex    uint64                 `protobuf:"varint,2,opt,name=last_index,json=lastIndex,proto3" json:"last_index,omitempty"`
+	State        string                 `protobuf:"bytes,3,opt,name=state,proto3" json:"state,omitempty"`
+	// The group's configuration as this replica knows it.
+	Voters        []string `protobuf:"bytes,4,rep,name=voters,proto3" json:"voters,omitempty"`
+	NonVoters     []string `protobuf:"bytes,5,rep,name=non_voters,json=nonVoters,proto3" json:"non_voters,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1023,6 +1026,20 @@ func (x *ReplicaStatusResponse) GetState() string {
 		return x.State
 	}
 	return ""
+}
+
+func (x *ReplicaStatusResponse) GetVoters() []string {
+	if x != nil {
+		return x.Voters
+	}
+	return nil
+}
+
+func (x *ReplicaStatusResponse) GetNonVoters() []string {
+	if x != nil {
+		return x.NonVoters
+	}
+	return nil
 }
 
 var File_topkd_node_v1_node_proto protoreflect.FileDescriptor
@@ -1093,12 +1110,15 @@ const file_topkd_node_v1_node_proto_rawDesc = "" +
 	"\x11ApplyMetaResponse\x12;\n" +
 	"\x06config\x18\x01 \x01(\v2#.topkd.raftcmd.v1.LeaderboardConfigR\x06config\",\n" +
 	"\x14ReplicaStatusRequest\x12\x14\n" +
-	"\x05group\x18\x01 \x01(\rR\x05group\"q\n" +
+	"\x05group\x18\x01 \x01(\rR\x05group\"\xa8\x01\n" +
 	"\x15ReplicaStatusResponse\x12#\n" +
 	"\rapplied_index\x18\x01 \x01(\x04R\fappliedIndex\x12\x1d\n" +
 	"\n" +
 	"last_index\x18\x02 \x01(\x04R\tlastIndex\x12\x14\n" +
-	"\x05state\x18\x03 \x01(\tR\x05state*u\n" +
+	"\x05state\x18\x03 \x01(\tR\x05state\x12\x16\n" +
+	"\x06voters\x18\x04 \x03(\tR\x06voters\x12\x1d\n" +
+	"\n" +
+	"non_voters\x18\x05 \x03(\tR\tnonVoters*u\n" +
 	"\vConsistency\x12\x1b\n" +
 	"\x17CONSISTENCY_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fCONSISTENCY_ANY\x10\x01\x12\x16\n" +
