@@ -7,7 +7,7 @@ CONNECT_GO_VERSION    := v1.21.1
 STATICCHECK_VERSION   := v0.8.2
 export PATH := $(BIN):$(PATH)
 
-.PHONY: all build run test test-short generate generate-check tools bench bench-fsm bench-fsm-10m bench-server bench-redis bench-restart bench-single bench-logstore lint ci accuracy mode-memory
+.PHONY: all build run test test-short generate generate-check tools bench bench-fsm bench-fsm-10m bench-server bench-redis bench-restart bench-single bench-logstore lint ci accuracy mode-memory image cluster-up cluster-down
 
 all: build
 
@@ -35,6 +35,19 @@ tools:
 	@test -x $(BIN)/buf || GOBIN=$(BIN) $(GO) install github.com/bufbuild/buf/cmd/buf@$(BUF_VERSION)
 	@test -x $(BIN)/protoc-gen-go || GOBIN=$(BIN) $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
 	@test -x $(BIN)/protoc-gen-connect-go || GOBIN=$(BIN) $(GO) install connectrpc.com/connect/cmd/protoc-gen-connect-go@$(CONNECT_GO_VERSION)
+
+# The container image topkd:latest, FROM scratch with static binaries.
+image:
+	CGO_ENABLED=0 GOOS=linux $(GO) build -o $(BIN)/linux/topkd ./cmd/topkd
+	CGO_ENABLED=0 GOOS=linux $(GO) build -o $(BIN)/linux/topkctl ./cmd/topkctl
+	docker build -f deploy/Dockerfile -t topkd:latest .
+
+# A three-node cluster in containers, answering on the host at 127.0.0.1:7070, 7080 and 7090.
+cluster-up: image
+	docker-compose -f deploy/docker-compose.yml up -d
+
+cluster-down:
+	docker-compose -f deploy/docker-compose.yml down -v
 
 # Regenerates the committed protobuf code.
 generate: tools

@@ -21,11 +21,12 @@ import (
 // clusterNode is one node of an in-process cluster: a server.Node served by
 // rpc.Handler on a real loopback HTTP listener.
 type clusterNode struct {
-	id   string
-	node *server.Node
-	srv  *http.Server
-	addr string // HTTP
-	raft string
+	id     string
+	node   *server.Node
+	srv    *http.Server
+	addr   string // HTTP
+	raft   string
+	gossip string
 }
 
 // newCluster starts n nodes that bootstrap together (InitialCluster): every
@@ -182,12 +183,12 @@ func TestClusterIngestAndQueryAnyNode(t *testing.T) {
 
 // startNode opens one node that creates a cluster (join empty) or joins
 // one through the HTTP addresses in join, and serves it.
-func startNode(t *testing.T, id, dir, join string) *clusterNode {
-	return startNodeAt(t, id, dir, join, "127.0.0.1:0", "127.0.0.1:0")
+func startNode(t *testing.T, id, dir, join string, opts ...func(*server.Config)) *clusterNode {
+	return startNodeAt(t, id, dir, join, "127.0.0.1:0", "127.0.0.1:0", opts...)
 }
 
 // startNodeAt is startNode on given Raft and HTTP addresses.
-func startNodeAt(t *testing.T, id, dir, join, raftAddr, httpAddr string) *clusterNode {
+func startNodeAt(t *testing.T, id, dir, join, raftAddr, httpAddr string, opts ...func(*server.Config)) *clusterNode {
 	t.Helper()
 	raftLn, err := net.Listen("tcp", raftAddr)
 	if err != nil {
@@ -206,16 +207,20 @@ func startNodeAt(t *testing.T, id, dir, join, raftAddr, httpAddr string) *cluste
 	h := &lateHandler{}
 	srv := rpc.NewServer(httpLn.Addr().String(), h)
 	go srv.Serve(httpLn)
-	node, err := server.Open(ctx, server.Config{NodeID: id, DataDir: dir, RaftAddr: raftLn.Addr().String(), RaftListener: raftLn,
+	cfg := server.Config{NodeID: id, DataDir: dir, RaftAddr: raftLn.Addr().String(), RaftListener: raftLn,
 		HTTPAddr: httpLn.Addr().String(), Partitions: 4, Raft: pol, Join: join,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	node, err := server.Open(ctx, cfg)
 	if err != nil {
 		srv.Close()
 		raftLn.Close()
 		t.Fatalf("open %s: %v", id, err)
 	}
 	h.set(rpc.Handler(node))
-	cn := &clusterNode{id: id, node: node, srv: srv, addr: httpLn.Addr().String(), raft: raftLn.Addr().String()}
+	cn := &clusterNode{id: id, node: node, srv: srv, addr: httpLn.Addr().String(), raft: raftLn.Addr().String(), gossip: cfg.GossipAddr}
 	t.Cleanup(cn.stop)
 	return cn
 }
@@ -495,4 +500,116 @@ func TestClusterPlacement(t *testing.T) {
 	if err := nodes[0].node.Leave(ctx, "n3", false, func(string, int) {}); err == nil || !strings.Contains(err.Error(), "add a node first") {
 		t.Errorf("leave below R: %v, want a refusal", err)
 	}
+}
+
+// withGossip gives a node a gossip address (a free loopback port, or the
+// one given) and a dead-node grace period.
+func withGossip(t *testing.T, addr string, grace time.Duration) func(*server.Config) {
+	if addr == "" {
+		l, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr = l.LocalAddr().String()
+		l.Close()
+	}
+	return func(c *server.Config) {
+		c.GossipAddr, c.DeadNodeGrace = addr, grace
+	}
+}
+
+// TestClusterDeadNode: a node stopped without leaving is marked down once
+// gossip has missed it for the grace period; its replicas are re-created
+// on the others (new replica first) and the counts stay exact. Started
+// again with its data, it is taken back into placement.
+func TestClusterDeadNode(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a four-node cluster; skipped with -short")
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 120*time.Second)
+	defer cancel()
+	const grace = 2 * time.Second
+	nodes := []*clusterNode{startNode(t, "n1", t.TempDir(), "", withGossip(t, "", grace))}
+	dirs := []string{""}
+	for i := 2; i <= 4; i++ {
+		dir := t.TempDir()
+		dirs = append(dirs, dir)
+		nodes = append(nodes, startNode(t, fmt.Sprintf("n%d", i), dir, nodes[0].gossip, withGossip(t, "", grace)))
+	}
+	before := waitPlaced(t, nodes)
+	want := map[string]int64{}
+	seq := uint64(0)
+	ingest := func(via []*clusterNode, batches int) {
+		t.Helper()
+		for range batches {
+			seq++
+			var evs []server.Event
+			for i := range 100 {
+				item := fmt.Sprintf("item-%02d", (int(seq)*7+i)%53)
+				evs = append(evs, server.Event{Item: item, TimeMs: time.Now().UnixMilli()})
+				want[item]++
+			}
+			cn := via[int(seq)%len(via)]
+			if _, err := cn.node.Ingest(ctx, server.IngestRequest{Events: evs, ProducerID: "p", Epoch: 1, Sequence: seq}); err != nil {
+				t.Fatalf("batch %d through %s: %v", seq, cn.id, err)
+			}
+		}
+	}
+	check := func(via []*clusterNode, when string) {
+		t.Helper()
+		for _, cn := range via {
+			a, err := cn.node.TopK(ctx, server.TopKQuery{K: 100, Consistency: server.Linearizable})
+			if err != nil {
+				t.Fatalf("%s: top-k from %s: %v", when, cn.id, err)
+			}
+			for _, it := range a.Items {
+				if it.Count != want[it.Item] {
+					t.Errorf("%s: %s: %s = %d, want %d", when, cn.id, it.Item, it.Count, want[it.Item])
+				}
+			}
+			if len(a.Items) != len(want) {
+				t.Errorf("%s: %s answered %d items, want %d", when, cn.id, len(a.Items), len(want))
+			}
+		}
+	}
+	ingest(nodes, 10)
+	dead := nodes[3]
+	dead.stop()
+	live := nodes[:3]
+	ingest(live, 10)
+	var after [][]string
+	for deadline := time.Now().Add(60 * time.Second); ; {
+		after = waitPlaced(t, live)
+		still := false
+		for _, reps := range after {
+			still = still || slices.Contains(reps, dead.id)
+		}
+		if !still {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("placement %v still holds %s a minute after it died", after, dead.id)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Logf("placement %v -> %v after %s died", before, after, dead.id)
+	check(live, dead.id+" dead")
+	back := startNodeAt(t, dead.id, dirs[3], "", dead.raft, dead.addr, withGossip(t, dead.gossip, grace))
+	nodes = append(live, back)
+	for deadline := time.Now().Add(60 * time.Second); ; {
+		placed := waitPlaced(t, nodes)
+		found := false
+		for _, reps := range placed {
+			found = found || slices.Contains(reps, back.id)
+		}
+		if found {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s came back but placement %v never took it back", back.id, placed)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	ingest(nodes, 10)
+	check(nodes, back.id+" back")
 }

@@ -49,6 +49,14 @@ func startGossip(id, addr, httpAddr, raftAddr string, lg *slog.Logger) (*gossip,
 	if err != nil {
 		return nil, fmt.Errorf("gossip address %q: %w", addr, err)
 	}
+	// memberlist binds to an IP: resolve a host name (a container's).
+	if net.ParseIP(host) == nil {
+		ip, err := net.ResolveIPAddr("ip", host)
+		if err != nil {
+			return nil, fmt.Errorf("gossip address %q: %w", addr, err)
+		}
+		host = ip.IP.String()
+	}
 	meta, _ := json.Marshal(gossipMeta{HTTP: httpAddr, Raft: raftAddr})
 	cfg := memberlist.DefaultLANConfig()
 	cfg.Name = id

@@ -27,6 +27,10 @@ import (
 // has that many nodes.
 const DefaultReplicas = 3
 
+// DefaultDeadNodeGrace is how long gossip must see a member dead before
+// its replicas are re-created elsewhere.
+const DefaultDeadNodeGrace = 5 * time.Minute
+
 // DefaultMetaVoters is how many members vote in the meta group; the others
 // follow it as non-voters.
 const DefaultMetaVoters = 3
@@ -273,7 +277,7 @@ func (n *Node) reconcilePlacement(st *metapb.State) {
 	}
 	var ids []string
 	for _, m := range st.Nodes {
-		if !m.Leaving {
+		if !m.Leaving && !m.Down {
 			ids = append(ids, m.Id)
 		}
 	}
@@ -324,6 +328,7 @@ func (n *Node) reconcileMembership(st *metapb.State) {
 	if voters <= 0 {
 		voters = DefaultMetaVoters
 	}
+	n.reconcileLiveness(st)
 	n.reconcilePlacement(st)
 	if n.meta.isLeader() {
 		// Every member follows the meta group; the first ones that are not
@@ -698,4 +703,58 @@ func (n *Node) groupServers(ctx context.Context, p int) ([]string, error) {
 		return append(resp.Msg.Voters, resp.Msg.NonVoters...), nil
 	}
 	return nil, fmt.Errorf("%w: partition %d: no leader answered", ErrNotReady, p)
+}
+
+// reconcileLiveness, on the meta leader, marks a member down once gossip
+// has not seen it alive for Config.DeadNodeGrace, and up again when it is
+// back: gossip detects, the meta group decides. Timers restart with each
+// new meta leader, which only ever delays a decision.
+func (n *Node) reconcileLiveness(st *metapb.State) {
+	if n.gossip == nil || !n.meta.isLeader() {
+		n.deadSince = nil
+		return
+	}
+	grace := n.cfg.DeadNodeGrace
+	if grace <= 0 {
+		grace = DefaultDeadNodeGrace
+	}
+	if n.deadSince == nil {
+		n.deadSince = map[string]time.Time{}
+	}
+	alive := n.gossip.alive()
+	now := time.Now()
+	for _, m := range st.Nodes {
+		if m.Id == n.cfg.NodeID {
+			continue
+		}
+		var change *metapb.SetDown
+		if alive[m.Id] {
+			delete(n.deadSince, m.Id)
+			if m.Down {
+				change = &metapb.SetDown{Id: m.Id, Down: false}
+			}
+		} else {
+			since, ok := n.deadSince[m.Id]
+			if !ok {
+				n.deadSince[m.Id] = now
+			} else if !m.Down && now.Sub(since) > grace {
+				change = &metapb.SetDown{Id: m.Id, Down: true}
+			}
+		}
+		if change == nil {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_, err := n.applyMeta(ctx, &metapb.Command{Cmd: &metapb.Command_SetDown{SetDown: change}})
+		cancel()
+		if err != nil {
+			n.log.Warn("mark a node down or up", "node", m.Id, "down", change.Down, "err", err)
+			continue
+		}
+		if change.Down {
+			n.log.Warn("node dead in gossip past the grace period: re-creating its replicas elsewhere", "node", m.Id, "grace", grace)
+		} else {
+			n.log.Info("node alive again in gossip: placement takes it back", "node", m.Id)
+		}
+	}
 }

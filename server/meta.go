@@ -118,6 +118,14 @@ func (m *metaFSM) Apply(l *raft.Log) interface{} {
 			}
 		}
 		return fmt.Errorf("%w: no member %q", ErrInvalid, x.SetLeaving.Id)
+	case *metapb.Command_SetDown:
+		for _, nd := range m.st.Nodes {
+			if nd.Id == x.SetDown.Id {
+				nd.Down = x.SetDown.Down
+				return nil
+			}
+		}
+		return nil // removed meanwhile
 	case *metapb.Command_RemoveNode:
 		for i, nd := range m.st.Nodes {
 			if nd.Id == x.RemoveNode.Id {

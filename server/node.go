@@ -44,8 +44,11 @@ type Config struct {
 	Replicas int
 	// MetaVoters is how many members vote in the meta group (DefaultMetaVoters when 0).
 	MetaVoters int
-	Raft       RaftPolicy
-	Ingest     IngestPolicy
+	// DeadNodeGrace is how long gossip must see a member dead before its
+	// replicas are re-created elsewhere (DefaultDeadNodeGrace when 0).
+	DeadNodeGrace time.Duration
+	Raft          RaftPolicy
+	Ingest        IngestPolicy
 	// MemoryHighWater rejects ingest with ErrOverloaded above this heap size (bytes); 0 disables.
 	MemoryHighWater uint64
 	CacheRefresh    time.Duration
@@ -92,14 +95,16 @@ type Node struct {
 	storeID string
 	// lastMembers is the member list last written to the members file (reconcileLoop only).
 	lastMembers string
-	parts       []*localReplica // by partition: this node's replicas
-	nparts      int
-	coord       *coordinator
-	peers       *peers
-	gossip      *gossip // nil without a gossip address
-	metrics     *metrics
-	mem         *memoryGuard
-	watermark   *watermarks
+	// deadSince is when the meta leader last saw each member alive in gossip (reconcileLoop only).
+	deadSince map[string]time.Time
+	parts     []*localReplica // by partition: this node's replicas
+	nparts    int
+	coord     *coordinator
+	peers     *peers
+	gossip    *gossip // nil without a gossip address
+	metrics   *metrics
+	mem       *memoryGuard
+	watermark *watermarks
 
 	stop chan struct{}
 	wg   sync.WaitGroup

@@ -65,6 +65,13 @@ func envInt(name string, def int) int {
 	return def
 }
 
+func envDuration(name string, def time.Duration) time.Duration {
+	if v, err := time.ParseDuration(env(name, "")); err == nil {
+		return v
+	}
+	return def
+}
+
 func run(args []string) error {
 	fs := flag.NewFlagSet("topkd", flag.ContinueOnError)
 	host, _ := os.Hostname()
@@ -75,6 +82,7 @@ func run(args []string) error {
 	nodeID := fs.String("node-id", env("node-id", ""), "node id, stable across restarts (TOPKD_NODE_ID; default: stored in the data dir, else the hostname)")
 	join := fs.String("join", env("join", ""), "members to join, comma-separated: gossip addresses (or HTTP addresses); used only by a node without data (TOPKD_JOIN)")
 	replicas := fs.Int("replicas", envInt("replicas", server.DefaultReplicas), "R, replicas of each partition once the cluster has that many nodes (TOPKD_REPLICAS)")
+	deadGrace := fs.Duration("dead-node-grace", envDuration("dead-node-grace", server.DefaultDeadNodeGrace), "how long gossip must see a member dead before its replicas are re-created elsewhere (TOPKD_DEAD_NODE_GRACE)")
 	metaVoters := fs.Int("meta-voters", envInt("meta-voters", server.DefaultMetaVoters), "members voting in the meta group, 3 or 5; the others follow it (TOPKD_META_VOTERS)")
 	partitions := fs.Int("partitions", envInt("partitions", server.DefaultPartitions), "partitions of a new cluster, fixed at creation (TOPKD_PARTITIONS)")
 	memLimit := fs.Int("memory-high-water-mb", envInt("memory-high-water-mb", 0), "refuse ingest above this heap size (plus off-heap item records) in MiB, 0 = 75% of RAM (TOPKD_MEMORY_HIGH_WATER_MB)")
@@ -120,7 +128,7 @@ func run(args []string) error {
 	defer stop()
 	start := time.Now()
 	n, err := server.Open(ctx, server.Config{NodeID: id, DataDir: *dataDir, RaftAddr: *raftAddr, HTTPAddr: *httpAddr,
-		GossipAddr: *gossipAddr, Join: *join, Partitions: *partitions, Replicas: *replicas, MetaVoters: *metaVoters,
+		GossipAddr: *gossipAddr, Join: *join, Partitions: *partitions, Replicas: *replicas, MetaVoters: *metaVoters, DeadNodeGrace: *deadGrace,
 		MemoryHighWater: limit, Logger: log,
 		LogStore: *logStore, Fatal: func(err error) {
 			// A failed fsync is not retried: the page cache may have dropped

@@ -36,7 +36,10 @@ type Node struct {
 	// was wiped comes back with another one and is refused under its old id.
 	StoreId string `protobuf:"bytes,5,opt,name=store_id,json=storeId,proto3" json:"store_id,omitempty"`
 	// Draining: placement moves its replicas away; RemoveNode follows.
-	Leaving       bool `protobuf:"varint,6,opt,name=leaving,proto3" json:"leaving,omitempty"`
+	Leaving bool `protobuf:"varint,6,opt,name=leaving,proto3" json:"leaving,omitempty"`
+	// Dead in gossip for longer than the grace period: placement re-creates
+	// its replicas elsewhere until it comes back.
+	Down          bool `protobuf:"varint,7,opt,name=down,proto3" json:"down,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -113,6 +116,66 @@ func (x *Node) GetLeaving() bool {
 	return false
 }
 
+func (x *Node) GetDown() bool {
+	if x != nil {
+		return x.Down
+	}
+	return false
+}
+
+// Marks a member down (or up again).
+type SetDown struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Down          bool                   `protobuf:"varint,2,opt,name=down,proto3" json:"down,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetDown) Reset() {
+	*x = SetDown{}
+	mi := &file_topkd_meta_v1_meta_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetDown) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetDown) ProtoMessage() {}
+
+func (x *SetDown) ProtoReflect() protoreflect.Message {
+	mi := &file_topkd_meta_v1_meta_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetDown.ProtoReflect.Descriptor instead.
+func (*SetDown) Descriptor() ([]byte, []int) {
+	return file_topkd_meta_v1_meta_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *SetDown) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *SetDown) GetDown() bool {
+	if x != nil {
+		return x.Down
+	}
+	return false
+}
+
 // Marks a member as leaving: placement no longer counts it.
 type SetLeaving struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -123,7 +186,7 @@ type SetLeaving struct {
 
 func (x *SetLeaving) Reset() {
 	*x = SetLeaving{}
-	mi := &file_topkd_meta_v1_meta_proto_msgTypes[1]
+	mi := &file_topkd_meta_v1_meta_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -135,7 +198,7 @@ func (x *SetLeaving) String() string {
 func (*SetLeaving) ProtoMessage() {}
 
 func (x *SetLeaving) ProtoReflect() protoreflect.Message {
-	mi := &file_topkd_meta_v1_meta_proto_msgTypes[1]
+	mi := &file_topkd_meta_v1_meta_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -148,7 +211,7 @@ func (x *SetLeaving) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetLeaving.ProtoReflect.Descriptor instead.
 func (*SetLeaving) Descriptor() ([]byte, []int) {
-	return file_topkd_meta_v1_meta_proto_rawDescGZIP(), []int{1}
+	return file_topkd_meta_v1_meta_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *SetLeaving) GetId() string {
@@ -168,7 +231,7 @@ type RemoveNode struct {
 
 func (x *RemoveNode) Reset() {
 	*x = RemoveNode{}
-	mi := &file_topkd_meta_v1_meta_proto_msgTypes[2]
+	mi := &file_topkd_meta_v1_meta_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -180,7 +243,7 @@ func (x *RemoveNode) String() string {
 func (*RemoveNode) ProtoMessage() {}
 
 func (x *RemoveNode) ProtoReflect() protoreflect.Message {
-	mi := &file_topkd_meta_v1_meta_proto_msgTypes[2]
+	mi := &file_topkd_meta_v1_meta_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -193,7 +256,7 @@ func (x *RemoveNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveNode.ProtoReflect.Descriptor instead.
 func (*RemoveNode) Descriptor() ([]byte, []int) {
-	return file_topkd_meta_v1_meta_proto_rawDescGZIP(), []int{2}
+	return file_topkd_meta_v1_meta_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *RemoveNode) GetId() string {
@@ -214,7 +277,7 @@ type AddNode struct {
 
 func (x *AddNode) Reset() {
 	*x = AddNode{}
-	mi := &file_topkd_meta_v1_meta_proto_msgTypes[3]
+	mi := &file_topkd_meta_v1_meta_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -226,7 +289,7 @@ func (x *AddNode) String() string {
 func (*AddNode) ProtoMessage() {}
 
 func (x *AddNode) ProtoReflect() protoreflect.Message {
-	mi := &file_topkd_meta_v1_meta_proto_msgTypes[3]
+	mi := &file_topkd_meta_v1_meta_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -239,7 +302,7 @@ func (x *AddNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddNode.ProtoReflect.Descriptor instead.
 func (*AddNode) Descriptor() ([]byte, []int) {
-	return file_topkd_meta_v1_meta_proto_rawDescGZIP(), []int{3}
+	return file_topkd_meta_v1_meta_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *AddNode) GetNode() *Node {
@@ -263,7 +326,7 @@ type InitCluster struct {
 
 func (x *InitCluster) Reset() {
 	*x = InitCluster{}
-	mi := &file_topkd_meta_v1_meta_proto_msgTypes[4]
+	mi := &file_topkd_meta_v1_meta_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -275,7 +338,7 @@ func (x *InitCluster) String() string {
 func (*InitCluster) ProtoMessage() {}
 
 func (x *InitCluster) ProtoReflect() protoreflect.Message {
-	mi := &file_topkd_meta_v1_meta_proto_msgTypes[4]
+	mi := &file_topkd_meta_v1_meta_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -288,7 +351,7 @@ func (x *InitCluster) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InitCluster.ProtoReflect.Descriptor instead.
 func (*InitCluster) Descriptor() ([]byte, []int) {
-	return file_topkd_meta_v1_meta_proto_rawDescGZIP(), []int{4}
+	return file_topkd_meta_v1_meta_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *InitCluster) GetClusterId() string {
@@ -332,7 +395,7 @@ type PutLeaderboard struct {
 
 func (x *PutLeaderboard) Reset() {
 	*x = PutLeaderboard{}
-	mi := &file_topkd_meta_v1_meta_proto_msgTypes[5]
+	mi := &file_topkd_meta_v1_meta_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -344,7 +407,7 @@ func (x *PutLeaderboard) String() string {
 func (*PutLeaderboard) ProtoMessage() {}
 
 func (x *PutLeaderboard) ProtoReflect() protoreflect.Message {
-	mi := &file_topkd_meta_v1_meta_proto_msgTypes[5]
+	mi := &file_topkd_meta_v1_meta_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -357,7 +420,7 @@ func (x *PutLeaderboard) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutLeaderboard.ProtoReflect.Descriptor instead.
 func (*PutLeaderboard) Descriptor() ([]byte, []int) {
-	return file_topkd_meta_v1_meta_proto_rawDescGZIP(), []int{5}
+	return file_topkd_meta_v1_meta_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *PutLeaderboard) GetConfig() *v1.LeaderboardConfig {
@@ -383,7 +446,7 @@ type DropLeaderboard struct {
 
 func (x *DropLeaderboard) Reset() {
 	*x = DropLeaderboard{}
-	mi := &file_topkd_meta_v1_meta_proto_msgTypes[6]
+	mi := &file_topkd_meta_v1_meta_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -395,7 +458,7 @@ func (x *DropLeaderboard) String() string {
 func (*DropLeaderboard) ProtoMessage() {}
 
 func (x *DropLeaderboard) ProtoReflect() protoreflect.Message {
-	mi := &file_topkd_meta_v1_meta_proto_msgTypes[6]
+	mi := &file_topkd_meta_v1_meta_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -408,7 +471,7 @@ func (x *DropLeaderboard) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DropLeaderboard.ProtoReflect.Descriptor instead.
 func (*DropLeaderboard) Descriptor() ([]byte, []int) {
-	return file_topkd_meta_v1_meta_proto_rawDescGZIP(), []int{6}
+	return file_topkd_meta_v1_meta_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *DropLeaderboard) GetName() string {
@@ -428,7 +491,7 @@ type PartitionReplicas struct {
 
 func (x *PartitionReplicas) Reset() {
 	*x = PartitionReplicas{}
-	mi := &file_topkd_meta_v1_meta_proto_msgTypes[7]
+	mi := &file_topkd_meta_v1_meta_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -440,7 +503,7 @@ func (x *PartitionReplicas) String() string {
 func (*PartitionReplicas) ProtoMessage() {}
 
 func (x *PartitionReplicas) ProtoReflect() protoreflect.Message {
-	mi := &file_topkd_meta_v1_meta_proto_msgTypes[7]
+	mi := &file_topkd_meta_v1_meta_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -453,7 +516,7 @@ func (x *PartitionReplicas) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionReplicas.ProtoReflect.Descriptor instead.
 func (*PartitionReplicas) Descriptor() ([]byte, []int) {
-	return file_topkd_meta_v1_meta_proto_rawDescGZIP(), []int{7}
+	return file_topkd_meta_v1_meta_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *PartitionReplicas) GetNodes() []string {
@@ -476,7 +539,7 @@ type SetPlacement struct {
 
 func (x *SetPlacement) Reset() {
 	*x = SetPlacement{}
-	mi := &file_topkd_meta_v1_meta_proto_msgTypes[8]
+	mi := &file_topkd_meta_v1_meta_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -488,7 +551,7 @@ func (x *SetPlacement) String() string {
 func (*SetPlacement) ProtoMessage() {}
 
 func (x *SetPlacement) ProtoReflect() protoreflect.Message {
-	mi := &file_topkd_meta_v1_meta_proto_msgTypes[8]
+	mi := &file_topkd_meta_v1_meta_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -501,7 +564,7 @@ func (x *SetPlacement) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetPlacement.ProtoReflect.Descriptor instead.
 func (*SetPlacement) Descriptor() ([]byte, []int) {
-	return file_topkd_meta_v1_meta_proto_rawDescGZIP(), []int{8}
+	return file_topkd_meta_v1_meta_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *SetPlacement) GetEpoch() uint64 {
@@ -529,6 +592,7 @@ type Command struct {
 	//	*Command_SetPlacement
 	//	*Command_SetLeaving
 	//	*Command_RemoveNode
+	//	*Command_SetDown
 	Cmd           isCommand_Cmd `protobuf_oneof:"cmd"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -536,7 +600,7 @@ type Command struct {
 
 func (x *Command) Reset() {
 	*x = Command{}
-	mi := &file_topkd_meta_v1_meta_proto_msgTypes[9]
+	mi := &file_topkd_meta_v1_meta_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -548,7 +612,7 @@ func (x *Command) String() string {
 func (*Command) ProtoMessage() {}
 
 func (x *Command) ProtoReflect() protoreflect.Message {
-	mi := &file_topkd_meta_v1_meta_proto_msgTypes[9]
+	mi := &file_topkd_meta_v1_meta_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -561,7 +625,7 @@ func (x *Command) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Command.ProtoReflect.Descriptor instead.
 func (*Command) Descriptor() ([]byte, []int) {
-	return file_topkd_meta_v1_meta_proto_rawDescGZIP(), []int{9}
+	return file_topkd_meta_v1_meta_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Command) GetCmd() isCommand_Cmd {
@@ -634,6 +698,15 @@ func (x *Command) GetRemoveNode() *RemoveNode {
 	return nil
 }
 
+func (x *Command) GetSetDown() *SetDown {
+	if x != nil {
+		if x, ok := x.Cmd.(*Command_SetDown); ok {
+			return x.SetDown
+		}
+	}
+	return nil
+}
+
 type isCommand_Cmd interface {
 	isCommand_Cmd()
 }
@@ -666,6 +739,10 @@ type Command_RemoveNode struct {
 	RemoveNode *RemoveNode `protobuf:"bytes,7,opt,name=remove_node,json=removeNode,proto3,oneof"`
 }
 
+type Command_SetDown struct {
+	SetDown *SetDown `protobuf:"bytes,8,opt,name=set_down,json=setDown,proto3,oneof"`
+}
+
 func (*Command_Init) isCommand_Cmd() {}
 
 func (*Command_PutLeaderboard) isCommand_Cmd() {}
@@ -679,6 +756,8 @@ func (*Command_SetPlacement) isCommand_Cmd() {}
 func (*Command_SetLeaving) isCommand_Cmd() {}
 
 func (*Command_RemoveNode) isCommand_Cmd() {}
+
+func (*Command_SetDown) isCommand_Cmd() {}
 
 type State struct {
 	state        protoimpl.MessageState  `protogen:"open.v1"`
@@ -697,7 +776,7 @@ type State struct {
 
 func (x *State) Reset() {
 	*x = State{}
-	mi := &file_topkd_meta_v1_meta_proto_msgTypes[10]
+	mi := &file_topkd_meta_v1_meta_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -709,7 +788,7 @@ func (x *State) String() string {
 func (*State) ProtoMessage() {}
 
 func (x *State) ProtoReflect() protoreflect.Message {
-	mi := &file_topkd_meta_v1_meta_proto_msgTypes[10]
+	mi := &file_topkd_meta_v1_meta_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -722,7 +801,7 @@ func (x *State) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use State.ProtoReflect.Descriptor instead.
 func (*State) Descriptor() ([]byte, []int) {
-	return file_topkd_meta_v1_meta_proto_rawDescGZIP(), []int{10}
+	return file_topkd_meta_v1_meta_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *State) GetClusterId() string {
@@ -785,7 +864,7 @@ var File_topkd_meta_v1_meta_proto protoreflect.FileDescriptor
 
 const file_topkd_meta_v1_meta_proto_rawDesc = "" +
 	"\n" +
-	"\x18topkd/meta/v1/meta.proto\x12\rtopkd.meta.v1\x1a\x1etopkd/raftcmd/v1/raftcmd.proto\"\xa6\x01\n" +
+	"\x18topkd/meta/v1/meta.proto\x12\rtopkd.meta.v1\x1a\x1etopkd/raftcmd/v1/raftcmd.proto\"\xba\x01\n" +
 	"\x04Node\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x1b\n" +
@@ -793,7 +872,11 @@ const file_topkd_meta_v1_meta_proto_rawDesc = "" +
 	"\vgossip_addr\x18\x04 \x01(\tR\n" +
 	"gossipAddr\x12\x19\n" +
 	"\bstore_id\x18\x05 \x01(\tR\astoreId\x12\x18\n" +
-	"\aleaving\x18\x06 \x01(\bR\aleaving\"\x1c\n" +
+	"\aleaving\x18\x06 \x01(\bR\aleaving\x12\x12\n" +
+	"\x04down\x18\a \x01(\bR\x04down\"-\n" +
+	"\aSetDown\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04down\x18\x02 \x01(\bR\x04down\"\x1c\n" +
 	"\n" +
 	"SetLeaving\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"\x1c\n" +
@@ -824,7 +907,7 @@ const file_topkd_meta_v1_meta_proto_rawDesc = "" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12@\n" +
 	"\n" +
 	"partitions\x18\x02 \x03(\v2 .topkd.meta.v1.PartitionReplicasR\n" +
-	"partitions\"\xce\x03\n" +
+	"partitions\"\x83\x04\n" +
 	"\aCommand\x120\n" +
 	"\x04init\x18\x01 \x01(\v2\x1a.topkd.meta.v1.InitClusterH\x00R\x04init\x12H\n" +
 	"\x0fput_leaderboard\x18\x02 \x01(\v2\x1d.topkd.meta.v1.PutLeaderboardH\x00R\x0eputLeaderboard\x12K\n" +
@@ -834,7 +917,8 @@ const file_topkd_meta_v1_meta_proto_rawDesc = "" +
 	"\vset_leaving\x18\x06 \x01(\v2\x19.topkd.meta.v1.SetLeavingH\x00R\n" +
 	"setLeaving\x12<\n" +
 	"\vremove_node\x18\a \x01(\v2\x19.topkd.meta.v1.RemoveNodeH\x00R\n" +
-	"removeNodeB\x05\n" +
+	"removeNode\x123\n" +
+	"\bset_down\x18\b \x01(\v2\x16.topkd.meta.v1.SetDownH\x00R\asetDownB\x05\n" +
 	"\x03cmd\"\x85\x03\n" +
 	"\x05State\x12\x1d\n" +
 	"\n" +
@@ -863,44 +947,46 @@ func file_topkd_meta_v1_meta_proto_rawDescGZIP() []byte {
 	return file_topkd_meta_v1_meta_proto_rawDescData
 }
 
-var file_topkd_meta_v1_meta_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_topkd_meta_v1_meta_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_topkd_meta_v1_meta_proto_goTypes = []any{
 	(*Node)(nil),                 // 0: topkd.meta.v1.Node
-	(*SetLeaving)(nil),           // 1: topkd.meta.v1.SetLeaving
-	(*RemoveNode)(nil),           // 2: topkd.meta.v1.RemoveNode
-	(*AddNode)(nil),              // 3: topkd.meta.v1.AddNode
-	(*InitCluster)(nil),          // 4: topkd.meta.v1.InitCluster
-	(*PutLeaderboard)(nil),       // 5: topkd.meta.v1.PutLeaderboard
-	(*DropLeaderboard)(nil),      // 6: topkd.meta.v1.DropLeaderboard
-	(*PartitionReplicas)(nil),    // 7: topkd.meta.v1.PartitionReplicas
-	(*SetPlacement)(nil),         // 8: topkd.meta.v1.SetPlacement
-	(*Command)(nil),              // 9: topkd.meta.v1.Command
-	(*State)(nil),                // 10: topkd.meta.v1.State
-	(*v1.LeaderboardConfig)(nil), // 11: topkd.raftcmd.v1.LeaderboardConfig
-	(*v1.Tombstone)(nil),         // 12: topkd.raftcmd.v1.Tombstone
+	(*SetDown)(nil),              // 1: topkd.meta.v1.SetDown
+	(*SetLeaving)(nil),           // 2: topkd.meta.v1.SetLeaving
+	(*RemoveNode)(nil),           // 3: topkd.meta.v1.RemoveNode
+	(*AddNode)(nil),              // 4: topkd.meta.v1.AddNode
+	(*InitCluster)(nil),          // 5: topkd.meta.v1.InitCluster
+	(*PutLeaderboard)(nil),       // 6: topkd.meta.v1.PutLeaderboard
+	(*DropLeaderboard)(nil),      // 7: topkd.meta.v1.DropLeaderboard
+	(*PartitionReplicas)(nil),    // 8: topkd.meta.v1.PartitionReplicas
+	(*SetPlacement)(nil),         // 9: topkd.meta.v1.SetPlacement
+	(*Command)(nil),              // 10: topkd.meta.v1.Command
+	(*State)(nil),                // 11: topkd.meta.v1.State
+	(*v1.LeaderboardConfig)(nil), // 12: topkd.raftcmd.v1.LeaderboardConfig
+	(*v1.Tombstone)(nil),         // 13: topkd.raftcmd.v1.Tombstone
 }
 var file_topkd_meta_v1_meta_proto_depIdxs = []int32{
 	0,  // 0: topkd.meta.v1.AddNode.node:type_name -> topkd.meta.v1.Node
 	0,  // 1: topkd.meta.v1.InitCluster.first_node:type_name -> topkd.meta.v1.Node
 	0,  // 2: topkd.meta.v1.InitCluster.other_nodes:type_name -> topkd.meta.v1.Node
-	11, // 3: topkd.meta.v1.PutLeaderboard.config:type_name -> topkd.raftcmd.v1.LeaderboardConfig
-	7,  // 4: topkd.meta.v1.SetPlacement.partitions:type_name -> topkd.meta.v1.PartitionReplicas
-	4,  // 5: topkd.meta.v1.Command.init:type_name -> topkd.meta.v1.InitCluster
-	5,  // 6: topkd.meta.v1.Command.put_leaderboard:type_name -> topkd.meta.v1.PutLeaderboard
-	6,  // 7: topkd.meta.v1.Command.drop_leaderboard:type_name -> topkd.meta.v1.DropLeaderboard
-	3,  // 8: topkd.meta.v1.Command.add_node:type_name -> topkd.meta.v1.AddNode
-	8,  // 9: topkd.meta.v1.Command.set_placement:type_name -> topkd.meta.v1.SetPlacement
-	1,  // 10: topkd.meta.v1.Command.set_leaving:type_name -> topkd.meta.v1.SetLeaving
-	2,  // 11: topkd.meta.v1.Command.remove_node:type_name -> topkd.meta.v1.RemoveNode
-	0,  // 12: topkd.meta.v1.State.nodes:type_name -> topkd.meta.v1.Node
-	11, // 13: topkd.meta.v1.State.leaderboards:type_name -> topkd.raftcmd.v1.LeaderboardConfig
-	12, // 14: topkd.meta.v1.State.tombstones:type_name -> topkd.raftcmd.v1.Tombstone
-	7,  // 15: topkd.meta.v1.State.placement:type_name -> topkd.meta.v1.PartitionReplicas
-	16, // [16:16] is the sub-list for method output_type
-	16, // [16:16] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	12, // 3: topkd.meta.v1.PutLeaderboard.config:type_name -> topkd.raftcmd.v1.LeaderboardConfig
+	8,  // 4: topkd.meta.v1.SetPlacement.partitions:type_name -> topkd.meta.v1.PartitionReplicas
+	5,  // 5: topkd.meta.v1.Command.init:type_name -> topkd.meta.v1.InitCluster
+	6,  // 6: topkd.meta.v1.Command.put_leaderboard:type_name -> topkd.meta.v1.PutLeaderboard
+	7,  // 7: topkd.meta.v1.Command.drop_leaderboard:type_name -> topkd.meta.v1.DropLeaderboard
+	4,  // 8: topkd.meta.v1.Command.add_node:type_name -> topkd.meta.v1.AddNode
+	9,  // 9: topkd.meta.v1.Command.set_placement:type_name -> topkd.meta.v1.SetPlacement
+	2,  // 10: topkd.meta.v1.Command.set_leaving:type_name -> topkd.meta.v1.SetLeaving
+	3,  // 11: topkd.meta.v1.Command.remove_node:type_name -> topkd.meta.v1.RemoveNode
+	1,  // 12: topkd.meta.v1.Command.set_down:type_name -> topkd.meta.v1.SetDown
+	0,  // 13: topkd.meta.v1.State.nodes:type_name -> topkd.meta.v1.Node
+	12, // 14: topkd.meta.v1.State.leaderboards:type_name -> topkd.raftcmd.v1.LeaderboardConfig
+	13, // 15: topkd.meta.v1.State.tombstones:type_name -> topkd.raftcmd.v1.Tombstone
+	8,  // 16: topkd.meta.v1.State.placement:type_name -> topkd.meta.v1.PartitionReplicas
+	17, // [17:17] is the sub-list for method output_type
+	17, // [17:17] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_topkd_meta_v1_meta_proto_init() }
@@ -908,7 +994,7 @@ func file_topkd_meta_v1_meta_proto_init() {
 	if File_topkd_meta_v1_meta_proto != nil {
 		return
 	}
-	file_topkd_meta_v1_meta_proto_msgTypes[9].OneofWrappers = []any{
+	file_topkd_meta_v1_meta_proto_msgTypes[10].OneofWrappers = []any{
 		(*Command_Init)(nil),
 		(*Command_PutLeaderboard)(nil),
 		(*Command_DropLeaderboard)(nil),
@@ -916,6 +1002,7 @@ func file_topkd_meta_v1_meta_proto_init() {
 		(*Command_SetPlacement)(nil),
 		(*Command_SetLeaving)(nil),
 		(*Command_RemoveNode)(nil),
+		(*Command_SetDown)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -923,7 +1010,7 @@ func file_topkd_meta_v1_meta_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_topkd_meta_v1_meta_proto_rawDesc), len(file_topkd_meta_v1_meta_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   11,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
