@@ -169,7 +169,7 @@ func openGroup(gc groupConfig) (*group, error) {
 	// A replica removed from its group stays open and idle (a server outside
 	// the configuration never campaigns), so placement can add it back.
 	cfg.ShutdownOnRemove = false
-	r, err := raft.NewRaft(cfg, gc.fsm, store, store, snaps, trans)
+	r, err := raft.NewRaft(cfg, gc.fsm, store, store, snaps, unpipelined{trans})
 	if err != nil {
 		trans.Close()
 		return fail(fmt.Errorf("start raft: %w", err))
@@ -388,4 +388,18 @@ func (g *group) close() error {
 // apply proposes data (the combiner's proposer).
 func (g *group) apply(data []byte, timeout time.Duration) applyFuture {
 	return g.raft.Apply(data, timeout)
+}
+
+// unpipelined is the network transport without AppendEntries pipelining.
+// In hashicorp/raft v1.8.0 a leader that learns of a newer term while 128
+// pipelined requests to a follower are in flight stops reading their
+// responses, and the sender then blocks for good on the full pipeline: the
+// follower is never replicated to again by that leader, and the group's
+// Shutdown never returns (seen in TestCluster* under -race). Without the
+// pipeline raft sends one AppendEntries (up to MaxAppendEntries entries) at
+// a time per follower.
+type unpipelined struct{ *raft.NetworkTransport }
+
+func (unpipelined) AppendEntriesPipeline(raft.ServerID, raft.ServerAddress) (raft.AppendPipeline, error) {
+	return nil, raft.ErrPipelineReplicationNotSupported
 }
