@@ -13,7 +13,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/topkd/topkd/proto/topk/v1/topkv1connect"
 )
 
 // ErrClosed is returned by calls on a closed Client.
@@ -23,9 +22,9 @@ var ErrClosed = errors.New("client is closed")
 // concurrent use. Close it to flush queued events and stop its goroutines.
 type Client struct {
 	opts       options
-	addrs      []string
-	conns      []topkv1connect.TopKServiceClient
-	ownHTTP    *http.Client // closed by Close; nil when the caller gave one
+	given      []string                // the base URLs New was given
+	nodes      atomic.Pointer[nodeSet] // given plus discovered
+	ownHTTP    *http.Client            // closed by Close; nil when the caller gave one
 	next       atomic.Uint32
 	producerID string
 	epoch      uint64
@@ -83,10 +82,14 @@ func New(addrs []string, opts ...Option) (*Client, error) {
 		if err != nil {
 			return nil, err
 		}
-		c.addrs = append(c.addrs, u)
-		c.conns = append(c.conns, topkv1connect.NewTopKServiceClient(hc, u))
+		c.given = append(c.given, u)
 	}
+	c.nodes.Store(newNodeSet(hc, c.given))
 	c.runCtx, c.runCancel = context.WithCancel(context.Background())
+	if o.discovery > 0 {
+		c.wg.Add(1)
+		go c.discover(hc, o.discovery)
+	}
 	return c, nil
 }
 
@@ -116,8 +119,9 @@ func baseURL(addr string) (string, error) {
 	return strings.TrimRight(a, "/"), nil
 }
 
-// Addrs returns the base URLs the client uses.
-func (c *Client) Addrs() []string { return append([]string(nil), c.addrs...) }
+// Addrs returns the base URLs the client uses: the ones it was given, then
+// the members it discovered.
+func (c *Client) Addrs() []string { return append([]string(nil), c.nodes.Load().addrs...) }
 
 // Producer returns the client's producer identity.
 func (c *Client) Producer() (id string, epoch uint64) { return c.producerID, c.epoch }

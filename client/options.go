@@ -31,6 +31,7 @@ type options struct {
 	minBackoff     time.Duration
 	maxBackoff     time.Duration
 	onBatch        func(BatchResult)
+	discovery      time.Duration // 0: off
 }
 
 func defaultOptions() options {
@@ -42,6 +43,7 @@ func defaultOptions() options {
 		attemptTimeout: DefaultAttemptTimeout,
 		minBackoff:     DefaultMinBackoff,
 		maxBackoff:     DefaultMaxBackoff,
+		discovery:      DefaultDiscoveryInterval,
 	}
 }
 

@@ -339,7 +339,14 @@ type NodeStatus struct {
 	NodeID   string `json:"node_id"`
 	HTTPAddr string `json:"http_addr"`
 	RaftAddr string `json:"raft_addr"`
-	Ready    bool   `json:"ready"`
+	Ready    bool   `json:"ready"` // the answering node only
+	// As the answering node sees the member: alive in its gossip, draining,
+	// marked down, voting in the meta group, replicas placed on it.
+	Alive     bool   `json:"alive"`
+	Leaving   bool   `json:"leaving"`
+	Down      bool   `json:"down"`
+	MetaVoter bool   `json:"meta_voter"`
+	Replicas  uint32 `json:"replicas"`
 }
 
 // PartitionStatus describes the answering node's replica of a partition.
@@ -352,6 +359,11 @@ type PartitionStatus struct {
 	LastSnapshotIndex     uint64  `json:"last_snapshot_index"`
 	DistinctItems         uint64  `json:"distinct_items"`
 	IngestEventsPerSecond float64 `json:"ingest_events_per_second"`
+	// Placement lists the replicas placed (preferred leader first); Voters
+	// and NonVoters the group's configuration as the answering node knows it.
+	Placement []string `json:"placement"`
+	Voters    []string `json:"voters"`
+	NonVoters []string `json:"non_voters,omitempty"`
 }
 
 // Status is one node's view of itself and the cluster.
@@ -368,7 +380,8 @@ func nodeOf(m *topkv1.NodeStatus) NodeStatus {
 	if m == nil {
 		return NodeStatus{}
 	}
-	return NodeStatus{NodeID: m.NodeId, HTTPAddr: m.HttpAddr, RaftAddr: m.RaftAddr, Ready: m.Ready}
+	return NodeStatus{NodeID: m.NodeId, HTTPAddr: m.HttpAddr, RaftAddr: m.RaftAddr, Ready: m.Ready, Alive: m.Alive,
+		Leaving: m.Leaving, Down: m.Down, MetaVoter: m.MetaVoter, Replicas: m.Replicas}
 }
 
 // Status asks one node (the next in round-robin order) for its status.
@@ -390,7 +403,8 @@ func (c *Client) Status(ctx context.Context) (*Status, error) {
 	for _, p := range m.PartitionStatus {
 		out.Replicas = append(out.Replicas, PartitionStatus{Partition: p.Partition, State: p.State, Leader: p.Leader,
 			CommitIndex: p.CommitIndex, AppliedIndex: p.AppliedIndex, LastSnapshotIndex: p.LastSnapshotIndex,
-			DistinctItems: p.DistinctItems, IngestEventsPerSecond: p.IngestEventsPerSecond})
+			DistinctItems: p.DistinctItems, IngestEventsPerSecond: p.IngestEventsPerSecond, Placement: p.Placement,
+			Voters: p.Voters, NonVoters: p.NonVoters})
 	}
 	return out, nil
 }

@@ -62,7 +62,8 @@ func (c *Client) call(ctx context.Context, op string, p retryPolicy, fn func(con
 		if c.stopped.Load() {
 			return attempt, fmt.Errorf("%s: %w", op, ErrClosed)
 		}
-		node := c.conns[(start+attempt)%len(c.conns)]
+		conns := c.nodes.Load().conns
+		node := conns[(start+attempt)%len(conns)]
 		actx, acancel := context.WithTimeout(ctx, c.opts.attemptTimeout)
 		err := fn(actx, node)
 		acancel()

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/topkd/topkd/client"
 	pb "github.com/topkd/topkd/proto/topkd/raftcmd/v1"
 	"github.com/topkd/topkd/rpc"
 	"github.com/topkd/topkd/server"
@@ -478,6 +479,19 @@ func TestClusterPlacement(t *testing.T) {
 		}
 	}
 	check(nodes, "five nodes")
+	// A client given only n5 learns the other members, and keeps working
+	// once n5 has left and stopped.
+	cl, err := client.New([]string{nodes[4].addr}, client.WithDiscovery(100*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close(context.Background())
+	for deadline := time.Now().Add(10 * time.Second); len(cl.Addrs()) < 5; {
+		if time.Now().After(deadline) {
+			t.Fatalf("client knows %v, want all five nodes", cl.Addrs())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 	// 5 -> 3 by leave, asked at different nodes, ingesting in between.
 	for _, leaving := range []int{4, 3} {
 		id := nodes[leaving].id
@@ -495,6 +509,14 @@ func TestClusterPlacement(t *testing.T) {
 			}
 		}
 		check(nodes, id+" left")
+	}
+	if _, err := cl.IngestBatch(ctx, "default", []client.Event{{Item: "item-00"}}); err != nil {
+		t.Fatalf("client given only n5, after n5 left: %v", err)
+	}
+	want["item-00"]++
+	top, err := cl.TopK(ctx, "default", "all", 100, client.WithConsistency(client.Linearizable))
+	if err != nil || len(top.Items) != len(want) {
+		t.Fatalf("client given only n5, after n5 left: %d items, %v", len(top.Items), err)
 	}
 	// Below R only by force.
 	if err := nodes[0].node.Leave(ctx, "n3", false, func(string, int) {}); err == nil || !strings.Contains(err.Error(), "add a node first") {

@@ -208,11 +208,24 @@ func (s *service) Status(ctx context.Context, req *connect.Request[topkv1.Status
 	st := s.n.Status(ctx)
 	out := &topkv1.StatusResponse{Node: &topkv1.NodeStatus{NodeId: st.NodeID, HttpAddr: st.HTTPAddr, RaftAddr: st.RaftAddr, Ready: st.Ready},
 		Partitions: uint32(len(st.Partitions)), MetaLeader: st.MetaLeader, StateBytes: st.HeapBytes}
-	out.Nodes = append(out.Nodes, out.Node)
+	for _, m := range st.Members {
+		ns := &topkv1.NodeStatus{NodeId: m.ID, HttpAddr: m.HTTPAddr, RaftAddr: m.RaftAddr, Alive: m.Alive, Leaving: m.Leaving,
+			Down: m.Down, MetaVoter: m.MetaVoter, Replicas: uint32(m.Replicas)}
+		if m.ID == st.NodeID {
+			ns.Ready = st.Ready
+			ns.Alive = true
+			out.Node = ns
+		}
+		out.Nodes = append(out.Nodes, ns)
+	}
+	if len(out.Nodes) == 0 {
+		out.Nodes = append(out.Nodes, out.Node)
+	}
 	for _, p := range st.Partitions {
 		out.PartitionStatus = append(out.PartitionStatus, &topkv1.PartitionStatus{Partition: uint32(p.Partition), State: p.State,
 			Leader: p.Leader, CommitIndex: p.CommitIndex, AppliedIndex: p.AppliedIndex, LastSnapshotIndex: p.LastSnapshotIndex,
-			DistinctItems: p.DistinctItems, IngestEventsPerSecond: p.IngestEventsPerSecond})
+			DistinctItems: p.DistinctItems, IngestEventsPerSecond: p.IngestEventsPerSecond, Placement: p.Placement,
+			Voters: p.Voters, NonVoters: p.NonVoters})
 	}
 	return connect.NewResponse(out), nil
 }

@@ -152,6 +152,19 @@ type Status struct {
 	Partitions []PartitionStatus `json:"partitions"`
 	MetaLeader string            `json:"meta_leader"`
 	HeapBytes  uint64            `json:"heap_bytes"`
+	Members    []MemberStatus    `json:"members"`
+}
+
+// MemberStatus is a cluster member as this node sees it.
+type MemberStatus struct {
+	ID        string `json:"id"`
+	HTTPAddr  string `json:"http_addr"`
+	RaftAddr  string `json:"raft_addr"`
+	Alive     bool   `json:"alive"` // in this node's gossip (false without gossip)
+	Leaving   bool   `json:"leaving"`
+	Down      bool   `json:"down"`
+	MetaVoter bool   `json:"meta_voter"`
+	Replicas  int    `json:"replicas"` // placed on it
 }
 
 // Status returns this node's view.
@@ -163,6 +176,7 @@ func (n *Node) Status(ctx context.Context) Status {
 	_, id := n.meta.raft.LeaderWithID()
 	s.MetaLeader = string(id)
 	meta, _ := n.metaFSM.state()
+	s.Members = n.members(meta)
 	for _, p := range n.parts {
 		_, lid := p.g.raft.LeaderWithID()
 		st := p.fsm.Stats()
@@ -170,6 +184,9 @@ func (n *Node) Status(ctx context.Context) Status {
 			CommitIndex: p.g.raft.CommitIndex(), AppliedIndex: p.fsm.AppliedIndex(), StateBytes: st.Bytes,
 			IngestEventsPerSecond: p.rate.perSecond(n.clock.Now())}
 		ps.LastSnapshotIndex = parseUint(p.g.raft.Stats()["last_snapshot_index"])
+		if !n.hosts(p.id) {
+			ps.State = "NotPlaced" // placement puts this partition on other nodes
+		}
 		if p.id < len(meta.Placement) {
 			ps.Placement = meta.Placement[p.id].Nodes
 		}
@@ -226,6 +243,31 @@ func (n *Node) Voters() []int {
 			}
 		}
 		out = append(out, v)
+	}
+	return out
+}
+
+func (n *Node) members(st *metapb.State) []MemberStatus {
+	var alive map[string]bool
+	if n.gossip != nil {
+		alive = n.gossip.alive()
+	}
+	voters := map[string]bool{}
+	if f := n.meta.raft.GetConfiguration(); f.Error() == nil {
+		for _, s := range f.Configuration().Servers {
+			voters[string(s.ID)] = s.Suffrage == raft.Voter
+		}
+	}
+	held := map[string]int{}
+	for _, p := range st.Placement {
+		for _, id := range p.Nodes {
+			held[id]++
+		}
+	}
+	out := make([]MemberStatus, 0, len(st.Nodes))
+	for _, m := range st.Nodes {
+		out = append(out, MemberStatus{ID: m.Id, HTTPAddr: m.HttpAddr, RaftAddr: m.RaftAddr, Alive: alive[m.Id],
+			Leaving: m.Leaving, Down: m.Down, MetaVoter: voters[m.Id], Replicas: held[m.Id]})
 	}
 	return out
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
@@ -50,14 +51,43 @@ func (a *app) printStatus(st *client.Status) error {
 		return err
 	}
 	fmt.Fprintln(a.stdout)
+	w = tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(w, "NODE\tHTTP\tLIVENESS\tROLE\tREPLICAS")
+	for _, n := range st.Nodes {
+		live := "alive"
+		switch {
+		case n.Down:
+			live = "down"
+		case n.Leaving:
+			live = "leaving"
+		case !n.Alive:
+			live = "unknown"
+		}
+		role := "member"
+		if n.MetaVoter {
+			role = "meta voter"
+		}
+		if n.NodeID == st.MetaLeader {
+			role = "meta leader"
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d\n", n.NodeID, n.HTTPAddr, live, role, n.Replicas)
+	}
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	fmt.Fprintln(a.stdout)
 	w = tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(w, "PARTITION\tSTATE\tLEADER\tCOMMIT\tAPPLIED\tLAG\tSNAPSHOT\tITEMS\tEVENTS/S\t")
+	fmt.Fprintln(w, "PARTITION\tSTATE\tLEADER\tREPLICAS\tCOMMIT\tAPPLIED\tLAG\tSNAPSHOT\tITEMS\tEVENTS/S\t")
 	for _, p := range st.Replicas {
 		lag := uint64(0)
 		if p.CommitIndex > p.AppliedIndex {
 			lag = p.CommitIndex - p.AppliedIndex
 		}
-		fmt.Fprintf(w, "%d\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%.0f\t\n", p.Partition, p.State, p.Leader, p.CommitIndex,
+		reps := strings.Join(p.Placement, ",")
+		if reps == "" {
+			reps = strings.Join(p.Voters, ",")
+		}
+		fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%.0f\t\n", p.Partition, p.State, p.Leader, reps, p.CommitIndex,
 			p.AppliedIndex, lag, p.LastSnapshotIndex, p.DistinctItems, p.IngestEventsPerSecond)
 	}
 	return w.Flush()

@@ -1633,8 +1633,13 @@ type PartitionStatus struct {
 	LastSnapshotIndex     uint64                 `protobuf:"varint,6,opt,name=last_snapshot_index,json=lastSnapshotIndex,proto3" json:"last_snapshot_index,omitempty"`
 	DistinctItems         uint64                 `protobuf:"varint,7,opt,name=distinct_items,json=distinctItems,proto3" json:"distinct_items,omitempty"`
 	IngestEventsPerSecond float64                `protobuf:"fixed64,8,opt,name=ingest_events_per_second,json=ingestEventsPerSecond,proto3" json:"ingest_events_per_second,omitempty"`
-	unknownFields         protoimpl.UnknownFields
-	sizeCache             protoimpl.SizeCache
+	// Replicas the placement table lists (preferred leader first), and the
+	// group's voters and non-voters as this node's replica knows them.
+	Placement     []string `protobuf:"bytes,9,rep,name=placement,proto3" json:"placement,omitempty"`
+	Voters        []string `protobuf:"bytes,10,rep,name=voters,proto3" json:"voters,omitempty"`
+	NonVoters     []string `protobuf:"bytes,11,rep,name=non_voters,json=nonVoters,proto3" json:"non_voters,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *PartitionStatus) Reset() {
@@ -1723,12 +1728,44 @@ func (x *PartitionStatus) GetIngestEventsPerSecond() float64 {
 	return 0
 }
 
+func (x *PartitionStatus) GetPlacement() []string {
+	if x != nil {
+		return x.Placement
+	}
+	return nil
+}
+
+func (x *PartitionStatus) GetVoters() []string {
+	if x != nil {
+		return x.Voters
+	}
+	return nil
+}
+
+func (x *PartitionStatus) GetNonVoters() []string {
+	if x != nil {
+		return x.NonVoters
+	}
+	return nil
+}
+
 type NodeStatus struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	NodeId        string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
-	HttpAddr      string                 `protobuf:"bytes,2,opt,name=http_addr,json=httpAddr,proto3" json:"http_addr,omitempty"`
-	RaftAddr      string                 `protobuf:"bytes,3,opt,name=raft_addr,json=raftAddr,proto3" json:"raft_addr,omitempty"`
-	Ready         bool                   `protobuf:"varint,4,opt,name=ready,proto3" json:"ready,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	NodeId   string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	HttpAddr string                 `protobuf:"bytes,2,opt,name=http_addr,json=httpAddr,proto3" json:"http_addr,omitempty"`
+	RaftAddr string                 `protobuf:"bytes,3,opt,name=raft_addr,json=raftAddr,proto3" json:"raft_addr,omitempty"`
+	// For the answering node: it has replayed its logs. For other members:
+	// unset.
+	Ready bool `protobuf:"varint,4,opt,name=ready,proto3" json:"ready,omitempty"`
+	// Seen alive by the answering node's gossip (false when it runs none).
+	Alive bool `protobuf:"varint,5,opt,name=alive,proto3" json:"alive,omitempty"`
+	// Draining (topkctl leave), or marked down after the dead-node grace.
+	Leaving bool `protobuf:"varint,6,opt,name=leaving,proto3" json:"leaving,omitempty"`
+	Down    bool `protobuf:"varint,7,opt,name=down,proto3" json:"down,omitempty"`
+	// Votes in the meta group.
+	MetaVoter bool `protobuf:"varint,8,opt,name=meta_voter,json=metaVoter,proto3" json:"meta_voter,omitempty"`
+	// Replicas placement puts on the node.
+	Replicas      uint32 `protobuf:"varint,9,opt,name=replicas,proto3" json:"replicas,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1789,6 +1826,41 @@ func (x *NodeStatus) GetReady() bool {
 		return x.Ready
 	}
 	return false
+}
+
+func (x *NodeStatus) GetAlive() bool {
+	if x != nil {
+		return x.Alive
+	}
+	return false
+}
+
+func (x *NodeStatus) GetLeaving() bool {
+	if x != nil {
+		return x.Leaving
+	}
+	return false
+}
+
+func (x *NodeStatus) GetDown() bool {
+	if x != nil {
+		return x.Down
+	}
+	return false
+}
+
+func (x *NodeStatus) GetMetaVoter() bool {
+	if x != nil {
+		return x.MetaVoter
+	}
+	return false
+}
+
+func (x *NodeStatus) GetReplicas() uint32 {
+	if x != nil {
+		return x.Replicas
+	}
+	return 0
 }
 
 type StatusResponse struct {
@@ -2003,7 +2075,7 @@ const file_topk_v1_topk_proto_rawDesc = "" +
 	"\x16DropLeaderboardRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"\x19\n" +
 	"\x17DropLeaderboardResponse\"\x0f\n" +
-	"\rStatusRequest\"\xb5\x02\n" +
+	"\rStatusRequest\"\x8a\x03\n" +
 	"\x0fPartitionStatus\x12\x1c\n" +
 	"\tpartition\x18\x01 \x01(\rR\tpartition\x12\x14\n" +
 	"\x05state\x18\x02 \x01(\tR\x05state\x12\x16\n" +
@@ -2012,13 +2084,24 @@ const file_topk_v1_topk_proto_rawDesc = "" +
 	"\rapplied_index\x18\x05 \x01(\x04R\fappliedIndex\x12.\n" +
 	"\x13last_snapshot_index\x18\x06 \x01(\x04R\x11lastSnapshotIndex\x12%\n" +
 	"\x0edistinct_items\x18\a \x01(\x04R\rdistinctItems\x127\n" +
-	"\x18ingest_events_per_second\x18\b \x01(\x01R\x15ingestEventsPerSecond\"u\n" +
+	"\x18ingest_events_per_second\x18\b \x01(\x01R\x15ingestEventsPerSecond\x12\x1c\n" +
+	"\tplacement\x18\t \x03(\tR\tplacement\x12\x16\n" +
+	"\x06voters\x18\n" +
+	" \x03(\tR\x06voters\x12\x1d\n" +
+	"\n" +
+	"non_voters\x18\v \x03(\tR\tnonVoters\"\xf4\x01\n" +
 	"\n" +
 	"NodeStatus\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1b\n" +
 	"\thttp_addr\x18\x02 \x01(\tR\bhttpAddr\x12\x1b\n" +
 	"\traft_addr\x18\x03 \x01(\tR\braftAddr\x12\x14\n" +
-	"\x05ready\x18\x04 \x01(\bR\x05ready\"\x8b\x02\n" +
+	"\x05ready\x18\x04 \x01(\bR\x05ready\x12\x14\n" +
+	"\x05alive\x18\x05 \x01(\bR\x05alive\x12\x18\n" +
+	"\aleaving\x18\x06 \x01(\bR\aleaving\x12\x12\n" +
+	"\x04down\x18\a \x01(\bR\x04down\x12\x1d\n" +
+	"\n" +
+	"meta_voter\x18\b \x01(\bR\tmetaVoter\x12\x1a\n" +
+	"\breplicas\x18\t \x01(\rR\breplicas\"\x8b\x02\n" +
 	"\x0eStatusResponse\x12'\n" +
 	"\x04node\x18\x01 \x01(\v2\x13.topk.v1.NodeStatusR\x04node\x12\x1e\n" +
 	"\n" +
