@@ -1,10 +1,13 @@
 // Package server is one topkd node: the meta Raft group and the partition
-// Raft groups (hashicorp/raft over raft-boltdb, all on one multiplexed TCP
-// port), the per-partition ingest combiners, the scatter-gather query path
-// with its result cache, readiness, and metrics.
+// Raft groups (hashicorp/raft; the partitions' logs in the node's shared
+// raftlog store, the meta group's in raft-boltdb; every group on one
+// multiplexed TCP port), membership (join, placement, leave, dead nodes)
+// driven by the meta group with memberlist gossip as a hint, the
+// coordinator that routes ingest and scatter-gathers queries over
+// partitions here or on peers, the result cache, readiness, and metrics.
 //
-// It never parses wire formats (rpc/ does) and never counts (fsm/ does):
-// it validates, routes, proposes and waits. Every clock read goes through
-// Config.Clock; every goroutine is owned by the Node and stopped by Close.
-// See DESIGN.md for the trade-offs.
+// It never parses client wire formats (rpc/ does) and never counts (fsm/
+// does): it validates, routes, proposes and waits. Every clock read on the
+// data path goes through Config.Clock; every goroutine is owned by the Node
+// and stopped by Close. See DESIGN.md for the trade-offs.
 package server
