@@ -109,50 +109,9 @@ func TestClusterIngestAndQueryAnyNode(t *testing.T) {
 	nodes := newCluster(t, 3, 4)
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
-	want := map[string]int64{}
-	seq := uint64(0)
-	ingest := func(via []*clusterNode, batches int) {
-		t.Helper()
-		for b := range batches {
-			seq++
-			cn := via[b%len(via)]
-			var evs []server.Event
-			for i := range 200 {
-				item := fmt.Sprintf("item-%02d", (int(seq)*13+i*7)%61)
-				evs = append(evs, server.Event{Item: item, Count: int64(i%3 + 1), TimeMs: time.Now().UnixMilli()})
-				want[item] += int64(i%3 + 1)
-			}
-			res, err := cn.node.Ingest(ctx, server.IngestRequest{Events: evs, ProducerID: "p", Epoch: 1, Sequence: seq})
-			if err != nil || res.Accepted != 200 {
-				t.Fatalf("batch %d through %s: %+v, %v", seq, cn.id, res, err)
-			}
-		}
-	}
-	check := func(via []*clusterNode, when string) {
-		t.Helper()
-		for _, cn := range via {
-			for _, c := range []server.Consistency{server.Linearizable, server.Leader} {
-				a, err := cn.node.TopK(ctx, server.TopKQuery{K: 100, Consistency: c})
-				if err != nil {
-					t.Fatalf("%s: top-k from %s at %v: %v", when, cn.id, c, err)
-				}
-				if len(a.Items) != len(want) {
-					t.Fatalf("%s: %s at %v answered %d items, want %d", when, cn.id, c, len(a.Items), len(want))
-				}
-				for _, it := range a.Items {
-					if it.Count != want[it.Item] {
-						t.Errorf("%s: %s at %v: %s = %d, want %d", when, cn.id, c, it.Item, it.Count, want[it.Item])
-					}
-				}
-			}
-			got, err := cn.node.Count(ctx, "default", "item-07", 0, server.Linearizable)
-			if err != nil || got.Count != want["item-07"] {
-				t.Errorf("%s: count from %s: %d (%v), want %d", when, cn.id, got.Count, err, want["item-07"])
-			}
-		}
-	}
-	ingest(nodes, 30)
-	check(nodes, "three nodes")
+	w := newWorkload(t, ctx)
+	w.ingest(nodes, 30)
+	w.check(nodes, "three nodes")
 
 	// Stop the node that leads the most partitions; the others elect new
 	// leaders and keep taking batches and answering exactly.
@@ -178,8 +137,8 @@ func TestClusterIngestAndQueryAnyNode(t *testing.T) {
 			rest = append(rest, cn)
 		}
 	}
-	ingest(rest, 30)
-	check(rest, "after stopping "+victim.id)
+	w.ingest(rest, 30)
+	w.check(rest, "after stopping "+victim.id)
 }
 
 // startNode opens one node that creates a cluster (join empty) or joins
@@ -283,60 +242,26 @@ func TestClusterJoin(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
 	defer cancel()
 	n1 := startNode(t, "n1", t.TempDir(), "")
-	want := map[string]int64{}
-	seq := uint64(0)
-	ingest := func(via []*clusterNode, batches int) {
-		t.Helper()
-		for b := range batches {
-			seq++
-			cn := via[b%len(via)]
-			var evs []server.Event
-			for i := range 100 {
-				item := fmt.Sprintf("item-%02d", (int(seq)*11+i*3)%47)
-				evs = append(evs, server.Event{Item: item, TimeMs: time.Now().UnixMilli()})
-				want[item]++
-			}
-			if _, err := cn.node.Ingest(ctx, server.IngestRequest{Events: evs, ProducerID: "p", Epoch: 1, Sequence: seq}); err != nil {
-				t.Fatalf("batch %d through %s: %v", seq, cn.id, err)
-			}
-		}
-	}
-	check := func(via []*clusterNode, when string) {
-		t.Helper()
-		for _, cn := range via {
-			a, err := cn.node.TopK(ctx, server.TopKQuery{K: 100, Consistency: server.Linearizable})
-			if err != nil {
-				t.Fatalf("%s: top-k from %s: %v", when, cn.id, err)
-			}
-			if len(a.Items) != len(want) {
-				t.Fatalf("%s: %s answered %d items, want %d", when, cn.id, len(a.Items), len(want))
-			}
-			for _, it := range a.Items {
-				if it.Count != want[it.Item] {
-					t.Errorf("%s: %s: %s = %d, want %d", when, cn.id, it.Item, it.Count, want[it.Item])
-				}
-			}
-		}
-	}
-	ingest([]*clusterNode{n1}, 10)
+	w := newWorkload(t, ctx)
+	w.ingest([]*clusterNode{n1}, 10)
 	n2 := startNode(t, "n2", t.TempDir(), n1.addr)
-	ingest([]*clusterNode{n1, n2}, 10)
+	w.ingest([]*clusterNode{n1, n2}, 10)
 	n3dir := t.TempDir()
 	n3 := startNode(t, "n3", n3dir, n2.addr)
 	all := []*clusterNode{n1, n2, n3}
 	waitVoters(t, n1, 3)
-	ingest(all, 20)
-	check(all, "three nodes")
+	w.ingest(all, 20)
+	w.check(all, "three nodes")
 	// n3 restarted with its data rejoins: on its addresses, then on new ones.
 	n3.stop()
 	n3 = startNodeAt(t, "n3", n3dir, n2.addr, n3.raft, n3.addr)
 	all = []*clusterNode{n1, n2, n3}
-	check(all, "n3 restarted")
+	w.check(all, "n3 restarted")
 	n3.stop()
 	n3 = startNode(t, "n3", n3dir, "")
 	all = []*clusterNode{n1, n2, n3}
-	ingest(all, 10)
-	check(all, "n3 restarted on new addresses")
+	w.ingest(all, 10)
+	w.check(all, "n3 restarted on new addresses")
 	// An admin call at a node that does not lead the meta group is forwarded.
 	for _, cn := range all {
 		name := "board-" + cn.id
@@ -346,8 +271,8 @@ func TestClusterJoin(t *testing.T) {
 	}
 	n1.stop()
 	rest := []*clusterNode{n2, n3}
-	ingest(rest, 20)
-	check(rest, "after stopping n1")
+	w.ingest(rest, 20)
+	w.check(rest, "after stopping n1")
 	// A node with wiped data under a member's id is refused.
 	if _, err := server.Open(ctx, server.Config{NodeID: "n3", DataDir: t.TempDir(), RaftAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:1",
 		Join: n2.addr, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}); err == nil || !strings.Contains(err.Error(), "another data directory") {
@@ -448,37 +373,9 @@ func TestClusterPlacement(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	want := map[string]int64{}
-	for seq := uint64(1); seq <= 25; seq++ {
-		cn := nodes[int(seq)%len(nodes)]
-		var evs []server.Event
-		for i := range 100 {
-			item := fmt.Sprintf("item-%02d", (int(seq)*5+i)%71)
-			evs = append(evs, server.Event{Item: item, TimeMs: time.Now().UnixMilli()})
-			want[item]++
-		}
-		if _, err := cn.node.Ingest(ctx, server.IngestRequest{Events: evs, ProducerID: "p", Epoch: 1, Sequence: seq}); err != nil {
-			t.Fatalf("batch %d through %s: %v", seq, cn.id, err)
-		}
-	}
-	check := func(via []*clusterNode, when string) {
-		t.Helper()
-		for _, cn := range via {
-			a, err := cn.node.TopK(ctx, server.TopKQuery{K: 100, Consistency: server.Linearizable})
-			if err != nil {
-				t.Fatalf("%s: top-k from %s: %v", when, cn.id, err)
-			}
-			if len(a.Items) != len(want) {
-				t.Fatalf("%s: %s answered %d items, want %d", when, cn.id, len(a.Items), len(want))
-			}
-			for _, it := range a.Items {
-				if it.Count != want[it.Item] {
-					t.Errorf("%s: %s: %s = %d, want %d", when, cn.id, it.Item, it.Count, want[it.Item])
-				}
-			}
-		}
-	}
-	check(nodes, "five nodes")
+	w := newWorkload(t, ctx)
+	w.ingest(nodes, 25)
+	w.check(nodes, "five nodes")
 	// A client given only n5 learns the other members, and keeps working
 	// once n5 has left and stopped.
 	cl, err := client.New([]string{nodes[4].addr}, client.WithDiscovery(100*time.Millisecond))
@@ -508,14 +405,14 @@ func TestClusterPlacement(t *testing.T) {
 				t.Fatalf("placement %v still holds %s after it left", p, id)
 			}
 		}
-		check(nodes, id+" left")
+		w.check(nodes, id+" left")
 	}
 	if _, err := cl.IngestBatch(ctx, "default", []client.Event{{Item: "item-00"}}); err != nil {
 		t.Fatalf("client given only n5, after n5 left: %v", err)
 	}
-	want["item-00"]++
+	w.want["item-00"]++
 	top, err := cl.TopK(ctx, "default", "all", 100, client.WithConsistency(client.Linearizable))
-	if err != nil || len(top.Items) != len(want) {
+	if err != nil || len(top.Items) != len(w.want) {
 		t.Fatalf("client given only n5, after n5 left: %d items, %v", len(top.Items), err)
 	}
 	// Below R only by force.
@@ -559,46 +456,12 @@ func TestClusterDeadNode(t *testing.T) {
 		nodes = append(nodes, startNode(t, fmt.Sprintf("n%d", i), dir, nodes[0].gossip, withGossip(t, "", grace)))
 	}
 	before := waitPlaced(t, nodes)
-	want := map[string]int64{}
-	seq := uint64(0)
-	ingest := func(via []*clusterNode, batches int) {
-		t.Helper()
-		for range batches {
-			seq++
-			var evs []server.Event
-			for i := range 100 {
-				item := fmt.Sprintf("item-%02d", (int(seq)*7+i)%53)
-				evs = append(evs, server.Event{Item: item, TimeMs: time.Now().UnixMilli()})
-				want[item]++
-			}
-			cn := via[int(seq)%len(via)]
-			if _, err := cn.node.Ingest(ctx, server.IngestRequest{Events: evs, ProducerID: "p", Epoch: 1, Sequence: seq}); err != nil {
-				t.Fatalf("batch %d through %s: %v", seq, cn.id, err)
-			}
-		}
-	}
-	check := func(via []*clusterNode, when string) {
-		t.Helper()
-		for _, cn := range via {
-			a, err := cn.node.TopK(ctx, server.TopKQuery{K: 100, Consistency: server.Linearizable})
-			if err != nil {
-				t.Fatalf("%s: top-k from %s: %v", when, cn.id, err)
-			}
-			for _, it := range a.Items {
-				if it.Count != want[it.Item] {
-					t.Errorf("%s: %s: %s = %d, want %d", when, cn.id, it.Item, it.Count, want[it.Item])
-				}
-			}
-			if len(a.Items) != len(want) {
-				t.Errorf("%s: %s answered %d items, want %d", when, cn.id, len(a.Items), len(want))
-			}
-		}
-	}
-	ingest(nodes, 10)
+	w := newWorkload(t, ctx)
+	w.ingest(nodes, 10)
 	dead := nodes[3]
 	dead.stop()
 	live := nodes[:3]
-	ingest(live, 10)
+	w.ingest(live, 10)
 	var after [][]string
 	for deadline := time.Now().Add(60 * time.Second); ; {
 		after = waitPlaced(t, live)
@@ -615,7 +478,7 @@ func TestClusterDeadNode(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 	}
 	t.Logf("placement %v -> %v after %s died", before, after, dead.id)
-	check(live, dead.id+" dead")
+	w.check(live, dead.id+" dead")
 	back := startNodeAt(t, dead.id, dirs[3], "", dead.raft, dead.addr, withGossip(t, dead.gossip, grace))
 	nodes = append(live, back)
 	for deadline := time.Now().Add(60 * time.Second); ; {
@@ -632,6 +495,64 @@ func TestClusterDeadNode(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	ingest(nodes, 10)
-	check(nodes, back.id+" back")
+	w.ingest(nodes, 10)
+	w.check(nodes, back.id+" back")
+}
+
+// workload sends exactly-once batches through given nodes and remembers
+// what each item must count.
+type workload struct {
+	t    *testing.T
+	ctx  context.Context
+	want map[string]int64
+	seq  uint64
+}
+
+func newWorkload(t *testing.T, ctx context.Context) *workload {
+	return &workload{t: t, ctx: ctx, want: map[string]int64{}}
+}
+
+// ingest sends batches of 200 events over 61 items, round-robin over via.
+func (w *workload) ingest(via []*clusterNode, batches int) {
+	w.t.Helper()
+	for b := range batches {
+		w.seq++
+		cn := via[b%len(via)]
+		var evs []server.Event
+		for i := range 200 {
+			item := fmt.Sprintf("item-%02d", (int(w.seq)*13+i*7)%61)
+			evs = append(evs, server.Event{Item: item, Count: int64(i%3 + 1), TimeMs: time.Now().UnixMilli()})
+			w.want[item] += int64(i%3 + 1)
+		}
+		res, err := cn.node.Ingest(w.ctx, server.IngestRequest{Events: evs, ProducerID: "p", Epoch: 1, Sequence: w.seq})
+		if err != nil || res.Accepted != 200 {
+			w.t.Fatalf("batch %d through %s: %+v, %v", w.seq, cn.id, res, err)
+		}
+	}
+}
+
+// check asks every node of via for the top items at leader and
+// linearizable consistency, and one item's count: all must be exact.
+func (w *workload) check(via []*clusterNode, when string) {
+	w.t.Helper()
+	for _, cn := range via {
+		for _, c := range []server.Consistency{server.Linearizable, server.Leader} {
+			a, err := cn.node.TopK(w.ctx, server.TopKQuery{K: 100, Consistency: c})
+			if err != nil {
+				w.t.Fatalf("%s: top-k from %s at %v: %v", when, cn.id, c, err)
+			}
+			if len(a.Items) != len(w.want) {
+				w.t.Fatalf("%s: %s at %v answered %d items, want %d", when, cn.id, c, len(a.Items), len(w.want))
+			}
+			for _, it := range a.Items {
+				if it.Count != w.want[it.Item] {
+					w.t.Errorf("%s: %s at %v: %s = %d, want %d", when, cn.id, c, it.Item, it.Count, w.want[it.Item])
+				}
+			}
+		}
+		got, err := cn.node.Count(w.ctx, "default", "item-07", 0, server.Linearizable)
+		if err != nil || got.Count != w.want["item-07"] {
+			w.t.Errorf("%s: count from %s: %d (%v), want %d", when, cn.id, got.Count, err, w.want["item-07"])
+		}
+	}
 }
