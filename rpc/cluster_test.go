@@ -180,7 +180,7 @@ func startNodeAt(t *testing.T, id, dir, join, raftAddr, httpAddr string, opts ..
 		t.Fatalf("open %s: %v", id, err)
 	}
 	h.set(rpc.Handler(node))
-	cn := &clusterNode{id: id, node: node, srv: srv, addr: httpLn.Addr().String(), raft: raftLn.Addr().String(), gossip: cfg.GossipAddr}
+	cn := &clusterNode{id: id, node: node, srv: srv, addr: httpLn.Addr().String(), raft: raftLn.Addr().String(), gossip: node.GossipAddr()}
 	t.Cleanup(cn.stop)
 	return cn
 }
@@ -421,16 +421,12 @@ func TestClusterPlacement(t *testing.T) {
 	}
 }
 
-// withGossip gives a node a gossip address (a free loopback port, or the
-// one given) and a dead-node grace period.
-func withGossip(t *testing.T, addr string, grace time.Duration) func(*server.Config) {
+// withGossip gives a node a gossip address (port 0 lets memberlist choose
+// one free for both TCP and UDP; clusterNode.gossip then holds it) and a
+// dead-node grace period.
+func withGossip(addr string, grace time.Duration) func(*server.Config) {
 	if addr == "" {
-		l, err := net.ListenPacket("udp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		addr = l.LocalAddr().String()
-		l.Close()
+		addr = "127.0.0.1:0"
 	}
 	return func(c *server.Config) {
 		c.GossipAddr, c.DeadNodeGrace = addr, grace
@@ -448,12 +444,12 @@ func TestClusterDeadNode(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 120*time.Second)
 	defer cancel()
 	const grace = 2 * time.Second
-	nodes := []*clusterNode{startNode(t, "n1", t.TempDir(), "", withGossip(t, "", grace))}
+	nodes := []*clusterNode{startNode(t, "n1", t.TempDir(), "", withGossip("", grace))}
 	dirs := []string{""}
 	for i := 2; i <= 4; i++ {
 		dir := t.TempDir()
 		dirs = append(dirs, dir)
-		nodes = append(nodes, startNode(t, fmt.Sprintf("n%d", i), dir, nodes[0].gossip, withGossip(t, "", grace)))
+		nodes = append(nodes, startNode(t, fmt.Sprintf("n%d", i), dir, nodes[0].gossip, withGossip("", grace)))
 	}
 	before := waitPlaced(t, nodes)
 	w := newWorkload(t, ctx)
@@ -479,7 +475,7 @@ func TestClusterDeadNode(t *testing.T) {
 	}
 	t.Logf("placement %v -> %v after %s died", before, after, dead.id)
 	w.check(live, dead.id+" dead")
-	back := startNodeAt(t, dead.id, dirs[3], "", dead.raft, dead.addr, withGossip(t, dead.gossip, grace))
+	back := startNodeAt(t, dead.id, dirs[3], "", dead.raft, dead.addr, withGossip(dead.gossip, grace))
 	nodes = append(live, back)
 	for deadline := time.Now().Add(60 * time.Second); ; {
 		placed := waitPlaced(t, nodes)

@@ -71,6 +71,12 @@ func startGossip(id, addr, httpAddr, raftAddr string, lg *slog.Logger) (*gossip,
 	return &gossip{ml: ml}, nil
 }
 
+// addr is the address gossip listens on (its port chosen when asked for 0).
+func (g *gossip) addr() string {
+	n := g.ml.LocalNode()
+	return net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))
+}
+
 // join contacts addrs as gossip addresses and returns the HTTP addresses
 // of the members it then knows (itself excluded).
 func (g *gossip) join(addrs []string, self string) ([]string, error) {

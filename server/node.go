@@ -161,6 +161,7 @@ func Open(ctx context.Context, cfg Config) (*Node, error) {
 			return nil, err
 		}
 		n.gossip = g
+		n.cfg.GossipAddr = g.addr() // the port, when the address asked for 0
 	}
 	n.metrics = newMetrics(n)
 	logs, err := openPartitionLogs(cfg.DataDir, cfg.LogStore, n.metrics, cfg.Fatal, cfg.Logger)
@@ -456,6 +457,9 @@ func (n *Node) Partitions() int { return n.nparts }
 
 // PartitionOf maps a (leaderboard, item) to its partition (ring.Partition).
 func PartitionOf(leaderboard, item string, p int) int { return ring.Partition(leaderboard, item, p) }
+
+// GossipAddr is the address the node's gossip listens on ("" without gossip).
+func (n *Node) GossipAddr() string { return n.cfg.GossipAddr }
 
 func (n *Node) closeGossip() {
 	if n.gossip != nil {
