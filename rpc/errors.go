@@ -32,8 +32,6 @@ func code(err error) connect.Code {
 		return connect.CodeDeadlineExceeded
 	case errors.Is(err, context.Canceled):
 		return connect.CodeCanceled
-	case errors.Is(err, server.ErrClusterNotSupported):
-		return connect.CodeUnimplemented
 	}
 	return connect.CodeInternal
 }

@@ -3,9 +3,9 @@ package server
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
-	"github.com/hashicorp/raft"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/topkd/topkd/fsm"
@@ -190,15 +190,7 @@ func (n *Node) Status(ctx context.Context) Status {
 		if p.id < len(meta.Placement) {
 			ps.Placement = meta.Placement[p.id].Nodes
 		}
-		if f := p.g.raft.GetConfiguration(); f.Error() == nil {
-			for _, srv := range f.Configuration().Servers {
-				if srv.Suffrage == raft.Voter {
-					ps.Voters = append(ps.Voters, string(srv.ID))
-				} else {
-					ps.NonVoters = append(ps.NonVoters, string(srv.ID))
-				}
-			}
-		}
+		ps.Voters, ps.NonVoters = p.g.servers()
 		for _, l := range st.Leaderboards {
 			ps.DistinctItems += uint64(l.DistinctItems)
 		}
@@ -231,18 +223,8 @@ func (n *Node) Voters() []int {
 	}
 	out := make([]int, 0, len(groups))
 	for _, g := range groups {
-		f := g.raft.GetConfiguration()
-		if f.Error() != nil {
-			out = append(out, 0)
-			continue
-		}
-		v := 0
-		for _, s := range f.Configuration().Servers {
-			if s.Suffrage == raft.Voter {
-				v++
-			}
-		}
-		out = append(out, v)
+		v, _ := g.servers()
+		out = append(out, len(v))
 	}
 	return out
 }
@@ -252,12 +234,7 @@ func (n *Node) members(st *metapb.State) []MemberStatus {
 	if n.gossip != nil {
 		alive = n.gossip.alive()
 	}
-	voters := map[string]bool{}
-	if f := n.meta.raft.GetConfiguration(); f.Error() == nil {
-		for _, s := range f.Configuration().Servers {
-			voters[string(s.ID)] = s.Suffrage == raft.Voter
-		}
-	}
+	voters, _ := n.meta.servers()
 	held := map[string]int{}
 	for _, p := range st.Placement {
 		for _, id := range p.Nodes {
@@ -267,7 +244,7 @@ func (n *Node) members(st *metapb.State) []MemberStatus {
 	out := make([]MemberStatus, 0, len(st.Nodes))
 	for _, m := range st.Nodes {
 		out = append(out, MemberStatus{ID: m.Id, HTTPAddr: m.HttpAddr, RaftAddr: m.RaftAddr, Alive: alive[m.Id],
-			Leaving: m.Leaving, Down: m.Down, MetaVoter: voters[m.Id], Replicas: held[m.Id]})
+			Leaving: m.Leaving, Down: m.Down, MetaVoter: slices.Contains(voters, m.Id), Replicas: held[m.Id]})
 	}
 	return out
 }

@@ -13,6 +13,4 @@ var (
 	ErrNotReady = errors.New("not ready")
 	// ErrUnknownOutcome: the write may or may not have committed (leadership lost, timeout); retry with the same sequence.
 	ErrUnknownOutcome = errors.New("outcome unknown")
-	// ErrClusterNotSupported: joining is for the cluster release.
-	ErrClusterNotSupported = errors.New("joining a cluster is not supported yet")
 )

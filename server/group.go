@@ -312,6 +312,23 @@ func (g *group) leader() (id string, ok bool) {
 	return string(lid), lid != ""
 }
 
+// servers splits the group's configuration, as this replica knows it, into
+// voters and non-voters (both nil when raft cannot say).
+func (g *group) servers() (voters, nonVoters []string) {
+	f := g.raft.GetConfiguration()
+	if f.Error() != nil {
+		return nil, nil
+	}
+	for _, s := range f.Configuration().Servers {
+		if s.Suffrage == raft.Voter {
+			voters = append(voters, string(s.ID))
+		} else {
+			nonVoters = append(nonVoters, string(s.ID))
+		}
+	}
+	return voters, nonVoters
+}
+
 // isLeader reports whether this node leads the group and has passed its barrier.
 func (g *group) isLeader() bool {
 	t := g.readyTerm.Load()

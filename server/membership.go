@@ -197,15 +197,7 @@ func (n *Node) ReplicaStatus(group uint32) (*nodev1.ReplicaStatusResponse, error
 	}
 	last, _ := g.store.LastIndex()
 	out := &nodev1.ReplicaStatusResponse{AppliedIndex: g.fsm.AppliedIndex(), LastIndex: last, State: g.raft.State().String()}
-	if f := g.raft.GetConfiguration(); f.Error() == nil {
-		for _, s := range f.Configuration().Servers {
-			if s.Suffrage == raft.Voter {
-				out.Voters = append(out.Voters, string(s.ID))
-			} else {
-				out.NonVoters = append(out.NonVoters, string(s.ID))
-			}
-		}
-	}
+	out.Voters, out.NonVoters = g.servers()
 	return out, nil
 }
 
@@ -262,11 +254,7 @@ func (n *Node) desiredReplicas(st *metapb.State, p int) []*metapb.Node {
 		}
 		return out
 	}
-	r := n.cfg.Replicas
-	if r <= 0 {
-		r = DefaultReplicas
-	}
-	return st.Nodes[:min(r, len(st.Nodes))]
+	return st.Nodes[:min(n.cfg.Replicas, len(st.Nodes))]
 }
 
 // reconcilePlacement, on the meta leader, commits ring.Place over the
@@ -284,17 +272,13 @@ func (n *Node) reconcilePlacement(st *metapb.State) {
 	if len(ids) == 0 {
 		return
 	}
-	r := n.cfg.Replicas
-	if r <= 0 {
-		r = DefaultReplicas
-	}
 	current := ring.Placement{}
 	if len(st.Placement) == int(st.Partitions) {
 		for _, pr := range st.Placement {
 			current.Replicas = append(current.Replicas, pr.Nodes)
 		}
 	}
-	want, err := ring.Place(ids, int(st.Partitions), r, current)
+	want, err := ring.Place(ids, int(st.Partitions), n.cfg.Replicas, current)
 	if err != nil {
 		n.log.Warn("placement", "err", err)
 		return
@@ -324,10 +308,6 @@ func (n *Node) reconcileMembership(st *metapb.State) {
 	if st.Partitions == 0 {
 		return
 	}
-	voters := n.cfg.MetaVoters
-	if voters <= 0 {
-		voters = DefaultMetaVoters
-	}
 	n.reconcileLiveness(st)
 	n.reconcilePlacement(st)
 	if n.meta.isLeader() {
@@ -335,7 +315,7 @@ func (n *Node) reconcileMembership(st *metapb.State) {
 		// leaving vote.
 		var metaVoters []*metapb.Node
 		for _, m := range st.Nodes {
-			if !m.Leaving && len(metaVoters) < voters {
+			if !m.Leaving && len(metaVoters) < n.cfg.MetaVoters {
 				metaVoters = append(metaVoters, m)
 			}
 		}
@@ -631,16 +611,12 @@ func (n *Node) Leave(ctx context.Context, id string, force bool, progress func(m
 	if !found {
 		return fmt.Errorf("%w: %q is not a member", ErrInvalid, id)
 	}
-	r := n.cfg.Replicas
-	if r <= 0 {
-		r = DefaultReplicas
-	}
 	if staying == 0 {
 		return fmt.Errorf("%w: %s is the last member", ErrInvalid, id)
 	}
-	if staying < r && !force {
+	if staying < n.cfg.Replicas && !force {
 		return fmt.Errorf("%w: after %s leaves, %d nodes remain for %d replicas per partition: add a node first, or force it",
-			ErrInvalid, id, staying, r)
+			ErrInvalid, id, staying, n.cfg.Replicas)
 	}
 	if _, err := n.proposeMeta(ctx, &metapb.Command{Cmd: &metapb.Command_SetLeaving{SetLeaving: &metapb.SetLeaving{Id: id}}}); err != nil {
 		return err
@@ -689,7 +665,7 @@ func (n *Node) replicasOn(ctx context.Context, id string) (int, error) {
 // groupServers asks partition p's leader for the group's configuration.
 func (n *Node) groupServers(ctx context.Context, p int) ([]string, error) {
 	for attempt := range 8 {
-		lid, addr, ok := n.partitionLeader(p, attempt)
+		_, addr, ok := n.partitionLeader(p, attempt)
 		if !ok || addr == "" {
 			continue
 		}
@@ -699,7 +675,6 @@ func (n *Node) groupServers(ctx context.Context, p int) ([]string, error) {
 		if err != nil || resp.Msg.State != raft.Leader.String() {
 			continue
 		}
-		_ = lid
 		return append(resp.Msg.Voters, resp.Msg.NonVoters...), nil
 	}
 	return nil, fmt.Errorf("%w: partition %d: no leader answered", ErrNotReady, p)
@@ -713,10 +688,6 @@ func (n *Node) reconcileLiveness(st *metapb.State) {
 	if n.gossip == nil || !n.meta.isLeader() {
 		n.deadSince = nil
 		return
-	}
-	grace := n.cfg.DeadNodeGrace
-	if grace <= 0 {
-		grace = DefaultDeadNodeGrace
 	}
 	if n.deadSince == nil {
 		n.deadSince = map[string]time.Time{}
@@ -737,7 +708,7 @@ func (n *Node) reconcileLiveness(st *metapb.State) {
 			since, ok := n.deadSince[m.Id]
 			if !ok {
 				n.deadSince[m.Id] = now
-			} else if !m.Down && now.Sub(since) > grace {
+			} else if !m.Down && now.Sub(since) > n.cfg.DeadNodeGrace {
 				change = &metapb.SetDown{Id: m.Id, Down: true}
 			}
 		}
@@ -752,7 +723,7 @@ func (n *Node) reconcileLiveness(st *metapb.State) {
 			continue
 		}
 		if change.Down {
-			n.log.Warn("node dead in gossip past the grace period: re-creating its replicas elsewhere", "node", m.Id, "grace", grace)
+			n.log.Warn("node dead in gossip past the grace period: re-creating its replicas elsewhere", "node", m.Id, "grace", n.cfg.DeadNodeGrace)
 		} else {
 			n.log.Info("node alive again in gossip: placement takes it back", "node", m.Id)
 		}

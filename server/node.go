@@ -131,6 +131,15 @@ func Open(ctx context.Context, cfg Config) (*Node, error) {
 		cfg.Raft = DefaultRaftPolicy()
 	}
 	cfg.Ingest = cfg.Ingest.withDefaults()
+	if cfg.Replicas <= 0 {
+		cfg.Replicas = DefaultReplicas
+	}
+	if cfg.MetaVoters <= 0 {
+		cfg.MetaVoters = DefaultMetaVoters
+	}
+	if cfg.DeadNodeGrace <= 0 {
+		cfg.DeadNodeGrace = DefaultDeadNodeGrace
+	}
 	if cfg.CacheRefresh <= 0 {
 		cfg.CacheRefresh = time.Second
 	}
