@@ -435,3 +435,18 @@ func (c *Client) Leave(ctx context.Context, nodeID string, force bool, progress 
 	})
 	return err
 }
+
+// VerifyReplicas has every partition's leader log a checksum command and
+// compares the digests of state its replicas record there.
+func (c *Client) VerifyReplicas(ctx context.Context) (*topkv1.VerifyReplicasResponse, error) {
+	var out *topkv1.VerifyReplicasResponse
+	_, err := c.call(ctx, "verify replicas", retryUnknown, func(ctx context.Context, n topkv1connect.TopKServiceClient) error {
+		resp, err := n.VerifyReplicas(ctx, connect.NewRequest(&topkv1.VerifyReplicasRequest{}))
+		if err != nil {
+			return err
+		}
+		out = resp.Msg
+		return nil
+	})
+	return out, err
+}

@@ -112,6 +112,7 @@ func TestClusterIngestAndQueryAnyNode(t *testing.T) {
 	w := newWorkload(t, ctx)
 	w.ingest(nodes, 30)
 	w.check(nodes, "three nodes")
+	verifyReplicas(t, nodes[1], 3)
 
 	// Stop the node that leads the most partitions; the others elect new
 	// leaders and keep taking batches and answering exactly.
@@ -139,6 +140,29 @@ func TestClusterIngestAndQueryAnyNode(t *testing.T) {
 	}
 	w.ingest(rest, 30)
 	w.check(rest, "after stopping "+victim.id)
+	verifyReplicas(t, rest[0], 2)
+}
+
+// verifyReplicas asks via to compare every partition's replica digests at
+// a checksum entry: all that report one must agree, and at least min must.
+func verifyReplicas(t *testing.T, via *clusterNode, min int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	for _, p := range via.node.VerifyReplicas(ctx) {
+		found, digest := 0, uint64(0)
+		for _, r := range p.Replicas {
+			if r.Found {
+				found++
+				digest = r.Digest
+			}
+		}
+		if p.Err != nil || !p.Agree || found < min {
+			t.Errorf("partition %d at index %d: agree=%v, %d digests (want >= %d), err %v: %+v", p.Partition, p.Index, p.Agree, found, min, p.Err, p.Replicas)
+		} else {
+			t.Logf("partition %d: %d replicas agree at index %d on %016x", p.Partition, found, p.Index, digest)
+		}
+	}
 }
 
 // startNode opens one node that creates a cluster (join empty) or joins
@@ -415,6 +439,7 @@ func TestClusterPlacement(t *testing.T) {
 	if err != nil || len(top.Items) != len(w.want) {
 		t.Fatalf("client given only n5, after n5 left: %d items, %v", len(top.Items), err)
 	}
+	verifyReplicas(t, nodes[0], 3)
 	// Below R only by force.
 	if err := nodes[0].node.Leave(ctx, "n3", false, func(string, int) {}); err == nil || !strings.Contains(err.Error(), "add a node first") {
 		t.Errorf("leave below R: %v, want a refusal", err)
@@ -493,6 +518,7 @@ func TestClusterDeadNode(t *testing.T) {
 	}
 	w.ingest(nodes, 10)
 	w.check(nodes, back.id+" back")
+	verifyReplicas(t, back, 3)
 }
 
 // workload sends exactly-once batches through given nodes and remembers

@@ -273,3 +273,28 @@ func (s *service) Leave(ctx context.Context, req *connect.Request[topkv1.LeaveRe
 	}
 	return stream.Send(&topkv1.LeaveResponse{Message: req.Msg.NodeId + " left the cluster", Done: true})
 }
+
+// VerifyReplicas compares the replicas' state digests at a checksum entry.
+func (s *service) VerifyReplicas(ctx context.Context, _ *connect.Request[topkv1.VerifyReplicasRequest]) (*connect.Response[topkv1.VerifyReplicasResponse], error) {
+	return connect.NewResponse(verifyPB(s.n.VerifyReplicas(ctx))), nil
+}
+
+func verifyPB(parts []server.PartitionDigests) *topkv1.VerifyReplicasResponse {
+	out := &topkv1.VerifyReplicasResponse{Consistent: true}
+	for _, p := range parts {
+		pd := &topkv1.PartitionDigests{Partition: uint32(p.Partition), Index: p.Index, Agree: p.Agree}
+		if p.Err != nil {
+			pd.Error = p.Err.Error()
+		}
+		for _, r := range p.Replicas {
+			rd := &topkv1.ReplicaDigest{NodeId: r.NodeID, Note: r.Note}
+			if r.Found {
+				rd.Digest = fmt.Sprintf("%016x", r.Digest)
+			}
+			pd.Replicas = append(pd.Replicas, rd)
+		}
+		out.Consistent = out.Consistent && p.Agree
+		out.Partitions = append(out.Partitions, pd)
+	}
+	return out
+}

@@ -111,3 +111,11 @@ func (p *peer) ReplicaStatus(_ context.Context, req *connect.Request[nodev1.Repl
 	}
 	return connect.NewResponse(resp), nil
 }
+
+func (p *peer) Checksum(ctx context.Context, req *connect.Request[nodev1.ChecksumRequest]) (*connect.Response[nodev1.ChecksumResponse], error) {
+	resp, err := p.n.Checksum(ctx, req.Msg.Group)
+	if err != nil {
+		return nil, server.PeerError(err)
+	}
+	return connect.NewResponse(resp), nil
+}

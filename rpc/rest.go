@@ -14,6 +14,7 @@ import (
 	"unicode/utf8"
 
 	"connectrpc.com/connect"
+	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/topkd/topkd/fsm"
 	pb "github.com/topkd/topkd/proto/topkd/raftcmd/v1"
@@ -36,6 +37,7 @@ func (h *rest) register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /api/leaderboards/{name}", h.describeLeaderboard)
 	mux.HandleFunc("DELETE /api/leaderboards/{name}", h.dropLeaderboard)
 	mux.HandleFunc("GET /api/status", h.status)
+	mux.HandleFunc("POST /api/verify-replicas", h.verifyReplicas)
 }
 
 type apiError struct {
@@ -519,4 +521,22 @@ func (h *rest) dropLeaderboard(w http.ResponseWriter, r *http.Request) {
 
 func (h *rest) status(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, h.n.Status(r.Context()))
+}
+
+// verifyReplicas answers 200 when every partition's replicas agree, else
+// 409 with the same body.
+func (h *rest) verifyReplicas(w http.ResponseWriter, r *http.Request) {
+	res := verifyPB(h.n.VerifyReplicas(r.Context()))
+	b, err := protojson.Marshal(res)
+	if err != nil {
+		writeJSON(w, http.StatusInternalServerError, map[string]string{"error": err.Error()})
+		return
+	}
+	status := http.StatusOK
+	if !res.Consistent {
+		status = http.StatusConflict
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	w.Write(b)
 }

@@ -739,3 +739,35 @@ func TestHealthReadyMetrics(t *testing.T) {
 		}
 	})
 }
+
+// TestVerifyReplicasSingleNode: on one node every partition has one
+// replica, which records a digest at the checksum entry.
+func TestVerifyReplicasSingleNode(t *testing.T) {
+	tn := newTestNode(t)
+	tn.post(t, "", `[{"item":"a"},{"item":"b"}]`)
+	st, raw := tn.do(t, http.MethodPost, "/api/verify-replicas", "", nil)
+	if st != http.StatusOK {
+		t.Fatalf("status %d, body %s", st, raw)
+	}
+	var res struct {
+		Consistent bool `json:"consistent"`
+		Partitions []struct {
+			Index    string `json:"index"`
+			Replicas []struct {
+				NodeID string `json:"nodeId"`
+				Digest string `json:"digest"`
+			} `json:"replicas"`
+		} `json:"partitions"`
+	}
+	if err := json.Unmarshal(raw, &res); err != nil {
+		t.Fatal(err)
+	}
+	if !res.Consistent || len(res.Partitions) == 0 {
+		t.Fatalf("got %s", raw)
+	}
+	for _, p := range res.Partitions {
+		if len(p.Replicas) != 1 || len(p.Replicas[0].Digest) != 16 || p.Index == "" {
+			t.Errorf("partition %+v: want one replica with a 16-digit digest", p)
+		}
+	}
+}

@@ -198,6 +198,7 @@ func (n *Node) ReplicaStatus(group uint32) (*nodev1.ReplicaStatusResponse, error
 	last, _ := g.store.LastIndex()
 	out := &nodev1.ReplicaStatusResponse{AppliedIndex: g.fsm.AppliedIndex(), LastIndex: last, State: g.raft.State().String()}
 	out.Voters, out.NonVoters = g.servers()
+	out.Digests = n.digests(group)
 	return out, nil
 }
 

@@ -79,6 +79,237 @@ func (Consistency) EnumDescriptor() ([]byte, []int) {
 	return file_topk_v1_topk_proto_rawDescGZIP(), []int{0}
 }
 
+type VerifyReplicasRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VerifyReplicasRequest) Reset() {
+	*x = VerifyReplicasRequest{}
+	mi := &file_topk_v1_topk_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VerifyReplicasRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VerifyReplicasRequest) ProtoMessage() {}
+
+func (x *VerifyReplicasRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_topk_v1_topk_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VerifyReplicasRequest.ProtoReflect.Descriptor instead.
+func (*VerifyReplicasRequest) Descriptor() ([]byte, []int) {
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{0}
+}
+
+type VerifyReplicasResponse struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Partitions []*PartitionDigests    `protobuf:"bytes,1,rep,name=partitions,proto3" json:"partitions,omitempty"`
+	// Every replica that recorded a digest agrees with the others.
+	Consistent    bool `protobuf:"varint,2,opt,name=consistent,proto3" json:"consistent,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VerifyReplicasResponse) Reset() {
+	*x = VerifyReplicasResponse{}
+	mi := &file_topk_v1_topk_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VerifyReplicasResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VerifyReplicasResponse) ProtoMessage() {}
+
+func (x *VerifyReplicasResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_topk_v1_topk_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VerifyReplicasResponse.ProtoReflect.Descriptor instead.
+func (*VerifyReplicasResponse) Descriptor() ([]byte, []int) {
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *VerifyReplicasResponse) GetPartitions() []*PartitionDigests {
+	if x != nil {
+		return x.Partitions
+	}
+	return nil
+}
+
+func (x *VerifyReplicasResponse) GetConsistent() bool {
+	if x != nil {
+		return x.Consistent
+	}
+	return false
+}
+
+type PartitionDigests struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Partition uint32                 `protobuf:"varint,1,opt,name=partition,proto3" json:"partition,omitempty"`
+	// The checksum command's log index: every digest is of the state there.
+	Index    uint64           `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
+	Replicas []*ReplicaDigest `protobuf:"bytes,3,rep,name=replicas,proto3" json:"replicas,omitempty"`
+	// The replicas that recorded a digest all agree.
+	Agree bool `protobuf:"varint,4,opt,name=agree,proto3" json:"agree,omitempty"`
+	// Why the partition could not be checked, when it could not.
+	Error         string `protobuf:"bytes,5,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PartitionDigests) Reset() {
+	*x = PartitionDigests{}
+	mi := &file_topk_v1_topk_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PartitionDigests) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PartitionDigests) ProtoMessage() {}
+
+func (x *PartitionDigests) ProtoReflect() protoreflect.Message {
+	mi := &file_topk_v1_topk_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PartitionDigests.ProtoReflect.Descriptor instead.
+func (*PartitionDigests) Descriptor() ([]byte, []int) {
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *PartitionDigests) GetPartition() uint32 {
+	if x != nil {
+		return x.Partition
+	}
+	return 0
+}
+
+func (x *PartitionDigests) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *PartitionDigests) GetReplicas() []*ReplicaDigest {
+	if x != nil {
+		return x.Replicas
+	}
+	return nil
+}
+
+func (x *PartitionDigests) GetAgree() bool {
+	if x != nil {
+		return x.Agree
+	}
+	return false
+}
+
+func (x *PartitionDigests) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+type ReplicaDigest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	NodeId string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	// Hex, 16 digits; empty when the replica recorded none (see note).
+	Digest string `protobuf:"bytes,2,opt,name=digest,proto3" json:"digest,omitempty"`
+	// Why there is no digest: unreachable, or restored from a snapshot taken
+	// after the checksum entry (it never applied that entry).
+	Note          string `protobuf:"bytes,3,opt,name=note,proto3" json:"note,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReplicaDigest) Reset() {
+	*x = ReplicaDigest{}
+	mi := &file_topk_v1_topk_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReplicaDigest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReplicaDigest) ProtoMessage() {}
+
+func (x *ReplicaDigest) ProtoReflect() protoreflect.Message {
+	mi := &file_topk_v1_topk_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReplicaDigest.ProtoReflect.Descriptor instead.
+func (*ReplicaDigest) Descriptor() ([]byte, []int) {
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *ReplicaDigest) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *ReplicaDigest) GetDigest() string {
+	if x != nil {
+		return x.Digest
+	}
+	return ""
+}
+
+func (x *ReplicaDigest) GetNote() string {
+	if x != nil {
+		return x.Note
+	}
+	return ""
+}
+
 type LeaveRequest struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	NodeId string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
@@ -90,7 +321,7 @@ type LeaveRequest struct {
 
 func (x *LeaveRequest) Reset() {
 	*x = LeaveRequest{}
-	mi := &file_topk_v1_topk_proto_msgTypes[0]
+	mi := &file_topk_v1_topk_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -102,7 +333,7 @@ func (x *LeaveRequest) String() string {
 func (*LeaveRequest) ProtoMessage() {}
 
 func (x *LeaveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_topk_v1_topk_proto_msgTypes[0]
+	mi := &file_topk_v1_topk_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -115,7 +346,7 @@ func (x *LeaveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaveRequest.ProtoReflect.Descriptor instead.
 func (*LeaveRequest) Descriptor() ([]byte, []int) {
-	return file_topk_v1_topk_proto_rawDescGZIP(), []int{0}
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *LeaveRequest) GetNodeId() string {
@@ -145,7 +376,7 @@ type LeaveResponse struct {
 
 func (x *LeaveResponse) Reset() {
 	*x = LeaveResponse{}
-	mi := &file_topk_v1_topk_proto_msgTypes[1]
+	mi := &file_topk_v1_topk_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -157,7 +388,7 @@ func (x *LeaveResponse) String() string {
 func (*LeaveResponse) ProtoMessage() {}
 
 func (x *LeaveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_topk_v1_topk_proto_msgTypes[1]
+	mi := &file_topk_v1_topk_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -170,7 +401,7 @@ func (x *LeaveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaveResponse.ProtoReflect.Descriptor instead.
 func (*LeaveResponse) Descriptor() ([]byte, []int) {
-	return file_topk_v1_topk_proto_rawDescGZIP(), []int{1}
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *LeaveResponse) GetMessage() string {
@@ -209,7 +440,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_topk_v1_topk_proto_msgTypes[2]
+	mi := &file_topk_v1_topk_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -221,7 +452,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_topk_v1_topk_proto_msgTypes[2]
+	mi := &file_topk_v1_topk_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -234,7 +465,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_topk_v1_topk_proto_rawDescGZIP(), []int{2}
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Event) GetItem() string {
@@ -281,7 +512,7 @@ type IngestRequest struct {
 
 func (x *IngestRequest) Reset() {
 	*x = IngestRequest{}
-	mi := &file_topk_v1_topk_proto_msgTypes[3]
+	mi := &file_topk_v1_topk_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -293,7 +524,7 @@ func (x *IngestRequest) String() string {
 func (*IngestRequest) ProtoMessage() {}
 
 func (x *IngestRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_topk_v1_topk_proto_msgTypes[3]
+	mi := &file_topk_v1_topk_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -306,7 +537,7 @@ func (x *IngestRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IngestRequest.ProtoReflect.Descriptor instead.
 func (*IngestRequest) Descriptor() ([]byte, []int) {
-	return file_topk_v1_topk_proto_rawDescGZIP(), []int{3}
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *IngestRequest) GetLeaderboard() string {
@@ -364,7 +595,7 @@ type EventColumns struct {
 
 func (x *EventColumns) Reset() {
 	*x = EventColumns{}
-	mi := &file_topk_v1_topk_proto_msgTypes[4]
+	mi := &file_topk_v1_topk_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -376,7 +607,7 @@ func (x *EventColumns) String() string {
 func (*EventColumns) ProtoMessage() {}
 
 func (x *EventColumns) ProtoReflect() protoreflect.Message {
-	mi := &file_topk_v1_topk_proto_msgTypes[4]
+	mi := &file_topk_v1_topk_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -389,7 +620,7 @@ func (x *EventColumns) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventColumns.ProtoReflect.Descriptor instead.
 func (*EventColumns) Descriptor() ([]byte, []int) {
-	return file_topk_v1_topk_proto_rawDescGZIP(), []int{4}
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *EventColumns) GetItems() []string {
@@ -423,7 +654,7 @@ type LateDropped struct {
 
 func (x *LateDropped) Reset() {
 	*x = LateDropped{}
-	mi := &file_topk_v1_topk_proto_msgTypes[5]
+	mi := &file_topk_v1_topk_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -435,7 +666,7 @@ func (x *LateDropped) String() string {
 func (*LateDropped) ProtoMessage() {}
 
 func (x *LateDropped) ProtoReflect() protoreflect.Message {
-	mi := &file_topk_v1_topk_proto_msgTypes[5]
+	mi := &file_topk_v1_topk_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -448,7 +679,7 @@ func (x *LateDropped) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LateDropped.ProtoReflect.Descriptor instead.
 func (*LateDropped) Descriptor() ([]byte, []int) {
-	return file_topk_v1_topk_proto_rawDescGZIP(), []int{5}
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *LateDropped) GetWindow() string {
@@ -479,7 +710,7 @@ type IngestResponse struct {
 
 func (x *IngestResponse) Reset() {
 	*x = IngestResponse{}
-	mi := &file_topk_v1_topk_proto_msgTypes[6]
+	mi := &file_topk_v1_topk_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -491,7 +722,7 @@ func (x *IngestResponse) String() string {
 func (*IngestResponse) ProtoMessage() {}
 
 func (x *IngestResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_topk_v1_topk_proto_msgTypes[6]
+	mi := &file_topk_v1_topk_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -504,7 +735,7 @@ func (x *IngestResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IngestResponse.ProtoReflect.Descriptor instead.
 func (*IngestResponse) Descriptor() ([]byte, []int) {
-	return file_topk_v1_topk_proto_rawDescGZIP(), []int{6}
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *IngestResponse) GetAccepted() uint64 {
@@ -548,7 +779,7 @@ type TopKRequest struct {
 
 func (x *TopKRequest) Reset() {
 	*x = TopKRequest{}
-	mi := &file_topk_v1_topk_proto_msgTypes[7]
+	mi := &file_topk_v1_topk_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -560,7 +791,7 @@ func (x *TopKRequest) String() string {
 func (*TopKRequest) ProtoMessage() {}
 
 func (x *TopKRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_topk_v1_topk_proto_msgTypes[7]
+	mi := &file_topk_v1_topk_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -573,7 +804,7 @@ func (x *TopKRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopKRequest.ProtoReflect.Descriptor instead.
 func (*TopKRequest) Descriptor() ([]byte, []int) {
-	return file_topk_v1_topk_proto_rawDescGZIP(), []int{7}
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *TopKRequest) GetLeaderboard() string {
@@ -616,7 +847,7 @@ type RankedItem struct {
 
 func (x *RankedItem) Reset() {
 	*x = RankedItem{}
-	mi := &file_topk_v1_topk_proto_msgTypes[8]
+	mi := &file_topk_v1_topk_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -628,7 +859,7 @@ func (x *RankedItem) String() string {
 func (*RankedItem) ProtoMessage() {}
 
 func (x *RankedItem) ProtoReflect() protoreflect.Message {
-	mi := &file_topk_v1_topk_proto_msgTypes[8]
+	mi := &file_topk_v1_topk_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -641,7 +872,7 @@ func (x *RankedItem) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RankedItem.ProtoReflect.Descriptor instead.
 func (*RankedItem) Descriptor() ([]byte, []int) {
-	return file_topk_v1_topk_proto_rawDescGZIP(), []int{8}
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *RankedItem) GetId() string {
@@ -685,7 +916,7 @@ type WindowInfo struct {
 
 func (x *WindowInfo) Reset() {
 	*x = WindowInfo{}
-	mi := &file_topk_v1_topk_proto_msgTypes[9]
+	mi := &file_topk_v1_topk_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -697,7 +928,7 @@ func (x *WindowInfo) String() string {
 func (*WindowInfo) ProtoMessage() {}
 
 func (x *WindowInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_topk_v1_topk_proto_msgTypes[9]
+	mi := &file_topk_v1_topk_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -710,7 +941,7 @@ func (x *WindowInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WindowInfo.ProtoReflect.Descriptor instead.
 func (*WindowInfo) Descriptor() ([]byte, []int) {
-	return file_topk_v1_topk_proto_rawDescGZIP(), []int{9}
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *WindowInfo) GetType() string {
@@ -759,7 +990,7 @@ type TopKResponse struct {
 
 func (x *TopKResponse) Reset() {
 	*x = TopKResponse{}
-	mi := &file_topk_v1_topk_proto_msgTypes[10]
+	mi := &file_topk_v1_topk_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -771,7 +1002,7 @@ func (x *TopKResponse) String() string {
 func (*TopKResponse) ProtoMessage() {}
 
 func (x *TopKResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_topk_v1_topk_proto_msgTypes[10]
+	mi := &file_topk_v1_topk_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -784,7 +1015,7 @@ func (x *TopKResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopKResponse.ProtoReflect.Descriptor instead.
 func (*TopKResponse) Descriptor() ([]byte, []int) {
-	return file_topk_v1_topk_proto_rawDescGZIP(), []int{10}
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *TopKResponse) GetLeaderboard() string {
@@ -862,7 +1093,7 @@ type CountRequest struct {
 
 func (x *CountRequest) Reset() {
 	*x = CountRequest{}
-	mi := &file_topk_v1_topk_proto_msgTypes[11]
+	mi := &file_topk_v1_topk_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -874,7 +1105,7 @@ func (x *CountRequest) String() string {
 func (*CountRequest) ProtoMessage() {}
 
 func (x *CountRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_topk_v1_topk_proto_msgTypes[11]
+	mi := &file_topk_v1_topk_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -887,7 +1118,7 @@ func (x *CountRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CountRequest.ProtoReflect.Descriptor instead.
 func (*CountRequest) Descriptor() ([]byte, []int) {
-	return file_topk_v1_topk_proto_rawDescGZIP(), []int{11}
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *CountRequest) GetLeaderboard() string {
@@ -937,7 +1168,7 @@ type CountResponse struct {
 
 func (x *CountResponse) Reset() {
 	*x = CountResponse{}
-	mi := &file_topk_v1_topk_proto_msgTypes[12]
+	mi := &file_topk_v1_topk_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -949,7 +1180,7 @@ func (x *CountResponse) String() string {
 func (*CountResponse) ProtoMessage() {}
 
 func (x *CountResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_topk_v1_topk_proto_msgTypes[12]
+	mi := &file_topk_v1_topk_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -962,7 +1193,7 @@ func (x *CountResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CountResponse.ProtoReflect.Descriptor instead.
 func (*CountResponse) Descriptor() ([]byte, []int) {
-	return file_topk_v1_topk_proto_rawDescGZIP(), []int{12}
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *CountResponse) GetId() string {
@@ -1048,7 +1279,7 @@ type Leaderboard struct {
 
 func (x *Leaderboard) Reset() {
 	*x = Leaderboard{}
-	mi := &file_topk_v1_topk_proto_msgTypes[13]
+	mi := &file_topk_v1_topk_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1060,7 +1291,7 @@ func (x *Leaderboard) String() string {
 func (*Leaderboard) ProtoMessage() {}
 
 func (x *Leaderboard) ProtoReflect() protoreflect.Message {
-	mi := &file_topk_v1_topk_proto_msgTypes[13]
+	mi := &file_topk_v1_topk_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1073,7 +1304,7 @@ func (x *Leaderboard) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Leaderboard.ProtoReflect.Descriptor instead.
 func (*Leaderboard) Descriptor() ([]byte, []int) {
-	return file_topk_v1_topk_proto_rawDescGZIP(), []int{13}
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Leaderboard) GetName() string {
@@ -1176,7 +1407,7 @@ type CreateLeaderboardRequest struct {
 
 func (x *CreateLeaderboardRequest) Reset() {
 	*x = CreateLeaderboardRequest{}
-	mi := &file_topk_v1_topk_proto_msgTypes[14]
+	mi := &file_topk_v1_topk_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1188,7 +1419,7 @@ func (x *CreateLeaderboardRequest) String() string {
 func (*CreateLeaderboardRequest) ProtoMessage() {}
 
 func (x *CreateLeaderboardRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_topk_v1_topk_proto_msgTypes[14]
+	mi := &file_topk_v1_topk_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1201,7 +1432,7 @@ func (x *CreateLeaderboardRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateLeaderboardRequest.ProtoReflect.Descriptor instead.
 func (*CreateLeaderboardRequest) Descriptor() ([]byte, []int) {
-	return file_topk_v1_topk_proto_rawDescGZIP(), []int{14}
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *CreateLeaderboardRequest) GetLeaderboard() *Leaderboard {
@@ -1220,7 +1451,7 @@ type CreateLeaderboardResponse struct {
 
 func (x *CreateLeaderboardResponse) Reset() {
 	*x = CreateLeaderboardResponse{}
-	mi := &file_topk_v1_topk_proto_msgTypes[15]
+	mi := &file_topk_v1_topk_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1232,7 +1463,7 @@ func (x *CreateLeaderboardResponse) String() string {
 func (*CreateLeaderboardResponse) ProtoMessage() {}
 
 func (x *CreateLeaderboardResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_topk_v1_topk_proto_msgTypes[15]
+	mi := &file_topk_v1_topk_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1245,7 +1476,7 @@ func (x *CreateLeaderboardResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateLeaderboardResponse.ProtoReflect.Descriptor instead.
 func (*CreateLeaderboardResponse) Descriptor() ([]byte, []int) {
-	return file_topk_v1_topk_proto_rawDescGZIP(), []int{15}
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *CreateLeaderboardResponse) GetLeaderboard() *Leaderboard {
@@ -1263,7 +1494,7 @@ type ListLeaderboardsRequest struct {
 
 func (x *ListLeaderboardsRequest) Reset() {
 	*x = ListLeaderboardsRequest{}
-	mi := &file_topk_v1_topk_proto_msgTypes[16]
+	mi := &file_topk_v1_topk_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1275,7 +1506,7 @@ func (x *ListLeaderboardsRequest) String() string {
 func (*ListLeaderboardsRequest) ProtoMessage() {}
 
 func (x *ListLeaderboardsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_topk_v1_topk_proto_msgTypes[16]
+	mi := &file_topk_v1_topk_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1288,7 +1519,7 @@ func (x *ListLeaderboardsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListLeaderboardsRequest.ProtoReflect.Descriptor instead.
 func (*ListLeaderboardsRequest) Descriptor() ([]byte, []int) {
-	return file_topk_v1_topk_proto_rawDescGZIP(), []int{16}
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{20}
 }
 
 type ListLeaderboardsResponse struct {
@@ -1300,7 +1531,7 @@ type ListLeaderboardsResponse struct {
 
 func (x *ListLeaderboardsResponse) Reset() {
 	*x = ListLeaderboardsResponse{}
-	mi := &file_topk_v1_topk_proto_msgTypes[17]
+	mi := &file_topk_v1_topk_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1312,7 +1543,7 @@ func (x *ListLeaderboardsResponse) String() string {
 func (*ListLeaderboardsResponse) ProtoMessage() {}
 
 func (x *ListLeaderboardsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_topk_v1_topk_proto_msgTypes[17]
+	mi := &file_topk_v1_topk_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1325,7 +1556,7 @@ func (x *ListLeaderboardsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListLeaderboardsResponse.ProtoReflect.Descriptor instead.
 func (*ListLeaderboardsResponse) Descriptor() ([]byte, []int) {
-	return file_topk_v1_topk_proto_rawDescGZIP(), []int{17}
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ListLeaderboardsResponse) GetLeaderboards() []*Leaderboard {
@@ -1344,7 +1575,7 @@ type DescribeLeaderboardRequest struct {
 
 func (x *DescribeLeaderboardRequest) Reset() {
 	*x = DescribeLeaderboardRequest{}
-	mi := &file_topk_v1_topk_proto_msgTypes[18]
+	mi := &file_topk_v1_topk_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1356,7 +1587,7 @@ func (x *DescribeLeaderboardRequest) String() string {
 func (*DescribeLeaderboardRequest) ProtoMessage() {}
 
 func (x *DescribeLeaderboardRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_topk_v1_topk_proto_msgTypes[18]
+	mi := &file_topk_v1_topk_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1369,7 +1600,7 @@ func (x *DescribeLeaderboardRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeLeaderboardRequest.ProtoReflect.Descriptor instead.
 func (*DescribeLeaderboardRequest) Descriptor() ([]byte, []int) {
-	return file_topk_v1_topk_proto_rawDescGZIP(), []int{18}
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *DescribeLeaderboardRequest) GetName() string {
@@ -1390,7 +1621,7 @@ type WindowStats struct {
 
 func (x *WindowStats) Reset() {
 	*x = WindowStats{}
-	mi := &file_topk_v1_topk_proto_msgTypes[19]
+	mi := &file_topk_v1_topk_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1402,7 +1633,7 @@ func (x *WindowStats) String() string {
 func (*WindowStats) ProtoMessage() {}
 
 func (x *WindowStats) ProtoReflect() protoreflect.Message {
-	mi := &file_topk_v1_topk_proto_msgTypes[19]
+	mi := &file_topk_v1_topk_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1415,7 +1646,7 @@ func (x *WindowStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WindowStats.ProtoReflect.Descriptor instead.
 func (*WindowStats) Descriptor() ([]byte, []int) {
-	return file_topk_v1_topk_proto_rawDescGZIP(), []int{19}
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *WindowStats) GetWindow() string {
@@ -1451,7 +1682,7 @@ type DescribeLeaderboardResponse struct {
 
 func (x *DescribeLeaderboardResponse) Reset() {
 	*x = DescribeLeaderboardResponse{}
-	mi := &file_topk_v1_topk_proto_msgTypes[20]
+	mi := &file_topk_v1_topk_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1463,7 +1694,7 @@ func (x *DescribeLeaderboardResponse) String() string {
 func (*DescribeLeaderboardResponse) ProtoMessage() {}
 
 func (x *DescribeLeaderboardResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_topk_v1_topk_proto_msgTypes[20]
+	mi := &file_topk_v1_topk_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1476,7 +1707,7 @@ func (x *DescribeLeaderboardResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeLeaderboardResponse.ProtoReflect.Descriptor instead.
 func (*DescribeLeaderboardResponse) Descriptor() ([]byte, []int) {
-	return file_topk_v1_topk_proto_rawDescGZIP(), []int{20}
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *DescribeLeaderboardResponse) GetLeaderboard() *Leaderboard {
@@ -1516,7 +1747,7 @@ type DropLeaderboardRequest struct {
 
 func (x *DropLeaderboardRequest) Reset() {
 	*x = DropLeaderboardRequest{}
-	mi := &file_topk_v1_topk_proto_msgTypes[21]
+	mi := &file_topk_v1_topk_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1528,7 +1759,7 @@ func (x *DropLeaderboardRequest) String() string {
 func (*DropLeaderboardRequest) ProtoMessage() {}
 
 func (x *DropLeaderboardRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_topk_v1_topk_proto_msgTypes[21]
+	mi := &file_topk_v1_topk_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1541,7 +1772,7 @@ func (x *DropLeaderboardRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DropLeaderboardRequest.ProtoReflect.Descriptor instead.
 func (*DropLeaderboardRequest) Descriptor() ([]byte, []int) {
-	return file_topk_v1_topk_proto_rawDescGZIP(), []int{21}
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *DropLeaderboardRequest) GetName() string {
@@ -1559,7 +1790,7 @@ type DropLeaderboardResponse struct {
 
 func (x *DropLeaderboardResponse) Reset() {
 	*x = DropLeaderboardResponse{}
-	mi := &file_topk_v1_topk_proto_msgTypes[22]
+	mi := &file_topk_v1_topk_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1571,7 +1802,7 @@ func (x *DropLeaderboardResponse) String() string {
 func (*DropLeaderboardResponse) ProtoMessage() {}
 
 func (x *DropLeaderboardResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_topk_v1_topk_proto_msgTypes[22]
+	mi := &file_topk_v1_topk_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1584,7 +1815,7 @@ func (x *DropLeaderboardResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DropLeaderboardResponse.ProtoReflect.Descriptor instead.
 func (*DropLeaderboardResponse) Descriptor() ([]byte, []int) {
-	return file_topk_v1_topk_proto_rawDescGZIP(), []int{22}
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{26}
 }
 
 type StatusRequest struct {
@@ -1595,7 +1826,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_topk_v1_topk_proto_msgTypes[23]
+	mi := &file_topk_v1_topk_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1607,7 +1838,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_topk_v1_topk_proto_msgTypes[23]
+	mi := &file_topk_v1_topk_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1620,7 +1851,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_topk_v1_topk_proto_rawDescGZIP(), []int{23}
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{27}
 }
 
 type PartitionStatus struct {
@@ -1644,7 +1875,7 @@ type PartitionStatus struct {
 
 func (x *PartitionStatus) Reset() {
 	*x = PartitionStatus{}
-	mi := &file_topk_v1_topk_proto_msgTypes[24]
+	mi := &file_topk_v1_topk_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1656,7 +1887,7 @@ func (x *PartitionStatus) String() string {
 func (*PartitionStatus) ProtoMessage() {}
 
 func (x *PartitionStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_topk_v1_topk_proto_msgTypes[24]
+	mi := &file_topk_v1_topk_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1669,7 +1900,7 @@ func (x *PartitionStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionStatus.ProtoReflect.Descriptor instead.
 func (*PartitionStatus) Descriptor() ([]byte, []int) {
-	return file_topk_v1_topk_proto_rawDescGZIP(), []int{24}
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *PartitionStatus) GetPartition() uint32 {
@@ -1772,7 +2003,7 @@ type NodeStatus struct {
 
 func (x *NodeStatus) Reset() {
 	*x = NodeStatus{}
-	mi := &file_topk_v1_topk_proto_msgTypes[25]
+	mi := &file_topk_v1_topk_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1784,7 +2015,7 @@ func (x *NodeStatus) String() string {
 func (*NodeStatus) ProtoMessage() {}
 
 func (x *NodeStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_topk_v1_topk_proto_msgTypes[25]
+	mi := &file_topk_v1_topk_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1797,7 +2028,7 @@ func (x *NodeStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStatus.ProtoReflect.Descriptor instead.
 func (*NodeStatus) Descriptor() ([]byte, []int) {
-	return file_topk_v1_topk_proto_rawDescGZIP(), []int{25}
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *NodeStatus) GetNodeId() string {
@@ -1877,7 +2108,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_topk_v1_topk_proto_msgTypes[26]
+	mi := &file_topk_v1_topk_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1889,7 +2120,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_topk_v1_topk_proto_msgTypes[26]
+	mi := &file_topk_v1_topk_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1902,7 +2133,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_topk_v1_topk_proto_rawDescGZIP(), []int{26}
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *StatusResponse) GetNode() *NodeStatus {
@@ -1951,7 +2182,25 @@ var File_topk_v1_topk_proto protoreflect.FileDescriptor
 
 const file_topk_v1_topk_proto_rawDesc = "" +
 	"\n" +
-	"\x12topk/v1/topk.proto\x12\atopk.v1\"=\n" +
+	"\x12topk/v1/topk.proto\x12\atopk.v1\"\x17\n" +
+	"\x15VerifyReplicasRequest\"s\n" +
+	"\x16VerifyReplicasResponse\x129\n" +
+	"\n" +
+	"partitions\x18\x01 \x03(\v2\x19.topk.v1.PartitionDigestsR\n" +
+	"partitions\x12\x1e\n" +
+	"\n" +
+	"consistent\x18\x02 \x01(\bR\n" +
+	"consistent\"\xa6\x01\n" +
+	"\x10PartitionDigests\x12\x1c\n" +
+	"\tpartition\x18\x01 \x01(\rR\tpartition\x12\x14\n" +
+	"\x05index\x18\x02 \x01(\x04R\x05index\x122\n" +
+	"\breplicas\x18\x03 \x03(\v2\x16.topk.v1.ReplicaDigestR\breplicas\x12\x14\n" +
+	"\x05agree\x18\x04 \x01(\bR\x05agree\x12\x14\n" +
+	"\x05error\x18\x05 \x01(\tR\x05error\"T\n" +
+	"\rReplicaDigest\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x16\n" +
+	"\x06digest\x18\x02 \x01(\tR\x06digest\x12\x12\n" +
+	"\x04note\x18\x03 \x01(\tR\x04note\"=\n" +
 	"\fLeaveRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x14\n" +
 	"\x05force\x18\x02 \x01(\bR\x05force\"b\n" +
@@ -2117,7 +2366,7 @@ const file_topk_v1_topk_proto_rawDesc = "" +
 	"\x17CONSISTENCY_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12CONSISTENCY_CACHED\x10\x01\x12\x16\n" +
 	"\x12CONSISTENCY_LEADER\x10\x02\x12\x1c\n" +
-	"\x18CONSISTENCY_LINEARIZABLE\x10\x032\xb8\x05\n" +
+	"\x18CONSISTENCY_LINEARIZABLE\x10\x032\x8d\x06\n" +
 	"\vTopKService\x12;\n" +
 	"\x06Ingest\x12\x16.topk.v1.IngestRequest\x1a\x17.topk.v1.IngestResponse\"\x00\x128\n" +
 	"\x04TopK\x12\x14.topk.v1.TopKRequest\x1a\x15.topk.v1.TopKResponse\"\x03\x90\x02\x01\x12;\n" +
@@ -2127,7 +2376,8 @@ const file_topk_v1_topk_proto_rawDesc = "" +
 	"\x13DescribeLeaderboard\x12#.topk.v1.DescribeLeaderboardRequest\x1a$.topk.v1.DescribeLeaderboardResponse\"\x03\x90\x02\x01\x12V\n" +
 	"\x0fDropLeaderboard\x12\x1f.topk.v1.DropLeaderboardRequest\x1a .topk.v1.DropLeaderboardResponse\"\x00\x12>\n" +
 	"\x06Status\x12\x16.topk.v1.StatusRequest\x1a\x17.topk.v1.StatusResponse\"\x03\x90\x02\x01\x12:\n" +
-	"\x05Leave\x12\x15.topk.v1.LeaveRequest\x1a\x16.topk.v1.LeaveResponse\"\x000\x01B-Z+github.com/topkd/topkd/proto/topk/v1;topkv1b\x06proto3"
+	"\x05Leave\x12\x15.topk.v1.LeaveRequest\x1a\x16.topk.v1.LeaveResponse\"\x000\x01\x12S\n" +
+	"\x0eVerifyReplicas\x12\x1e.topk.v1.VerifyReplicasRequest\x1a\x1f.topk.v1.VerifyReplicasResponse\"\x00B-Z+github.com/topkd/topkd/proto/topk/v1;topkv1b\x06proto3"
 
 var (
 	file_topk_v1_topk_proto_rawDescOnce sync.Once
@@ -2142,81 +2392,89 @@ func file_topk_v1_topk_proto_rawDescGZIP() []byte {
 }
 
 var file_topk_v1_topk_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_topk_v1_topk_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
+var file_topk_v1_topk_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
 var file_topk_v1_topk_proto_goTypes = []any{
 	(Consistency)(0),                    // 0: topk.v1.Consistency
-	(*LeaveRequest)(nil),                // 1: topk.v1.LeaveRequest
-	(*LeaveResponse)(nil),               // 2: topk.v1.LeaveResponse
-	(*Event)(nil),                       // 3: topk.v1.Event
-	(*IngestRequest)(nil),               // 4: topk.v1.IngestRequest
-	(*EventColumns)(nil),                // 5: topk.v1.EventColumns
-	(*LateDropped)(nil),                 // 6: topk.v1.LateDropped
-	(*IngestResponse)(nil),              // 7: topk.v1.IngestResponse
-	(*TopKRequest)(nil),                 // 8: topk.v1.TopKRequest
-	(*RankedItem)(nil),                  // 9: topk.v1.RankedItem
-	(*WindowInfo)(nil),                  // 10: topk.v1.WindowInfo
-	(*TopKResponse)(nil),                // 11: topk.v1.TopKResponse
-	(*CountRequest)(nil),                // 12: topk.v1.CountRequest
-	(*CountResponse)(nil),               // 13: topk.v1.CountResponse
-	(*Leaderboard)(nil),                 // 14: topk.v1.Leaderboard
-	(*CreateLeaderboardRequest)(nil),    // 15: topk.v1.CreateLeaderboardRequest
-	(*CreateLeaderboardResponse)(nil),   // 16: topk.v1.CreateLeaderboardResponse
-	(*ListLeaderboardsRequest)(nil),     // 17: topk.v1.ListLeaderboardsRequest
-	(*ListLeaderboardsResponse)(nil),    // 18: topk.v1.ListLeaderboardsResponse
-	(*DescribeLeaderboardRequest)(nil),  // 19: topk.v1.DescribeLeaderboardRequest
-	(*WindowStats)(nil),                 // 20: topk.v1.WindowStats
-	(*DescribeLeaderboardResponse)(nil), // 21: topk.v1.DescribeLeaderboardResponse
-	(*DropLeaderboardRequest)(nil),      // 22: topk.v1.DropLeaderboardRequest
-	(*DropLeaderboardResponse)(nil),     // 23: topk.v1.DropLeaderboardResponse
-	(*StatusRequest)(nil),               // 24: topk.v1.StatusRequest
-	(*PartitionStatus)(nil),             // 25: topk.v1.PartitionStatus
-	(*NodeStatus)(nil),                  // 26: topk.v1.NodeStatus
-	(*StatusResponse)(nil),              // 27: topk.v1.StatusResponse
-	nil,                                 // 28: topk.v1.Event.DimensionsEntry
+	(*VerifyReplicasRequest)(nil),       // 1: topk.v1.VerifyReplicasRequest
+	(*VerifyReplicasResponse)(nil),      // 2: topk.v1.VerifyReplicasResponse
+	(*PartitionDigests)(nil),            // 3: topk.v1.PartitionDigests
+	(*ReplicaDigest)(nil),               // 4: topk.v1.ReplicaDigest
+	(*LeaveRequest)(nil),                // 5: topk.v1.LeaveRequest
+	(*LeaveResponse)(nil),               // 6: topk.v1.LeaveResponse
+	(*Event)(nil),                       // 7: topk.v1.Event
+	(*IngestRequest)(nil),               // 8: topk.v1.IngestRequest
+	(*EventColumns)(nil),                // 9: topk.v1.EventColumns
+	(*LateDropped)(nil),                 // 10: topk.v1.LateDropped
+	(*IngestResponse)(nil),              // 11: topk.v1.IngestResponse
+	(*TopKRequest)(nil),                 // 12: topk.v1.TopKRequest
+	(*RankedItem)(nil),                  // 13: topk.v1.RankedItem
+	(*WindowInfo)(nil),                  // 14: topk.v1.WindowInfo
+	(*TopKResponse)(nil),                // 15: topk.v1.TopKResponse
+	(*CountRequest)(nil),                // 16: topk.v1.CountRequest
+	(*CountResponse)(nil),               // 17: topk.v1.CountResponse
+	(*Leaderboard)(nil),                 // 18: topk.v1.Leaderboard
+	(*CreateLeaderboardRequest)(nil),    // 19: topk.v1.CreateLeaderboardRequest
+	(*CreateLeaderboardResponse)(nil),   // 20: topk.v1.CreateLeaderboardResponse
+	(*ListLeaderboardsRequest)(nil),     // 21: topk.v1.ListLeaderboardsRequest
+	(*ListLeaderboardsResponse)(nil),    // 22: topk.v1.ListLeaderboardsResponse
+	(*DescribeLeaderboardRequest)(nil),  // 23: topk.v1.DescribeLeaderboardRequest
+	(*WindowStats)(nil),                 // 24: topk.v1.WindowStats
+	(*DescribeLeaderboardResponse)(nil), // 25: topk.v1.DescribeLeaderboardResponse
+	(*DropLeaderboardRequest)(nil),      // 26: topk.v1.DropLeaderboardRequest
+	(*DropLeaderboardResponse)(nil),     // 27: topk.v1.DropLeaderboardResponse
+	(*StatusRequest)(nil),               // 28: topk.v1.StatusRequest
+	(*PartitionStatus)(nil),             // 29: topk.v1.PartitionStatus
+	(*NodeStatus)(nil),                  // 30: topk.v1.NodeStatus
+	(*StatusResponse)(nil),              // 31: topk.v1.StatusResponse
+	nil,                                 // 32: topk.v1.Event.DimensionsEntry
 }
 var file_topk_v1_topk_proto_depIdxs = []int32{
-	28, // 0: topk.v1.Event.dimensions:type_name -> topk.v1.Event.DimensionsEntry
-	3,  // 1: topk.v1.IngestRequest.events:type_name -> topk.v1.Event
-	5,  // 2: topk.v1.IngestRequest.columns:type_name -> topk.v1.EventColumns
-	6,  // 3: topk.v1.IngestResponse.late_dropped:type_name -> topk.v1.LateDropped
-	0,  // 4: topk.v1.TopKRequest.consistency:type_name -> topk.v1.Consistency
-	9,  // 5: topk.v1.TopKResponse.items:type_name -> topk.v1.RankedItem
-	10, // 6: topk.v1.TopKResponse.window:type_name -> topk.v1.WindowInfo
-	0,  // 7: topk.v1.TopKResponse.consistency:type_name -> topk.v1.Consistency
-	0,  // 8: topk.v1.CountRequest.consistency:type_name -> topk.v1.Consistency
-	10, // 9: topk.v1.CountResponse.window:type_name -> topk.v1.WindowInfo
-	0,  // 10: topk.v1.CountResponse.consistency:type_name -> topk.v1.Consistency
-	14, // 11: topk.v1.CreateLeaderboardRequest.leaderboard:type_name -> topk.v1.Leaderboard
-	14, // 12: topk.v1.CreateLeaderboardResponse.leaderboard:type_name -> topk.v1.Leaderboard
-	14, // 13: topk.v1.ListLeaderboardsResponse.leaderboards:type_name -> topk.v1.Leaderboard
-	14, // 14: topk.v1.DescribeLeaderboardResponse.leaderboard:type_name -> topk.v1.Leaderboard
-	20, // 15: topk.v1.DescribeLeaderboardResponse.windows:type_name -> topk.v1.WindowStats
-	26, // 16: topk.v1.StatusResponse.node:type_name -> topk.v1.NodeStatus
-	25, // 17: topk.v1.StatusResponse.partition_status:type_name -> topk.v1.PartitionStatus
-	26, // 18: topk.v1.StatusResponse.nodes:type_name -> topk.v1.NodeStatus
-	4,  // 19: topk.v1.TopKService.Ingest:input_type -> topk.v1.IngestRequest
-	8,  // 20: topk.v1.TopKService.TopK:input_type -> topk.v1.TopKRequest
-	12, // 21: topk.v1.TopKService.Count:input_type -> topk.v1.CountRequest
-	15, // 22: topk.v1.TopKService.CreateLeaderboard:input_type -> topk.v1.CreateLeaderboardRequest
-	17, // 23: topk.v1.TopKService.ListLeaderboards:input_type -> topk.v1.ListLeaderboardsRequest
-	19, // 24: topk.v1.TopKService.DescribeLeaderboard:input_type -> topk.v1.DescribeLeaderboardRequest
-	22, // 25: topk.v1.TopKService.DropLeaderboard:input_type -> topk.v1.DropLeaderboardRequest
-	24, // 26: topk.v1.TopKService.Status:input_type -> topk.v1.StatusRequest
-	1,  // 27: topk.v1.TopKService.Leave:input_type -> topk.v1.LeaveRequest
-	7,  // 28: topk.v1.TopKService.Ingest:output_type -> topk.v1.IngestResponse
-	11, // 29: topk.v1.TopKService.TopK:output_type -> topk.v1.TopKResponse
-	13, // 30: topk.v1.TopKService.Count:output_type -> topk.v1.CountResponse
-	16, // 31: topk.v1.TopKService.CreateLeaderboard:output_type -> topk.v1.CreateLeaderboardResponse
-	18, // 32: topk.v1.TopKService.ListLeaderboards:output_type -> topk.v1.ListLeaderboardsResponse
-	21, // 33: topk.v1.TopKService.DescribeLeaderboard:output_type -> topk.v1.DescribeLeaderboardResponse
-	23, // 34: topk.v1.TopKService.DropLeaderboard:output_type -> topk.v1.DropLeaderboardResponse
-	27, // 35: topk.v1.TopKService.Status:output_type -> topk.v1.StatusResponse
-	2,  // 36: topk.v1.TopKService.Leave:output_type -> topk.v1.LeaveResponse
-	28, // [28:37] is the sub-list for method output_type
-	19, // [19:28] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	3,  // 0: topk.v1.VerifyReplicasResponse.partitions:type_name -> topk.v1.PartitionDigests
+	4,  // 1: topk.v1.PartitionDigests.replicas:type_name -> topk.v1.ReplicaDigest
+	32, // 2: topk.v1.Event.dimensions:type_name -> topk.v1.Event.DimensionsEntry
+	7,  // 3: topk.v1.IngestRequest.events:type_name -> topk.v1.Event
+	9,  // 4: topk.v1.IngestRequest.columns:type_name -> topk.v1.EventColumns
+	10, // 5: topk.v1.IngestResponse.late_dropped:type_name -> topk.v1.LateDropped
+	0,  // 6: topk.v1.TopKRequest.consistency:type_name -> topk.v1.Consistency
+	13, // 7: topk.v1.TopKResponse.items:type_name -> topk.v1.RankedItem
+	14, // 8: topk.v1.TopKResponse.window:type_name -> topk.v1.WindowInfo
+	0,  // 9: topk.v1.TopKResponse.consistency:type_name -> topk.v1.Consistency
+	0,  // 10: topk.v1.CountRequest.consistency:type_name -> topk.v1.Consistency
+	14, // 11: topk.v1.CountResponse.window:type_name -> topk.v1.WindowInfo
+	0,  // 12: topk.v1.CountResponse.consistency:type_name -> topk.v1.Consistency
+	18, // 13: topk.v1.CreateLeaderboardRequest.leaderboard:type_name -> topk.v1.Leaderboard
+	18, // 14: topk.v1.CreateLeaderboardResponse.leaderboard:type_name -> topk.v1.Leaderboard
+	18, // 15: topk.v1.ListLeaderboardsResponse.leaderboards:type_name -> topk.v1.Leaderboard
+	18, // 16: topk.v1.DescribeLeaderboardResponse.leaderboard:type_name -> topk.v1.Leaderboard
+	24, // 17: topk.v1.DescribeLeaderboardResponse.windows:type_name -> topk.v1.WindowStats
+	30, // 18: topk.v1.StatusResponse.node:type_name -> topk.v1.NodeStatus
+	29, // 19: topk.v1.StatusResponse.partition_status:type_name -> topk.v1.PartitionStatus
+	30, // 20: topk.v1.StatusResponse.nodes:type_name -> topk.v1.NodeStatus
+	8,  // 21: topk.v1.TopKService.Ingest:input_type -> topk.v1.IngestRequest
+	12, // 22: topk.v1.TopKService.TopK:input_type -> topk.v1.TopKRequest
+	16, // 23: topk.v1.TopKService.Count:input_type -> topk.v1.CountRequest
+	19, // 24: topk.v1.TopKService.CreateLeaderboard:input_type -> topk.v1.CreateLeaderboardRequest
+	21, // 25: topk.v1.TopKService.ListLeaderboards:input_type -> topk.v1.ListLeaderboardsRequest
+	23, // 26: topk.v1.TopKService.DescribeLeaderboard:input_type -> topk.v1.DescribeLeaderboardRequest
+	26, // 27: topk.v1.TopKService.DropLeaderboard:input_type -> topk.v1.DropLeaderboardRequest
+	28, // 28: topk.v1.TopKService.Status:input_type -> topk.v1.StatusRequest
+	5,  // 29: topk.v1.TopKService.Leave:input_type -> topk.v1.LeaveRequest
+	1,  // 30: topk.v1.TopKService.VerifyReplicas:input_type -> topk.v1.VerifyReplicasRequest
+	11, // 31: topk.v1.TopKService.Ingest:output_type -> topk.v1.IngestResponse
+	15, // 32: topk.v1.TopKService.TopK:output_type -> topk.v1.TopKResponse
+	17, // 33: topk.v1.TopKService.Count:output_type -> topk.v1.CountResponse
+	20, // 34: topk.v1.TopKService.CreateLeaderboard:output_type -> topk.v1.CreateLeaderboardResponse
+	22, // 35: topk.v1.TopKService.ListLeaderboards:output_type -> topk.v1.ListLeaderboardsResponse
+	25, // 36: topk.v1.TopKService.DescribeLeaderboard:output_type -> topk.v1.DescribeLeaderboardResponse
+	27, // 37: topk.v1.TopKService.DropLeaderboard:output_type -> topk.v1.DropLeaderboardResponse
+	31, // 38: topk.v1.TopKService.Status:output_type -> topk.v1.StatusResponse
+	6,  // 39: topk.v1.TopKService.Leave:output_type -> topk.v1.LeaveResponse
+	2,  // 40: topk.v1.TopKService.VerifyReplicas:output_type -> topk.v1.VerifyReplicasResponse
+	31, // [31:41] is the sub-list for method output_type
+	21, // [21:31] is the sub-list for method input_type
+	21, // [21:21] is the sub-list for extension type_name
+	21, // [21:21] is the sub-list for extension extendee
+	0,  // [0:21] is the sub-list for field type_name
 }
 
 func init() { file_topk_v1_topk_proto_init() }
@@ -2230,7 +2488,7 @@ func file_topk_v1_topk_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_topk_v1_topk_proto_rawDesc), len(file_topk_v1_topk_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   28,
+			NumMessages:   32,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -58,6 +58,9 @@ const (
 	TopKServiceStatusProcedure = "/topk.v1.TopKService/Status"
 	// TopKServiceLeaveProcedure is the fully-qualified name of the TopKService's Leave RPC.
 	TopKServiceLeaveProcedure = "/topk.v1.TopKService/Leave"
+	// TopKServiceVerifyReplicasProcedure is the fully-qualified name of the TopKService's
+	// VerifyReplicas RPC.
+	TopKServiceVerifyReplicasProcedure = "/topk.v1.TopKService/VerifyReplicas"
 )
 
 // TopKServiceClient is a client for the topk.v1.TopKService service.
@@ -79,6 +82,9 @@ type TopKServiceClient interface {
 	// nodes) and then removes it from the cluster. It streams progress and
 	// ends when the node is removed.
 	Leave(context.Context, *connect.Request[v1.LeaveRequest]) (*connect.ServerStreamForClient[v1.LeaveResponse], error)
+	// VerifyReplicas has every partition's leader log a checksum command and
+	// compares the state digests its replicas record at that entry.
+	VerifyReplicas(context.Context, *connect.Request[v1.VerifyReplicasRequest]) (*connect.Response[v1.VerifyReplicasResponse], error)
 }
 
 // NewTopKServiceClient constructs a client for the topk.v1.TopKService service. By default, it uses
@@ -151,6 +157,12 @@ func NewTopKServiceClient(httpClient connect.HTTPClient, baseURL string, opts ..
 			connect.WithSchema(topKServiceMethods.ByName("Leave")),
 			connect.WithClientOptions(opts...),
 		),
+		verifyReplicas: connect.NewClient[v1.VerifyReplicasRequest, v1.VerifyReplicasResponse](
+			httpClient,
+			baseURL+TopKServiceVerifyReplicasProcedure,
+			connect.WithSchema(topKServiceMethods.ByName("VerifyReplicas")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -165,6 +177,7 @@ type topKServiceClient struct {
 	dropLeaderboard     *connect.Client[v1.DropLeaderboardRequest, v1.DropLeaderboardResponse]
 	status              *connect.Client[v1.StatusRequest, v1.StatusResponse]
 	leave               *connect.Client[v1.LeaveRequest, v1.LeaveResponse]
+	verifyReplicas      *connect.Client[v1.VerifyReplicasRequest, v1.VerifyReplicasResponse]
 }
 
 // Ingest calls topk.v1.TopKService.Ingest.
@@ -212,6 +225,11 @@ func (c *topKServiceClient) Leave(ctx context.Context, req *connect.Request[v1.L
 	return c.leave.CallServerStream(ctx, req)
 }
 
+// VerifyReplicas calls topk.v1.TopKService.VerifyReplicas.
+func (c *topKServiceClient) VerifyReplicas(ctx context.Context, req *connect.Request[v1.VerifyReplicasRequest]) (*connect.Response[v1.VerifyReplicasResponse], error) {
+	return c.verifyReplicas.CallUnary(ctx, req)
+}
+
 // TopKServiceHandler is an implementation of the topk.v1.TopKService service.
 type TopKServiceHandler interface {
 	// Ingest counts a batch of events. With producer_id set, a retry with the same
@@ -231,6 +249,9 @@ type TopKServiceHandler interface {
 	// nodes) and then removes it from the cluster. It streams progress and
 	// ends when the node is removed.
 	Leave(context.Context, *connect.Request[v1.LeaveRequest], *connect.ServerStream[v1.LeaveResponse]) error
+	// VerifyReplicas has every partition's leader log a checksum command and
+	// compares the state digests its replicas record at that entry.
+	VerifyReplicas(context.Context, *connect.Request[v1.VerifyReplicasRequest]) (*connect.Response[v1.VerifyReplicasResponse], error)
 }
 
 // NewTopKServiceHandler builds an HTTP handler from the service implementation. It returns the path
@@ -299,6 +320,12 @@ func NewTopKServiceHandler(svc TopKServiceHandler, opts ...connect.HandlerOption
 		connect.WithSchema(topKServiceMethods.ByName("Leave")),
 		connect.WithHandlerOptions(opts...),
 	)
+	topKServiceVerifyReplicasHandler := connect.NewUnaryHandler(
+		TopKServiceVerifyReplicasProcedure,
+		svc.VerifyReplicas,
+		connect.WithSchema(topKServiceMethods.ByName("VerifyReplicas")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/topk.v1.TopKService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case TopKServiceIngestProcedure:
@@ -319,6 +346,8 @@ func NewTopKServiceHandler(svc TopKServiceHandler, opts ...connect.HandlerOption
 			topKServiceStatusHandler.ServeHTTP(w, r)
 		case TopKServiceLeaveProcedure:
 			topKServiceLeaveHandler.ServeHTTP(w, r)
+		case TopKServiceVerifyReplicasProcedure:
+			topKServiceVerifyReplicasHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -362,4 +391,8 @@ func (UnimplementedTopKServiceHandler) Status(context.Context, *connect.Request[
 
 func (UnimplementedTopKServiceHandler) Leave(context.Context, *connect.Request[v1.LeaveRequest], *connect.ServerStream[v1.LeaveResponse]) error {
 	return connect.NewError(connect.CodeUnimplemented, errors.New("topk.v1.TopKService.Leave is not implemented"))
+}
+
+func (UnimplementedTopKServiceHandler) VerifyReplicas(context.Context, *connect.Request[v1.VerifyReplicasRequest]) (*connect.Response[v1.VerifyReplicasResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("topk.v1.TopKService.VerifyReplicas is not implemented"))
 }

@@ -971,8 +971,10 @@ type ReplicaStatusResponse struct {
 	LastIndex    uint64                 `protobuf:"varint,2,opt,name=last_index,json=lastIndex,proto3" json:"last_index,omitempty"`
 	State        string                 `protobuf:"bytes,3,opt,name=state,proto3" json:"state,omitempty"`
 	// The group's configuration as this replica knows it.
-	Voters        []string `protobuf:"bytes,4,rep,name=voters,proto3" json:"voters,omitempty"`
-	NonVoters     []string `protobuf:"bytes,5,rep,name=non_voters,json=nonVoters,proto3" json:"non_voters,omitempty"`
+	Voters    []string `protobuf:"bytes,4,rep,name=voters,proto3" json:"voters,omitempty"`
+	NonVoters []string `protobuf:"bytes,5,rep,name=non_voters,json=nonVoters,proto3" json:"non_voters,omitempty"`
+	// The latest digests this replica recorded at checksum commands.
+	Digests       []*StateDigest `protobuf:"bytes,6,rep,name=digests,proto3" json:"digests,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1036,6 +1038,188 @@ func (x *ReplicaStatusResponse) GetVoters() []string {
 }
 
 func (x *ReplicaStatusResponse) GetNonVoters() []string {
+	if x != nil {
+		return x.NonVoters
+	}
+	return nil
+}
+
+func (x *ReplicaStatusResponse) GetDigests() []*StateDigest {
+	if x != nil {
+		return x.Digests
+	}
+	return nil
+}
+
+type StateDigest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	Index         uint64                 `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
+	Digest        uint64                 `protobuf:"varint,3,opt,name=digest,proto3" json:"digest,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StateDigest) Reset() {
+	*x = StateDigest{}
+	mi := &file_topkd_node_v1_node_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StateDigest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StateDigest) ProtoMessage() {}
+
+func (x *StateDigest) ProtoReflect() protoreflect.Message {
+	mi := &file_topkd_node_v1_node_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StateDigest.ProtoReflect.Descriptor instead.
+func (*StateDigest) Descriptor() ([]byte, []int) {
+	return file_topkd_node_v1_node_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *StateDigest) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *StateDigest) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *StateDigest) GetDigest() uint64 {
+	if x != nil {
+		return x.Digest
+	}
+	return 0
+}
+
+type ChecksumRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The mux group id of a partition (p + 1).
+	Group         uint32 `protobuf:"varint,1,opt,name=group,proto3" json:"group,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChecksumRequest) Reset() {
+	*x = ChecksumRequest{}
+	mi := &file_topkd_node_v1_node_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChecksumRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChecksumRequest) ProtoMessage() {}
+
+func (x *ChecksumRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_topkd_node_v1_node_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChecksumRequest.ProtoReflect.Descriptor instead.
+func (*ChecksumRequest) Descriptor() ([]byte, []int) {
+	return file_topkd_node_v1_node_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *ChecksumRequest) GetGroup() uint32 {
+	if x != nil {
+		return x.Group
+	}
+	return 0
+}
+
+type ChecksumResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	// The checksum command's log index.
+	Index uint64 `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
+	// The group's configuration when the command was committed.
+	Voters        []string `protobuf:"bytes,3,rep,name=voters,proto3" json:"voters,omitempty"`
+	NonVoters     []string `protobuf:"bytes,4,rep,name=non_voters,json=nonVoters,proto3" json:"non_voters,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChecksumResponse) Reset() {
+	*x = ChecksumResponse{}
+	mi := &file_topkd_node_v1_node_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChecksumResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChecksumResponse) ProtoMessage() {}
+
+func (x *ChecksumResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_topkd_node_v1_node_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChecksumResponse.ProtoReflect.Descriptor instead.
+func (*ChecksumResponse) Descriptor() ([]byte, []int) {
+	return file_topkd_node_v1_node_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *ChecksumResponse) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *ChecksumResponse) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *ChecksumResponse) GetVoters() []string {
+	if x != nil {
+		return x.Voters
+	}
+	return nil
+}
+
+func (x *ChecksumResponse) GetNonVoters() []string {
 	if x != nil {
 		return x.NonVoters
 	}
@@ -1110,7 +1294,7 @@ const file_topkd_node_v1_node_proto_rawDesc = "" +
 	"\x11ApplyMetaResponse\x12;\n" +
 	"\x06config\x18\x01 \x01(\v2#.topkd.raftcmd.v1.LeaderboardConfigR\x06config\",\n" +
 	"\x14ReplicaStatusRequest\x12\x14\n" +
-	"\x05group\x18\x01 \x01(\rR\x05group\"\xa8\x01\n" +
+	"\x05group\x18\x01 \x01(\rR\x05group\"\xde\x01\n" +
 	"\x15ReplicaStatusResponse\x12#\n" +
 	"\rapplied_index\x18\x01 \x01(\x04R\fappliedIndex\x12\x1d\n" +
 	"\n" +
@@ -1118,12 +1302,25 @@ const file_topkd_node_v1_node_proto_rawDesc = "" +
 	"\x05state\x18\x03 \x01(\tR\x05state\x12\x16\n" +
 	"\x06voters\x18\x04 \x03(\tR\x06voters\x12\x1d\n" +
 	"\n" +
-	"non_voters\x18\x05 \x03(\tR\tnonVoters*u\n" +
+	"non_voters\x18\x05 \x03(\tR\tnonVoters\x124\n" +
+	"\adigests\x18\x06 \x03(\v2\x1a.topkd.node.v1.StateDigestR\adigests\"K\n" +
+	"\vStateDigest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x14\n" +
+	"\x05index\x18\x02 \x01(\x04R\x05index\x12\x16\n" +
+	"\x06digest\x18\x03 \x01(\x04R\x06digest\"'\n" +
+	"\x0fChecksumRequest\x12\x14\n" +
+	"\x05group\x18\x01 \x01(\rR\x05group\"o\n" +
+	"\x10ChecksumResponse\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x14\n" +
+	"\x05index\x18\x02 \x01(\x04R\x05index\x12\x16\n" +
+	"\x06voters\x18\x03 \x03(\tR\x06voters\x12\x1d\n" +
+	"\n" +
+	"non_voters\x18\x04 \x03(\tR\tnonVoters*u\n" +
 	"\vConsistency\x12\x1b\n" +
 	"\x17CONSISTENCY_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fCONSISTENCY_ANY\x10\x01\x12\x16\n" +
 	"\x12CONSISTENCY_LEADER\x10\x02\x12\x1c\n" +
-	"\x18CONSISTENCY_LINEARIZABLE\x10\x032\x93\x04\n" +
+	"\x18CONSISTENCY_LINEARIZABLE\x10\x032\xe0\x04\n" +
 	"\vNodeService\x12E\n" +
 	"\x06Submit\x12\x1c.topkd.node.v1.SubmitRequest\x1a\x1d.topkd.node.v1.SubmitResponse\x12?\n" +
 	"\x04TopK\x12\x1a.topkd.node.v1.TopKRequest\x1a\x1b.topkd.node.v1.TopKResponse\x12B\n" +
@@ -1131,7 +1328,8 @@ const file_topkd_node_v1_node_proto_rawDesc = "" +
 	"\bDistinct\x12\x1e.topkd.node.v1.DistinctRequest\x1a\x1f.topkd.node.v1.DistinctResponse\x12?\n" +
 	"\x04Join\x12\x1a.topkd.node.v1.JoinRequest\x1a\x1b.topkd.node.v1.JoinResponse\x12N\n" +
 	"\tApplyMeta\x12\x1f.topkd.node.v1.ApplyMetaRequest\x1a .topkd.node.v1.ApplyMetaResponse\x12Z\n" +
-	"\rReplicaStatus\x12#.topkd.node.v1.ReplicaStatusRequest\x1a$.topkd.node.v1.ReplicaStatusResponseB3Z1github.com/topkd/topkd/proto/topkd/node/v1;nodev1b\x06proto3"
+	"\rReplicaStatus\x12#.topkd.node.v1.ReplicaStatusRequest\x1a$.topkd.node.v1.ReplicaStatusResponse\x12K\n" +
+	"\bChecksum\x12\x1e.topkd.node.v1.ChecksumRequest\x1a\x1f.topkd.node.v1.ChecksumResponseB3Z1github.com/topkd/topkd/proto/topkd/node/v1;nodev1b\x06proto3"
 
 var (
 	file_topkd_node_v1_node_proto_rawDescOnce sync.Once
@@ -1146,7 +1344,7 @@ func file_topkd_node_v1_node_proto_rawDescGZIP() []byte {
 }
 
 var file_topkd_node_v1_node_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_topkd_node_v1_node_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_topkd_node_v1_node_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_topkd_node_v1_node_proto_goTypes = []any{
 	(Consistency)(0),              // 0: topkd.node.v1.Consistency
 	(*SubmitRequest)(nil),         // 1: topkd.node.v1.SubmitRequest
@@ -1164,39 +1362,45 @@ var file_topkd_node_v1_node_proto_goTypes = []any{
 	(*ApplyMetaResponse)(nil),     // 13: topkd.node.v1.ApplyMetaResponse
 	(*ReplicaStatusRequest)(nil),  // 14: topkd.node.v1.ReplicaStatusRequest
 	(*ReplicaStatusResponse)(nil), // 15: topkd.node.v1.ReplicaStatusResponse
-	(*v1.ProducerPart)(nil),       // 16: topkd.raftcmd.v1.ProducerPart
-	(*v1.Outcome)(nil),            // 17: topkd.raftcmd.v1.Outcome
-	(*v11.Node)(nil),              // 18: topkd.meta.v1.Node
-	(*v1.LeaderboardConfig)(nil),  // 19: topkd.raftcmd.v1.LeaderboardConfig
+	(*StateDigest)(nil),           // 16: topkd.node.v1.StateDigest
+	(*ChecksumRequest)(nil),       // 17: topkd.node.v1.ChecksumRequest
+	(*ChecksumResponse)(nil),      // 18: topkd.node.v1.ChecksumResponse
+	(*v1.ProducerPart)(nil),       // 19: topkd.raftcmd.v1.ProducerPart
+	(*v1.Outcome)(nil),            // 20: topkd.raftcmd.v1.Outcome
+	(*v11.Node)(nil),              // 21: topkd.meta.v1.Node
+	(*v1.LeaderboardConfig)(nil),  // 22: topkd.raftcmd.v1.LeaderboardConfig
 }
 var file_topkd_node_v1_node_proto_depIdxs = []int32{
-	16, // 0: topkd.node.v1.SubmitRequest.part:type_name -> topkd.raftcmd.v1.ProducerPart
-	17, // 1: topkd.node.v1.SubmitResponse.outcome:type_name -> topkd.raftcmd.v1.Outcome
+	19, // 0: topkd.node.v1.SubmitRequest.part:type_name -> topkd.raftcmd.v1.ProducerPart
+	20, // 1: topkd.node.v1.SubmitResponse.outcome:type_name -> topkd.raftcmd.v1.Outcome
 	0,  // 2: topkd.node.v1.TopKRequest.consistency:type_name -> topkd.node.v1.Consistency
 	3,  // 3: topkd.node.v1.TopKResponse.items:type_name -> topkd.node.v1.Item
 	0,  // 4: topkd.node.v1.CountRequest.consistency:type_name -> topkd.node.v1.Consistency
-	18, // 5: topkd.node.v1.JoinRequest.node:type_name -> topkd.meta.v1.Node
-	18, // 6: topkd.node.v1.JoinResponse.members:type_name -> topkd.meta.v1.Node
-	19, // 7: topkd.node.v1.ApplyMetaResponse.config:type_name -> topkd.raftcmd.v1.LeaderboardConfig
-	1,  // 8: topkd.node.v1.NodeService.Submit:input_type -> topkd.node.v1.SubmitRequest
-	4,  // 9: topkd.node.v1.NodeService.TopK:input_type -> topkd.node.v1.TopKRequest
-	6,  // 10: topkd.node.v1.NodeService.Count:input_type -> topkd.node.v1.CountRequest
-	8,  // 11: topkd.node.v1.NodeService.Distinct:input_type -> topkd.node.v1.DistinctRequest
-	10, // 12: topkd.node.v1.NodeService.Join:input_type -> topkd.node.v1.JoinRequest
-	12, // 13: topkd.node.v1.NodeService.ApplyMeta:input_type -> topkd.node.v1.ApplyMetaRequest
-	14, // 14: topkd.node.v1.NodeService.ReplicaStatus:input_type -> topkd.node.v1.ReplicaStatusRequest
-	2,  // 15: topkd.node.v1.NodeService.Submit:output_type -> topkd.node.v1.SubmitResponse
-	5,  // 16: topkd.node.v1.NodeService.TopK:output_type -> topkd.node.v1.TopKResponse
-	7,  // 17: topkd.node.v1.NodeService.Count:output_type -> topkd.node.v1.CountResponse
-	9,  // 18: topkd.node.v1.NodeService.Distinct:output_type -> topkd.node.v1.DistinctResponse
-	11, // 19: topkd.node.v1.NodeService.Join:output_type -> topkd.node.v1.JoinResponse
-	13, // 20: topkd.node.v1.NodeService.ApplyMeta:output_type -> topkd.node.v1.ApplyMetaResponse
-	15, // 21: topkd.node.v1.NodeService.ReplicaStatus:output_type -> topkd.node.v1.ReplicaStatusResponse
-	15, // [15:22] is the sub-list for method output_type
-	8,  // [8:15] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	21, // 5: topkd.node.v1.JoinRequest.node:type_name -> topkd.meta.v1.Node
+	21, // 6: topkd.node.v1.JoinResponse.members:type_name -> topkd.meta.v1.Node
+	22, // 7: topkd.node.v1.ApplyMetaResponse.config:type_name -> topkd.raftcmd.v1.LeaderboardConfig
+	16, // 8: topkd.node.v1.ReplicaStatusResponse.digests:type_name -> topkd.node.v1.StateDigest
+	1,  // 9: topkd.node.v1.NodeService.Submit:input_type -> topkd.node.v1.SubmitRequest
+	4,  // 10: topkd.node.v1.NodeService.TopK:input_type -> topkd.node.v1.TopKRequest
+	6,  // 11: topkd.node.v1.NodeService.Count:input_type -> topkd.node.v1.CountRequest
+	8,  // 12: topkd.node.v1.NodeService.Distinct:input_type -> topkd.node.v1.DistinctRequest
+	10, // 13: topkd.node.v1.NodeService.Join:input_type -> topkd.node.v1.JoinRequest
+	12, // 14: topkd.node.v1.NodeService.ApplyMeta:input_type -> topkd.node.v1.ApplyMetaRequest
+	14, // 15: topkd.node.v1.NodeService.ReplicaStatus:input_type -> topkd.node.v1.ReplicaStatusRequest
+	17, // 16: topkd.node.v1.NodeService.Checksum:input_type -> topkd.node.v1.ChecksumRequest
+	2,  // 17: topkd.node.v1.NodeService.Submit:output_type -> topkd.node.v1.SubmitResponse
+	5,  // 18: topkd.node.v1.NodeService.TopK:output_type -> topkd.node.v1.TopKResponse
+	7,  // 19: topkd.node.v1.NodeService.Count:output_type -> topkd.node.v1.CountResponse
+	9,  // 20: topkd.node.v1.NodeService.Distinct:output_type -> topkd.node.v1.DistinctResponse
+	11, // 21: topkd.node.v1.NodeService.Join:output_type -> topkd.node.v1.JoinResponse
+	13, // 22: topkd.node.v1.NodeService.ApplyMeta:output_type -> topkd.node.v1.ApplyMetaResponse
+	15, // 23: topkd.node.v1.NodeService.ReplicaStatus:output_type -> topkd.node.v1.ReplicaStatusResponse
+	18, // 24: topkd.node.v1.NodeService.Checksum:output_type -> topkd.node.v1.ChecksumResponse
+	17, // [17:25] is the sub-list for method output_type
+	9,  // [9:17] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_topkd_node_v1_node_proto_init() }
@@ -1210,7 +1414,7 @@ func file_topkd_node_v1_node_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_topkd_node_v1_node_proto_rawDesc), len(file_topkd_node_v1_node_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   15,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

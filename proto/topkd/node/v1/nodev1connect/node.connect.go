@@ -54,6 +54,8 @@ const (
 	// NodeServiceReplicaStatusProcedure is the fully-qualified name of the NodeService's ReplicaStatus
 	// RPC.
 	NodeServiceReplicaStatusProcedure = "/topkd.node.v1.NodeService/ReplicaStatus"
+	// NodeServiceChecksumProcedure is the fully-qualified name of the NodeService's Checksum RPC.
+	NodeServiceChecksumProcedure = "/topkd.node.v1.NodeService/Checksum"
 )
 
 // NodeServiceClient is a client for the topkd.node.v1.NodeService service.
@@ -76,6 +78,9 @@ type NodeServiceClient interface {
 	// ReplicaStatus reports a node's replica of a group, so a leader can tell
 	// when a new replica has caught up.
 	ReplicaStatus(context.Context, *connect.Request[v1.ReplicaStatusRequest]) (*connect.Response[v1.ReplicaStatusResponse], error)
+	// Checksum, on a partition's leader, proposes a checksum command: every
+	// replica records a digest of its state when it applies that entry.
+	Checksum(context.Context, *connect.Request[v1.ChecksumRequest]) (*connect.Response[v1.ChecksumResponse], error)
 }
 
 // NewNodeServiceClient constructs a client for the topkd.node.v1.NodeService service. By default,
@@ -131,6 +136,12 @@ func NewNodeServiceClient(httpClient connect.HTTPClient, baseURL string, opts ..
 			connect.WithSchema(nodeServiceMethods.ByName("ReplicaStatus")),
 			connect.WithClientOptions(opts...),
 		),
+		checksum: connect.NewClient[v1.ChecksumRequest, v1.ChecksumResponse](
+			httpClient,
+			baseURL+NodeServiceChecksumProcedure,
+			connect.WithSchema(nodeServiceMethods.ByName("Checksum")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -143,6 +154,7 @@ type nodeServiceClient struct {
 	join          *connect.Client[v1.JoinRequest, v1.JoinResponse]
 	applyMeta     *connect.Client[v1.ApplyMetaRequest, v1.ApplyMetaResponse]
 	replicaStatus *connect.Client[v1.ReplicaStatusRequest, v1.ReplicaStatusResponse]
+	checksum      *connect.Client[v1.ChecksumRequest, v1.ChecksumResponse]
 }
 
 // Submit calls topkd.node.v1.NodeService.Submit.
@@ -180,6 +192,11 @@ func (c *nodeServiceClient) ReplicaStatus(ctx context.Context, req *connect.Requ
 	return c.replicaStatus.CallUnary(ctx, req)
 }
 
+// Checksum calls topkd.node.v1.NodeService.Checksum.
+func (c *nodeServiceClient) Checksum(ctx context.Context, req *connect.Request[v1.ChecksumRequest]) (*connect.Response[v1.ChecksumResponse], error) {
+	return c.checksum.CallUnary(ctx, req)
+}
+
 // NodeServiceHandler is an implementation of the topkd.node.v1.NodeService service.
 type NodeServiceHandler interface {
 	// Submit proposes a part on the partition's leader and answers once it
@@ -200,6 +217,9 @@ type NodeServiceHandler interface {
 	// ReplicaStatus reports a node's replica of a group, so a leader can tell
 	// when a new replica has caught up.
 	ReplicaStatus(context.Context, *connect.Request[v1.ReplicaStatusRequest]) (*connect.Response[v1.ReplicaStatusResponse], error)
+	// Checksum, on a partition's leader, proposes a checksum command: every
+	// replica records a digest of its state when it applies that entry.
+	Checksum(context.Context, *connect.Request[v1.ChecksumRequest]) (*connect.Response[v1.ChecksumResponse], error)
 }
 
 // NewNodeServiceHandler builds an HTTP handler from the service implementation. It returns the path
@@ -251,6 +271,12 @@ func NewNodeServiceHandler(svc NodeServiceHandler, opts ...connect.HandlerOption
 		connect.WithSchema(nodeServiceMethods.ByName("ReplicaStatus")),
 		connect.WithHandlerOptions(opts...),
 	)
+	nodeServiceChecksumHandler := connect.NewUnaryHandler(
+		NodeServiceChecksumProcedure,
+		svc.Checksum,
+		connect.WithSchema(nodeServiceMethods.ByName("Checksum")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/topkd.node.v1.NodeService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case NodeServiceSubmitProcedure:
@@ -267,6 +293,8 @@ func NewNodeServiceHandler(svc NodeServiceHandler, opts ...connect.HandlerOption
 			nodeServiceApplyMetaHandler.ServeHTTP(w, r)
 		case NodeServiceReplicaStatusProcedure:
 			nodeServiceReplicaStatusHandler.ServeHTTP(w, r)
+		case NodeServiceChecksumProcedure:
+			nodeServiceChecksumHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -302,4 +330,8 @@ func (UnimplementedNodeServiceHandler) ApplyMeta(context.Context, *connect.Reque
 
 func (UnimplementedNodeServiceHandler) ReplicaStatus(context.Context, *connect.Request[v1.ReplicaStatusRequest]) (*connect.Response[v1.ReplicaStatusResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("topkd.node.v1.NodeService.ReplicaStatus is not implemented"))
+}
+
+func (UnimplementedNodeServiceHandler) Checksum(context.Context, *connect.Request[v1.ChecksumRequest]) (*connect.Response[v1.ChecksumResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("topkd.node.v1.NodeService.Checksum is not implemented"))
 }
