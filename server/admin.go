@@ -31,7 +31,7 @@ func (n *Node) CreateLeaderboard(ctx context.Context, c *pb.LeaderboardConfig) (
 	}
 	created := r.(*pb.LeaderboardConfig)
 	return created, n.waitPartitions(ctx, func(p *localReplica) bool {
-		for _, have := range p.fsm.Leaderboards() {
+		for _, have := range p.fsm().Leaderboards() {
 			if have.Name == created.Name && have.Incarnation == created.Incarnation {
 				return true
 			}
@@ -76,7 +76,7 @@ func (n *Node) DropLeaderboard(ctx context.Context, name string) error {
 		return err
 	}
 	return n.waitPartitions(ctx, func(p *localReplica) bool {
-		for _, have := range p.fsm.Leaderboards() {
+		for _, have := range p.fsm().Leaderboards() {
 			if have.Name == name {
 				return false
 			}
@@ -102,7 +102,7 @@ func (n *Node) DescribeLeaderboard(name string) (LeaderboardStats, error) {
 	}
 	out := LeaderboardStats{Config: cfg}
 	for _, p := range n.parts {
-		for _, ls := range p.fsm.Stats().Leaderboards {
+		for _, ls := range p.fsm().Stats().Leaderboards {
 			if ls.Name != name || ls.Incarnation != cfg.Incarnation {
 				continue
 			}
@@ -178,19 +178,19 @@ func (n *Node) Status(ctx context.Context) Status {
 	meta, _ := n.metaFSM.state()
 	s.Members = n.members(meta)
 	for _, p := range n.parts {
-		_, lid := p.g.raft.LeaderWithID()
-		st := p.fsm.Stats()
-		ps := PartitionStatus{Partition: p.id, State: p.g.raft.State().String(), Leader: string(lid),
-			CommitIndex: p.g.raft.CommitIndex(), AppliedIndex: p.fsm.AppliedIndex(), StateBytes: st.Bytes,
+		_, lid := p.group().raft.LeaderWithID()
+		st := p.fsm().Stats()
+		ps := PartitionStatus{Partition: p.id, State: p.group().raft.State().String(), Leader: string(lid),
+			CommitIndex: p.group().raft.CommitIndex(), AppliedIndex: p.fsm().AppliedIndex(), StateBytes: st.Bytes,
 			IngestEventsPerSecond: p.rate.perSecond(n.clock.Now())}
-		ps.LastSnapshotIndex = parseUint(p.g.raft.Stats()["last_snapshot_index"])
+		ps.LastSnapshotIndex = parseUint(p.group().raft.Stats()["last_snapshot_index"])
 		if !n.hosts(p.id) {
 			ps.State = "NotPlaced" // placement puts this partition on other nodes
 		}
 		if p.id < len(meta.Placement) {
 			ps.Placement = meta.Placement[p.id].Nodes
 		}
-		ps.Voters, ps.NonVoters = p.g.servers()
+		ps.Voters, ps.NonVoters = p.group().servers()
 		for _, l := range st.Leaderboards {
 			ps.DistinctItems += uint64(l.DistinctItems)
 		}
@@ -209,7 +209,7 @@ func parseUint(s string) uint64 {
 func (n *Node) RaftStats() map[string]map[string]string {
 	out := map[string]map[string]string{"meta": n.meta.raft.Stats()}
 	for _, p := range n.parts {
-		out[p.g.name] = p.g.raft.Stats()
+		out[p.group().name] = p.group().raft.Stats()
 	}
 	return out
 }
@@ -219,7 +219,7 @@ func (n *Node) RaftStats() map[string]map[string]string {
 func (n *Node) Voters() []int {
 	groups := []*group{n.meta}
 	for _, p := range n.parts {
-		groups = append(groups, p.g)
+		groups = append(groups, p.group())
 	}
 	out := make([]int, 0, len(groups))
 	for _, g := range groups {

@@ -83,6 +83,7 @@ type group struct {
 	// VerifyLeader, so one read never spans two leaderships.
 	readyTerm atomic.Uint64
 	changing  atomic.Bool // a membership change of this group is in flight (its leader's reconcile)
+	closed    atomic.Bool
 	notify    chan bool
 	stop      chan struct{}
 	wg        sync.WaitGroup
@@ -386,7 +387,11 @@ func (g *group) readIndex(ctx context.Context) error {
 	return g.waitFSM(ctx, idx)
 }
 
+// close shuts the group down; later calls return nil.
 func (g *group) close() error {
+	if !g.closed.CompareAndSwap(false, true) {
+		return nil
+	}
 	close(g.stop)
 	err := g.raft.Shutdown().Error()
 	g.wg.Wait()

@@ -207,7 +207,7 @@ func (n *Node) groupByID(id uint32) *group {
 		return n.meta
 	}
 	if p := int(id) - 1; p >= 0 && p < len(n.parts) {
-		return n.parts[p].g
+		return n.parts[p].group()
 	}
 	return nil
 }
@@ -323,9 +323,9 @@ func (n *Node) reconcileMembership(st *metapb.State) {
 		n.stepMembership(n.meta, metaVoters, st.Nodes, false)
 	}
 	for _, p := range n.parts {
-		if p.g.isLeader() {
+		if p.group().isLeader() {
 			want := n.desiredReplicas(st, p.id)
-			n.stepMembership(p.g, want, want, true)
+			n.stepMembership(p.group(), want, want, true)
 		}
 	}
 }

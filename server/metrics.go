@@ -109,7 +109,7 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	groups := append([]*group{n.meta}, func() []*group {
 		var gs []*group
 		for _, p := range n.parts {
-			gs = append(gs, p.g)
+			gs = append(gs, p.group())
 		}
 		return gs
 	}()...)
@@ -135,7 +135,7 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		id := strconv.Itoa(p.id)
 		ch <- prometheus.MustNewConstMetric(descQueue, prometheus.GaugeValue, float64(len(p.comb.in)), id)
 		ch <- prometheus.MustNewConstMetric(descInflight, prometheus.GaugeValue, float64(len(p.comb.inflight)), id)
-		s := p.fsm.Stats()
+		s := p.fsm().Stats()
 		ch <- prometheus.MustNewConstMetric(descDup, prometheus.CounterValue, float64(s.Duplicates), id)
 		ch <- prometheus.MustNewConstMetric(descBytes, prometheus.GaugeValue, float64(s.Bytes), id)
 		rejected[[2]string{"", "stale_incarnation"}] += s.RejectedStale

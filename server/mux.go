@@ -214,7 +214,9 @@ func (l *layer) Close() error {
 	l.once.Do(func() {
 		close(l.done)
 		l.m.mu.Lock()
-		delete(l.m.layers, l.group)
+		if l.m.layers[l.group] == l { // a reopened group may have a new layer
+			delete(l.m.layers, l.group)
+		}
 		l.m.mu.Unlock()
 	})
 	return nil

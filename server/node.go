@@ -382,22 +382,15 @@ func (n *Node) openPartitions(ctx context.Context) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			f := fsm.New(fsm.Options{})
-			store, err := n.logs.store(p)
+			inc, err := n.openIncarnation(p)
 			if err != nil {
 				errs[p] = err
 				return
 			}
-			gc := n.groupConfig(PartitionGroup(p), "p"+strconv.Itoa(p), &timedFSM{readFSM: f, m: n.metrics})
-			gc.store = store
-			g, err := openGroup(gc)
-			if err != nil {
-				errs[p] = err
-				return
-			}
-			parts[p] = &localReplica{id: p, g: g, fsm: f, wm: n.watermark}
+			parts[p] = &localReplica{id: p, wm: n.watermark}
+			parts[p].cur.Store(inc)
 			if n.bootstrapsGroups(st) {
-				errs[p] = g.bootstrap(n.voters())
+				errs[p] = inc.g.bootstrap(n.voters())
 			}
 		}()
 	}
@@ -412,7 +405,7 @@ func (n *Node) openPartitions(ctx context.Context) error {
 	}
 	for _, part := range n.parts {
 		part.comb = newCombiner(combinerDeps{partition: part.id, policy: n.cfg.Ingest, clock: n.clock, metrics: n.metrics,
-			group: part.g, stop: n.stop, committed: func(index uint64, at time.Time, accepted uint64) {
+			group: part, stop: n.stop, committed: func(index uint64, at time.Time, accepted uint64) {
 				part.ack.acked(index, at)
 				part.rate.add(at, accepted)
 			}})
@@ -422,13 +415,13 @@ func (n *Node) openPartitions(ctx context.Context) error {
 		if !n.hosts(p.id) {
 			continue // placement puts this partition elsewhere: nobody will lead it here
 		}
-		if err := n.waitLeader(ctx, p.g); err != nil {
+		if err := n.waitLeader(ctx, p.group()); err != nil {
 			return err
 		}
-		if err := p.g.waitBoot(ctx); err != nil {
+		if err := p.group().waitBoot(ctx); err != nil {
 			return err
 		}
-		p.snapAccepted = p.fsm.AcceptedEvents()
+		p.snapAccepted.Store(p.fsm().AcceptedEvents())
 	}
 	// Serve only once every partition holds every leaderboard definition.
 	n.reconcile(st)
@@ -438,7 +431,7 @@ func (n *Node) openPartitions(ctx context.Context) error {
 	}
 	return n.waitPartitions(ctx, func(p *localReplica) bool {
 		got := 0
-		for _, c := range p.fsm.Leaderboards() {
+		for _, c := range p.fsm().Leaderboards() {
 			if inc, ok := want[c.Name]; ok && inc == c.Incarnation {
 				got++
 			}
@@ -454,7 +447,7 @@ func (n *Node) Ready(ctx context.Context) error {
 		return fmt.Errorf("%w: meta replaying: %v", ErrNotReady, err)
 	}
 	for _, p := range n.parts {
-		if err := p.g.waitBoot(ctx); err != nil {
+		if err := p.group().waitBoot(ctx); err != nil {
 			return fmt.Errorf("%w: partition %d replaying: %v", ErrNotReady, p.id, err)
 		}
 	}
@@ -515,7 +508,7 @@ func (n *Node) voters() []raft.Server {
 // the group's replicas; else the replicas placement lists, one per attempt.
 func (n *Node) partitionLeader(p, attempt int) (id, httpAddr string, ok bool) {
 	if p < len(n.parts) && n.hosts(p) {
-		if id, ok := n.parts[p].g.leader(); ok {
+		if id, ok := n.parts[p].group().leader(); ok {
 			return id, n.memberHTTP(id), true
 		}
 	}
@@ -590,7 +583,7 @@ func (n *Node) Close() error {
 	n.closeGossip()
 	var errs []error
 	for _, p := range n.parts {
-		errs = append(errs, p.g.close())
+		errs = append(errs, p.group().close())
 	}
 	if n.meta != nil {
 		errs = append(errs, n.meta.close())
@@ -638,11 +631,11 @@ func (n *Node) reconcileLoop() {
 // partition: a partition whose FSM is stuck delays only its own configs.
 func (n *Node) reconcile(st *metapb.State) {
 	for _, p := range n.parts {
-		if !p.g.isLeader() || !p.pushing.CompareAndSwap(false, true) {
+		if !p.group().isLeader() || !p.pushing.CompareAndSwap(false, true) {
 			continue
 		}
 		have := map[string]*pb.LeaderboardConfig{}
-		for _, c := range p.fsm.Leaderboards() {
+		for _, c := range p.fsm().Leaderboards() {
 			have[c.Name] = c
 		}
 		var cmds [][]byte
@@ -676,7 +669,7 @@ func (n *Node) reconcile(st *metapb.State) {
 			defer n.pushes.Done()
 			defer p.pushing.Store(false)
 			for _, c := range cmds {
-				if err := p.g.raft.Apply(c, 5*time.Second).Error(); err != nil {
+				if err := p.group().raft.Apply(c, 5*time.Second).Error(); err != nil {
 					n.log.Warn("push leaderboard config", "partition", p.id, "err", err)
 				}
 			}
@@ -694,17 +687,17 @@ func (n *Node) snapshotLoop() {
 	}
 	n.periodic(5*time.Second, func() {
 		for _, p := range n.parts {
-			acc := p.fsm.AcceptedEvents()
-			if acc < p.snapAccepted+every {
+			acc := p.fsm().AcceptedEvents()
+			if acc < p.snapAccepted.Load()+every {
 				continue
 			}
 			start := time.Now()
-			if err := p.g.raft.Snapshot().Error(); err != nil {
+			if err := p.group().raft.Snapshot().Error(); err != nil {
 				n.log.Warn("snapshot", "partition", p.id, "err", err)
 				continue
 			}
-			n.log.Info("snapshot", "partition", p.id, "events_since_last", acc-p.snapAccepted, "took", time.Since(start).Round(time.Millisecond))
-			p.snapAccepted = acc
+			n.log.Info("snapshot", "partition", p.id, "events_since_last", acc-p.snapAccepted.Load(), "took", time.Since(start).Round(time.Millisecond))
+			p.snapAccepted.Store(acc)
 		}
 	})
 }

@@ -36,21 +36,39 @@ type Replica interface {
 }
 
 // localReplica is this node's replica of one partition: its Raft group,
-// state machine and combiner.
+// state machine and combiner. The group and state machine are replaced
+// together when the replica is reopened (reopenPartition): a dropped
+// replica's data, or a raft instance stuck in a leadership transfer.
 type localReplica struct {
 	id   int
-	g    *group
-	fsm  *fsm.FSM
+	cur  atomic.Pointer[incarnation]
 	comb *combiner
 	wm   *watermarks
 	ack  ackTracker
 	rate rateMeter // accepted events per second, for status and rebalancing
 
-	snapAccepted uint64      // AcceptedEvents at the last snapshot this node asked for (snapshotLoop only)
-	pushing      atomic.Bool // a config push to this partition is in flight (reconcile)
+	snapAccepted atomic.Uint64 // AcceptedEvents at the last snapshot this node asked for
+	pushing      atomic.Bool   // a config push to this partition is in flight (reconcile)
+	reopening    sync.Mutex    // one reopenPartition at a time
 }
 
 var _ Replica = (*localReplica)(nil)
+
+// incarnation is one opening of a replica: a raft instance and the state
+// machine it applies to, never mixed with another opening's.
+type incarnation struct {
+	g   *group
+	fsm *fsm.FSM
+}
+
+func (r *localReplica) group() *group  { return r.cur.Load().g }
+func (r *localReplica) fsm() *fsm.FSM  { return r.cur.Load().fsm }
+func (r *localReplica) isLeader() bool { return r.group().isLeader() }
+
+// apply proposes on the current incarnation (the combiner's proposer).
+func (r *localReplica) apply(data []byte, timeout time.Duration) applyFuture {
+	return r.group().apply(data, timeout)
+}
 
 func (r *localReplica) Submit(ctx context.Context, part Part) (*pb.Outcome, error) {
 	if part.MaxEventMs > 0 && len(part.Boards) > 0 {
@@ -63,14 +81,14 @@ func (r *localReplica) TopK(ctx context.Context, lb string, window time.Duration
 	if err := r.readBarrier(ctx, c); err != nil {
 		return fsm.TopKResult{}, err
 	}
-	return r.fsm.TopK(lb, window, k)
+	return r.fsm().TopK(lb, window, k)
 }
 
 func (r *localReplica) Count(ctx context.Context, lb, item string, window time.Duration, c Consistency) (fsm.CountResult, error) {
 	if err := r.readBarrier(ctx, c); err != nil {
 		return fsm.CountResult{}, err
 	}
-	return r.fsm.Count(lb, item, window)
+	return r.fsm().Count(lb, item, window)
 }
 
 func (r *localReplica) Distinct(_ context.Context, lb string, inc uint64, items []string) (uint64, []bool, error) {
@@ -78,23 +96,23 @@ func (r *localReplica) Distinct(_ context.Context, lb string, inc uint64, items 
 	if len(items) > 0 {
 		in = make([]bool, len(items))
 		for i, it := range items {
-			in[i] = r.fsm.ContainsAt(lb, inc, it)
+			in[i] = r.fsm().ContainsAt(lb, inc, it)
 		}
 	}
-	return uint64(r.fsm.DistinctAt(lb, inc)), in, nil
+	return uint64(r.fsm().DistinctAt(lb, inc)), in, nil
 }
 
 // readBarrier waits until a read at c may be served here. Every read waits
 // for the log found at boot to be applied first.
 func (r *localReplica) readBarrier(ctx context.Context, c Consistency) error {
-	if err := r.g.waitBoot(ctx); err != nil {
+	if err := r.group().waitBoot(ctx); err != nil {
 		return fmt.Errorf("%w: replaying: %v", ErrNotReady, err)
 	}
 	switch c {
 	case Linearizable:
-		return r.g.readIndex(ctx)
+		return r.group().readIndex(ctx)
 	case Leader:
-		if !r.g.isLeader() {
+		if !r.group().isLeader() {
 			return ErrNotLeader
 		}
 	}
@@ -104,14 +122,14 @@ func (r *localReplica) readBarrier(ctx context.Context, c Consistency) error {
 // tick proposes a tick if this replica leads and was idle for every, or
 // when there are watermarks to spread.
 func (r *localReplica) tick(now time.Time, every time.Duration, wms []*pb.Watermark) {
-	if !r.g.isLeader() || (now.Sub(r.comb.lastProposal()) < every && len(wms) == 0) {
+	if !r.group().isLeader() || (now.Sub(r.comb.lastProposal()) < every && len(wms) == 0) {
 		return
 	}
 	data, err := fsm.EncodeTick(&pb.Tick{LeaderTimeMs: now.UnixMilli(), Watermarks: wms})
 	if err != nil {
 		return
 	}
-	r.g.raft.Apply(data, every)
+	r.group().raft.Apply(data, every)
 }
 
 // ---- combiner ----

@@ -179,7 +179,7 @@ func (n *Node) Checksum(ctx context.Context, group uint32) (*nodev1.ChecksumResp
 	if p < 0 || p >= len(n.parts) {
 		return nil, fmt.Errorf("%w: group %d", ErrNotHosted, group)
 	}
-	g := n.parts[p].g
+	g := n.parts[p].group()
 	if !g.isLeader() {
 		return nil, ErrNotLeader
 	}
@@ -218,7 +218,7 @@ func (n *Node) digests(group uint32) []*nodev1.StateDigest {
 		return nil
 	}
 	var out []*nodev1.StateDigest
-	for _, r := range n.parts[p].fsm.Checksums() {
+	for _, r := range n.parts[p].fsm().Checksums() {
 		out = append(out, &nodev1.StateDigest{Id: r.ID, Index: r.Index, Digest: r.Digest})
 	}
 	return out
