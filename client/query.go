@@ -374,6 +374,18 @@ type Status struct {
 	Nodes      []NodeStatus      `json:"nodes"`
 	MetaLeader string            `json:"meta_leader"`
 	StateBytes uint64            `json:"state_bytes"`
+	Moves      []MoveStatus      `json:"moves"`
+}
+
+// MoveStatus is a partition move in flight: its new replicas are being
+// added ("adding") or they vote and the old ones are being removed
+// ("promoted").
+type MoveStatus struct {
+	Partition uint32    `json:"partition"`
+	From      []string  `json:"from"`
+	To        []string  `json:"to"`
+	Step      string    `json:"step"`
+	Started   time.Time `json:"started"`
 }
 
 func nodeOf(m *topkv1.NodeStatus) NodeStatus {
@@ -405,6 +417,10 @@ func (c *Client) Status(ctx context.Context) (*Status, error) {
 			CommitIndex: p.CommitIndex, AppliedIndex: p.AppliedIndex, LastSnapshotIndex: p.LastSnapshotIndex,
 			DistinctItems: p.DistinctItems, IngestEventsPerSecond: p.IngestEventsPerSecond, Placement: p.Placement,
 			Voters: p.Voters, NonVoters: p.NonVoters})
+	}
+	for _, mv := range m.Moves {
+		out.Moves = append(out.Moves, MoveStatus{Partition: mv.Partition, From: mv.From, To: mv.To, Step: mv.Step,
+			Started: time.UnixMilli(mv.StartedMs)})
 	}
 	return out, nil
 }

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -192,8 +193,7 @@ func startNodeAt(t *testing.T, id, dir, join, raftAddr, httpAddr string, opts ..
 	srv := rpc.NewServer(httpLn.Addr().String(), h)
 	go srv.Serve(httpLn)
 	cfg := server.Config{NodeID: id, DataDir: dir, RaftAddr: raftLn.Addr().String(), RaftListener: raftLn,
-		HTTPAddr: httpLn.Addr().String(), Partitions: 4, Raft: pol, Join: join,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+		HTTPAddr: httpLn.Addr().String(), Partitions: 4, Raft: pol, Join: join, Logger: testLogger(id)}
 	for _, o := range opts {
 		o(&cfg)
 	}
@@ -304,15 +304,17 @@ func TestClusterJoin(t *testing.T) {
 	}
 }
 
-// waitPlaced waits until every partition's leader has exactly the voters
-// placement lists, and returns the placement.
+// waitPlaced waits until no move is in flight and every partition's leader
+// has exactly the voters placement lists, and returns the placement.
 func waitPlaced(t *testing.T, nodes []*clusterNode) [][]string {
 	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		placed, ok := map[int][]string{}, true
 		for _, cn := range nodes {
-			for _, p := range cn.node.Status(t.Context()).Partitions {
+			st := cn.node.Status(t.Context())
+			ok = ok && len(st.Moves) == 0
+			for _, p := range st.Partitions {
 				if p.State != "Leader" {
 					continue
 				}
@@ -577,4 +579,13 @@ func (w *workload) check(via []*clusterNode, when string) {
 			w.t.Errorf("%s: count from %s: %d (%v), want %d", when, cn.id, got.Count, err, w.want["item-07"])
 		}
 	}
+}
+
+// testLogger discards a node's log, or with TOPKD_TEST_LOG=1 writes it to
+// stderr tagged with the node's id.
+func testLogger(id string) *slog.Logger {
+	if os.Getenv("TOPKD_TEST_LOG") == "" {
+		return slog.New(slog.DiscardHandler)
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, nil)).With("node", id)
 }

@@ -221,6 +221,10 @@ func (s *service) Status(ctx context.Context, req *connect.Request[topkv1.Status
 	if len(out.Nodes) == 0 {
 		out.Nodes = append(out.Nodes, out.Node)
 	}
+	for _, mv := range st.Moves {
+		out.Moves = append(out.Moves, &topkv1.MoveStatus{Partition: uint32(mv.Partition), From: mv.From, To: mv.To, Step: mv.Step,
+			StartedMs: mv.Started.UnixMilli()})
+	}
 	for _, p := range st.Partitions {
 		out.PartitionStatus = append(out.PartitionStatus, &topkv1.PartitionStatus{Partition: uint32(p.Partition), State: p.State,
 			Leader: p.Leader, CommitIndex: p.CommitIndex, AppliedIndex: p.AppliedIndex, LastSnapshotIndex: p.LastSnapshotIndex,

@@ -153,6 +153,16 @@ type Status struct {
 	MetaLeader string            `json:"meta_leader"`
 	HeapBytes  uint64            `json:"heap_bytes"`
 	Members    []MemberStatus    `json:"members"`
+	Moves      []MoveStatus      `json:"moves"` // in flight, from the meta state
+}
+
+// MoveStatus is a partition move in flight.
+type MoveStatus struct {
+	Partition int       `json:"partition"`
+	From      []string  `json:"from"`
+	To        []string  `json:"to"`
+	Step      string    `json:"step"` // adding (new replicas catching up) or promoted (old ones being removed)
+	Started   time.Time `json:"started"`
 }
 
 // MemberStatus is a cluster member as this node sees it.
@@ -177,6 +187,14 @@ func (n *Node) Status(ctx context.Context) Status {
 	s.MetaLeader = string(id)
 	meta, _ := n.metaFSM.state()
 	s.Members = n.members(meta)
+	for _, mv := range meta.Moves {
+		step := "adding"
+		if mv.Step == metapb.MoveStep_MOVE_STEP_PROMOTED {
+			step = "promoted"
+		}
+		s.Moves = append(s.Moves, MoveStatus{Partition: int(mv.Partition), From: mv.From, To: mv.To, Step: step,
+			Started: time.UnixMilli(mv.StartedMs)})
+	}
 	for _, p := range n.parts {
 		_, lid := p.group().raft.LeaderWithID()
 		st := p.fsm().Stats()

@@ -20,7 +20,6 @@ import (
 	metapb "github.com/topkd/topkd/proto/topkd/meta/v1"
 	nodev1 "github.com/topkd/topkd/proto/topkd/node/v1"
 	pb "github.com/topkd/topkd/proto/topkd/raftcmd/v1"
-	"github.com/topkd/topkd/ring"
 )
 
 // DefaultReplicas is R, the replicas of every partition once the cluster
@@ -195,8 +194,12 @@ func (n *Node) ReplicaStatus(group uint32) (*nodev1.ReplicaStatusResponse, error
 	if g == nil {
 		return nil, fmt.Errorf("%w: group %d", ErrNotHosted, group)
 	}
+	if p := int(group) - 1; p >= 0 && p < len(n.parts) && n.parts[p].dropping.Load() {
+		return nil, fmt.Errorf("%w: partition %d's replica here is being dropped", ErrNotReady, p)
+	}
 	last, _ := g.store.LastIndex()
-	out := &nodev1.ReplicaStatusResponse{AppliedIndex: g.fsm.AppliedIndex(), LastIndex: last, State: g.raft.State().String()}
+	out := &nodev1.ReplicaStatusResponse{AppliedIndex: g.fsm.AppliedIndex(), LastIndex: last, State: g.raft.State().String(),
+		ConfigCommitted: g.isLeader() && !g.changing.Load()}
 	out.Voters, out.NonVoters = g.servers()
 	out.Digests = n.digests(group)
 	return out, nil
@@ -258,48 +261,6 @@ func (n *Node) desiredReplicas(st *metapb.State, p int) []*metapb.Node {
 	return st.Nodes[:min(n.cfg.Replicas, len(st.Nodes))]
 }
 
-// reconcilePlacement, on the meta leader, commits ring.Place over the
-// members when it differs from the table: the one way placement changes.
-func (n *Node) reconcilePlacement(st *metapb.State) {
-	if !n.meta.isLeader() || st.Partitions == 0 || len(st.Nodes) == 0 {
-		return
-	}
-	var ids []string
-	for _, m := range st.Nodes {
-		if !m.Leaving && !m.Down {
-			ids = append(ids, m.Id)
-		}
-	}
-	if len(ids) == 0 {
-		return
-	}
-	current := ring.Placement{}
-	if len(st.Placement) == int(st.Partitions) {
-		for _, pr := range st.Placement {
-			current.Replicas = append(current.Replicas, pr.Nodes)
-		}
-	}
-	want, err := ring.Place(ids, int(st.Partitions), n.cfg.Replicas, current)
-	if err != nil {
-		n.log.Warn("placement", "err", err)
-		return
-	}
-	if len(ring.Diff(current, want)) == 0 && len(current.Replicas) == int(st.Partitions) {
-		return
-	}
-	cmd := &metapb.SetPlacement{Epoch: st.PlacementEpoch}
-	for _, reps := range want.Replicas {
-		cmd.Partitions = append(cmd.Partitions, &metapb.PartitionReplicas{Nodes: reps})
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if _, err := n.applyMeta(ctx, &metapb.Command{Cmd: &metapb.Command_SetPlacement{SetPlacement: cmd}}); err != nil {
-		n.log.Warn("commit placement", "err", err)
-		return
-	}
-	n.log.Info("placement changed", "epoch", st.PlacementEpoch+1, "moves", len(ring.Diff(current, want)))
-}
-
 // reconcileMembership moves each group this node leads one step toward its
 // desired configuration: a missing replica is added as a non-voter first,
 // and promoted to voter only once it has caught up (hashicorp/raft makes a
@@ -310,7 +271,8 @@ func (n *Node) reconcileMembership(st *metapb.State) {
 		return
 	}
 	n.reconcileLiveness(st)
-	n.reconcilePlacement(st)
+	n.reconcileMoves(st)
+	n.dropReplicas(st)
 	if n.meta.isLeader() {
 		// Every member follows the meta group; the first ones that are not
 		// leaving vote.
@@ -665,20 +627,11 @@ func (n *Node) replicasOn(ctx context.Context, id string) (int, error) {
 
 // groupServers asks partition p's leader for the group's configuration.
 func (n *Node) groupServers(ctx context.Context, p int) ([]string, error) {
-	for attempt := range 8 {
-		_, addr, ok := n.partitionLeader(p, attempt)
-		if !ok || addr == "" {
-			continue
-		}
-		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		resp, err := n.peers.client(addr).ReplicaStatus(cctx, connect.NewRequest(&nodev1.ReplicaStatusRequest{Group: PartitionGroup(p)}))
-		cancel()
-		if err != nil || resp.Msg.State != raft.Leader.String() {
-			continue
-		}
-		return append(resp.Msg.Voters, resp.Msg.NonVoters...), nil
+	gs, err := n.groupStatus(ctx, p)
+	if err != nil {
+		return nil, err
 	}
-	return nil, fmt.Errorf("%w: partition %d: no leader answered", ErrNotReady, p)
+	return append(gs.Voters, gs.NonVoters...), nil
 }
 
 // reconcileLiveness, on the meta leader, marks a member down once gossip

@@ -144,6 +144,18 @@ func (m *metaFSM) Apply(l *raft.Log) interface{} {
 		m.st.Placement = x.SetPlacement.Partitions
 		m.st.PlacementEpoch++
 		return nil
+	case *metapb.Command_StartMove:
+		return m.startMove(x.StartMove)
+	case *metapb.Command_AdvanceMove:
+		if mv := m.move(x.AdvanceMove.Partition, x.AdvanceMove.Id); mv != nil && x.AdvanceMove.Step > mv.Step {
+			mv.Step = x.AdvanceMove.Step
+		}
+		return nil
+	case *metapb.Command_FinishMove:
+		m.st.Moves = slices.DeleteFunc(m.st.Moves, func(mv *metapb.Move) bool {
+			return mv.Partition == x.FinishMove.Partition && mv.Id == x.FinishMove.Id
+		})
+		return nil
 	case *metapb.Command_PutLeaderboard:
 		return m.put(x.PutLeaderboard, l.Index)
 	case *metapb.Command_DropLeaderboard:
@@ -161,6 +173,45 @@ func (m *metaFSM) Apply(l *raft.Log) interface{} {
 		return fmt.Errorf("%w %q", fsm.ErrUnknownLeaderboard, x.DropLeaderboard.Name)
 	}
 	return fmt.Errorf("empty meta command at index %d", l.Index)
+}
+
+// startMove records a move and points the partition's placement entry at
+// its target.
+func (m *metaFSM) startMove(c *metapb.StartMove) interface{} {
+	mv := c.Move
+	if c.Epoch != m.st.PlacementEpoch {
+		return fmt.Errorf("%w: placement epoch %d, the table is at %d", ErrStalePlacement, c.Epoch, m.st.PlacementEpoch)
+	}
+	if mv == nil || int(mv.Partition) >= len(m.st.Placement) || len(mv.To) == 0 {
+		return fmt.Errorf("%w: a move needs a partition of the placement table and a target", ErrInvalid)
+	}
+	if cur := m.moveOf(mv.Partition); cur != nil {
+		if !c.Supersede {
+			return fmt.Errorf("%w: partition %d is already moving", ErrStalePlacement, mv.Partition)
+		}
+		m.st.Moves = slices.DeleteFunc(m.st.Moves, func(x *metapb.Move) bool { return x == cur })
+	}
+	mv.Id, mv.Step = m.st.PlacementEpoch, metapb.MoveStep_MOVE_STEP_ADDING
+	m.st.Placement[mv.Partition] = &metapb.PartitionReplicas{Nodes: slices.Clone(mv.To)}
+	m.st.Moves = append(m.st.Moves, mv)
+	m.st.PlacementEpoch++
+	return nil
+}
+
+func (m *metaFSM) moveOf(p uint32) *metapb.Move {
+	for _, mv := range m.st.Moves {
+		if mv.Partition == p {
+			return mv
+		}
+	}
+	return nil
+}
+
+func (m *metaFSM) move(p uint32, id uint64) *metapb.Move {
+	if mv := m.moveOf(p); mv != nil && mv.Id == id {
+		return mv
+	}
+	return nil
 }
 
 // addNode admits a node, or updates the addresses of a member that joins

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -47,8 +48,11 @@ type Config struct {
 	// DeadNodeGrace is how long gossip must see a member dead before its
 	// replicas are re-created elsewhere (DefaultDeadNodeGrace when 0).
 	DeadNodeGrace time.Duration
-	Raft          RaftPolicy
-	Ingest        IngestPolicy
+	// MaxMoves caps the partition moves in flight cluster-wide
+	// (DefaultMaxMoves when 0); a node receives one new replica at a time.
+	MaxMoves int
+	Raft     RaftPolicy
+	Ingest   IngestPolicy
 	// MemoryHighWater rejects ingest with ErrOverloaded above this heap size (bytes); 0 disables.
 	MemoryHighWater uint64
 	CacheRefresh    time.Duration
@@ -97,6 +101,8 @@ type Node struct {
 	lastMembers string
 	// deadSince is when the meta leader last saw each member alive in gossip (reconcileLoop only).
 	deadSince map[string]time.Time
+	// planning: the meta leader's move planner is running (reconcileMoves).
+	planning  atomic.Bool
 	parts     []*localReplica // by partition: this node's replicas
 	nparts    int
 	coord     *coordinator
@@ -139,6 +145,9 @@ func Open(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	if cfg.DeadNodeGrace <= 0 {
 		cfg.DeadNodeGrace = DefaultDeadNodeGrace
+	}
+	if cfg.MaxMoves <= 0 {
+		cfg.MaxMoves = DefaultMaxMoves
 	}
 	if cfg.CacheRefresh <= 0 {
 		cfg.CacheRefresh = time.Second
@@ -611,13 +620,20 @@ func (n *Node) leaderboard(name string) (*pb.LeaderboardConfig, error) {
 // reconcileLoop pushes leaderboard definitions from the meta group to every
 // partition this node leads, as versioned config and drop commands.
 func (n *Node) reconcileLoop() {
-	t := time.NewTicker(time.Second)
+	t := time.NewTimer(time.Second)
 	defer t.Stop()
 	for {
 		st, changed := n.metaFSM.state()
 		n.reconcile(st)
 		n.reconcileMembership(st)
 		n.writeMembers(st)
+		// While moves are in flight, their steps are taken and observed
+		// every 200 ms rather than every second.
+		every := time.Second
+		if len(st.Moves) > 0 {
+			every = 200 * time.Millisecond
+		}
+		t.Reset(every)
 		select {
 		case <-n.stop:
 			return

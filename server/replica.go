@@ -50,6 +50,7 @@ type localReplica struct {
 	snapAccepted atomic.Uint64 // AcceptedEvents at the last snapshot this node asked for
 	pushing      atomic.Bool   // a config push to this partition is in flight (reconcile)
 	reopening    sync.Mutex    // one reopenPartition at a time
+	dropping     atomic.Bool   // its data is about to be deleted (dropReplicas): never caught up
 }
 
 var _ Replica = (*localReplica)(nil)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -89,6 +90,19 @@ func (a *app) printStatus(st *client.Status) error {
 		}
 		fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%.0f\t\n", p.Partition, p.State, p.Leader, reps, p.CommitIndex,
 			p.AppliedIndex, lag, p.LastSnapshotIndex, p.DistinctItems, p.IngestEventsPerSecond)
+	}
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	if len(st.Moves) == 0 {
+		return nil
+	}
+	fmt.Fprintln(a.stdout)
+	w = tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(w, "MOVING\tFROM\tTO\tSTEP\tFOR")
+	for _, mv := range st.Moves {
+		fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\n", mv.Partition, strings.Join(mv.From, ","), strings.Join(mv.To, ","), mv.Step,
+			time.Since(mv.Started).Round(time.Second))
 	}
 	return w.Flush()
 }

@@ -2102,8 +2102,10 @@ type StatusResponse struct {
 	Nodes           []*NodeStatus          `protobuf:"bytes,4,rep,name=nodes,proto3" json:"nodes,omitempty"`
 	MetaLeader      string                 `protobuf:"bytes,5,opt,name=meta_leader,json=metaLeader,proto3" json:"meta_leader,omitempty"`
 	StateBytes      uint64                 `protobuf:"varint,6,opt,name=state_bytes,json=stateBytes,proto3" json:"state_bytes,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// Partition moves in flight.
+	Moves         []*MoveStatus `protobuf:"bytes,7,rep,name=moves,proto3" json:"moves,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StatusResponse) Reset() {
@@ -2174,6 +2176,91 @@ func (x *StatusResponse) GetMetaLeader() string {
 func (x *StatusResponse) GetStateBytes() uint64 {
 	if x != nil {
 		return x.StateBytes
+	}
+	return 0
+}
+
+func (x *StatusResponse) GetMoves() []*MoveStatus {
+	if x != nil {
+		return x.Moves
+	}
+	return nil
+}
+
+type MoveStatus struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Partition uint32                 `protobuf:"varint,1,opt,name=partition,proto3" json:"partition,omitempty"`
+	From      []string               `protobuf:"bytes,2,rep,name=from,proto3" json:"from,omitempty"`
+	To        []string               `protobuf:"bytes,3,rep,name=to,proto3" json:"to,omitempty"`
+	// "adding" (new replicas catching up) or "promoted" (they vote; the
+	// replicas that go are being removed).
+	Step          string `protobuf:"bytes,4,opt,name=step,proto3" json:"step,omitempty"`
+	StartedMs     int64  `protobuf:"varint,5,opt,name=started_ms,json=startedMs,proto3" json:"started_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MoveStatus) Reset() {
+	*x = MoveStatus{}
+	mi := &file_topk_v1_topk_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MoveStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MoveStatus) ProtoMessage() {}
+
+func (x *MoveStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_topk_v1_topk_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MoveStatus.ProtoReflect.Descriptor instead.
+func (*MoveStatus) Descriptor() ([]byte, []int) {
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *MoveStatus) GetPartition() uint32 {
+	if x != nil {
+		return x.Partition
+	}
+	return 0
+}
+
+func (x *MoveStatus) GetFrom() []string {
+	if x != nil {
+		return x.From
+	}
+	return nil
+}
+
+func (x *MoveStatus) GetTo() []string {
+	if x != nil {
+		return x.To
+	}
+	return nil
+}
+
+func (x *MoveStatus) GetStep() string {
+	if x != nil {
+		return x.Step
+	}
+	return ""
+}
+
+func (x *MoveStatus) GetStartedMs() int64 {
+	if x != nil {
+		return x.StartedMs
 	}
 	return 0
 }
@@ -2350,7 +2437,7 @@ const file_topk_v1_topk_proto_rawDesc = "" +
 	"\x04down\x18\a \x01(\bR\x04down\x12\x1d\n" +
 	"\n" +
 	"meta_voter\x18\b \x01(\bR\tmetaVoter\x12\x1a\n" +
-	"\breplicas\x18\t \x01(\rR\breplicas\"\x8b\x02\n" +
+	"\breplicas\x18\t \x01(\rR\breplicas\"\xb6\x02\n" +
 	"\x0eStatusResponse\x12'\n" +
 	"\x04node\x18\x01 \x01(\v2\x13.topk.v1.NodeStatusR\x04node\x12\x1e\n" +
 	"\n" +
@@ -2361,7 +2448,16 @@ const file_topk_v1_topk_proto_rawDesc = "" +
 	"\vmeta_leader\x18\x05 \x01(\tR\n" +
 	"metaLeader\x12\x1f\n" +
 	"\vstate_bytes\x18\x06 \x01(\x04R\n" +
-	"stateBytes*x\n" +
+	"stateBytes\x12)\n" +
+	"\x05moves\x18\a \x03(\v2\x13.topk.v1.MoveStatusR\x05moves\"\x81\x01\n" +
+	"\n" +
+	"MoveStatus\x12\x1c\n" +
+	"\tpartition\x18\x01 \x01(\rR\tpartition\x12\x12\n" +
+	"\x04from\x18\x02 \x03(\tR\x04from\x12\x0e\n" +
+	"\x02to\x18\x03 \x03(\tR\x02to\x12\x12\n" +
+	"\x04step\x18\x04 \x01(\tR\x04step\x12\x1d\n" +
+	"\n" +
+	"started_ms\x18\x05 \x01(\x03R\tstartedMs*x\n" +
 	"\vConsistency\x12\x1b\n" +
 	"\x17CONSISTENCY_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12CONSISTENCY_CACHED\x10\x01\x12\x16\n" +
@@ -2392,7 +2488,7 @@ func file_topk_v1_topk_proto_rawDescGZIP() []byte {
 }
 
 var file_topk_v1_topk_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_topk_v1_topk_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
+var file_topk_v1_topk_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
 var file_topk_v1_topk_proto_goTypes = []any{
 	(Consistency)(0),                    // 0: topk.v1.Consistency
 	(*VerifyReplicasRequest)(nil),       // 1: topk.v1.VerifyReplicasRequest
@@ -2426,12 +2522,13 @@ var file_topk_v1_topk_proto_goTypes = []any{
 	(*PartitionStatus)(nil),             // 29: topk.v1.PartitionStatus
 	(*NodeStatus)(nil),                  // 30: topk.v1.NodeStatus
 	(*StatusResponse)(nil),              // 31: topk.v1.StatusResponse
-	nil,                                 // 32: topk.v1.Event.DimensionsEntry
+	(*MoveStatus)(nil),                  // 32: topk.v1.MoveStatus
+	nil,                                 // 33: topk.v1.Event.DimensionsEntry
 }
 var file_topk_v1_topk_proto_depIdxs = []int32{
 	3,  // 0: topk.v1.VerifyReplicasResponse.partitions:type_name -> topk.v1.PartitionDigests
 	4,  // 1: topk.v1.PartitionDigests.replicas:type_name -> topk.v1.ReplicaDigest
-	32, // 2: topk.v1.Event.dimensions:type_name -> topk.v1.Event.DimensionsEntry
+	33, // 2: topk.v1.Event.dimensions:type_name -> topk.v1.Event.DimensionsEntry
 	7,  // 3: topk.v1.IngestRequest.events:type_name -> topk.v1.Event
 	9,  // 4: topk.v1.IngestRequest.columns:type_name -> topk.v1.EventColumns
 	10, // 5: topk.v1.IngestResponse.late_dropped:type_name -> topk.v1.LateDropped
@@ -2450,31 +2547,32 @@ var file_topk_v1_topk_proto_depIdxs = []int32{
 	30, // 18: topk.v1.StatusResponse.node:type_name -> topk.v1.NodeStatus
 	29, // 19: topk.v1.StatusResponse.partition_status:type_name -> topk.v1.PartitionStatus
 	30, // 20: topk.v1.StatusResponse.nodes:type_name -> topk.v1.NodeStatus
-	8,  // 21: topk.v1.TopKService.Ingest:input_type -> topk.v1.IngestRequest
-	12, // 22: topk.v1.TopKService.TopK:input_type -> topk.v1.TopKRequest
-	16, // 23: topk.v1.TopKService.Count:input_type -> topk.v1.CountRequest
-	19, // 24: topk.v1.TopKService.CreateLeaderboard:input_type -> topk.v1.CreateLeaderboardRequest
-	21, // 25: topk.v1.TopKService.ListLeaderboards:input_type -> topk.v1.ListLeaderboardsRequest
-	23, // 26: topk.v1.TopKService.DescribeLeaderboard:input_type -> topk.v1.DescribeLeaderboardRequest
-	26, // 27: topk.v1.TopKService.DropLeaderboard:input_type -> topk.v1.DropLeaderboardRequest
-	28, // 28: topk.v1.TopKService.Status:input_type -> topk.v1.StatusRequest
-	5,  // 29: topk.v1.TopKService.Leave:input_type -> topk.v1.LeaveRequest
-	1,  // 30: topk.v1.TopKService.VerifyReplicas:input_type -> topk.v1.VerifyReplicasRequest
-	11, // 31: topk.v1.TopKService.Ingest:output_type -> topk.v1.IngestResponse
-	15, // 32: topk.v1.TopKService.TopK:output_type -> topk.v1.TopKResponse
-	17, // 33: topk.v1.TopKService.Count:output_type -> topk.v1.CountResponse
-	20, // 34: topk.v1.TopKService.CreateLeaderboard:output_type -> topk.v1.CreateLeaderboardResponse
-	22, // 35: topk.v1.TopKService.ListLeaderboards:output_type -> topk.v1.ListLeaderboardsResponse
-	25, // 36: topk.v1.TopKService.DescribeLeaderboard:output_type -> topk.v1.DescribeLeaderboardResponse
-	27, // 37: topk.v1.TopKService.DropLeaderboard:output_type -> topk.v1.DropLeaderboardResponse
-	31, // 38: topk.v1.TopKService.Status:output_type -> topk.v1.StatusResponse
-	6,  // 39: topk.v1.TopKService.Leave:output_type -> topk.v1.LeaveResponse
-	2,  // 40: topk.v1.TopKService.VerifyReplicas:output_type -> topk.v1.VerifyReplicasResponse
-	31, // [31:41] is the sub-list for method output_type
-	21, // [21:31] is the sub-list for method input_type
-	21, // [21:21] is the sub-list for extension type_name
-	21, // [21:21] is the sub-list for extension extendee
-	0,  // [0:21] is the sub-list for field type_name
+	32, // 21: topk.v1.StatusResponse.moves:type_name -> topk.v1.MoveStatus
+	8,  // 22: topk.v1.TopKService.Ingest:input_type -> topk.v1.IngestRequest
+	12, // 23: topk.v1.TopKService.TopK:input_type -> topk.v1.TopKRequest
+	16, // 24: topk.v1.TopKService.Count:input_type -> topk.v1.CountRequest
+	19, // 25: topk.v1.TopKService.CreateLeaderboard:input_type -> topk.v1.CreateLeaderboardRequest
+	21, // 26: topk.v1.TopKService.ListLeaderboards:input_type -> topk.v1.ListLeaderboardsRequest
+	23, // 27: topk.v1.TopKService.DescribeLeaderboard:input_type -> topk.v1.DescribeLeaderboardRequest
+	26, // 28: topk.v1.TopKService.DropLeaderboard:input_type -> topk.v1.DropLeaderboardRequest
+	28, // 29: topk.v1.TopKService.Status:input_type -> topk.v1.StatusRequest
+	5,  // 30: topk.v1.TopKService.Leave:input_type -> topk.v1.LeaveRequest
+	1,  // 31: topk.v1.TopKService.VerifyReplicas:input_type -> topk.v1.VerifyReplicasRequest
+	11, // 32: topk.v1.TopKService.Ingest:output_type -> topk.v1.IngestResponse
+	15, // 33: topk.v1.TopKService.TopK:output_type -> topk.v1.TopKResponse
+	17, // 34: topk.v1.TopKService.Count:output_type -> topk.v1.CountResponse
+	20, // 35: topk.v1.TopKService.CreateLeaderboard:output_type -> topk.v1.CreateLeaderboardResponse
+	22, // 36: topk.v1.TopKService.ListLeaderboards:output_type -> topk.v1.ListLeaderboardsResponse
+	25, // 37: topk.v1.TopKService.DescribeLeaderboard:output_type -> topk.v1.DescribeLeaderboardResponse
+	27, // 38: topk.v1.TopKService.DropLeaderboard:output_type -> topk.v1.DropLeaderboardResponse
+	31, // 39: topk.v1.TopKService.Status:output_type -> topk.v1.StatusResponse
+	6,  // 40: topk.v1.TopKService.Leave:output_type -> topk.v1.LeaveResponse
+	2,  // 41: topk.v1.TopKService.VerifyReplicas:output_type -> topk.v1.VerifyReplicasResponse
+	32, // [32:42] is the sub-list for method output_type
+	22, // [22:32] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_topk_v1_topk_proto_init() }
@@ -2488,7 +2586,7 @@ func file_topk_v1_topk_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_topk_v1_topk_proto_rawDesc), len(file_topk_v1_topk_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   32,
+			NumMessages:   33,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -26,6 +26,59 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// Where a move stands. Each step is recorded by the meta leader once it has
+// seen the partition's group reach it, so a new meta leader resumes there.
+type MoveStep int32
+
+const (
+	MoveStep_MOVE_STEP_UNSPECIFIED MoveStep = 0
+	// The partition's leader adds the new replicas as non-voters; they catch up.
+	MoveStep_MOVE_STEP_ADDING MoveStep = 1
+	// Every new replica votes; the leader removes the replicas that go.
+	MoveStep_MOVE_STEP_PROMOTED MoveStep = 2
+)
+
+// Enum value maps for MoveStep.
+var (
+	MoveStep_name = map[int32]string{
+		0: "MOVE_STEP_UNSPECIFIED",
+		1: "MOVE_STEP_ADDING",
+		2: "MOVE_STEP_PROMOTED",
+	}
+	MoveStep_value = map[string]int32{
+		"MOVE_STEP_UNSPECIFIED": 0,
+		"MOVE_STEP_ADDING":      1,
+		"MOVE_STEP_PROMOTED":    2,
+	}
+)
+
+func (x MoveStep) Enum() *MoveStep {
+	p := new(MoveStep)
+	*p = x
+	return p
+}
+
+func (x MoveStep) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (MoveStep) Descriptor() protoreflect.EnumDescriptor {
+	return file_topkd_meta_v1_meta_proto_enumTypes[0].Descriptor()
+}
+
+func (MoveStep) Type() protoreflect.EnumType {
+	return &file_topkd_meta_v1_meta_proto_enumTypes[0]
+}
+
+func (x MoveStep) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use MoveStep.Descriptor instead.
+func (MoveStep) EnumDescriptor() ([]byte, []int) {
+	return file_topkd_meta_v1_meta_proto_rawDescGZIP(), []int{0}
+}
+
 type Node struct {
 	state      protoimpl.MessageState `protogen:"open.v1"`
 	Id         string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -526,9 +579,9 @@ func (x *PartitionReplicas) GetNodes() []string {
 	return nil
 }
 
-// Replaces the placement table. Proposed by the meta leader from ring.Place
-// over the members; applied only if epoch is the table's current epoch, so
-// a stale proposal never undoes a newer one.
+// Replaces the placement table: the first table of a cluster; later changes
+// are moves (StartMove). Applied only if epoch is the table's current epoch,
+// so a stale proposal never undoes a newer one.
 type SetPlacement struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Epoch         uint64                 `protobuf:"varint,1,opt,name=epoch,proto3" json:"epoch,omitempty"`
@@ -581,6 +634,274 @@ func (x *SetPlacement) GetPartitions() []*PartitionReplicas {
 	return nil
 }
 
+// One partition's placement change in progress. Its group's leader carries
+// it out (add non-voters, promote the caught-up, hand leadership over,
+// remove), the meta leader records each step it observes, and the replicas
+// that went delete their data only after FinishMove.
+type Move struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Partition uint32                 `protobuf:"varint,1,opt,name=partition,proto3" json:"partition,omitempty"`
+	// The replicas before the move, and after it (the placement entry; the
+	// first is the preferred leader).
+	From []string `protobuf:"bytes,2,rep,name=from,proto3" json:"from,omitempty"`
+	To   []string `protobuf:"bytes,3,rep,name=to,proto3" json:"to,omitempty"`
+	Step MoveStep `protobuf:"varint,4,opt,name=step,proto3,enum=topkd.meta.v1.MoveStep" json:"step,omitempty"`
+	// The placement epoch the move was started at: its id.
+	Id            uint64 `protobuf:"varint,5,opt,name=id,proto3" json:"id,omitempty"`
+	StartedMs     int64  `protobuf:"varint,6,opt,name=started_ms,json=startedMs,proto3" json:"started_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Move) Reset() {
+	*x = Move{}
+	mi := &file_topkd_meta_v1_meta_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Move) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Move) ProtoMessage() {}
+
+func (x *Move) ProtoReflect() protoreflect.Message {
+	mi := &file_topkd_meta_v1_meta_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Move.ProtoReflect.Descriptor instead.
+func (*Move) Descriptor() ([]byte, []int) {
+	return file_topkd_meta_v1_meta_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *Move) GetPartition() uint32 {
+	if x != nil {
+		return x.Partition
+	}
+	return 0
+}
+
+func (x *Move) GetFrom() []string {
+	if x != nil {
+		return x.From
+	}
+	return nil
+}
+
+func (x *Move) GetTo() []string {
+	if x != nil {
+		return x.To
+	}
+	return nil
+}
+
+func (x *Move) GetStep() MoveStep {
+	if x != nil {
+		return x.Step
+	}
+	return MoveStep_MOVE_STEP_UNSPECIFIED
+}
+
+func (x *Move) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *Move) GetStartedMs() int64 {
+	if x != nil {
+		return x.StartedMs
+	}
+	return 0
+}
+
+// Starts a move: placement[move.partition] becomes move.to. Applied only at
+// the table's current epoch, and only with no move of that partition in
+// flight unless supersede (its target lost a node; the new move replaces it).
+type StartMove struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Epoch         uint64                 `protobuf:"varint,1,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Move          *Move                  `protobuf:"bytes,2,opt,name=move,proto3" json:"move,omitempty"`
+	Supersede     bool                   `protobuf:"varint,3,opt,name=supersede,proto3" json:"supersede,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StartMove) Reset() {
+	*x = StartMove{}
+	mi := &file_topkd_meta_v1_meta_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StartMove) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StartMove) ProtoMessage() {}
+
+func (x *StartMove) ProtoReflect() protoreflect.Message {
+	mi := &file_topkd_meta_v1_meta_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StartMove.ProtoReflect.Descriptor instead.
+func (*StartMove) Descriptor() ([]byte, []int) {
+	return file_topkd_meta_v1_meta_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *StartMove) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *StartMove) GetMove() *Move {
+	if x != nil {
+		return x.Move
+	}
+	return nil
+}
+
+func (x *StartMove) GetSupersede() bool {
+	if x != nil {
+		return x.Supersede
+	}
+	return false
+}
+
+// Records a step a move reached.
+type AdvanceMove struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Partition     uint32                 `protobuf:"varint,1,opt,name=partition,proto3" json:"partition,omitempty"`
+	Id            uint64                 `protobuf:"varint,2,opt,name=id,proto3" json:"id,omitempty"`
+	Step          MoveStep               `protobuf:"varint,3,opt,name=step,proto3,enum=topkd.meta.v1.MoveStep" json:"step,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AdvanceMove) Reset() {
+	*x = AdvanceMove{}
+	mi := &file_topkd_meta_v1_meta_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AdvanceMove) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AdvanceMove) ProtoMessage() {}
+
+func (x *AdvanceMove) ProtoReflect() protoreflect.Message {
+	mi := &file_topkd_meta_v1_meta_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AdvanceMove.ProtoReflect.Descriptor instead.
+func (*AdvanceMove) Descriptor() ([]byte, []int) {
+	return file_topkd_meta_v1_meta_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *AdvanceMove) GetPartition() uint32 {
+	if x != nil {
+		return x.Partition
+	}
+	return 0
+}
+
+func (x *AdvanceMove) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *AdvanceMove) GetStep() MoveStep {
+	if x != nil {
+		return x.Step
+	}
+	return MoveStep_MOVE_STEP_UNSPECIFIED
+}
+
+// Records a move done: the group holds exactly the new replicas.
+type FinishMove struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Partition     uint32                 `protobuf:"varint,1,opt,name=partition,proto3" json:"partition,omitempty"`
+	Id            uint64                 `protobuf:"varint,2,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FinishMove) Reset() {
+	*x = FinishMove{}
+	mi := &file_topkd_meta_v1_meta_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FinishMove) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FinishMove) ProtoMessage() {}
+
+func (x *FinishMove) ProtoReflect() protoreflect.Message {
+	mi := &file_topkd_meta_v1_meta_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FinishMove.ProtoReflect.Descriptor instead.
+func (*FinishMove) Descriptor() ([]byte, []int) {
+	return file_topkd_meta_v1_meta_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *FinishMove) GetPartition() uint32 {
+	if x != nil {
+		return x.Partition
+	}
+	return 0
+}
+
+func (x *FinishMove) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
 type Command struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Types that are valid to be assigned to Cmd:
@@ -593,6 +914,9 @@ type Command struct {
 	//	*Command_SetLeaving
 	//	*Command_RemoveNode
 	//	*Command_SetDown
+	//	*Command_StartMove
+	//	*Command_AdvanceMove
+	//	*Command_FinishMove
 	Cmd           isCommand_Cmd `protobuf_oneof:"cmd"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -600,7 +924,7 @@ type Command struct {
 
 func (x *Command) Reset() {
 	*x = Command{}
-	mi := &file_topkd_meta_v1_meta_proto_msgTypes[10]
+	mi := &file_topkd_meta_v1_meta_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -612,7 +936,7 @@ func (x *Command) String() string {
 func (*Command) ProtoMessage() {}
 
 func (x *Command) ProtoReflect() protoreflect.Message {
-	mi := &file_topkd_meta_v1_meta_proto_msgTypes[10]
+	mi := &file_topkd_meta_v1_meta_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -625,7 +949,7 @@ func (x *Command) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Command.ProtoReflect.Descriptor instead.
 func (*Command) Descriptor() ([]byte, []int) {
-	return file_topkd_meta_v1_meta_proto_rawDescGZIP(), []int{10}
+	return file_topkd_meta_v1_meta_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Command) GetCmd() isCommand_Cmd {
@@ -707,6 +1031,33 @@ func (x *Command) GetSetDown() *SetDown {
 	return nil
 }
 
+func (x *Command) GetStartMove() *StartMove {
+	if x != nil {
+		if x, ok := x.Cmd.(*Command_StartMove); ok {
+			return x.StartMove
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetAdvanceMove() *AdvanceMove {
+	if x != nil {
+		if x, ok := x.Cmd.(*Command_AdvanceMove); ok {
+			return x.AdvanceMove
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetFinishMove() *FinishMove {
+	if x != nil {
+		if x, ok := x.Cmd.(*Command_FinishMove); ok {
+			return x.FinishMove
+		}
+	}
+	return nil
+}
+
 type isCommand_Cmd interface {
 	isCommand_Cmd()
 }
@@ -743,6 +1094,18 @@ type Command_SetDown struct {
 	SetDown *SetDown `protobuf:"bytes,8,opt,name=set_down,json=setDown,proto3,oneof"`
 }
 
+type Command_StartMove struct {
+	StartMove *StartMove `protobuf:"bytes,9,opt,name=start_move,json=startMove,proto3,oneof"`
+}
+
+type Command_AdvanceMove struct {
+	AdvanceMove *AdvanceMove `protobuf:"bytes,10,opt,name=advance_move,json=advanceMove,proto3,oneof"`
+}
+
+type Command_FinishMove struct {
+	FinishMove *FinishMove `protobuf:"bytes,11,opt,name=finish_move,json=finishMove,proto3,oneof"`
+}
+
 func (*Command_Init) isCommand_Cmd() {}
 
 func (*Command_PutLeaderboard) isCommand_Cmd() {}
@@ -759,6 +1122,12 @@ func (*Command_RemoveNode) isCommand_Cmd() {}
 
 func (*Command_SetDown) isCommand_Cmd() {}
 
+func (*Command_StartMove) isCommand_Cmd() {}
+
+func (*Command_AdvanceMove) isCommand_Cmd() {}
+
+func (*Command_FinishMove) isCommand_Cmd() {}
+
 type State struct {
 	state        protoimpl.MessageState  `protogen:"open.v1"`
 	ClusterId    string                  `protobuf:"bytes,1,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
@@ -770,13 +1139,15 @@ type State struct {
 	// Partition -> replicas (placement), and its epoch, bumped by every change.
 	Placement      []*PartitionReplicas `protobuf:"bytes,7,rep,name=placement,proto3" json:"placement,omitempty"`
 	PlacementEpoch uint64               `protobuf:"varint,8,opt,name=placement_epoch,json=placementEpoch,proto3" json:"placement_epoch,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Moves in flight, at most one per partition.
+	Moves         []*Move `protobuf:"bytes,9,rep,name=moves,proto3" json:"moves,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *State) Reset() {
 	*x = State{}
-	mi := &file_topkd_meta_v1_meta_proto_msgTypes[11]
+	mi := &file_topkd_meta_v1_meta_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -788,7 +1159,7 @@ func (x *State) String() string {
 func (*State) ProtoMessage() {}
 
 func (x *State) ProtoReflect() protoreflect.Message {
-	mi := &file_topkd_meta_v1_meta_proto_msgTypes[11]
+	mi := &file_topkd_meta_v1_meta_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -801,7 +1172,7 @@ func (x *State) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use State.ProtoReflect.Descriptor instead.
 func (*State) Descriptor() ([]byte, []int) {
-	return file_topkd_meta_v1_meta_proto_rawDescGZIP(), []int{11}
+	return file_topkd_meta_v1_meta_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *State) GetClusterId() string {
@@ -860,6 +1231,13 @@ func (x *State) GetPlacementEpoch() uint64 {
 	return 0
 }
 
+func (x *State) GetMoves() []*Move {
+	if x != nil {
+		return x.Moves
+	}
+	return nil
+}
+
 var File_topkd_meta_v1_meta_proto protoreflect.FileDescriptor
 
 const file_topkd_meta_v1_meta_proto_rawDesc = "" +
@@ -907,7 +1285,27 @@ const file_topkd_meta_v1_meta_proto_rawDesc = "" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12@\n" +
 	"\n" +
 	"partitions\x18\x02 \x03(\v2 .topkd.meta.v1.PartitionReplicasR\n" +
-	"partitions\"\x83\x04\n" +
+	"partitions\"\xa4\x01\n" +
+	"\x04Move\x12\x1c\n" +
+	"\tpartition\x18\x01 \x01(\rR\tpartition\x12\x12\n" +
+	"\x04from\x18\x02 \x03(\tR\x04from\x12\x0e\n" +
+	"\x02to\x18\x03 \x03(\tR\x02to\x12+\n" +
+	"\x04step\x18\x04 \x01(\x0e2\x17.topkd.meta.v1.MoveStepR\x04step\x12\x0e\n" +
+	"\x02id\x18\x05 \x01(\x04R\x02id\x12\x1d\n" +
+	"\n" +
+	"started_ms\x18\x06 \x01(\x03R\tstartedMs\"h\n" +
+	"\tStartMove\x12\x14\n" +
+	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12'\n" +
+	"\x04move\x18\x02 \x01(\v2\x13.topkd.meta.v1.MoveR\x04move\x12\x1c\n" +
+	"\tsupersede\x18\x03 \x01(\bR\tsupersede\"h\n" +
+	"\vAdvanceMove\x12\x1c\n" +
+	"\tpartition\x18\x01 \x01(\rR\tpartition\x12\x0e\n" +
+	"\x02id\x18\x02 \x01(\x04R\x02id\x12+\n" +
+	"\x04step\x18\x03 \x01(\x0e2\x17.topkd.meta.v1.MoveStepR\x04step\":\n" +
+	"\n" +
+	"FinishMove\x12\x1c\n" +
+	"\tpartition\x18\x01 \x01(\rR\tpartition\x12\x0e\n" +
+	"\x02id\x18\x02 \x01(\x04R\x02id\"\xbd\x05\n" +
 	"\aCommand\x120\n" +
 	"\x04init\x18\x01 \x01(\v2\x1a.topkd.meta.v1.InitClusterH\x00R\x04init\x12H\n" +
 	"\x0fput_leaderboard\x18\x02 \x01(\v2\x1d.topkd.meta.v1.PutLeaderboardH\x00R\x0eputLeaderboard\x12K\n" +
@@ -918,8 +1316,14 @@ const file_topkd_meta_v1_meta_proto_rawDesc = "" +
 	"setLeaving\x12<\n" +
 	"\vremove_node\x18\a \x01(\v2\x19.topkd.meta.v1.RemoveNodeH\x00R\n" +
 	"removeNode\x123\n" +
-	"\bset_down\x18\b \x01(\v2\x16.topkd.meta.v1.SetDownH\x00R\asetDownB\x05\n" +
-	"\x03cmd\"\x85\x03\n" +
+	"\bset_down\x18\b \x01(\v2\x16.topkd.meta.v1.SetDownH\x00R\asetDown\x129\n" +
+	"\n" +
+	"start_move\x18\t \x01(\v2\x18.topkd.meta.v1.StartMoveH\x00R\tstartMove\x12?\n" +
+	"\fadvance_move\x18\n" +
+	" \x01(\v2\x1a.topkd.meta.v1.AdvanceMoveH\x00R\vadvanceMove\x12<\n" +
+	"\vfinish_move\x18\v \x01(\v2\x19.topkd.meta.v1.FinishMoveH\x00R\n" +
+	"finishMoveB\x05\n" +
+	"\x03cmd\"\xb0\x03\n" +
 	"\x05State\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12\x1e\n" +
@@ -933,7 +1337,12 @@ const file_topkd_meta_v1_meta_proto_rawDesc = "" +
 	"tombstones\x12#\n" +
 	"\rapplied_index\x18\x06 \x01(\x04R\fappliedIndex\x12>\n" +
 	"\tplacement\x18\a \x03(\v2 .topkd.meta.v1.PartitionReplicasR\tplacement\x12'\n" +
-	"\x0fplacement_epoch\x18\b \x01(\x04R\x0eplacementEpochB3Z1github.com/topkd/topkd/proto/topkd/meta/v1;metav1b\x06proto3"
+	"\x0fplacement_epoch\x18\b \x01(\x04R\x0eplacementEpoch\x12)\n" +
+	"\x05moves\x18\t \x03(\v2\x13.topkd.meta.v1.MoveR\x05moves*S\n" +
+	"\bMoveStep\x12\x19\n" +
+	"\x15MOVE_STEP_UNSPECIFIED\x10\x00\x12\x14\n" +
+	"\x10MOVE_STEP_ADDING\x10\x01\x12\x16\n" +
+	"\x12MOVE_STEP_PROMOTED\x10\x02B3Z1github.com/topkd/topkd/proto/topkd/meta/v1;metav1b\x06proto3"
 
 var (
 	file_topkd_meta_v1_meta_proto_rawDescOnce sync.Once
@@ -947,46 +1356,59 @@ func file_topkd_meta_v1_meta_proto_rawDescGZIP() []byte {
 	return file_topkd_meta_v1_meta_proto_rawDescData
 }
 
-var file_topkd_meta_v1_meta_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_topkd_meta_v1_meta_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_topkd_meta_v1_meta_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_topkd_meta_v1_meta_proto_goTypes = []any{
-	(*Node)(nil),                 // 0: topkd.meta.v1.Node
-	(*SetDown)(nil),              // 1: topkd.meta.v1.SetDown
-	(*SetLeaving)(nil),           // 2: topkd.meta.v1.SetLeaving
-	(*RemoveNode)(nil),           // 3: topkd.meta.v1.RemoveNode
-	(*AddNode)(nil),              // 4: topkd.meta.v1.AddNode
-	(*InitCluster)(nil),          // 5: topkd.meta.v1.InitCluster
-	(*PutLeaderboard)(nil),       // 6: topkd.meta.v1.PutLeaderboard
-	(*DropLeaderboard)(nil),      // 7: topkd.meta.v1.DropLeaderboard
-	(*PartitionReplicas)(nil),    // 8: topkd.meta.v1.PartitionReplicas
-	(*SetPlacement)(nil),         // 9: topkd.meta.v1.SetPlacement
-	(*Command)(nil),              // 10: topkd.meta.v1.Command
-	(*State)(nil),                // 11: topkd.meta.v1.State
-	(*v1.LeaderboardConfig)(nil), // 12: topkd.raftcmd.v1.LeaderboardConfig
-	(*v1.Tombstone)(nil),         // 13: topkd.raftcmd.v1.Tombstone
+	(MoveStep)(0),                // 0: topkd.meta.v1.MoveStep
+	(*Node)(nil),                 // 1: topkd.meta.v1.Node
+	(*SetDown)(nil),              // 2: topkd.meta.v1.SetDown
+	(*SetLeaving)(nil),           // 3: topkd.meta.v1.SetLeaving
+	(*RemoveNode)(nil),           // 4: topkd.meta.v1.RemoveNode
+	(*AddNode)(nil),              // 5: topkd.meta.v1.AddNode
+	(*InitCluster)(nil),          // 6: topkd.meta.v1.InitCluster
+	(*PutLeaderboard)(nil),       // 7: topkd.meta.v1.PutLeaderboard
+	(*DropLeaderboard)(nil),      // 8: topkd.meta.v1.DropLeaderboard
+	(*PartitionReplicas)(nil),    // 9: topkd.meta.v1.PartitionReplicas
+	(*SetPlacement)(nil),         // 10: topkd.meta.v1.SetPlacement
+	(*Move)(nil),                 // 11: topkd.meta.v1.Move
+	(*StartMove)(nil),            // 12: topkd.meta.v1.StartMove
+	(*AdvanceMove)(nil),          // 13: topkd.meta.v1.AdvanceMove
+	(*FinishMove)(nil),           // 14: topkd.meta.v1.FinishMove
+	(*Command)(nil),              // 15: topkd.meta.v1.Command
+	(*State)(nil),                // 16: topkd.meta.v1.State
+	(*v1.LeaderboardConfig)(nil), // 17: topkd.raftcmd.v1.LeaderboardConfig
+	(*v1.Tombstone)(nil),         // 18: topkd.raftcmd.v1.Tombstone
 }
 var file_topkd_meta_v1_meta_proto_depIdxs = []int32{
-	0,  // 0: topkd.meta.v1.AddNode.node:type_name -> topkd.meta.v1.Node
-	0,  // 1: topkd.meta.v1.InitCluster.first_node:type_name -> topkd.meta.v1.Node
-	0,  // 2: topkd.meta.v1.InitCluster.other_nodes:type_name -> topkd.meta.v1.Node
-	12, // 3: topkd.meta.v1.PutLeaderboard.config:type_name -> topkd.raftcmd.v1.LeaderboardConfig
-	8,  // 4: topkd.meta.v1.SetPlacement.partitions:type_name -> topkd.meta.v1.PartitionReplicas
-	5,  // 5: topkd.meta.v1.Command.init:type_name -> topkd.meta.v1.InitCluster
-	6,  // 6: topkd.meta.v1.Command.put_leaderboard:type_name -> topkd.meta.v1.PutLeaderboard
-	7,  // 7: topkd.meta.v1.Command.drop_leaderboard:type_name -> topkd.meta.v1.DropLeaderboard
-	4,  // 8: topkd.meta.v1.Command.add_node:type_name -> topkd.meta.v1.AddNode
-	9,  // 9: topkd.meta.v1.Command.set_placement:type_name -> topkd.meta.v1.SetPlacement
-	2,  // 10: topkd.meta.v1.Command.set_leaving:type_name -> topkd.meta.v1.SetLeaving
-	3,  // 11: topkd.meta.v1.Command.remove_node:type_name -> topkd.meta.v1.RemoveNode
-	1,  // 12: topkd.meta.v1.Command.set_down:type_name -> topkd.meta.v1.SetDown
-	0,  // 13: topkd.meta.v1.State.nodes:type_name -> topkd.meta.v1.Node
-	12, // 14: topkd.meta.v1.State.leaderboards:type_name -> topkd.raftcmd.v1.LeaderboardConfig
-	13, // 15: topkd.meta.v1.State.tombstones:type_name -> topkd.raftcmd.v1.Tombstone
-	8,  // 16: topkd.meta.v1.State.placement:type_name -> topkd.meta.v1.PartitionReplicas
-	17, // [17:17] is the sub-list for method output_type
-	17, // [17:17] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	1,  // 0: topkd.meta.v1.AddNode.node:type_name -> topkd.meta.v1.Node
+	1,  // 1: topkd.meta.v1.InitCluster.first_node:type_name -> topkd.meta.v1.Node
+	1,  // 2: topkd.meta.v1.InitCluster.other_nodes:type_name -> topkd.meta.v1.Node
+	17, // 3: topkd.meta.v1.PutLeaderboard.config:type_name -> topkd.raftcmd.v1.LeaderboardConfig
+	9,  // 4: topkd.meta.v1.SetPlacement.partitions:type_name -> topkd.meta.v1.PartitionReplicas
+	0,  // 5: topkd.meta.v1.Move.step:type_name -> topkd.meta.v1.MoveStep
+	11, // 6: topkd.meta.v1.StartMove.move:type_name -> topkd.meta.v1.Move
+	0,  // 7: topkd.meta.v1.AdvanceMove.step:type_name -> topkd.meta.v1.MoveStep
+	6,  // 8: topkd.meta.v1.Command.init:type_name -> topkd.meta.v1.InitCluster
+	7,  // 9: topkd.meta.v1.Command.put_leaderboard:type_name -> topkd.meta.v1.PutLeaderboard
+	8,  // 10: topkd.meta.v1.Command.drop_leaderboard:type_name -> topkd.meta.v1.DropLeaderboard
+	5,  // 11: topkd.meta.v1.Command.add_node:type_name -> topkd.meta.v1.AddNode
+	10, // 12: topkd.meta.v1.Command.set_placement:type_name -> topkd.meta.v1.SetPlacement
+	3,  // 13: topkd.meta.v1.Command.set_leaving:type_name -> topkd.meta.v1.SetLeaving
+	4,  // 14: topkd.meta.v1.Command.remove_node:type_name -> topkd.meta.v1.RemoveNode
+	2,  // 15: topkd.meta.v1.Command.set_down:type_name -> topkd.meta.v1.SetDown
+	12, // 16: topkd.meta.v1.Command.start_move:type_name -> topkd.meta.v1.StartMove
+	13, // 17: topkd.meta.v1.Command.advance_move:type_name -> topkd.meta.v1.AdvanceMove
+	14, // 18: topkd.meta.v1.Command.finish_move:type_name -> topkd.meta.v1.FinishMove
+	1,  // 19: topkd.meta.v1.State.nodes:type_name -> topkd.meta.v1.Node
+	17, // 20: topkd.meta.v1.State.leaderboards:type_name -> topkd.raftcmd.v1.LeaderboardConfig
+	18, // 21: topkd.meta.v1.State.tombstones:type_name -> topkd.raftcmd.v1.Tombstone
+	9,  // 22: topkd.meta.v1.State.placement:type_name -> topkd.meta.v1.PartitionReplicas
+	11, // 23: topkd.meta.v1.State.moves:type_name -> topkd.meta.v1.Move
+	24, // [24:24] is the sub-list for method output_type
+	24, // [24:24] is the sub-list for method input_type
+	24, // [24:24] is the sub-list for extension type_name
+	24, // [24:24] is the sub-list for extension extendee
+	0,  // [0:24] is the sub-list for field type_name
 }
 
 func init() { file_topkd_meta_v1_meta_proto_init() }
@@ -994,7 +1416,7 @@ func file_topkd_meta_v1_meta_proto_init() {
 	if File_topkd_meta_v1_meta_proto != nil {
 		return
 	}
-	file_topkd_meta_v1_meta_proto_msgTypes[10].OneofWrappers = []any{
+	file_topkd_meta_v1_meta_proto_msgTypes[14].OneofWrappers = []any{
 		(*Command_Init)(nil),
 		(*Command_PutLeaderboard)(nil),
 		(*Command_DropLeaderboard)(nil),
@@ -1003,19 +1425,23 @@ func file_topkd_meta_v1_meta_proto_init() {
 		(*Command_SetLeaving)(nil),
 		(*Command_RemoveNode)(nil),
 		(*Command_SetDown)(nil),
+		(*Command_StartMove)(nil),
+		(*Command_AdvanceMove)(nil),
+		(*Command_FinishMove)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_topkd_meta_v1_meta_proto_rawDesc), len(file_topkd_meta_v1_meta_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   12,
+			NumEnums:      1,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
 		GoTypes:           file_topkd_meta_v1_meta_proto_goTypes,
 		DependencyIndexes: file_topkd_meta_v1_meta_proto_depIdxs,
+		EnumInfos:         file_topkd_meta_v1_meta_proto_enumTypes,
 		MessageInfos:      file_topkd_meta_v1_meta_proto_msgTypes,
 	}.Build()
 	File_topkd_meta_v1_meta_proto = out.File

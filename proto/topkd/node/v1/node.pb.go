@@ -974,9 +974,12 @@ type ReplicaStatusResponse struct {
 	Voters    []string `protobuf:"bytes,4,rep,name=voters,proto3" json:"voters,omitempty"`
 	NonVoters []string `protobuf:"bytes,5,rep,name=non_voters,json=nonVoters,proto3" json:"non_voters,omitempty"`
 	// The latest digests this replica recorded at checksum commands.
-	Digests       []*StateDigest `protobuf:"bytes,6,rep,name=digests,proto3" json:"digests,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Digests []*StateDigest `protobuf:"bytes,6,rep,name=digests,proto3" json:"digests,omitempty"`
+	// This replica leads and no membership change is in flight: the
+	// configuration above is committed.
+	ConfigCommitted bool `protobuf:"varint,7,opt,name=config_committed,json=configCommitted,proto3" json:"config_committed,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *ReplicaStatusResponse) Reset() {
@@ -1049,6 +1052,13 @@ func (x *ReplicaStatusResponse) GetDigests() []*StateDigest {
 		return x.Digests
 	}
 	return nil
+}
+
+func (x *ReplicaStatusResponse) GetConfigCommitted() bool {
+	if x != nil {
+		return x.ConfigCommitted
+	}
+	return false
 }
 
 type StateDigest struct {
@@ -1294,7 +1304,7 @@ const file_topkd_node_v1_node_proto_rawDesc = "" +
 	"\x11ApplyMetaResponse\x12;\n" +
 	"\x06config\x18\x01 \x01(\v2#.topkd.raftcmd.v1.LeaderboardConfigR\x06config\",\n" +
 	"\x14ReplicaStatusRequest\x12\x14\n" +
-	"\x05group\x18\x01 \x01(\rR\x05group\"\xde\x01\n" +
+	"\x05group\x18\x01 \x01(\rR\x05group\"\x89\x02\n" +
 	"\x15ReplicaStatusResponse\x12#\n" +
 	"\rapplied_index\x18\x01 \x01(\x04R\fappliedIndex\x12\x1d\n" +
 	"\n" +
@@ -1303,7 +1313,8 @@ const file_topkd_node_v1_node_proto_rawDesc = "" +
 	"\x06voters\x18\x04 \x03(\tR\x06voters\x12\x1d\n" +
 	"\n" +
 	"non_voters\x18\x05 \x03(\tR\tnonVoters\x124\n" +
-	"\adigests\x18\x06 \x03(\v2\x1a.topkd.node.v1.StateDigestR\adigests\"K\n" +
+	"\adigests\x18\x06 \x03(\v2\x1a.topkd.node.v1.StateDigestR\adigests\x12)\n" +
+	"\x10config_committed\x18\a \x01(\bR\x0fconfigCommitted\"K\n" +
 	"\vStateDigest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x14\n" +
 	"\x05index\x18\x02 \x01(\x04R\x05index\x12\x16\n" +
