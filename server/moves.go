@@ -175,8 +175,10 @@ func (n *Node) observeMove(ctx context.Context, mv *metapb.Move) error {
 	if !allVote {
 		return nil
 	}
+	// Every step is recorded, PROMOTED before the finish, so that a new
+	// meta leader, and status, always see where a move stands.
 	members := append(slices.Clone(gs.Voters), gs.NonVoters...)
-	if gs.ConfigCommitted && sameSet(members, mv.To) {
+	if mv.Step == metapb.MoveStep_MOVE_STEP_PROMOTED && gs.ConfigCommitted && sameSet(members, mv.To) {
 		if _, err := n.applyMeta(ctx, &metapb.Command{Cmd: &metapb.Command_FinishMove{FinishMove: &metapb.FinishMove{
 			Partition: mv.Partition, Id: mv.Id}}}); err != nil {
 			return err

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -22,6 +23,7 @@ import (
 
 	"github.com/topkd/topkd/rpc"
 	"github.com/topkd/topkd/server"
+	"github.com/topkd/topkd/server/failpoint"
 )
 
 func main() {
@@ -82,6 +84,7 @@ func run(args []string) error {
 	nodeID := fs.String("node-id", env("node-id", ""), "node id, stable across restarts (TOPKD_NODE_ID; default: stored in the data dir, else the hostname)")
 	join := fs.String("join", env("join", ""), "members to join, comma-separated: gossip addresses (or HTTP addresses); used only by a node without data (TOPKD_JOIN)")
 	replicas := fs.Int("replicas", envInt("replicas", server.DefaultReplicas), "R, replicas of each partition once the cluster has that many nodes (TOPKD_REPLICAS)")
+	maxMoves := fs.Int("max-moves", envInt("max-moves", server.DefaultMaxMoves), "partition moves in flight across the cluster at most; a node receives one new replica at a time (TOPKD_MAX_MOVES)")
 	deadGrace := fs.Duration("dead-node-grace", envDuration("dead-node-grace", server.DefaultDeadNodeGrace), "how long gossip must see a member dead before its replicas are re-created elsewhere (TOPKD_DEAD_NODE_GRACE)")
 	metaVoters := fs.Int("meta-voters", envInt("meta-voters", server.DefaultMetaVoters), "members voting in the meta group, 3 or 5; the others follow it (TOPKD_META_VOTERS)")
 	partitions := fs.Int("partitions", envInt("partitions", server.DefaultPartitions), "partitions of a new cluster, fixed at creation (TOPKD_PARTITIONS)")
@@ -128,7 +131,7 @@ func run(args []string) error {
 	defer stop()
 	start := time.Now()
 	n, err := server.Open(ctx, server.Config{NodeID: id, DataDir: *dataDir, RaftAddr: *raftAddr, HTTPAddr: *httpAddr,
-		GossipAddr: *gossipAddr, Join: *join, Partitions: *partitions, Replicas: *replicas, MetaVoters: *metaVoters, DeadNodeGrace: *deadGrace,
+		GossipAddr: *gossipAddr, Join: *join, Partitions: *partitions, Replicas: *replicas, MetaVoters: *metaVoters, DeadNodeGrace: *deadGrace, MaxMoves: *maxMoves,
 		MemoryHighWater: limit, Logger: log,
 		LogStore: *logStore, Fatal: func(err error) {
 			// A failed fsync is not retried: the page cache may have dropped
@@ -208,5 +211,17 @@ func pprofMux() *http.ServeMux {
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	if failpoint.Enabled {
+		// Test builds only (-tags failpoint): arm points at run time.
+		mux.HandleFunc("PUT /debug/failpoints", func(w http.ResponseWriter, r *http.Request) {
+			b, err := io.ReadAll(io.LimitReader(r.Body, 4096))
+			if err != nil {
+				http.Error(w, err.Error(), http.StatusBadRequest)
+				return
+			}
+			failpoint.Arm(string(b))
+			w.WriteHeader(http.StatusNoContent)
+		})
+	}
 	return mux
 }

@@ -11,5 +11,8 @@
 // An action is "kill" (SIGKILL the process itself at the Nth hit) or "error"
 // (Hit returns ErrInjected from the Nth hit on); N counts from 1 and
 // defaults to 1.
+// A running process also arms points by PUT /debug/failpoints on its
+// --debug-addr (the same syntax in the body), so a test can arm them once
+// its cluster has formed.
 // It must never be armed in production: it exists for cluster-test/.
 package failpoint

@@ -68,3 +68,13 @@ func Hit(name string) error {
 	}
 	return nil
 }
+
+// Arm adds or replaces points at run time, in TOPKD_FAILPOINTS's syntax,
+// with fresh hit counts: a test arms a point once its cluster has formed.
+func Arm(spec string) {
+	mu.Lock()
+	defer mu.Unlock()
+	for name, p := range parse(spec) {
+		points[name] = p
+	}
+}
