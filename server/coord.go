@@ -17,6 +17,7 @@ type coordinator struct {
 	coordDeps
 	pending atomic.Int64 // events of ingest requests in progress (MaxPendingEvents)
 	cache   *resultCache
+	lanes   *producerLanes // producer ids for requests that carry none
 }
 
 // coordDeps are a coordinator's dependencies, passed in.
@@ -27,12 +28,13 @@ type coordDeps struct {
 	mem      *memoryGuard
 	boards   func(name string) (*pb.LeaderboardConfig, error)
 	replicas []Replica // by partition; len is P
+	nodeID   string    // names the producer ids this node assigns
 	// ready fails until this node may answer (its logs replayed).
 	ready func(ctx context.Context) error
 }
 
 func newCoordinator(d coordDeps, cacheEvery time.Duration, refreshed func(TopKAnswer)) *coordinator {
-	co := &coordinator{coordDeps: d}
+	co := &coordinator{coordDeps: d, lanes: newProducerLanes(d.nodeID, uint64(d.clock.Now().UnixMilli()))}
 	co.cache = newResultCache(cacheDeps{every: cacheEvery, clock: d.clock, boards: d.boards, gather: co.gather,
 		refreshed: refreshed})
 	return co

@@ -88,6 +88,7 @@ type group struct {
 	stop      chan struct{}
 	wg        sync.WaitGroup
 	log       *slog.Logger
+	onStuck   func()
 }
 
 type groupConfig struct {
@@ -101,7 +102,15 @@ type groupConfig struct {
 	log    *slog.Logger
 	// store is the group's log store; nil opens a raft-boltdb file in dir.
 	store logStore
+	// onStuck reopens the group when its raft instance is stuck in a
+	// leadership transfer (nil: the stuck instance is only logged).
+	onStuck func()
 }
+
+// stuckTransferAfter is how long a new leadership may refuse entries
+// because of a leadership transfer before the instance counts as stuck; a
+// transfer that works takes an election timeout.
+const stuckTransferAfter = 5 * time.Second
 
 func hclogFor(log *slog.Logger, name string) hclog.Logger {
 	std := slog.NewLogLogger(log.Handler(), slog.LevelWarn)
@@ -151,7 +160,7 @@ func openGroup(gc groupConfig) (*group, error) {
 	}
 	trans := raft.NewNetworkTransportWithLogger(gc.layer.Layer(gc.id), 3, 10*time.Second, hl)
 	g := &group{id: gc.id, name: gc.name, fsm: gc.fsm, store: store, ownStore: own, snaps: snaps, trans: trans, bootIndex: last,
-		notify: make(chan bool, 1), stop: make(chan struct{}), log: gc.log.With("group", gc.name)}
+		notify: make(chan bool, 1), stop: make(chan struct{}), log: gc.log.With("group", gc.name), onStuck: gc.onStuck}
 
 	cfg := raft.DefaultConfig()
 	cfg.LocalID = raft.ServerID(gc.nodeID)
@@ -284,6 +293,7 @@ func (g *group) watchLeadership() {
 			if !leader {
 				continue
 			}
+			var transferSince time.Time
 			for {
 				term := g.raft.CurrentTerm()
 				err := g.raft.Barrier(10 * time.Second).Error()
@@ -295,6 +305,21 @@ func (g *group) watchLeadership() {
 				}
 				if g.raft.State() != raft.Leader {
 					break
+				}
+				// hashicorp/raft #696: a leadership transfer cut short by a
+				// step-down leaves its in-progress flag set, and a later
+				// leadership of this instance refuses every entry. Only a new
+				// raft instance clears it.
+				if errors.Is(err, raft.ErrLeadershipTransferInProgress) {
+					if transferSince.IsZero() {
+						transferSince = time.Now()
+					} else if time.Since(transferSince) > stuckTransferAfter && g.onStuck != nil {
+						g.log.Error("leadership transfer stuck; reopening the raft instance", "for", time.Since(transferSince).Round(time.Second))
+						go g.onStuck()
+						return
+					}
+				} else {
+					transferSince = time.Time{}
 				}
 				g.log.Warn("barrier after leadership gain failed; retrying", "err", err)
 				select {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/maphash"
+	"strings"
 	"sync"
 	"time"
 	"unicode/utf8"
@@ -73,9 +74,12 @@ type Event struct {
 type IngestRequest struct {
 	Leaderboard string
 	Events      []Event
-	ProducerID  string // empty: at-least-once
-	Epoch       uint64
-	Sequence    uint64
+	// ProducerID, Epoch and Sequence make a retry count once. Empty: the
+	// receiving node assigns them (producerLanes), so its own retries
+	// count once, and a client's retry is a new request (at-least-once).
+	ProducerID string
+	Epoch      uint64
+	Sequence   uint64
 }
 
 // IngestResult sums the outcomes of a batch's parts.
@@ -143,6 +147,16 @@ func (co *coordinator) Ingest(ctx context.Context, req IngestRequest) (IngestRes
 	if cfg.Clock != pb.Clock_CLOCK_EVENT {
 		maxEvent = 0 // only an event clock advances with event times
 	}
+	assigned := req.ProducerID == ""
+	if assigned {
+		ln := co.lanes.get()
+		defer co.lanes.put(ln)
+		for _, part := range parts {
+			if part != nil {
+				part.ProducerId, part.Epoch, part.Sequence = ln.id, co.lanes.epoch, ln.seq
+			}
+		}
+	}
 	type result struct {
 		out *pb.Outcome
 		err error
@@ -173,7 +187,7 @@ func (co *coordinator) Ingest(ctx context.Context, req IngestRequest) (IngestRes
 		}
 		switch r.out.Status {
 		case pb.PartStatus_PART_STATUS_DUPLICATE:
-			res.Duplicate = true
+			res.Duplicate = !assigned // else a retry of this node's own, counted once
 		case pb.PartStatus_PART_STATUS_SEQUENCE_TOO_OLD:
 			errs = append(errs, fmt.Errorf("partition %d: %w: sequence %d is older than the deduplication window", p, ErrInvalid, req.Sequence))
 			continue
@@ -216,6 +230,8 @@ func (co *coordinator) split(cfg *pb.LeaderboardConfig, req IngestRequest) ([]*p
 			return nil, 0, invalid("producer_id", "%d bytes exceed the limit of %d", len(req.ProducerID), MaxProducerIDBytes)
 		case !utf8.ValidString(req.ProducerID):
 			return nil, 0, invalid("producer_id", "not valid UTF-8")
+		case strings.HasPrefix(req.ProducerID, AssignedProducerPrefix):
+			return nil, 0, invalid("producer_id", "ids starting with %q are reserved for the ids nodes assign", AssignedProducerPrefix)
 		case req.Sequence == 0:
 			// 0 would make every later batch a duplicate of the first.
 			return nil, 0, invalid("sequence", "must be at least 1 when producer_id is set")

@@ -208,7 +208,7 @@ func Open(ctx context.Context, cfg Config) (*Node, error) {
 		replicas[i] = &routedReplica{p: i, self: cfg.NodeID, local: p, leader: n.partitionLeader, peers: n.peers, hosts: n.hosts}
 	}
 	n.coord = newCoordinator(coordDeps{policy: cfg.Ingest, clock: cfg.Clock, metrics: n.metrics, mem: n.mem,
-		boards: n.leaderboard, replicas: replicas, ready: n.Ready}, cfg.CacheRefresh, n.observeFreshness)
+		boards: n.leaderboard, replicas: replicas, ready: n.Ready, nodeID: cfg.NodeID}, cfg.CacheRefresh, n.observeFreshness)
 	n.start(n.reconcileLoop)
 	n.start(n.tickLoop)
 	n.start(n.snapshotLoop)
@@ -370,7 +370,7 @@ func (n *Node) applyMeta(ctx context.Context, c *metapb.Command) (interface{}, e
 // afterwards the outcome is unknown.
 func raftErr(err error) error {
 	switch {
-	case errors.Is(err, raft.ErrNotLeader):
+	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipTransferInProgress):
 		return fmt.Errorf("%w: %v", ErrNotLeader, err)
 	case errors.Is(err, raft.ErrRaftShutdown):
 		return fmt.Errorf("%w: %v", ErrNotReady, err)
@@ -592,7 +592,9 @@ func (n *Node) Close() error {
 	n.closeGossip()
 	var errs []error
 	for _, p := range n.parts {
+		p.reopening.Lock() // a reopen in progress finishes first; later ones see stop
 		errs = append(errs, p.group().close())
+		p.reopening.Unlock()
 	}
 	if n.meta != nil {
 		errs = append(errs, n.meta.close())

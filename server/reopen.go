@@ -21,6 +21,11 @@ func (n *Node) openIncarnation(p int) (*incarnation, error) {
 	}
 	gc := n.groupConfig(PartitionGroup(p), partitionName(p), &timedFSM{readFSM: f, m: n.metrics})
 	gc.store = store
+	gc.onStuck = func() {
+		if err := n.reopenPartition(p, false); err != nil {
+			n.log.Error("reopen a stuck partition", "partition", p, "err", err)
+		}
+	}
 	g, err := openGroup(gc)
 	if err != nil {
 		return nil, err
@@ -43,6 +48,11 @@ func (n *Node) reopenPartition(p int, drop bool) error {
 	r := n.parts[p]
 	r.reopening.Lock()
 	defer r.reopening.Unlock()
+	select {
+	case <-n.stop:
+		return fmt.Errorf("%w: node shutting down", ErrNotReady)
+	default:
+	}
 	old := r.cur.Load()
 	start := time.Now()
 	if err := old.g.close(); err != nil {
