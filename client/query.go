@@ -466,3 +466,38 @@ func (c *Client) VerifyReplicas(ctx context.Context) (*topkv1.VerifyReplicasResp
 	})
 	return out, err
 }
+
+// RebalanceReport is what Rebalance planned and made.
+type RebalanceReport struct {
+	Planned, Made int
+}
+
+// Rebalance moves leaderships, then replicas, from the busiest nodes to the
+// least busy; progress is called with each step. With dryRun it only
+// reports the plan. A broken stream is retried on another node, which plans
+// again from where the first left off.
+func (c *Client) Rebalance(ctx context.Context, dryRun bool, progress func(msg string)) (RebalanceReport, error) {
+	var rep RebalanceReport
+	_, err := c.call(ctx, "rebalance", retryUnknown, func(ctx context.Context, n topkv1connect.TopKServiceClient) error {
+		stream, err := n.Rebalance(ctx, connect.NewRequest(&topkv1.RebalanceRequest{DryRun: dryRun}))
+		if err != nil {
+			return err
+		}
+		defer stream.Close()
+		for stream.Receive() {
+			m := stream.Msg()
+			rep = RebalanceReport{Planned: int(m.Planned), Made: int(m.Made)}
+			if m.Done {
+				return nil
+			}
+			if progress != nil {
+				progress(m.Message)
+			}
+		}
+		if err := stream.Err(); err != nil {
+			return err
+		}
+		return fmt.Errorf("rebalance: the stream ended before the moves were done")
+	})
+	return rep, err
+}

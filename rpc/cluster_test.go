@@ -589,3 +589,85 @@ func testLogger(id string) *slog.Logger {
 	}
 	return slog.New(slog.NewTextHandler(os.Stderr, nil)).With("node", id)
 }
+
+// TestClusterRebalance: one partition takes most of the ingest; its leader
+// also leads another partition. Rebalance hands the hot partition's
+// leadership to another replica (taking a cold one back), placement keeps
+// the swap, leadership follows it, and the counts stay exact.
+func TestClusterRebalance(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a three-node cluster; skipped with -short")
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
+	defer cancel()
+	nodes := []*clusterNode{startNode(t, "n1", t.TempDir(), "")}
+	for i := 2; i <= 3; i++ {
+		nodes = append(nodes, startNode(t, fmt.Sprintf("n%d", i), t.TempDir(), nodes[0].addr))
+	}
+	placement := waitPlaced(t, nodes)
+	// The node leading two partitions; the first of them runs hot.
+	leads := map[string][]int{}
+	for p, reps := range placement {
+		leads[reps[0]] = append(leads[reps[0]], p)
+	}
+	hot, busy := -1, ""
+	for id, ps := range leads {
+		if len(ps) == 2 {
+			hot, busy = ps[0], id
+		}
+	}
+	if hot < 0 {
+		t.Fatalf("placement %v: no node leads two partitions", placement)
+	}
+	var hotItems, coldItems []string
+	for i := 0; len(hotItems) < 20 || len(coldItems) < 20; i++ {
+		item := fmt.Sprintf("it-%d", i)
+		if server.PartitionOf("default", item, len(placement)) == hot {
+			hotItems = append(hotItems, item)
+		} else {
+			coldItems = append(coldItems, item)
+		}
+	}
+	want := map[string]int64{}
+	for b := range 40 {
+		var evs []server.Event
+		for i := range 500 {
+			item := hotItems[i%len(hotItems)]
+			if i%25 == 0 {
+				item = coldItems[(b+i)%len(coldItems)]
+			}
+			evs = append(evs, server.Event{Item: item, Count: 1})
+			want[item]++
+		}
+		if _, err := nodes[b%3].node.Ingest(ctx, server.IngestRequest{Events: evs, ProducerID: "rb", Epoch: 1, Sequence: uint64(b + 1)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(1100 * time.Millisecond) // rates count complete seconds
+	var msgs []string
+	if err := nodes[2].node.Rebalance(ctx, false, func(p server.RebalanceProgress) { msgs = append(msgs, p.Message) }); err != nil {
+		t.Fatalf("rebalance: %v (%q)", err, msgs)
+	}
+	t.Logf("rebalance: %q", msgs)
+	after := waitPlaced(t, nodes)
+	if after[hot][0] == busy {
+		t.Fatalf("partition %d (hot) still prefers %s, which leads %v: placement %v -> %v", hot, busy, leads[busy], placement, after)
+	}
+	for id, ps := range leads {
+		n := 0
+		for _, reps := range after {
+			if reps[0] == id {
+				n++
+			}
+		}
+		if n != len(ps) {
+			t.Errorf("%s leads %d partitions after rebalance, %d before", id, n, len(ps))
+		}
+	}
+	for item, c := range want {
+		got, err := nodes[0].node.Count(ctx, "default", item, 0, server.Linearizable)
+		if err != nil || got.Count != c {
+			t.Fatalf("%s = %d (%v), want %d", item, got.Count, err, c)
+		}
+	}
+}

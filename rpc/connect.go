@@ -302,3 +302,22 @@ func verifyPB(parts []server.PartitionDigests) *topkv1.VerifyReplicasResponse {
 	}
 	return out
 }
+
+// Rebalance spreads ingest load over the nodes, streaming progress.
+func (s *service) Rebalance(ctx context.Context, req *connect.Request[topkv1.RebalanceRequest], stream *connect.ServerStream[topkv1.RebalanceResponse]) error {
+	var sendErr error
+	last := server.RebalanceProgress{}
+	err := s.n.Rebalance(ctx, req.Msg.DryRun, func(p server.RebalanceProgress) {
+		last = p
+		if sendErr == nil {
+			sendErr = stream.Send(&topkv1.RebalanceResponse{Message: p.Message, Planned: uint32(p.Planned), Made: uint32(p.Made)})
+		}
+	})
+	if err != nil {
+		return connectErr(err)
+	}
+	if sendErr != nil {
+		return sendErr
+	}
+	return stream.Send(&topkv1.RebalanceResponse{Message: "done", Planned: uint32(last.Planned), Made: uint32(last.Made), Done: true})
+}

@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -116,28 +117,110 @@ func (a *app) printJSON(v any) error {
 	return enc.Encode(v)
 }
 
-// clusterCmds are the membership commands. join and rebalance are not
-// built yet: a node joins by starting with --join, and placement
-// rebalances by itself as members change.
+// clusterCmds are the membership commands.
 func (a *app) clusterCmds() []*cobra.Command {
-	notYet := func(use, short, instead string) *cobra.Command {
-		name := strings.Fields(use)[0]
-		return &cobra.Command{
-			Use:   use,
-			Short: short + " (not built yet)",
-			Args:  cobra.ArbitraryArgs,
-			RunE: func(cmd *cobra.Command, args []string) error {
-				return fmt.Errorf("topkctl %s is not built yet: %s", name, instead)
-			},
+	return []*cobra.Command{a.joinCmd(), a.leaveCmd(), a.rebalanceCmd(), a.verifyCmd()}
+}
+
+func (a *app) rebalanceCmd() *cobra.Command {
+	var dryRun bool
+	cmd := &cobra.Command{
+		Use:   "rebalance",
+		Short: "Spread ingest load: move leaderships, then replicas, off the busiest nodes",
+		Long: `rebalance reads each partition's ingest rate at its leader and swaps leaderships, then replicas,
+between the busiest and the least busy nodes (every node keeps its count of each, so placement keeps
+the result). It prints each swap and returns when the moves are done. --dry-run prints the plan only.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return a.withClient(cmd, func(ctx context.Context, c *client.Client) error {
+				rep, err := c.Rebalance(ctx, dryRun, func(msg string) {
+					fmt.Fprintf(a.stdout, "%s  %s\n", time.Now().Format("15:04:05"), msg)
+				})
+				if err != nil {
+					return err
+				}
+				switch {
+				case rep.Planned == 0:
+					fmt.Fprintln(a.stdout, "balanced: nothing to move")
+				case dryRun:
+					fmt.Fprintf(a.stdout, "%d swaps planned (dry run: nothing moved)\n", rep.Planned)
+				default:
+					fmt.Fprintf(a.stdout, "%d of %d swaps made\n", rep.Made, rep.Planned)
+				}
+				return nil
+			})
+		},
+	}
+	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "print the plan without moving anything")
+	return cmd
+}
+
+func (a *app) joinCmd() *cobra.Command {
+	var wait time.Duration
+	cmd := &cobra.Command{
+		Use:   "join NODE",
+		Short: "Follow a node started with --join until it holds its share of replicas",
+		Long: `A node joins by starting with --join and any member's gossip (or HTTP) address; placement then moves
+replicas to it, one at a time. join NODE waits until NODE is a member, no move is in flight and NODE
+holds replicas, printing the moves as they go and the time it took.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			defer c.Close(context.Background())
+			ctx, cancel := context.WithTimeout(cmd.Context(), wait)
+			defer cancel()
+			start, last := time.Now(), ""
+			for {
+				st, err := c.Status(ctx)
+				if err == nil {
+					msg, done := joinState(st, args[0])
+					if msg != last {
+						fmt.Fprintf(a.stdout, "%s  %s\n", time.Now().Format("15:04:05"), msg)
+						last = msg
+					}
+					if done {
+						fmt.Fprintf(a.stdout, "%s joined in %s\n", args[0], time.Since(start).Round(100*time.Millisecond))
+						return nil
+					}
+				}
+				select {
+				case <-ctx.Done():
+					return fmt.Errorf("%s has not finished joining after %s: %s", args[0], wait, last)
+				case <-time.After(250 * time.Millisecond):
+				}
+			}
+		},
+	}
+	cmd.Flags().DurationVar(&wait, "wait", 30*time.Minute, "give up after this long")
+	return cmd
+}
+
+// joinState describes how far node has come in joining.
+func joinState(st *client.Status, node string) (string, bool) {
+	var me *client.NodeStatus
+	for i := range st.Nodes {
+		if st.Nodes[i].NodeID == node {
+			me = &st.Nodes[i]
 		}
 	}
-	return []*cobra.Command{
-		notYet("join ADDR", "Admit a node into the cluster", "start the new node with --join and any member's gossip address"),
-		a.leaveCmd(),
-		a.verifyCmd(),
-		notYet("rebalance", "Converge replica placement and spread leaders",
-			"placement follows the members by itself, and each partition's leadership moves to its preferred leader"),
+	if me == nil {
+		return fmt.Sprintf("%s is not a member yet (start it with --join)", node), false
 	}
+	into := 0
+	for _, mv := range st.Moves {
+		for _, id := range mv.To {
+			if id == node && !slices.Contains(mv.From, id) {
+				into++
+			}
+		}
+	}
+	if len(st.Moves) > 0 || me.Replicas == 0 {
+		return fmt.Sprintf("%s is a member with %d replicas placed; %d moves in flight, %d of them onto it", node, me.Replicas, len(st.Moves), into), false
+	}
+	return fmt.Sprintf("%s holds %d replicas; no move in flight", node, me.Replicas), true
 }
 
 func (a *app) leaveCmd() *cobra.Command {

@@ -175,15 +175,26 @@ func TestStatusAndBench(t *testing.T) {
 	}
 }
 
-func TestUnbuiltClusterCommandsSayWhatToDo(t *testing.T) {
+// The cluster commands on one node: nothing to rebalance, the node has
+// joined (it holds every replica), a stranger has not, replicas agree.
+func TestClusterCommandsOnOneNode(t *testing.T) {
+	node := newTestNode(t)
 	for _, c := range []struct {
 		args []string
 		want string
-	}{{[]string{"join", "10.0.0.1:7070"}, "--join"}, {[]string{"rebalance"}, "preferred leader"}} {
-		_, err := run(t, "127.0.0.1:1", "", c.args...)
-		if err == nil || !strings.Contains(err.Error(), "not built yet") || !strings.Contains(err.Error(), c.want) {
-			t.Errorf("%v: err = %v, want 'not built yet' naming %q", c.args, err, c.want)
+	}{
+		{[]string{"rebalance", "--dry-run"}, "balanced: nothing to move"},
+		{[]string{"rebalance"}, "balanced: nothing to move"},
+		{[]string{"join", "node1"}, "node1 joined in"},
+		{[]string{"verify"}, "replicas agree"},
+	} {
+		if out := mustRun(t, node.Addr, c.args...); !strings.Contains(out, c.want) {
+			t.Errorf("%v:\n%s\nwant %q", c.args, out, c.want)
 		}
+	}
+	out, err := run(t, node.Addr, "", "join", "ghost", "--wait", "500ms")
+	if err == nil || !strings.Contains(err.Error(), "not a member yet") {
+		t.Errorf("join ghost: %v\n%s", err, out)
 	}
 }
 

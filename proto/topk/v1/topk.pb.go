@@ -79,6 +79,121 @@ func (Consistency) EnumDescriptor() ([]byte, []int) {
 	return file_topk_v1_topk_proto_rawDescGZIP(), []int{0}
 }
 
+type RebalanceRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Report the planned swaps without making them.
+	DryRun        bool `protobuf:"varint,1,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RebalanceRequest) Reset() {
+	*x = RebalanceRequest{}
+	mi := &file_topk_v1_topk_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RebalanceRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RebalanceRequest) ProtoMessage() {}
+
+func (x *RebalanceRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_topk_v1_topk_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RebalanceRequest.ProtoReflect.Descriptor instead.
+func (*RebalanceRequest) Descriptor() ([]byte, []int) {
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *RebalanceRequest) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
+type RebalanceResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// What happened, for people.
+	Message string `protobuf:"bytes,1,opt,name=message,proto3" json:"message,omitempty"`
+	// Swaps planned (in the first message) and made so far.
+	Planned       uint32 `protobuf:"varint,2,opt,name=planned,proto3" json:"planned,omitempty"`
+	Made          uint32 `protobuf:"varint,3,opt,name=made,proto3" json:"made,omitempty"`
+	Done          bool   `protobuf:"varint,4,opt,name=done,proto3" json:"done,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RebalanceResponse) Reset() {
+	*x = RebalanceResponse{}
+	mi := &file_topk_v1_topk_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RebalanceResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RebalanceResponse) ProtoMessage() {}
+
+func (x *RebalanceResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_topk_v1_topk_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RebalanceResponse.ProtoReflect.Descriptor instead.
+func (*RebalanceResponse) Descriptor() ([]byte, []int) {
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *RebalanceResponse) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *RebalanceResponse) GetPlanned() uint32 {
+	if x != nil {
+		return x.Planned
+	}
+	return 0
+}
+
+func (x *RebalanceResponse) GetMade() uint32 {
+	if x != nil {
+		return x.Made
+	}
+	return 0
+}
+
+func (x *RebalanceResponse) GetDone() bool {
+	if x != nil {
+		return x.Done
+	}
+	return false
+}
+
 type VerifyReplicasRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -87,7 +202,7 @@ type VerifyReplicasRequest struct {
 
 func (x *VerifyReplicasRequest) Reset() {
 	*x = VerifyReplicasRequest{}
-	mi := &file_topk_v1_topk_proto_msgTypes[0]
+	mi := &file_topk_v1_topk_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -99,7 +214,7 @@ func (x *VerifyReplicasRequest) String() string {
 func (*VerifyReplicasRequest) ProtoMessage() {}
 
 func (x *VerifyReplicasRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_topk_v1_topk_proto_msgTypes[0]
+	mi := &file_topk_v1_topk_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -112,7 +227,7 @@ func (x *VerifyReplicasRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyReplicasRequest.ProtoReflect.Descriptor instead.
 func (*VerifyReplicasRequest) Descriptor() ([]byte, []int) {
-	return file_topk_v1_topk_proto_rawDescGZIP(), []int{0}
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{2}
 }
 
 type VerifyReplicasResponse struct {
@@ -126,7 +241,7 @@ type VerifyReplicasResponse struct {
 
 func (x *VerifyReplicasResponse) Reset() {
 	*x = VerifyReplicasResponse{}
-	mi := &file_topk_v1_topk_proto_msgTypes[1]
+	mi := &file_topk_v1_topk_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -138,7 +253,7 @@ func (x *VerifyReplicasResponse) String() string {
 func (*VerifyReplicasResponse) ProtoMessage() {}
 
 func (x *VerifyReplicasResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_topk_v1_topk_proto_msgTypes[1]
+	mi := &file_topk_v1_topk_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -151,7 +266,7 @@ func (x *VerifyReplicasResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyReplicasResponse.ProtoReflect.Descriptor instead.
 func (*VerifyReplicasResponse) Descriptor() ([]byte, []int) {
-	return file_topk_v1_topk_proto_rawDescGZIP(), []int{1}
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *VerifyReplicasResponse) GetPartitions() []*PartitionDigests {
@@ -184,7 +299,7 @@ type PartitionDigests struct {
 
 func (x *PartitionDigests) Reset() {
 	*x = PartitionDigests{}
-	mi := &file_topk_v1_topk_proto_msgTypes[2]
+	mi := &file_topk_v1_topk_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -196,7 +311,7 @@ func (x *PartitionDigests) String() string {
 func (*PartitionDigests) ProtoMessage() {}
 
 func (x *PartitionDigests) ProtoReflect() protoreflect.Message {
-	mi := &file_topk_v1_topk_proto_msgTypes[2]
+	mi := &file_topk_v1_topk_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -209,7 +324,7 @@ func (x *PartitionDigests) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionDigests.ProtoReflect.Descriptor instead.
 func (*PartitionDigests) Descriptor() ([]byte, []int) {
-	return file_topk_v1_topk_proto_rawDescGZIP(), []int{2}
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *PartitionDigests) GetPartition() uint32 {
@@ -261,7 +376,7 @@ type ReplicaDigest struct {
 
 func (x *ReplicaDigest) Reset() {
 	*x = ReplicaDigest{}
-	mi := &file_topk_v1_topk_proto_msgTypes[3]
+	mi := &file_topk_v1_topk_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -273,7 +388,7 @@ func (x *ReplicaDigest) String() string {
 func (*ReplicaDigest) ProtoMessage() {}
 
 func (x *ReplicaDigest) ProtoReflect() protoreflect.Message {
-	mi := &file_topk_v1_topk_proto_msgTypes[3]
+	mi := &file_topk_v1_topk_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -286,7 +401,7 @@ func (x *ReplicaDigest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaDigest.ProtoReflect.Descriptor instead.
 func (*ReplicaDigest) Descriptor() ([]byte, []int) {
-	return file_topk_v1_topk_proto_rawDescGZIP(), []int{3}
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ReplicaDigest) GetNodeId() string {
@@ -321,7 +436,7 @@ type LeaveRequest struct {
 
 func (x *LeaveRequest) Reset() {
 	*x = LeaveRequest{}
-	mi := &file_topk_v1_topk_proto_msgTypes[4]
+	mi := &file_topk_v1_topk_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -333,7 +448,7 @@ func (x *LeaveRequest) String() string {
 func (*LeaveRequest) ProtoMessage() {}
 
 func (x *LeaveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_topk_v1_topk_proto_msgTypes[4]
+	mi := &file_topk_v1_topk_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -346,7 +461,7 @@ func (x *LeaveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaveRequest.ProtoReflect.Descriptor instead.
 func (*LeaveRequest) Descriptor() ([]byte, []int) {
-	return file_topk_v1_topk_proto_rawDescGZIP(), []int{4}
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *LeaveRequest) GetNodeId() string {
@@ -376,7 +491,7 @@ type LeaveResponse struct {
 
 func (x *LeaveResponse) Reset() {
 	*x = LeaveResponse{}
-	mi := &file_topk_v1_topk_proto_msgTypes[5]
+	mi := &file_topk_v1_topk_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -388,7 +503,7 @@ func (x *LeaveResponse) String() string {
 func (*LeaveResponse) ProtoMessage() {}
 
 func (x *LeaveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_topk_v1_topk_proto_msgTypes[5]
+	mi := &file_topk_v1_topk_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -401,7 +516,7 @@ func (x *LeaveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaveResponse.ProtoReflect.Descriptor instead.
 func (*LeaveResponse) Descriptor() ([]byte, []int) {
-	return file_topk_v1_topk_proto_rawDescGZIP(), []int{5}
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *LeaveResponse) GetMessage() string {
@@ -440,7 +555,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_topk_v1_topk_proto_msgTypes[6]
+	mi := &file_topk_v1_topk_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -452,7 +567,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_topk_v1_topk_proto_msgTypes[6]
+	mi := &file_topk_v1_topk_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -465,7 +580,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_topk_v1_topk_proto_rawDescGZIP(), []int{6}
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Event) GetItem() string {
@@ -512,7 +627,7 @@ type IngestRequest struct {
 
 func (x *IngestRequest) Reset() {
 	*x = IngestRequest{}
-	mi := &file_topk_v1_topk_proto_msgTypes[7]
+	mi := &file_topk_v1_topk_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -524,7 +639,7 @@ func (x *IngestRequest) String() string {
 func (*IngestRequest) ProtoMessage() {}
 
 func (x *IngestRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_topk_v1_topk_proto_msgTypes[7]
+	mi := &file_topk_v1_topk_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -537,7 +652,7 @@ func (x *IngestRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IngestRequest.ProtoReflect.Descriptor instead.
 func (*IngestRequest) Descriptor() ([]byte, []int) {
-	return file_topk_v1_topk_proto_rawDescGZIP(), []int{7}
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *IngestRequest) GetLeaderboard() string {
@@ -595,7 +710,7 @@ type EventColumns struct {
 
 func (x *EventColumns) Reset() {
 	*x = EventColumns{}
-	mi := &file_topk_v1_topk_proto_msgTypes[8]
+	mi := &file_topk_v1_topk_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -607,7 +722,7 @@ func (x *EventColumns) String() string {
 func (*EventColumns) ProtoMessage() {}
 
 func (x *EventColumns) ProtoReflect() protoreflect.Message {
-	mi := &file_topk_v1_topk_proto_msgTypes[8]
+	mi := &file_topk_v1_topk_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -620,7 +735,7 @@ func (x *EventColumns) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventColumns.ProtoReflect.Descriptor instead.
 func (*EventColumns) Descriptor() ([]byte, []int) {
-	return file_topk_v1_topk_proto_rawDescGZIP(), []int{8}
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *EventColumns) GetItems() []string {
@@ -654,7 +769,7 @@ type LateDropped struct {
 
 func (x *LateDropped) Reset() {
 	*x = LateDropped{}
-	mi := &file_topk_v1_topk_proto_msgTypes[9]
+	mi := &file_topk_v1_topk_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -666,7 +781,7 @@ func (x *LateDropped) String() string {
 func (*LateDropped) ProtoMessage() {}
 
 func (x *LateDropped) ProtoReflect() protoreflect.Message {
-	mi := &file_topk_v1_topk_proto_msgTypes[9]
+	mi := &file_topk_v1_topk_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -679,7 +794,7 @@ func (x *LateDropped) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LateDropped.ProtoReflect.Descriptor instead.
 func (*LateDropped) Descriptor() ([]byte, []int) {
-	return file_topk_v1_topk_proto_rawDescGZIP(), []int{9}
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *LateDropped) GetWindow() string {
@@ -710,7 +825,7 @@ type IngestResponse struct {
 
 func (x *IngestResponse) Reset() {
 	*x = IngestResponse{}
-	mi := &file_topk_v1_topk_proto_msgTypes[10]
+	mi := &file_topk_v1_topk_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -722,7 +837,7 @@ func (x *IngestResponse) String() string {
 func (*IngestResponse) ProtoMessage() {}
 
 func (x *IngestResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_topk_v1_topk_proto_msgTypes[10]
+	mi := &file_topk_v1_topk_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -735,7 +850,7 @@ func (x *IngestResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IngestResponse.ProtoReflect.Descriptor instead.
 func (*IngestResponse) Descriptor() ([]byte, []int) {
-	return file_topk_v1_topk_proto_rawDescGZIP(), []int{10}
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *IngestResponse) GetAccepted() uint64 {
@@ -779,7 +894,7 @@ type TopKRequest struct {
 
 func (x *TopKRequest) Reset() {
 	*x = TopKRequest{}
-	mi := &file_topk_v1_topk_proto_msgTypes[11]
+	mi := &file_topk_v1_topk_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -791,7 +906,7 @@ func (x *TopKRequest) String() string {
 func (*TopKRequest) ProtoMessage() {}
 
 func (x *TopKRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_topk_v1_topk_proto_msgTypes[11]
+	mi := &file_topk_v1_topk_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -804,7 +919,7 @@ func (x *TopKRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopKRequest.ProtoReflect.Descriptor instead.
 func (*TopKRequest) Descriptor() ([]byte, []int) {
-	return file_topk_v1_topk_proto_rawDescGZIP(), []int{11}
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *TopKRequest) GetLeaderboard() string {
@@ -847,7 +962,7 @@ type RankedItem struct {
 
 func (x *RankedItem) Reset() {
 	*x = RankedItem{}
-	mi := &file_topk_v1_topk_proto_msgTypes[12]
+	mi := &file_topk_v1_topk_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -859,7 +974,7 @@ func (x *RankedItem) String() string {
 func (*RankedItem) ProtoMessage() {}
 
 func (x *RankedItem) ProtoReflect() protoreflect.Message {
-	mi := &file_topk_v1_topk_proto_msgTypes[12]
+	mi := &file_topk_v1_topk_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -872,7 +987,7 @@ func (x *RankedItem) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RankedItem.ProtoReflect.Descriptor instead.
 func (*RankedItem) Descriptor() ([]byte, []int) {
-	return file_topk_v1_topk_proto_rawDescGZIP(), []int{12}
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *RankedItem) GetId() string {
@@ -916,7 +1031,7 @@ type WindowInfo struct {
 
 func (x *WindowInfo) Reset() {
 	*x = WindowInfo{}
-	mi := &file_topk_v1_topk_proto_msgTypes[13]
+	mi := &file_topk_v1_topk_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -928,7 +1043,7 @@ func (x *WindowInfo) String() string {
 func (*WindowInfo) ProtoMessage() {}
 
 func (x *WindowInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_topk_v1_topk_proto_msgTypes[13]
+	mi := &file_topk_v1_topk_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -941,7 +1056,7 @@ func (x *WindowInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WindowInfo.ProtoReflect.Descriptor instead.
 func (*WindowInfo) Descriptor() ([]byte, []int) {
-	return file_topk_v1_topk_proto_rawDescGZIP(), []int{13}
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *WindowInfo) GetType() string {
@@ -990,7 +1105,7 @@ type TopKResponse struct {
 
 func (x *TopKResponse) Reset() {
 	*x = TopKResponse{}
-	mi := &file_topk_v1_topk_proto_msgTypes[14]
+	mi := &file_topk_v1_topk_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1002,7 +1117,7 @@ func (x *TopKResponse) String() string {
 func (*TopKResponse) ProtoMessage() {}
 
 func (x *TopKResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_topk_v1_topk_proto_msgTypes[14]
+	mi := &file_topk_v1_topk_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1015,7 +1130,7 @@ func (x *TopKResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopKResponse.ProtoReflect.Descriptor instead.
 func (*TopKResponse) Descriptor() ([]byte, []int) {
-	return file_topk_v1_topk_proto_rawDescGZIP(), []int{14}
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *TopKResponse) GetLeaderboard() string {
@@ -1093,7 +1208,7 @@ type CountRequest struct {
 
 func (x *CountRequest) Reset() {
 	*x = CountRequest{}
-	mi := &file_topk_v1_topk_proto_msgTypes[15]
+	mi := &file_topk_v1_topk_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1105,7 +1220,7 @@ func (x *CountRequest) String() string {
 func (*CountRequest) ProtoMessage() {}
 
 func (x *CountRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_topk_v1_topk_proto_msgTypes[15]
+	mi := &file_topk_v1_topk_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1118,7 +1233,7 @@ func (x *CountRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CountRequest.ProtoReflect.Descriptor instead.
 func (*CountRequest) Descriptor() ([]byte, []int) {
-	return file_topk_v1_topk_proto_rawDescGZIP(), []int{15}
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *CountRequest) GetLeaderboard() string {
@@ -1168,7 +1283,7 @@ type CountResponse struct {
 
 func (x *CountResponse) Reset() {
 	*x = CountResponse{}
-	mi := &file_topk_v1_topk_proto_msgTypes[16]
+	mi := &file_topk_v1_topk_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1180,7 +1295,7 @@ func (x *CountResponse) String() string {
 func (*CountResponse) ProtoMessage() {}
 
 func (x *CountResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_topk_v1_topk_proto_msgTypes[16]
+	mi := &file_topk_v1_topk_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1193,7 +1308,7 @@ func (x *CountResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CountResponse.ProtoReflect.Descriptor instead.
 func (*CountResponse) Descriptor() ([]byte, []int) {
-	return file_topk_v1_topk_proto_rawDescGZIP(), []int{16}
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *CountResponse) GetId() string {
@@ -1279,7 +1394,7 @@ type Leaderboard struct {
 
 func (x *Leaderboard) Reset() {
 	*x = Leaderboard{}
-	mi := &file_topk_v1_topk_proto_msgTypes[17]
+	mi := &file_topk_v1_topk_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1291,7 +1406,7 @@ func (x *Leaderboard) String() string {
 func (*Leaderboard) ProtoMessage() {}
 
 func (x *Leaderboard) ProtoReflect() protoreflect.Message {
-	mi := &file_topk_v1_topk_proto_msgTypes[17]
+	mi := &file_topk_v1_topk_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1304,7 +1419,7 @@ func (x *Leaderboard) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Leaderboard.ProtoReflect.Descriptor instead.
 func (*Leaderboard) Descriptor() ([]byte, []int) {
-	return file_topk_v1_topk_proto_rawDescGZIP(), []int{17}
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Leaderboard) GetName() string {
@@ -1407,7 +1522,7 @@ type CreateLeaderboardRequest struct {
 
 func (x *CreateLeaderboardRequest) Reset() {
 	*x = CreateLeaderboardRequest{}
-	mi := &file_topk_v1_topk_proto_msgTypes[18]
+	mi := &file_topk_v1_topk_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1419,7 +1534,7 @@ func (x *CreateLeaderboardRequest) String() string {
 func (*CreateLeaderboardRequest) ProtoMessage() {}
 
 func (x *CreateLeaderboardRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_topk_v1_topk_proto_msgTypes[18]
+	mi := &file_topk_v1_topk_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1432,7 +1547,7 @@ func (x *CreateLeaderboardRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateLeaderboardRequest.ProtoReflect.Descriptor instead.
 func (*CreateLeaderboardRequest) Descriptor() ([]byte, []int) {
-	return file_topk_v1_topk_proto_rawDescGZIP(), []int{18}
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *CreateLeaderboardRequest) GetLeaderboard() *Leaderboard {
@@ -1451,7 +1566,7 @@ type CreateLeaderboardResponse struct {
 
 func (x *CreateLeaderboardResponse) Reset() {
 	*x = CreateLeaderboardResponse{}
-	mi := &file_topk_v1_topk_proto_msgTypes[19]
+	mi := &file_topk_v1_topk_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1463,7 +1578,7 @@ func (x *CreateLeaderboardResponse) String() string {
 func (*CreateLeaderboardResponse) ProtoMessage() {}
 
 func (x *CreateLeaderboardResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_topk_v1_topk_proto_msgTypes[19]
+	mi := &file_topk_v1_topk_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1476,7 +1591,7 @@ func (x *CreateLeaderboardResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateLeaderboardResponse.ProtoReflect.Descriptor instead.
 func (*CreateLeaderboardResponse) Descriptor() ([]byte, []int) {
-	return file_topk_v1_topk_proto_rawDescGZIP(), []int{19}
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *CreateLeaderboardResponse) GetLeaderboard() *Leaderboard {
@@ -1494,7 +1609,7 @@ type ListLeaderboardsRequest struct {
 
 func (x *ListLeaderboardsRequest) Reset() {
 	*x = ListLeaderboardsRequest{}
-	mi := &file_topk_v1_topk_proto_msgTypes[20]
+	mi := &file_topk_v1_topk_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1506,7 +1621,7 @@ func (x *ListLeaderboardsRequest) String() string {
 func (*ListLeaderboardsRequest) ProtoMessage() {}
 
 func (x *ListLeaderboardsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_topk_v1_topk_proto_msgTypes[20]
+	mi := &file_topk_v1_topk_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1519,7 +1634,7 @@ func (x *ListLeaderboardsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListLeaderboardsRequest.ProtoReflect.Descriptor instead.
 func (*ListLeaderboardsRequest) Descriptor() ([]byte, []int) {
-	return file_topk_v1_topk_proto_rawDescGZIP(), []int{20}
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{22}
 }
 
 type ListLeaderboardsResponse struct {
@@ -1531,7 +1646,7 @@ type ListLeaderboardsResponse struct {
 
 func (x *ListLeaderboardsResponse) Reset() {
 	*x = ListLeaderboardsResponse{}
-	mi := &file_topk_v1_topk_proto_msgTypes[21]
+	mi := &file_topk_v1_topk_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1543,7 +1658,7 @@ func (x *ListLeaderboardsResponse) String() string {
 func (*ListLeaderboardsResponse) ProtoMessage() {}
 
 func (x *ListLeaderboardsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_topk_v1_topk_proto_msgTypes[21]
+	mi := &file_topk_v1_topk_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1556,7 +1671,7 @@ func (x *ListLeaderboardsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListLeaderboardsResponse.ProtoReflect.Descriptor instead.
 func (*ListLeaderboardsResponse) Descriptor() ([]byte, []int) {
-	return file_topk_v1_topk_proto_rawDescGZIP(), []int{21}
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ListLeaderboardsResponse) GetLeaderboards() []*Leaderboard {
@@ -1575,7 +1690,7 @@ type DescribeLeaderboardRequest struct {
 
 func (x *DescribeLeaderboardRequest) Reset() {
 	*x = DescribeLeaderboardRequest{}
-	mi := &file_topk_v1_topk_proto_msgTypes[22]
+	mi := &file_topk_v1_topk_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1587,7 +1702,7 @@ func (x *DescribeLeaderboardRequest) String() string {
 func (*DescribeLeaderboardRequest) ProtoMessage() {}
 
 func (x *DescribeLeaderboardRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_topk_v1_topk_proto_msgTypes[22]
+	mi := &file_topk_v1_topk_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1600,7 +1715,7 @@ func (x *DescribeLeaderboardRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeLeaderboardRequest.ProtoReflect.Descriptor instead.
 func (*DescribeLeaderboardRequest) Descriptor() ([]byte, []int) {
-	return file_topk_v1_topk_proto_rawDescGZIP(), []int{22}
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *DescribeLeaderboardRequest) GetName() string {
@@ -1621,7 +1736,7 @@ type WindowStats struct {
 
 func (x *WindowStats) Reset() {
 	*x = WindowStats{}
-	mi := &file_topk_v1_topk_proto_msgTypes[23]
+	mi := &file_topk_v1_topk_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1633,7 +1748,7 @@ func (x *WindowStats) String() string {
 func (*WindowStats) ProtoMessage() {}
 
 func (x *WindowStats) ProtoReflect() protoreflect.Message {
-	mi := &file_topk_v1_topk_proto_msgTypes[23]
+	mi := &file_topk_v1_topk_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1646,7 +1761,7 @@ func (x *WindowStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WindowStats.ProtoReflect.Descriptor instead.
 func (*WindowStats) Descriptor() ([]byte, []int) {
-	return file_topk_v1_topk_proto_rawDescGZIP(), []int{23}
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *WindowStats) GetWindow() string {
@@ -1682,7 +1797,7 @@ type DescribeLeaderboardResponse struct {
 
 func (x *DescribeLeaderboardResponse) Reset() {
 	*x = DescribeLeaderboardResponse{}
-	mi := &file_topk_v1_topk_proto_msgTypes[24]
+	mi := &file_topk_v1_topk_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1694,7 +1809,7 @@ func (x *DescribeLeaderboardResponse) String() string {
 func (*DescribeLeaderboardResponse) ProtoMessage() {}
 
 func (x *DescribeLeaderboardResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_topk_v1_topk_proto_msgTypes[24]
+	mi := &file_topk_v1_topk_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1707,7 +1822,7 @@ func (x *DescribeLeaderboardResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeLeaderboardResponse.ProtoReflect.Descriptor instead.
 func (*DescribeLeaderboardResponse) Descriptor() ([]byte, []int) {
-	return file_topk_v1_topk_proto_rawDescGZIP(), []int{24}
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *DescribeLeaderboardResponse) GetLeaderboard() *Leaderboard {
@@ -1747,7 +1862,7 @@ type DropLeaderboardRequest struct {
 
 func (x *DropLeaderboardRequest) Reset() {
 	*x = DropLeaderboardRequest{}
-	mi := &file_topk_v1_topk_proto_msgTypes[25]
+	mi := &file_topk_v1_topk_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1759,7 +1874,7 @@ func (x *DropLeaderboardRequest) String() string {
 func (*DropLeaderboardRequest) ProtoMessage() {}
 
 func (x *DropLeaderboardRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_topk_v1_topk_proto_msgTypes[25]
+	mi := &file_topk_v1_topk_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1772,7 +1887,7 @@ func (x *DropLeaderboardRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DropLeaderboardRequest.ProtoReflect.Descriptor instead.
 func (*DropLeaderboardRequest) Descriptor() ([]byte, []int) {
-	return file_topk_v1_topk_proto_rawDescGZIP(), []int{25}
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *DropLeaderboardRequest) GetName() string {
@@ -1790,7 +1905,7 @@ type DropLeaderboardResponse struct {
 
 func (x *DropLeaderboardResponse) Reset() {
 	*x = DropLeaderboardResponse{}
-	mi := &file_topk_v1_topk_proto_msgTypes[26]
+	mi := &file_topk_v1_topk_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1802,7 +1917,7 @@ func (x *DropLeaderboardResponse) String() string {
 func (*DropLeaderboardResponse) ProtoMessage() {}
 
 func (x *DropLeaderboardResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_topk_v1_topk_proto_msgTypes[26]
+	mi := &file_topk_v1_topk_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1815,7 +1930,7 @@ func (x *DropLeaderboardResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DropLeaderboardResponse.ProtoReflect.Descriptor instead.
 func (*DropLeaderboardResponse) Descriptor() ([]byte, []int) {
-	return file_topk_v1_topk_proto_rawDescGZIP(), []int{26}
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{28}
 }
 
 type StatusRequest struct {
@@ -1826,7 +1941,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_topk_v1_topk_proto_msgTypes[27]
+	mi := &file_topk_v1_topk_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1838,7 +1953,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_topk_v1_topk_proto_msgTypes[27]
+	mi := &file_topk_v1_topk_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1851,7 +1966,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_topk_v1_topk_proto_rawDescGZIP(), []int{27}
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{29}
 }
 
 type PartitionStatus struct {
@@ -1875,7 +1990,7 @@ type PartitionStatus struct {
 
 func (x *PartitionStatus) Reset() {
 	*x = PartitionStatus{}
-	mi := &file_topk_v1_topk_proto_msgTypes[28]
+	mi := &file_topk_v1_topk_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1887,7 +2002,7 @@ func (x *PartitionStatus) String() string {
 func (*PartitionStatus) ProtoMessage() {}
 
 func (x *PartitionStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_topk_v1_topk_proto_msgTypes[28]
+	mi := &file_topk_v1_topk_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1900,7 +2015,7 @@ func (x *PartitionStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionStatus.ProtoReflect.Descriptor instead.
 func (*PartitionStatus) Descriptor() ([]byte, []int) {
-	return file_topk_v1_topk_proto_rawDescGZIP(), []int{28}
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *PartitionStatus) GetPartition() uint32 {
@@ -2003,7 +2118,7 @@ type NodeStatus struct {
 
 func (x *NodeStatus) Reset() {
 	*x = NodeStatus{}
-	mi := &file_topk_v1_topk_proto_msgTypes[29]
+	mi := &file_topk_v1_topk_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2015,7 +2130,7 @@ func (x *NodeStatus) String() string {
 func (*NodeStatus) ProtoMessage() {}
 
 func (x *NodeStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_topk_v1_topk_proto_msgTypes[29]
+	mi := &file_topk_v1_topk_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2028,7 +2143,7 @@ func (x *NodeStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStatus.ProtoReflect.Descriptor instead.
 func (*NodeStatus) Descriptor() ([]byte, []int) {
-	return file_topk_v1_topk_proto_rawDescGZIP(), []int{29}
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *NodeStatus) GetNodeId() string {
@@ -2110,7 +2225,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_topk_v1_topk_proto_msgTypes[30]
+	mi := &file_topk_v1_topk_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2122,7 +2237,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_topk_v1_topk_proto_msgTypes[30]
+	mi := &file_topk_v1_topk_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2135,7 +2250,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_topk_v1_topk_proto_rawDescGZIP(), []int{30}
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *StatusResponse) GetNode() *NodeStatus {
@@ -2202,7 +2317,7 @@ type MoveStatus struct {
 
 func (x *MoveStatus) Reset() {
 	*x = MoveStatus{}
-	mi := &file_topk_v1_topk_proto_msgTypes[31]
+	mi := &file_topk_v1_topk_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2214,7 +2329,7 @@ func (x *MoveStatus) String() string {
 func (*MoveStatus) ProtoMessage() {}
 
 func (x *MoveStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_topk_v1_topk_proto_msgTypes[31]
+	mi := &file_topk_v1_topk_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2227,7 +2342,7 @@ func (x *MoveStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MoveStatus.ProtoReflect.Descriptor instead.
 func (*MoveStatus) Descriptor() ([]byte, []int) {
-	return file_topk_v1_topk_proto_rawDescGZIP(), []int{31}
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *MoveStatus) GetPartition() uint32 {
@@ -2269,7 +2384,14 @@ var File_topk_v1_topk_proto protoreflect.FileDescriptor
 
 const file_topk_v1_topk_proto_rawDesc = "" +
 	"\n" +
-	"\x12topk/v1/topk.proto\x12\atopk.v1\"\x17\n" +
+	"\x12topk/v1/topk.proto\x12\atopk.v1\"+\n" +
+	"\x10RebalanceRequest\x12\x17\n" +
+	"\adry_run\x18\x01 \x01(\bR\x06dryRun\"o\n" +
+	"\x11RebalanceResponse\x12\x18\n" +
+	"\amessage\x18\x01 \x01(\tR\amessage\x12\x18\n" +
+	"\aplanned\x18\x02 \x01(\rR\aplanned\x12\x12\n" +
+	"\x04made\x18\x03 \x01(\rR\x04made\x12\x12\n" +
+	"\x04done\x18\x04 \x01(\bR\x04done\"\x17\n" +
 	"\x15VerifyReplicasRequest\"s\n" +
 	"\x16VerifyReplicasResponse\x129\n" +
 	"\n" +
@@ -2462,7 +2584,7 @@ const file_topk_v1_topk_proto_rawDesc = "" +
 	"\x17CONSISTENCY_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12CONSISTENCY_CACHED\x10\x01\x12\x16\n" +
 	"\x12CONSISTENCY_LEADER\x10\x02\x12\x1c\n" +
-	"\x18CONSISTENCY_LINEARIZABLE\x10\x032\x8d\x06\n" +
+	"\x18CONSISTENCY_LINEARIZABLE\x10\x032\xd5\x06\n" +
 	"\vTopKService\x12;\n" +
 	"\x06Ingest\x12\x16.topk.v1.IngestRequest\x1a\x17.topk.v1.IngestResponse\"\x00\x128\n" +
 	"\x04TopK\x12\x14.topk.v1.TopKRequest\x1a\x15.topk.v1.TopKResponse\"\x03\x90\x02\x01\x12;\n" +
@@ -2473,7 +2595,8 @@ const file_topk_v1_topk_proto_rawDesc = "" +
 	"\x0fDropLeaderboard\x12\x1f.topk.v1.DropLeaderboardRequest\x1a .topk.v1.DropLeaderboardResponse\"\x00\x12>\n" +
 	"\x06Status\x12\x16.topk.v1.StatusRequest\x1a\x17.topk.v1.StatusResponse\"\x03\x90\x02\x01\x12:\n" +
 	"\x05Leave\x12\x15.topk.v1.LeaveRequest\x1a\x16.topk.v1.LeaveResponse\"\x000\x01\x12S\n" +
-	"\x0eVerifyReplicas\x12\x1e.topk.v1.VerifyReplicasRequest\x1a\x1f.topk.v1.VerifyReplicasResponse\"\x00B-Z+github.com/topkd/topkd/proto/topk/v1;topkv1b\x06proto3"
+	"\x0eVerifyReplicas\x12\x1e.topk.v1.VerifyReplicasRequest\x1a\x1f.topk.v1.VerifyReplicasResponse\"\x00\x12F\n" +
+	"\tRebalance\x12\x19.topk.v1.RebalanceRequest\x1a\x1a.topk.v1.RebalanceResponse\"\x000\x01B-Z+github.com/topkd/topkd/proto/topk/v1;topkv1b\x06proto3"
 
 var (
 	file_topk_v1_topk_proto_rawDescOnce sync.Once
@@ -2488,88 +2611,92 @@ func file_topk_v1_topk_proto_rawDescGZIP() []byte {
 }
 
 var file_topk_v1_topk_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_topk_v1_topk_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
+var file_topk_v1_topk_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
 var file_topk_v1_topk_proto_goTypes = []any{
 	(Consistency)(0),                    // 0: topk.v1.Consistency
-	(*VerifyReplicasRequest)(nil),       // 1: topk.v1.VerifyReplicasRequest
-	(*VerifyReplicasResponse)(nil),      // 2: topk.v1.VerifyReplicasResponse
-	(*PartitionDigests)(nil),            // 3: topk.v1.PartitionDigests
-	(*ReplicaDigest)(nil),               // 4: topk.v1.ReplicaDigest
-	(*LeaveRequest)(nil),                // 5: topk.v1.LeaveRequest
-	(*LeaveResponse)(nil),               // 6: topk.v1.LeaveResponse
-	(*Event)(nil),                       // 7: topk.v1.Event
-	(*IngestRequest)(nil),               // 8: topk.v1.IngestRequest
-	(*EventColumns)(nil),                // 9: topk.v1.EventColumns
-	(*LateDropped)(nil),                 // 10: topk.v1.LateDropped
-	(*IngestResponse)(nil),              // 11: topk.v1.IngestResponse
-	(*TopKRequest)(nil),                 // 12: topk.v1.TopKRequest
-	(*RankedItem)(nil),                  // 13: topk.v1.RankedItem
-	(*WindowInfo)(nil),                  // 14: topk.v1.WindowInfo
-	(*TopKResponse)(nil),                // 15: topk.v1.TopKResponse
-	(*CountRequest)(nil),                // 16: topk.v1.CountRequest
-	(*CountResponse)(nil),               // 17: topk.v1.CountResponse
-	(*Leaderboard)(nil),                 // 18: topk.v1.Leaderboard
-	(*CreateLeaderboardRequest)(nil),    // 19: topk.v1.CreateLeaderboardRequest
-	(*CreateLeaderboardResponse)(nil),   // 20: topk.v1.CreateLeaderboardResponse
-	(*ListLeaderboardsRequest)(nil),     // 21: topk.v1.ListLeaderboardsRequest
-	(*ListLeaderboardsResponse)(nil),    // 22: topk.v1.ListLeaderboardsResponse
-	(*DescribeLeaderboardRequest)(nil),  // 23: topk.v1.DescribeLeaderboardRequest
-	(*WindowStats)(nil),                 // 24: topk.v1.WindowStats
-	(*DescribeLeaderboardResponse)(nil), // 25: topk.v1.DescribeLeaderboardResponse
-	(*DropLeaderboardRequest)(nil),      // 26: topk.v1.DropLeaderboardRequest
-	(*DropLeaderboardResponse)(nil),     // 27: topk.v1.DropLeaderboardResponse
-	(*StatusRequest)(nil),               // 28: topk.v1.StatusRequest
-	(*PartitionStatus)(nil),             // 29: topk.v1.PartitionStatus
-	(*NodeStatus)(nil),                  // 30: topk.v1.NodeStatus
-	(*StatusResponse)(nil),              // 31: topk.v1.StatusResponse
-	(*MoveStatus)(nil),                  // 32: topk.v1.MoveStatus
-	nil,                                 // 33: topk.v1.Event.DimensionsEntry
+	(*RebalanceRequest)(nil),            // 1: topk.v1.RebalanceRequest
+	(*RebalanceResponse)(nil),           // 2: topk.v1.RebalanceResponse
+	(*VerifyReplicasRequest)(nil),       // 3: topk.v1.VerifyReplicasRequest
+	(*VerifyReplicasResponse)(nil),      // 4: topk.v1.VerifyReplicasResponse
+	(*PartitionDigests)(nil),            // 5: topk.v1.PartitionDigests
+	(*ReplicaDigest)(nil),               // 6: topk.v1.ReplicaDigest
+	(*LeaveRequest)(nil),                // 7: topk.v1.LeaveRequest
+	(*LeaveResponse)(nil),               // 8: topk.v1.LeaveResponse
+	(*Event)(nil),                       // 9: topk.v1.Event
+	(*IngestRequest)(nil),               // 10: topk.v1.IngestRequest
+	(*EventColumns)(nil),                // 11: topk.v1.EventColumns
+	(*LateDropped)(nil),                 // 12: topk.v1.LateDropped
+	(*IngestResponse)(nil),              // 13: topk.v1.IngestResponse
+	(*TopKRequest)(nil),                 // 14: topk.v1.TopKRequest
+	(*RankedItem)(nil),                  // 15: topk.v1.RankedItem
+	(*WindowInfo)(nil),                  // 16: topk.v1.WindowInfo
+	(*TopKResponse)(nil),                // 17: topk.v1.TopKResponse
+	(*CountRequest)(nil),                // 18: topk.v1.CountRequest
+	(*CountResponse)(nil),               // 19: topk.v1.CountResponse
+	(*Leaderboard)(nil),                 // 20: topk.v1.Leaderboard
+	(*CreateLeaderboardRequest)(nil),    // 21: topk.v1.CreateLeaderboardRequest
+	(*CreateLeaderboardResponse)(nil),   // 22: topk.v1.CreateLeaderboardResponse
+	(*ListLeaderboardsRequest)(nil),     // 23: topk.v1.ListLeaderboardsRequest
+	(*ListLeaderboardsResponse)(nil),    // 24: topk.v1.ListLeaderboardsResponse
+	(*DescribeLeaderboardRequest)(nil),  // 25: topk.v1.DescribeLeaderboardRequest
+	(*WindowStats)(nil),                 // 26: topk.v1.WindowStats
+	(*DescribeLeaderboardResponse)(nil), // 27: topk.v1.DescribeLeaderboardResponse
+	(*DropLeaderboardRequest)(nil),      // 28: topk.v1.DropLeaderboardRequest
+	(*DropLeaderboardResponse)(nil),     // 29: topk.v1.DropLeaderboardResponse
+	(*StatusRequest)(nil),               // 30: topk.v1.StatusRequest
+	(*PartitionStatus)(nil),             // 31: topk.v1.PartitionStatus
+	(*NodeStatus)(nil),                  // 32: topk.v1.NodeStatus
+	(*StatusResponse)(nil),              // 33: topk.v1.StatusResponse
+	(*MoveStatus)(nil),                  // 34: topk.v1.MoveStatus
+	nil,                                 // 35: topk.v1.Event.DimensionsEntry
 }
 var file_topk_v1_topk_proto_depIdxs = []int32{
-	3,  // 0: topk.v1.VerifyReplicasResponse.partitions:type_name -> topk.v1.PartitionDigests
-	4,  // 1: topk.v1.PartitionDigests.replicas:type_name -> topk.v1.ReplicaDigest
-	33, // 2: topk.v1.Event.dimensions:type_name -> topk.v1.Event.DimensionsEntry
-	7,  // 3: topk.v1.IngestRequest.events:type_name -> topk.v1.Event
-	9,  // 4: topk.v1.IngestRequest.columns:type_name -> topk.v1.EventColumns
-	10, // 5: topk.v1.IngestResponse.late_dropped:type_name -> topk.v1.LateDropped
+	5,  // 0: topk.v1.VerifyReplicasResponse.partitions:type_name -> topk.v1.PartitionDigests
+	6,  // 1: topk.v1.PartitionDigests.replicas:type_name -> topk.v1.ReplicaDigest
+	35, // 2: topk.v1.Event.dimensions:type_name -> topk.v1.Event.DimensionsEntry
+	9,  // 3: topk.v1.IngestRequest.events:type_name -> topk.v1.Event
+	11, // 4: topk.v1.IngestRequest.columns:type_name -> topk.v1.EventColumns
+	12, // 5: topk.v1.IngestResponse.late_dropped:type_name -> topk.v1.LateDropped
 	0,  // 6: topk.v1.TopKRequest.consistency:type_name -> topk.v1.Consistency
-	13, // 7: topk.v1.TopKResponse.items:type_name -> topk.v1.RankedItem
-	14, // 8: topk.v1.TopKResponse.window:type_name -> topk.v1.WindowInfo
+	15, // 7: topk.v1.TopKResponse.items:type_name -> topk.v1.RankedItem
+	16, // 8: topk.v1.TopKResponse.window:type_name -> topk.v1.WindowInfo
 	0,  // 9: topk.v1.TopKResponse.consistency:type_name -> topk.v1.Consistency
 	0,  // 10: topk.v1.CountRequest.consistency:type_name -> topk.v1.Consistency
-	14, // 11: topk.v1.CountResponse.window:type_name -> topk.v1.WindowInfo
+	16, // 11: topk.v1.CountResponse.window:type_name -> topk.v1.WindowInfo
 	0,  // 12: topk.v1.CountResponse.consistency:type_name -> topk.v1.Consistency
-	18, // 13: topk.v1.CreateLeaderboardRequest.leaderboard:type_name -> topk.v1.Leaderboard
-	18, // 14: topk.v1.CreateLeaderboardResponse.leaderboard:type_name -> topk.v1.Leaderboard
-	18, // 15: topk.v1.ListLeaderboardsResponse.leaderboards:type_name -> topk.v1.Leaderboard
-	18, // 16: topk.v1.DescribeLeaderboardResponse.leaderboard:type_name -> topk.v1.Leaderboard
-	24, // 17: topk.v1.DescribeLeaderboardResponse.windows:type_name -> topk.v1.WindowStats
-	30, // 18: topk.v1.StatusResponse.node:type_name -> topk.v1.NodeStatus
-	29, // 19: topk.v1.StatusResponse.partition_status:type_name -> topk.v1.PartitionStatus
-	30, // 20: topk.v1.StatusResponse.nodes:type_name -> topk.v1.NodeStatus
-	32, // 21: topk.v1.StatusResponse.moves:type_name -> topk.v1.MoveStatus
-	8,  // 22: topk.v1.TopKService.Ingest:input_type -> topk.v1.IngestRequest
-	12, // 23: topk.v1.TopKService.TopK:input_type -> topk.v1.TopKRequest
-	16, // 24: topk.v1.TopKService.Count:input_type -> topk.v1.CountRequest
-	19, // 25: topk.v1.TopKService.CreateLeaderboard:input_type -> topk.v1.CreateLeaderboardRequest
-	21, // 26: topk.v1.TopKService.ListLeaderboards:input_type -> topk.v1.ListLeaderboardsRequest
-	23, // 27: topk.v1.TopKService.DescribeLeaderboard:input_type -> topk.v1.DescribeLeaderboardRequest
-	26, // 28: topk.v1.TopKService.DropLeaderboard:input_type -> topk.v1.DropLeaderboardRequest
-	28, // 29: topk.v1.TopKService.Status:input_type -> topk.v1.StatusRequest
-	5,  // 30: topk.v1.TopKService.Leave:input_type -> topk.v1.LeaveRequest
-	1,  // 31: topk.v1.TopKService.VerifyReplicas:input_type -> topk.v1.VerifyReplicasRequest
-	11, // 32: topk.v1.TopKService.Ingest:output_type -> topk.v1.IngestResponse
-	15, // 33: topk.v1.TopKService.TopK:output_type -> topk.v1.TopKResponse
-	17, // 34: topk.v1.TopKService.Count:output_type -> topk.v1.CountResponse
-	20, // 35: topk.v1.TopKService.CreateLeaderboard:output_type -> topk.v1.CreateLeaderboardResponse
-	22, // 36: topk.v1.TopKService.ListLeaderboards:output_type -> topk.v1.ListLeaderboardsResponse
-	25, // 37: topk.v1.TopKService.DescribeLeaderboard:output_type -> topk.v1.DescribeLeaderboardResponse
-	27, // 38: topk.v1.TopKService.DropLeaderboard:output_type -> topk.v1.DropLeaderboardResponse
-	31, // 39: topk.v1.TopKService.Status:output_type -> topk.v1.StatusResponse
-	6,  // 40: topk.v1.TopKService.Leave:output_type -> topk.v1.LeaveResponse
-	2,  // 41: topk.v1.TopKService.VerifyReplicas:output_type -> topk.v1.VerifyReplicasResponse
-	32, // [32:42] is the sub-list for method output_type
-	22, // [22:32] is the sub-list for method input_type
+	20, // 13: topk.v1.CreateLeaderboardRequest.leaderboard:type_name -> topk.v1.Leaderboard
+	20, // 14: topk.v1.CreateLeaderboardResponse.leaderboard:type_name -> topk.v1.Leaderboard
+	20, // 15: topk.v1.ListLeaderboardsResponse.leaderboards:type_name -> topk.v1.Leaderboard
+	20, // 16: topk.v1.DescribeLeaderboardResponse.leaderboard:type_name -> topk.v1.Leaderboard
+	26, // 17: topk.v1.DescribeLeaderboardResponse.windows:type_name -> topk.v1.WindowStats
+	32, // 18: topk.v1.StatusResponse.node:type_name -> topk.v1.NodeStatus
+	31, // 19: topk.v1.StatusResponse.partition_status:type_name -> topk.v1.PartitionStatus
+	32, // 20: topk.v1.StatusResponse.nodes:type_name -> topk.v1.NodeStatus
+	34, // 21: topk.v1.StatusResponse.moves:type_name -> topk.v1.MoveStatus
+	10, // 22: topk.v1.TopKService.Ingest:input_type -> topk.v1.IngestRequest
+	14, // 23: topk.v1.TopKService.TopK:input_type -> topk.v1.TopKRequest
+	18, // 24: topk.v1.TopKService.Count:input_type -> topk.v1.CountRequest
+	21, // 25: topk.v1.TopKService.CreateLeaderboard:input_type -> topk.v1.CreateLeaderboardRequest
+	23, // 26: topk.v1.TopKService.ListLeaderboards:input_type -> topk.v1.ListLeaderboardsRequest
+	25, // 27: topk.v1.TopKService.DescribeLeaderboard:input_type -> topk.v1.DescribeLeaderboardRequest
+	28, // 28: topk.v1.TopKService.DropLeaderboard:input_type -> topk.v1.DropLeaderboardRequest
+	30, // 29: topk.v1.TopKService.Status:input_type -> topk.v1.StatusRequest
+	7,  // 30: topk.v1.TopKService.Leave:input_type -> topk.v1.LeaveRequest
+	3,  // 31: topk.v1.TopKService.VerifyReplicas:input_type -> topk.v1.VerifyReplicasRequest
+	1,  // 32: topk.v1.TopKService.Rebalance:input_type -> topk.v1.RebalanceRequest
+	13, // 33: topk.v1.TopKService.Ingest:output_type -> topk.v1.IngestResponse
+	17, // 34: topk.v1.TopKService.TopK:output_type -> topk.v1.TopKResponse
+	19, // 35: topk.v1.TopKService.Count:output_type -> topk.v1.CountResponse
+	22, // 36: topk.v1.TopKService.CreateLeaderboard:output_type -> topk.v1.CreateLeaderboardResponse
+	24, // 37: topk.v1.TopKService.ListLeaderboards:output_type -> topk.v1.ListLeaderboardsResponse
+	27, // 38: topk.v1.TopKService.DescribeLeaderboard:output_type -> topk.v1.DescribeLeaderboardResponse
+	29, // 39: topk.v1.TopKService.DropLeaderboard:output_type -> topk.v1.DropLeaderboardResponse
+	33, // 40: topk.v1.TopKService.Status:output_type -> topk.v1.StatusResponse
+	8,  // 41: topk.v1.TopKService.Leave:output_type -> topk.v1.LeaveResponse
+	4,  // 42: topk.v1.TopKService.VerifyReplicas:output_type -> topk.v1.VerifyReplicasResponse
+	2,  // 43: topk.v1.TopKService.Rebalance:output_type -> topk.v1.RebalanceResponse
+	33, // [33:44] is the sub-list for method output_type
+	22, // [22:33] is the sub-list for method input_type
 	22, // [22:22] is the sub-list for extension type_name
 	22, // [22:22] is the sub-list for extension extendee
 	0,  // [0:22] is the sub-list for field type_name
@@ -2586,7 +2713,7 @@ func file_topk_v1_topk_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_topk_v1_topk_proto_rawDesc), len(file_topk_v1_topk_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   33,
+			NumMessages:   35,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -61,6 +61,8 @@ const (
 	// TopKServiceVerifyReplicasProcedure is the fully-qualified name of the TopKService's
 	// VerifyReplicas RPC.
 	TopKServiceVerifyReplicasProcedure = "/topk.v1.TopKService/VerifyReplicas"
+	// TopKServiceRebalanceProcedure is the fully-qualified name of the TopKService's Rebalance RPC.
+	TopKServiceRebalanceProcedure = "/topk.v1.TopKService/Rebalance"
 )
 
 // TopKServiceClient is a client for the topk.v1.TopKService service.
@@ -85,6 +87,10 @@ type TopKServiceClient interface {
 	// VerifyReplicas has every partition's leader log a checksum command and
 	// compares the state digests its replicas record at that entry.
 	VerifyReplicas(context.Context, *connect.Request[v1.VerifyReplicasRequest]) (*connect.Response[v1.VerifyReplicasResponse], error)
+	// Rebalance spreads ingest load: it moves leaderships, then replicas, from
+	// the busiest nodes to the least busy (swaps that keep every node's count
+	// of each), streaming what it moves; it ends when the moves are done.
+	Rebalance(context.Context, *connect.Request[v1.RebalanceRequest]) (*connect.ServerStreamForClient[v1.RebalanceResponse], error)
 }
 
 // NewTopKServiceClient constructs a client for the topk.v1.TopKService service. By default, it uses
@@ -163,6 +169,12 @@ func NewTopKServiceClient(httpClient connect.HTTPClient, baseURL string, opts ..
 			connect.WithSchema(topKServiceMethods.ByName("VerifyReplicas")),
 			connect.WithClientOptions(opts...),
 		),
+		rebalance: connect.NewClient[v1.RebalanceRequest, v1.RebalanceResponse](
+			httpClient,
+			baseURL+TopKServiceRebalanceProcedure,
+			connect.WithSchema(topKServiceMethods.ByName("Rebalance")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -178,6 +190,7 @@ type topKServiceClient struct {
 	status              *connect.Client[v1.StatusRequest, v1.StatusResponse]
 	leave               *connect.Client[v1.LeaveRequest, v1.LeaveResponse]
 	verifyReplicas      *connect.Client[v1.VerifyReplicasRequest, v1.VerifyReplicasResponse]
+	rebalance           *connect.Client[v1.RebalanceRequest, v1.RebalanceResponse]
 }
 
 // Ingest calls topk.v1.TopKService.Ingest.
@@ -230,6 +243,11 @@ func (c *topKServiceClient) VerifyReplicas(ctx context.Context, req *connect.Req
 	return c.verifyReplicas.CallUnary(ctx, req)
 }
 
+// Rebalance calls topk.v1.TopKService.Rebalance.
+func (c *topKServiceClient) Rebalance(ctx context.Context, req *connect.Request[v1.RebalanceRequest]) (*connect.ServerStreamForClient[v1.RebalanceResponse], error) {
+	return c.rebalance.CallServerStream(ctx, req)
+}
+
 // TopKServiceHandler is an implementation of the topk.v1.TopKService service.
 type TopKServiceHandler interface {
 	// Ingest counts a batch of events. With producer_id set, a retry with the same
@@ -252,6 +270,10 @@ type TopKServiceHandler interface {
 	// VerifyReplicas has every partition's leader log a checksum command and
 	// compares the state digests its replicas record at that entry.
 	VerifyReplicas(context.Context, *connect.Request[v1.VerifyReplicasRequest]) (*connect.Response[v1.VerifyReplicasResponse], error)
+	// Rebalance spreads ingest load: it moves leaderships, then replicas, from
+	// the busiest nodes to the least busy (swaps that keep every node's count
+	// of each), streaming what it moves; it ends when the moves are done.
+	Rebalance(context.Context, *connect.Request[v1.RebalanceRequest], *connect.ServerStream[v1.RebalanceResponse]) error
 }
 
 // NewTopKServiceHandler builds an HTTP handler from the service implementation. It returns the path
@@ -326,6 +348,12 @@ func NewTopKServiceHandler(svc TopKServiceHandler, opts ...connect.HandlerOption
 		connect.WithSchema(topKServiceMethods.ByName("VerifyReplicas")),
 		connect.WithHandlerOptions(opts...),
 	)
+	topKServiceRebalanceHandler := connect.NewServerStreamHandler(
+		TopKServiceRebalanceProcedure,
+		svc.Rebalance,
+		connect.WithSchema(topKServiceMethods.ByName("Rebalance")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/topk.v1.TopKService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case TopKServiceIngestProcedure:
@@ -348,6 +376,8 @@ func NewTopKServiceHandler(svc TopKServiceHandler, opts ...connect.HandlerOption
 			topKServiceLeaveHandler.ServeHTTP(w, r)
 		case TopKServiceVerifyReplicasProcedure:
 			topKServiceVerifyReplicasHandler.ServeHTTP(w, r)
+		case TopKServiceRebalanceProcedure:
+			topKServiceRebalanceHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -395,4 +425,8 @@ func (UnimplementedTopKServiceHandler) Leave(context.Context, *connect.Request[v
 
 func (UnimplementedTopKServiceHandler) VerifyReplicas(context.Context, *connect.Request[v1.VerifyReplicasRequest]) (*connect.Response[v1.VerifyReplicasResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("topk.v1.TopKService.VerifyReplicas is not implemented"))
+}
+
+func (UnimplementedTopKServiceHandler) Rebalance(context.Context, *connect.Request[v1.RebalanceRequest], *connect.ServerStream[v1.RebalanceResponse]) error {
+	return connect.NewError(connect.CodeUnimplemented, errors.New("topk.v1.TopKService.Rebalance is not implemented"))
 }

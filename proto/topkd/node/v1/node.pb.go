@@ -978,8 +978,10 @@ type ReplicaStatusResponse struct {
 	// This replica leads and no membership change is in flight: the
 	// configuration above is committed.
 	ConfigCommitted bool `protobuf:"varint,7,opt,name=config_committed,json=configCommitted,proto3" json:"config_committed,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// Events per second this replica accepted as leader (10 s average).
+	IngestEventsPerSecond float64 `protobuf:"fixed64,8,opt,name=ingest_events_per_second,json=ingestEventsPerSecond,proto3" json:"ingest_events_per_second,omitempty"`
+	unknownFields         protoimpl.UnknownFields
+	sizeCache             protoimpl.SizeCache
 }
 
 func (x *ReplicaStatusResponse) Reset() {
@@ -1059,6 +1061,13 @@ func (x *ReplicaStatusResponse) GetConfigCommitted() bool {
 		return x.ConfigCommitted
 	}
 	return false
+}
+
+func (x *ReplicaStatusResponse) GetIngestEventsPerSecond() float64 {
+	if x != nil {
+		return x.IngestEventsPerSecond
+	}
+	return 0
 }
 
 type StateDigest struct {
@@ -1304,7 +1313,7 @@ const file_topkd_node_v1_node_proto_rawDesc = "" +
 	"\x11ApplyMetaResponse\x12;\n" +
 	"\x06config\x18\x01 \x01(\v2#.topkd.raftcmd.v1.LeaderboardConfigR\x06config\",\n" +
 	"\x14ReplicaStatusRequest\x12\x14\n" +
-	"\x05group\x18\x01 \x01(\rR\x05group\"\x89\x02\n" +
+	"\x05group\x18\x01 \x01(\rR\x05group\"\xc2\x02\n" +
 	"\x15ReplicaStatusResponse\x12#\n" +
 	"\rapplied_index\x18\x01 \x01(\x04R\fappliedIndex\x12\x1d\n" +
 	"\n" +
@@ -1314,7 +1323,8 @@ const file_topkd_node_v1_node_proto_rawDesc = "" +
 	"\n" +
 	"non_voters\x18\x05 \x03(\tR\tnonVoters\x124\n" +
 	"\adigests\x18\x06 \x03(\v2\x1a.topkd.node.v1.StateDigestR\adigests\x12)\n" +
-	"\x10config_committed\x18\a \x01(\bR\x0fconfigCommitted\"K\n" +
+	"\x10config_committed\x18\a \x01(\bR\x0fconfigCommitted\x127\n" +
+	"\x18ingest_events_per_second\x18\b \x01(\x01R\x15ingestEventsPerSecond\"K\n" +
 	"\vStateDigest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x14\n" +
 	"\x05index\x18\x02 \x01(\x04R\x05index\x12\x16\n" +
