@@ -21,6 +21,9 @@ import (
 var (
 	ErrLeaderboardExists = errors.New("leaderboard already exists")
 	ErrNotInitialized    = errors.New("cluster not initialized")
+	// ErrUnknownMeta: a meta command from a newer release that this one
+	// cannot apply.
+	ErrUnknownMeta = errors.New("unknown meta command")
 	// ErrStalePlacement: a placement change computed from an older table.
 	ErrStalePlacement = errors.New("stale placement")
 	// ErrIdentity: a node presents an id that belongs to another data dir.
@@ -56,25 +59,58 @@ func newMetaFSM() *metaFSM {
 	return &metaFSM{st: &metapb.State{}, view: &metapb.State{}, changed: make(chan struct{})}
 }
 
+// Meta command envelope: magic, version, flags, reserved, CRC32C(payload)
+// little-endian, payload (a metapb.Command). Releases before the envelope
+// wrote CRC32C(payload) then the payload; decodeMeta still reads those.
+const (
+	metaMagic         = 'M'
+	metaVersion       = 1
+	metaEnvelopeSize  = 8
+	metaFlagIgnorable = 1 // replicas that do not know the command may skip it
+)
+
 func encodeMeta(c *metapb.Command) ([]byte, error) {
+	return encodeMetaFlags(c, 0)
+}
+
+func encodeMetaFlags(c *metapb.Command, flags byte) ([]byte, error) {
 	b, err := proto.Marshal(c)
 	if err != nil {
 		return nil, err
 	}
-	out := binary.LittleEndian.AppendUint32(make([]byte, 0, 4+len(b)), crc32.Checksum(b, castagnoli))
+	out := make([]byte, metaEnvelopeSize, metaEnvelopeSize+len(b))
+	out[0], out[1], out[2] = metaMagic, metaVersion, flags
+	binary.LittleEndian.PutUint32(out[4:], crc32.Checksum(b, castagnoli))
 	return append(out, b...), nil
 }
 
+// decodeMeta reads a meta command and its flags. A command of a newer
+// envelope version, or of a type this release does not know and may not
+// skip, is an error: applying the rest of the log without it would leave
+// this replica's state different from the others'.
 func decodeMeta(data []byte) (*metapb.Command, error) {
-	if len(data) < 4 {
-		return nil, fmt.Errorf("%w: meta command of %d bytes", fsm.ErrCorrupt, len(data))
-	}
-	if crc32.Checksum(data[4:], castagnoli) != binary.LittleEndian.Uint32(data) {
-		return nil, fmt.Errorf("%w: meta command checksum", fsm.ErrCorrupt)
+	payload, flags := data, byte(0)
+	if len(data) >= metaEnvelopeSize && data[0] == metaMagic && data[1] >= 1 &&
+		crc32.Checksum(data[metaEnvelopeSize:], castagnoli) == binary.LittleEndian.Uint32(data[4:]) {
+		if data[1] > metaVersion {
+			return nil, fmt.Errorf("%w: meta command envelope version %d; this release reads %d (upgrade topkd)", ErrUnknownMeta, data[1], metaVersion)
+		}
+		payload, flags = data[metaEnvelopeSize:], data[2]
+	} else {
+		if len(data) < 4 {
+			return nil, fmt.Errorf("%w: meta command of %d bytes", fsm.ErrCorrupt, len(data))
+		}
+		if crc32.Checksum(data[4:], castagnoli) != binary.LittleEndian.Uint32(data) {
+			return nil, fmt.Errorf("%w: meta command checksum", fsm.ErrCorrupt)
+		}
+		payload = data[4:]
 	}
 	c := &metapb.Command{}
-	if err := proto.Unmarshal(data[4:], c); err != nil {
+	if err := proto.Unmarshal(payload, c); err != nil {
 		return nil, fmt.Errorf("%w: meta command: %v", fsm.ErrCorrupt, err)
+	}
+	if c.Cmd == nil && flags&metaFlagIgnorable == 0 {
+		return nil, fmt.Errorf("%w: a meta command this release does not know (upgrade topkd)", ErrUnknownMeta)
 	}
 	return c, nil
 }
@@ -95,6 +131,9 @@ func (m *metaFSM) Apply(l *raft.Log) interface{} {
 	c, err := decodeMeta(l.Data)
 	if err != nil {
 		panic(fmt.Sprintf("topkd meta: apply index %d: %v", l.Index, err))
+	}
+	if c.Cmd == nil {
+		return nil // a newer release's command, marked safe to skip
 	}
 	switch x := c.Cmd.(type) {
 	case *metapb.Command_Init:
