@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Scaling with R = 1 (make bench-scaling): 1, 2 and 4 topkd containers, each capped at
+# TOPKD_SCALE_CPUS (default 0.25) CPUs by docker run --cpus so that the load generator (topkctl bench,
+# in a container of its own capped at one CPU) keeps a core. Reports acknowledged events/s at each size
+# as a ratio to N x one capped node, and events per node CPU-second (the nodes share one disk).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cpus=${TOPKD_SCALE_CPUS:-0.25}
+per_node=${TOPKD_SCALE_EVENTS:-600000}
+net=topkd-scale
+make image >/dev/null
+cleanup() { docker rm -f $(docker ps -aq --filter label=topkd-scale) >/dev/null 2>&1 || true; docker network rm $net >/dev/null 2>&1 || true; }
+trap cleanup EXIT
+cleanup
+docker network create $net >/dev/null
+results=()
+for n in 1 2 4; do
+  cleanup; docker network create $net >/dev/null
+  for i in $(seq 1 "$n"); do
+    join=(); [ "$i" -gt 1 ] && join=(--join s1:7072)
+    docker run -d --label topkd-scale --network $net --name "s$i" --hostname "s$i" --cpus "$cpus" topkd:latest \
+      --node-id "s$i" --http-addr "s$i:7070" --raft-addr "s$i:7071" --gossip-addr "s$i:7072" --replicas 1 \
+      --partitions 4 --log-level warn "${join[@]}" >/dev/null
+    sleep 1
+  done
+  addrs=$(seq -s, -f "s%g:7070" 1 "$n")
+  # Placement spreads the partitions once every node joined: wait until each leads one (N <= P).
+  for _ in $(seq 120); do
+    led=$(docker run --rm --label topkd-scale --network $net --entrypoint /topkctl topkd:latest --addr s1:7070 status --json \
+      | python3 -c 'import json,sys; s=json.load(sys.stdin); print(len(set(p["leader"] for p in s.get("partition_status",[]) if p.get("leader"))), len(s.get("moves") or []))')
+    [ "${led% *}" -ge "$n" ] && [ "${led#* }" = 0 ] && break
+    sleep 0.5
+  done
+  events=$((per_node * n))
+  out=$(docker run --rm --label topkd-scale --network $net --cpus 1 --entrypoint /topkctl topkd:latest --addr "$addrs" \
+    bench --events "$events" --items 1000000 --producers $((16 * n)) --batch 1000 --query-rate 0 --progress=false --json)
+  eps=$(echo "$out" | python3 -c 'import json,sys; print(int(json.load(sys.stdin)["events_per_second"]))')
+  cpu=$(echo "$out" | python3 -c 'import json,sys; r=json.load(sys.stdin); print(r["server_cpu_ns"]/1e9)')
+  echo "== $n node(s) at --cpus $cpus: $eps events/s acknowledged; node CPU $cpu s for $events events: $(python3 -c "print(round($events/$cpu))") events per node CPU-second"
+  results+=("$n:$eps")
+done
+one=${results[0]#*:}
+for r in "${results[@]}"; do
+  n=${r%%:*}; eps=${r#*:}
+  echo "$n nodes: $(python3 -c "print(f'{$eps/($n*$one):.2f}')")x of $n x one capped node"
+done
