@@ -7,7 +7,7 @@ CONNECT_GO_VERSION    := v1.21.1
 STATICCHECK_VERSION   := v0.8.2
 export PATH := $(BIN):$(PATH)
 
-.PHONY: all build run test test-short generate generate-check tools bench bench-fsm bench-fsm-10m bench-server bench-redis bench-restart bench-single bench-logstore bench-scaling lint ci accuracy mode-memory image cluster-up cluster-down
+.PHONY: all build run test test-short generate generate-check tools bench bench-fsm bench-fsm-10m bench-server bench-redis bench-restart bench-single bench-logstore bench-scaling bench-cluster lint ci accuracy mode-memory image cluster-up cluster-down
 
 all: build
 
@@ -100,6 +100,10 @@ bench-single:
 
 # The shared Raft log against a raft-boltdb file per partition: P = 4, 8, 16 x 4, 16, 64 producers,
 # stores alternating on fresh nodes.
+# Three nodes against one, and reads from a node that leads nothing (processes on loopback).
+bench-cluster:
+	cluster-test/bench_cluster.sh
+
 # Scaling with R = 1: 1, 2 and 4 containers capped at 0.25 CPUs each (docker run --cpus).
 bench-scaling:
 	cluster-test/bench_scaling.sh

@@ -85,6 +85,14 @@ type QueryOption func(*queryOptions)
 
 type queryOptions struct {
 	consistency Consistency
+	partial     bool
+}
+
+// WithPartial lets a top-k query at leader or linearizable consistency
+// answer from the partitions that answer: TopKResult.MissingPartitions
+// names the others. Without it such an answer is an error.
+func WithPartial() QueryOption {
+	return func(o *queryOptions) { o.partial = true }
 }
 
 // WithConsistency sets a query's read level.
@@ -121,6 +129,8 @@ type TopKResult struct {
 	// AsOf is when the answer was computed (for cached answers: when the cache was filled).
 	AsOf        time.Time `json:"as_of"`
 	GeneratedAt time.Time `json:"generated_at"`
+	// MissingPartitions lists the partitions a partial answer left out (WithPartial).
+	MissingPartitions []uint32 `json:"missing_partitions,omitempty"`
 }
 
 // CountResult is the answer to Count.
@@ -167,7 +177,8 @@ func (c *Client) TopK(ctx context.Context, leaderboard, window string, k int, op
 	for _, f := range opts {
 		f(&o)
 	}
-	req := &topkv1.TopKRequest{Leaderboard: leaderboard, K: uint32(k), Window: window, Consistency: o.consistency.pb()}
+	req := &topkv1.TopKRequest{Leaderboard: leaderboard, K: uint32(k), Window: window, Consistency: o.consistency.pb(),
+		AllowPartial: o.partial}
 	var m *topkv1.TopKResponse
 	if _, err := c.call(ctx, op, retryUnknown, func(ctx context.Context, n topkv1connect.TopKServiceClient) error {
 		r, err := n.TopK(ctx, connect.NewRequest(req))
@@ -180,7 +191,8 @@ func (c *Client) TopK(ctx context.Context, leaderboard, window string, k int, op
 	}
 	out := &TopKResult{Leaderboard: m.Leaderboard, Window: windowOf(m.Window), Approximate: m.Approximate,
 		Guaranteed: m.Guaranteed, MaxError: m.MaxError, Consistency: consistencyOf(m.Consistency),
-		AsOf: unixMs(m.AsOfUnixMs), GeneratedAt: unixMs(m.GeneratedAtUnixMs), Items: make([]Item, len(m.Items))}
+		AsOf: unixMs(m.AsOfUnixMs), GeneratedAt: unixMs(m.GeneratedAtUnixMs), Items: make([]Item, len(m.Items)),
+		MissingPartitions: m.MissingPartitions}
 	for i, it := range m.Items {
 		out.Items[i] = Item{ID: it.Id, Count: it.Count, LowerBound: it.LowerBound, UpperBound: it.UpperBound}
 	}

@@ -671,3 +671,65 @@ func TestClusterRebalance(t *testing.T) {
 		}
 	}
 }
+
+// TestClusterPartialAnswer: with R = 1 on two nodes, stopping one leaves
+// its partitions without a replica. A leader read then fails naming a
+// partition, or, when the caller allows a partial answer, answers from the
+// other partitions exactly and names the missing ones.
+func TestClusterPartialAnswer(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a two-node cluster; skipped with -short")
+	}
+	oneReplica := func(c *server.Config) { c.Replicas = 1 }
+	n1 := startNode(t, "n1", t.TempDir(), "", oneReplica)
+	n2 := startNode(t, "n2", t.TempDir(), n1.addr, oneReplica)
+	placement := waitPlaced(t, []*clusterNode{n1, n2})
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	w := newWorkload(t, ctx)
+	w.ingest([]*clusterNode{n1, n2}, 10)
+	n2.stop()
+	var gone []int
+	for p, reps := range placement {
+		if reps[0] == "n2" {
+			gone = append(gone, p)
+		}
+	}
+	if len(gone) == 0 || len(gone) == len(placement) {
+		t.Fatalf("placement %v: want n2 to hold some partitions, not all", placement)
+	}
+	qctx, qcancel := context.WithTimeout(ctx, 2*time.Second)
+	_, err := n1.node.TopK(qctx, server.TopKQuery{K: 100, Consistency: server.Leader})
+	qcancel()
+	if err == nil || !strings.Contains(err.Error(), "partition") {
+		t.Fatalf("whole answer with n2 stopped: %v, want an error naming a partition", err)
+	}
+	qctx, qcancel = context.WithTimeout(ctx, 2*time.Second)
+	a, err := n1.node.TopK(qctx, server.TopKQuery{K: 100, Consistency: server.Leader, AllowPartial: true})
+	qcancel()
+	if err != nil {
+		t.Fatalf("partial answer: %v", err)
+	}
+	if !slices.Equal(a.Missing, gone) {
+		t.Errorf("missing %v, want %v", a.Missing, gone)
+	}
+	want := 0
+	for item, c := range w.want {
+		if slices.Contains(gone, server.PartitionOf("default", item, len(placement))) {
+			continue
+		}
+		want++
+		found := false
+		for _, it := range a.Items {
+			if it.Item == item {
+				found = it.Count == c
+			}
+		}
+		if !found {
+			t.Errorf("%s: missing or not %d in the partial answer", item, c)
+		}
+	}
+	if len(a.Items) != want {
+		t.Errorf("partial answer has %d items, want %d", len(a.Items), want)
+	}
+}

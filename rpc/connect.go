@@ -124,7 +124,7 @@ func (s *service) TopK(ctx context.Context, req *connect.Request[topkv1.TopKRequ
 	}
 	k := int(m.K) // 0: the node's default, min(100, k_max)
 	a, err := s.n.TopK(ctx, server.TopKQuery{Leaderboard: m.Leaderboard, Window: win, K: k,
-		Consistency: consistency(m.Consistency, server.Leader)})
+		Consistency: consistency(m.Consistency, server.Leader), AllowPartial: m.AllowPartial})
 	if err != nil {
 		return nil, connectErr(err)
 	}
@@ -133,6 +133,9 @@ func (s *service) TopK(ctx context.Context, req *connect.Request[topkv1.TopKRequ
 		AsOfUnixMs: a.AsOf.UnixMilli(), GeneratedAtUnixMs: time.Now().UnixMilli(), Items: make([]*topkv1.RankedItem, len(a.Items))}
 	for i, it := range a.Items {
 		out.Items[i] = &topkv1.RankedItem{Id: it.Item, Count: it.Count, LowerBound: it.Lower, UpperBound: it.Upper}
+	}
+	for _, p := range a.Missing {
+		out.MissingPartitions = append(out.MissingPartitions, uint32(p))
 	}
 	return connect.NewResponse(out), nil
 }

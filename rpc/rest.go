@@ -103,6 +103,9 @@ type topJSON struct {
 	Leaderboard string     `json:"leaderboard"`
 	Consistency string     `json:"consistency"`
 	AsOf        string     `json:"as_of"`
+	// With partial=true: the partitions left out, when any.
+	Partial           bool  `json:"partial,omitempty"`
+	MissingPartitions []int `json:"missing_partitions,omitempty"`
 }
 
 func (h *rest) topItems(w http.ResponseWriter, r *http.Request) {
@@ -130,7 +133,13 @@ func (h *rest) topItems(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, err)
 		return
 	}
-	a, err := h.n.TopK(r.Context(), server.TopKQuery{Leaderboard: q.Get("leaderboard"), Window: win, K: k, Consistency: cons})
+	partial, err := parseBool(q.Get("partial"))
+	if err != nil {
+		writeErr(w, badRequest("partial", "%v", err))
+		return
+	}
+	a, err := h.n.TopK(r.Context(), server.TopKQuery{Leaderboard: q.Get("leaderboard"), Window: win, K: k, Consistency: cons,
+		AllowPartial: partial})
 	if err != nil {
 		writeErr(w, err)
 		return
@@ -141,7 +150,16 @@ func (h *rest) topItems(w http.ResponseWriter, r *http.Request) {
 	for i, it := range a.Items {
 		out.Items[i] = itemJSON{ID: it.Item, Count: it.Count, LowerBound: it.Lower, UpperBound: it.Upper}
 	}
+	out.Partial, out.MissingPartitions = len(a.Missing) > 0, a.Missing
 	writeJSON(w, http.StatusOK, out)
+}
+
+// parseBool reads an optional boolean query parameter.
+func parseBool(s string) (bool, error) {
+	if s == "" {
+		return false, nil
+	}
+	return strconv.ParseBool(s)
 }
 
 // eventJSON is one event of POST /api/events. time is RFC 3339 or unix milliseconds.

@@ -35,7 +35,10 @@ type coordDeps struct {
 
 func newCoordinator(d coordDeps, cacheEvery time.Duration, refreshed func(TopKAnswer)) *coordinator {
 	co := &coordinator{coordDeps: d, lanes: newProducerLanes(d.nodeID, uint64(d.clock.Now().UnixMilli()))}
-	co.cache = newResultCache(cacheDeps{every: cacheEvery, clock: d.clock, boards: d.boards, gather: co.gather,
+	whole := func(ctx context.Context, cfg *pb.LeaderboardConfig, window time.Duration, k int, c Consistency) (TopKAnswer, error) {
+		return co.gather(ctx, cfg, window, k, c, false) // the cache holds whole answers only
+	}
+	co.cache = newResultCache(cacheDeps{every: cacheEvery, clock: d.clock, boards: d.boards, gather: whole,
 		refreshed: refreshed})
 	return co
 }

@@ -3,6 +3,7 @@ package server
 import (
 	"container/heap"
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"strconv"
@@ -76,6 +77,10 @@ type TopKQuery struct {
 	Window      time.Duration
 	K           int
 	Consistency Consistency
+	// AllowPartial answers from the partitions that answer, naming the
+	// others in TopKAnswer.Missing, instead of failing (leader and
+	// linearizable reads; cached answers are always whole).
+	AllowPartial bool
 }
 
 // TopKAnswer is a merged answer over all partitions.
@@ -97,6 +102,9 @@ type TopKAnswer struct {
 	Guaranteed  bool
 	MaxError    int64
 	Rest        int64
+	// Missing lists the partitions left out of a partial answer
+	// (TopKQuery.AllowPartial): its items come from the others only.
+	Missing []int
 }
 
 // truncate keeps the best k items and recomputes what depends on k.
@@ -199,7 +207,7 @@ func (co *coordinator) TopK(ctx context.Context, q TopKQuery) (TopKAnswer, error
 		a.truncate(q.K)
 		return a, nil
 	}
-	return co.gather(ctx, cfg, q.Window, q.K, q.Consistency)
+	return co.gather(ctx, cfg, q.Window, q.K, q.Consistency, q.AllowPartial)
 }
 
 // scatter asks every partition for its top k at once and waits for all:
@@ -222,7 +230,7 @@ func (co *coordinator) scatter(ctx context.Context, lb string, window time.Durat
 // exact, and in the approximate modes each item keeps its partition's
 // bounds; what is not listed is bounded by the largest partition Rest and
 // the best item merged away (sketch.MergeDisjoint's rule).
-func (co *coordinator) gather(ctx context.Context, cfg *pb.LeaderboardConfig, window time.Duration, k int, c Consistency) (TopKAnswer, error) {
+func (co *coordinator) gather(ctx context.Context, cfg *pb.LeaderboardConfig, window time.Duration, k int, c Consistency, partial bool) (TopKAnswer, error) {
 	if err := co.ready(ctx); err != nil {
 		return TopKAnswer{}, err
 	}
@@ -234,7 +242,13 @@ func (co *coordinator) gather(ctx context.Context, cfg *pb.LeaderboardConfig, wi
 	results, errs := co.scatter(ctx, cfg.Name, window, k, c)
 	for i, r := range results {
 		if errs[i] != nil {
-			return TopKAnswer{}, fmt.Errorf("partition %d: %w", i, errs[i])
+			// Partial answers leave out unavailable partitions, never ones
+			// that refuse the query itself.
+			if !partial || errors.Is(errs[i], ErrInvalid) || len(a.Missing) == len(results)-1 {
+				return TopKAnswer{}, fmt.Errorf("partition %d: %w", i, errs[i])
+			}
+			a.Missing = append(a.Missing, i)
+			continue
 		}
 		if err := sameIncarnation(i, cfg, r.Incarnation); err != nil {
 			return TopKAnswer{}, err

@@ -886,8 +886,11 @@ type TopKRequest struct {
 	Leaderboard string                 `protobuf:"bytes,1,opt,name=leaderboard,proto3" json:"leaderboard,omitempty"`
 	K           uint32                 `protobuf:"varint,2,opt,name=k,proto3" json:"k,omitempty"`
 	// "all" (default) or a configured duration such as "1m", "1h", "1d", "7d".
-	Window        string      `protobuf:"bytes,3,opt,name=window,proto3" json:"window,omitempty"`
-	Consistency   Consistency `protobuf:"varint,4,opt,name=consistency,proto3,enum=topk.v1.Consistency" json:"consistency,omitempty"`
+	Window      string      `protobuf:"bytes,3,opt,name=window,proto3" json:"window,omitempty"`
+	Consistency Consistency `protobuf:"varint,4,opt,name=consistency,proto3,enum=topk.v1.Consistency" json:"consistency,omitempty"`
+	// Answer from the partitions that answer and name the others in
+	// missing_partitions, instead of failing (leader and linearizable reads).
+	AllowPartial  bool `protobuf:"varint,5,opt,name=allow_partial,json=allowPartial,proto3" json:"allow_partial,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -948,6 +951,13 @@ func (x *TopKRequest) GetConsistency() Consistency {
 		return x.Consistency
 	}
 	return Consistency_CONSISTENCY_UNSPECIFIED
+}
+
+func (x *TopKRequest) GetAllowPartial() bool {
+	if x != nil {
+		return x.AllowPartial
+	}
+	return false
 }
 
 type RankedItem struct {
@@ -1099,6 +1109,8 @@ type TopKResponse struct {
 	// Unix ms at which the answer was computed (for cached answers: when the cache was filled).
 	AsOfUnixMs        int64 `protobuf:"varint,8,opt,name=as_of_unix_ms,json=asOfUnixMs,proto3" json:"as_of_unix_ms,omitempty"`
 	GeneratedAtUnixMs int64 `protobuf:"varint,9,opt,name=generated_at_unix_ms,json=generatedAtUnixMs,proto3" json:"generated_at_unix_ms,omitempty"`
+	// The partitions left out of a partial answer (allow_partial).
+	MissingPartitions []uint32 `protobuf:"varint,10,rep,packed,name=missing_partitions,json=missingPartitions,proto3" json:"missing_partitions,omitempty"`
 	unknownFields     protoimpl.UnknownFields
 	sizeCache         protoimpl.SizeCache
 }
@@ -1194,6 +1206,13 @@ func (x *TopKResponse) GetGeneratedAtUnixMs() int64 {
 		return x.GeneratedAtUnixMs
 	}
 	return 0
+}
+
+func (x *TopKResponse) GetMissingPartitions() []uint32 {
+	if x != nil {
+		return x.MissingPartitions
+	}
+	return nil
 }
 
 type CountRequest struct {
@@ -2448,12 +2467,13 @@ const file_topk_v1_topk_proto_rawDesc = "" +
 	"\baccepted\x18\x01 \x01(\x04R\baccepted\x12\x1c\n" +
 	"\tduplicate\x18\x02 \x01(\bR\tduplicate\x127\n" +
 	"\flate_dropped\x18\x03 \x03(\v2\x14.topk.v1.LateDroppedR\vlateDropped\x12\x1a\n" +
-	"\brejected\x18\x04 \x01(\x04R\brejected\"\x8d\x01\n" +
+	"\brejected\x18\x04 \x01(\x04R\brejected\"\xb2\x01\n" +
 	"\vTopKRequest\x12 \n" +
 	"\vleaderboard\x18\x01 \x01(\tR\vleaderboard\x12\f\n" +
 	"\x01k\x18\x02 \x01(\rR\x01k\x12\x16\n" +
 	"\x06window\x18\x03 \x01(\tR\x06window\x126\n" +
-	"\vconsistency\x18\x04 \x01(\x0e2\x14.topk.v1.ConsistencyR\vconsistency\"t\n" +
+	"\vconsistency\x18\x04 \x01(\x0e2\x14.topk.v1.ConsistencyR\vconsistency\x12#\n" +
+	"\rallow_partial\x18\x05 \x01(\bR\fallowPartial\"t\n" +
 	"\n" +
 	"RankedItem\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
@@ -2467,7 +2487,7 @@ const file_topk_v1_topk_proto_rawDesc = "" +
 	"\x04type\x18\x01 \x01(\tR\x04type\x12\x1a\n" +
 	"\bduration\x18\x02 \x01(\tR\bduration\x12\"\n" +
 	"\rstart_unix_ms\x18\x03 \x01(\x03R\vstartUnixMs\x12\x1e\n" +
-	"\vend_unix_ms\x18\x04 \x01(\x03R\tendUnixMs\"\xf3\x02\n" +
+	"\vend_unix_ms\x18\x04 \x01(\x03R\tendUnixMs\"\xa2\x03\n" +
 	"\fTopKResponse\x12 \n" +
 	"\vleaderboard\x18\x01 \x01(\tR\vleaderboard\x12)\n" +
 	"\x05items\x18\x02 \x03(\v2\x13.topk.v1.RankedItemR\x05items\x12+\n" +
@@ -2480,7 +2500,9 @@ const file_topk_v1_topk_proto_rawDesc = "" +
 	"\vconsistency\x18\a \x01(\x0e2\x14.topk.v1.ConsistencyR\vconsistency\x12!\n" +
 	"\ras_of_unix_ms\x18\b \x01(\x03R\n" +
 	"asOfUnixMs\x12/\n" +
-	"\x14generated_at_unix_ms\x18\t \x01(\x03R\x11generatedAtUnixMs\"\x94\x01\n" +
+	"\x14generated_at_unix_ms\x18\t \x01(\x03R\x11generatedAtUnixMs\x12-\n" +
+	"\x12missing_partitions\x18\n" +
+	" \x03(\rR\x11missingPartitions\"\x94\x01\n" +
 	"\fCountRequest\x12 \n" +
 	"\vleaderboard\x18\x01 \x01(\tR\vleaderboard\x12\x12\n" +
 	"\x04item\x18\x02 \x01(\tR\x04item\x12\x16\n" +
