@@ -84,6 +84,7 @@ type group struct {
 	readyTerm atomic.Uint64
 	changing  atomic.Bool // a membership change of this group is in flight (its leader's reconcile)
 	closed    atomic.Bool
+	booted    atomic.Bool // replayed() once: the log found at boot is applied
 	notify    chan bool
 	stop      chan struct{}
 	wg        sync.WaitGroup
@@ -361,23 +362,55 @@ func (g *group) isLeader() bool {
 	return t != 0 && g.raft.State() == raft.Leader && g.raft.CurrentTerm() == t
 }
 
-// waitBoot blocks until the FSM applied everything found in the log at boot.
+// waitBoot blocks until the FSM applied everything committed that the log
+// held at boot (replayed).
 func (g *group) waitBoot(ctx context.Context) error {
-	// At boot the post-election barrier already waited for the replay
-	// (Node.waitLeader reports its progress); this covers reads after it.
-	if g.bootIndex == 0 || g.fsm.AppliedIndex() >= g.bootIndex {
-		return nil
+	for !g.replayed() {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(5 * time.Millisecond):
+		}
 	}
-	return g.waitFSM(ctx, g.bootIndex)
+	return nil
+}
+
+// replayed reports whether the FSM has applied every committed entry the
+// log held at boot. The log's tail at boot may never commit: a leader killed
+// before its last entries reached a quorum finds them replaced by the next
+// leader, so a follower waits only up to the commit index it has learned
+// from a leader since boot (raft sets the last contact on the first
+// AppendEntries it accepts), and until then for the whole log.
+func (g *group) replayed() bool {
+	if g.booted.Load() {
+		return true
+	}
+	idx := g.bootIndex
+	if g.raft.State() != raft.Leader && !g.raft.LastContact().IsZero() {
+		idx = min(idx, g.raft.CommitIndex())
+	}
+	if idx == 0 || g.fsm.AppliedIndex() >= g.fsmTarget(idx) {
+		g.booted.Store(true)
+		return true
+	}
+	return false
 }
 
 // waitFSM waits until the FSM applied every entry up to idx that it will
-// ever see. Raft keeps no-op and barrier entries from the FSM, so the FSM's
-// own applied index can stop short of idx; the target is the last command or
-// configuration entry at or below idx.
+// ever see.
 func (g *group) waitFSM(ctx context.Context, idx uint64) error {
 	if g.fsm.AppliedIndex() >= idx {
 		return nil
+	}
+	return g.fsm.WaitApplied(ctx, g.fsmTarget(idx))
+}
+
+// fsmTarget is the last entry at or below idx that the FSM sees: raft keeps
+// no-op and barrier entries from the FSM, so its applied index can stop
+// short of idx. That is the last command or configuration entry.
+func (g *group) fsmTarget(idx uint64) uint64 {
+	if g.fsm.AppliedIndex() >= idx {
+		return idx
 	}
 	target := idx
 	var l raft.Log
@@ -390,7 +423,7 @@ func (g *group) waitFSM(ctx context.Context, idx uint64) error {
 		}
 		target--
 	}
-	return g.fsm.WaitApplied(ctx, target)
+	return target
 }
 
 // readIndex implements a linearizable read barrier: the commit index taken

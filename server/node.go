@@ -321,7 +321,7 @@ func (n *Node) waitLeader(ctx context.Context, g *group) error {
 			return true
 		}
 		id, ok := g.leader()
-		return ok && id != n.cfg.NodeID && g.fsm.AppliedIndex() >= g.bootIndex
+		return ok && id != n.cfg.NodeID && g.replayed()
 	}
 	for !led() {
 		select {
