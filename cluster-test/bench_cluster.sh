@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Cluster load scenarios on loopback (make bench-cluster), side by side in one run:
 #  1. durable ingest, 3 nodes with R = 3 against 1 node with R = 1, batches of 1,000 at 4, 16, 64 producers;
-#  2. four nodes with R = 3 over 3 partitions, so one node leads nothing: with 115,000 events/s offered
+#  2. three nodes with R = 3 over 2 partitions, so one node leads nothing: with 115,000 events/s offered
 #     through it, top-100 p99 from it at cached and at leader consistency, and its /healthz p99.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -63,14 +63,14 @@ if [ "${TOPKD_BENCH_PART:-all}" != 2 ]; then
   done
 fi
 if [ "${TOPKD_BENCH_PART:-all}" != 1 ]; then
-  addrs=$(start_nodes 4 3 3)
+  addrs=$(start_nodes 3 2 3)
   idle=""
   for a in ${addrs//,/ }; do
     "$tmp/topkctl" --addr "$a" status --json > "$tmp/st.json"
     leads=$(python3 -c "import json; s=json.load(open('$tmp/st.json')); print(sum(1 for p in s['partition_status'] if p['state']=='Leader'))")
     [ "$leads" = 0 ] && idle=$a
   done
-  echo "== 4 nodes, R = 3, 3 partitions: queries and ingest through $idle, which leads nothing"
+  echo "== 3 nodes, R = 3, 2 partitions: queries and ingest through $idle, which leads nothing"
   for c in cached leader; do
     echo "-- 115,000 events/s offered, top-100 at $c consistency, 200 queries/s"
     "$tmp/topkctl" --addr "$idle" bench --events 2300000 --items 1000000 --producers 16 --batch 1000 --rate 115000 \
