@@ -24,10 +24,11 @@ for n in 1 2 4; do
     sleep 1
   done
   addrs=$(seq -s, -f "s%g:7070" 1 "$n")
-  # Placement spreads the partitions once every node joined: wait until each leads one (N <= P).
+  # Placement spreads the partitions once every node joined: wait until each is preferred leader of
+  # one (N <= P) and no move is in flight.
   for _ in $(seq 120); do
     led=$(docker run --rm --label topkd-scale --network $net --entrypoint /topkctl topkd:latest --addr s1:7070 status --json \
-      | python3 -c 'import json,sys; s=json.load(sys.stdin); print(len(set(p["leader"] for p in s.get("partition_status",[]) if p.get("leader"))), len(s.get("moves") or []))')
+      | python3 -c 'import json,sys; s=json.load(sys.stdin); print(len(set(p["placement"][0] for p in s.get("partition_status",[]) if p.get("placement"))), len(s.get("moves") or []))')
     [ "${led% *}" -ge "$n" ] && [ "${led#* }" = 0 ] && break
     sleep 0.5
   done

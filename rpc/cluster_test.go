@@ -360,8 +360,21 @@ func TestClusterPlacement(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 120*time.Second)
 	defer cancel()
 	nodes := []*clusterNode{startNode(t, "n1", t.TempDir(), "")}
-	for i := 2; i <= 5; i++ {
-		nodes = append(nodes, startNode(t, fmt.Sprintf("n%d", i), t.TempDir(), nodes[0].addr))
+	w := newWorkload(t, ctx)
+	w.ingest(nodes, 5)
+	// 1 -> 3 -> 5 nodes while batches keep coming through the nodes there
+	// were before each step.
+	for _, grow := range [][]int{{2, 3}, {4, 5}} {
+		via, sent := slices.Clone(nodes), make(chan error, 1)
+		go func() { sent <- w.send(via, 30) }()
+		for _, i := range grow {
+			nodes = append(nodes, startNode(t, fmt.Sprintf("n%d", i), t.TempDir(), nodes[0].addr))
+		}
+		if err := <-sent; err != nil {
+			t.Fatalf("ingest while growing to %d nodes: %v", len(nodes), err)
+		}
+		waitPlaced(t, nodes)
+		w.check(nodes, fmt.Sprintf("grown to %d nodes under ingest", len(nodes)))
 	}
 	placement := waitPlaced(t, nodes)
 	held := map[string]int{}
@@ -399,7 +412,6 @@ func TestClusterPlacement(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	w := newWorkload(t, ctx)
 	w.ingest(nodes, 25)
 	w.check(nodes, "five nodes")
 	// A client given only n5 learns the other members, and keeps working
@@ -539,6 +551,13 @@ func newWorkload(t *testing.T, ctx context.Context) *workload {
 // ingest sends batches of 200 events over 61 items, round-robin over via.
 func (w *workload) ingest(via []*clusterNode, batches int) {
 	w.t.Helper()
+	if err := w.send(via, batches); err != nil {
+		w.t.Fatal(err)
+	}
+}
+
+// send is ingest for any goroutine: it returns the first failure.
+func (w *workload) send(via []*clusterNode, batches int) error {
 	for b := range batches {
 		w.seq++
 		cn := via[b%len(via)]
@@ -550,9 +569,10 @@ func (w *workload) ingest(via []*clusterNode, batches int) {
 		}
 		res, err := cn.node.Ingest(w.ctx, server.IngestRequest{Events: evs, ProducerID: "p", Epoch: 1, Sequence: w.seq})
 		if err != nil || res.Accepted != 200 {
-			w.t.Fatalf("batch %d through %s: %+v, %v", w.seq, cn.id, res, err)
+			return fmt.Errorf("batch %d through %s: %+v, %v", w.seq, cn.id, res, err)
 		}
 	}
+	return nil
 }
 
 // check asks every node of via for the top items at leader and
