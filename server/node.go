@@ -345,6 +345,9 @@ func (n *Node) waitLeader(ctx context.Context, g *group) error {
 }
 
 func (n *Node) applyMeta(ctx context.Context, c *metapb.Command) (interface{}, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrNotReady, err)
+	}
 	data, err := encodeMeta(c)
 	if err != nil {
 		return nil, err
@@ -590,6 +593,12 @@ func (n *Node) Close() error {
 	close(n.stop)
 	n.wg.Wait()
 	n.closeGossip()
+	// Background changes (config pushes, moves, drops) see stop and end
+	// while their groups still run: an entry queued in a raft instance that
+	// is shutting down is never answered (its apply channel is buffered and
+	// not drained), so a change that proposed one would never return. One
+	// held by a stuck state machine is ended by the shutdown below instead.
+	waitTimeout(&n.pushes, 5*time.Second)
 	var errs []error
 	for _, p := range n.parts {
 		p.reopening.Lock() // a reopen in progress finishes first; later ones see stop
@@ -731,5 +740,20 @@ func (n *Node) periodic(d time.Duration, f func()) {
 		case <-t.C:
 			f()
 		}
+	}
+}
+
+// waitTimeout waits for wg at most d and reports whether it finished.
+func waitTimeout(wg *sync.WaitGroup, d time.Duration) bool {
+	done := make(chan struct{})
+	go func() {
+		wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return true
+	case <-time.After(d):
+		return false
 	}
 }
