@@ -77,6 +77,9 @@ func (n *Node) planMoves(ctx context.Context) error {
 		return n.firstPlacement(ctx, st, eligible)
 	}
 	for _, mv := range st.Moves {
+		if ctx.Err() != nil {
+			return nil // the node is closing: propose nothing more
+		}
 		if err := n.observeMove(ctx, mv); err != nil {
 			n.log.Debug("observe move", "partition", mv.Partition, "err", err)
 		}
@@ -101,6 +104,9 @@ func (n *Node) planMoves(ctx context.Context) error {
 	}
 	inFlight := len(st.Moves)
 	for _, p := range moveOrder(current, live) {
+		if ctx.Err() != nil {
+			return nil
+		}
 		want := goal.Replicas[p]
 		if slices.Equal(current.Replicas[p], want) {
 			continue

@@ -345,9 +345,6 @@ func (n *Node) waitLeader(ctx context.Context, g *group) error {
 }
 
 func (n *Node) applyMeta(ctx context.Context, c *metapb.Command) (interface{}, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrNotReady, err)
-	}
 	data, err := encodeMeta(c)
 	if err != nil {
 		return nil, err
