@@ -636,10 +636,10 @@ func (n *Node) reconcileLoop() {
 		n.reconcileMembership(st)
 		n.writeMembers(st)
 		// While moves are in flight, their steps are taken and observed
-		// every 200 ms rather than every second.
+		// every 50 ms rather than every second.
 		every := time.Second
 		if len(st.Moves) > 0 {
-			every = 200 * time.Millisecond
+			every = 50 * time.Millisecond
 		}
 		t.Reset(every)
 		select {
