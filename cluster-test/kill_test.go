@@ -35,35 +35,7 @@ func TestClusterKillLoop(t *testing.T) {
 	procs := []*proc{n1, start("n2", n1), start("n3", n1), start("n4", n1)}
 	waitConverged(t, procs, 3, 60*time.Second)
 
-	led := &ledger{want: map[string]int64{}}
-	var (
-		stop     atomic.Bool
-		acked    atomic.Int64
-		wg       sync.WaitGroup
-		failures = make(chan error, 4)
-		client   = &http.Client{Timeout: 5 * time.Second}
-	)
-	for pr := range 4 {
-		wg.Go(func() {
-			rng := rand.New(rand.NewPCG(uint64(pr), 11))
-			for seq := uint64(1); !stop.Load(); seq++ {
-				body, local := randomBatch(rng, 100, 300)
-				deadline := time.Now().Add(90 * time.Second)
-				for try := 0; ; try++ {
-					p := procs[(int(seq)+try)%len(procs)]
-					if _, err := postEvents(client, p.url(), fmt.Sprintf("prod-%d", pr), seq, body); err == nil {
-						break
-					} else if time.Now().After(deadline) {
-						failures <- fmt.Errorf("producer %d seq %d: not acknowledged in 90 s: %v", pr, seq, err)
-						return
-					}
-					time.Sleep(20 * time.Millisecond)
-				}
-				acked.Add(1)
-				led.add(local)
-			}
-		})
-	}
+	ps := startProducers(4, 300, 11, procs)
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1))
 	for k := range 10 {
 		var leaders []*proc
@@ -76,18 +48,12 @@ func TestClusterKillLoop(t *testing.T) {
 			t.Fatalf("kill %d: no node leads a partition", k+1)
 		}
 		victim := leaders[rng.IntN(len(leaders))]
-		before := acked.Load()
 		victim.kill()
 		time.Sleep(time.Duration(200+rng.IntN(800)) * time.Millisecond)
 		victim.start()
-		for deadline := time.Now().Add(30 * time.Second); acked.Load() < before+20; {
-			if time.Now().After(deadline) {
-				t.Fatalf("kill %d (%s): ingest did not resume within 30 s", k+1, victim.args[1])
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
+		ps.waitAcked(t, 20, 30*time.Second) // ingest resumes
 	}
-	t.Logf("10 leader kills: %d batches acknowledged", acked.Load())
+	t.Logf("10 leader kills: %d batches acknowledged", ps.acked.Load())
 
 	// Dead past the grace period: its replicas move to the three others.
 	dead := procs[3]
@@ -96,21 +62,13 @@ func TestClusterKillLoop(t *testing.T) {
 	t.Logf("%s dead past the grace period: its replicas re-created on the others", dead.args[1])
 	dead.start()
 	waitConverged(t, procs, 3, 90*time.Second)
-	before := acked.Load()
-	for acked.Load() < before+20 {
-		time.Sleep(20 * time.Millisecond)
-	}
-	stop.Store(true)
-	wg.Wait()
-	close(failures)
-	for err := range failures {
-		t.Fatal(err)
-	}
+	ps.waitAcked(t, 20, 30*time.Second)
+	ps.stop(t)
 	for _, p := range procs {
-		checkExact(t, p, led.want)
+		checkExact(t, p, ps.led.want)
 	}
 	verifyAll(t, procs[0])
-	t.Logf("%d batches acknowledged; exact on every node after 10 leader kills and a dead node replaced and back", acked.Load())
+	t.Logf("%d batches acknowledged; exact on every node after 10 leader kills and a dead node replaced and back", ps.acked.Load())
 }
 
 // verifyAll asks a node to compare every partition's replica digests.
@@ -123,5 +81,77 @@ func verifyAll(t *testing.T, via *proc) {
 	defer resp.Body.Close()
 	if resp.StatusCode != 200 {
 		t.Fatalf("verify-replicas: status %d", resp.StatusCode)
+	}
+}
+
+// producers ingest exactly-once batches through a changing set of nodes
+// until stopped: each batch is retried, with its sequence, on the next node
+// until acknowledged, and only then added to the ledger.
+type producers struct {
+	led      *ledger
+	acked    atomic.Int64
+	stopped  atomic.Bool
+	wg       sync.WaitGroup
+	failures chan error
+	mu       sync.Mutex
+	targets  []*proc
+}
+
+// startProducers starts n producers of batches of 100 events over items ids.
+func startProducers(n, items int, seed uint64, targets []*proc) *producers {
+	ps := &producers{led: &ledger{want: map[string]int64{}}, failures: make(chan error, n), targets: slices.Clone(targets)}
+	client := &http.Client{Timeout: 5 * time.Second}
+	for pr := range n {
+		ps.wg.Go(func() {
+			rng := rand.New(rand.NewPCG(uint64(pr), seed))
+			for seq := uint64(1); !ps.stopped.Load(); seq++ {
+				body, local := randomBatch(rng, 100, items)
+				deadline := time.Now().Add(90 * time.Second)
+				for try := 0; ; try++ {
+					ps.mu.Lock()
+					p := ps.targets[(int(seq)+try)%len(ps.targets)]
+					ps.mu.Unlock()
+					if _, err := postEvents(client, p.url(), fmt.Sprintf("prod-%d", pr), seq, body); err == nil {
+						break
+					} else if time.Now().After(deadline) {
+						ps.failures <- fmt.Errorf("producer %d seq %d: not acknowledged in 90 s: %v", pr, seq, err)
+						return
+					}
+					time.Sleep(20 * time.Millisecond)
+				}
+				ps.acked.Add(1)
+				ps.led.add(local)
+			}
+		})
+	}
+	return ps
+}
+
+// sendTo replaces the nodes batches go to.
+func (ps *producers) sendTo(targets []*proc) {
+	ps.mu.Lock()
+	ps.targets = slices.Clone(targets)
+	ps.mu.Unlock()
+}
+
+// waitAcked waits until n more batches are acknowledged.
+func (ps *producers) waitAcked(t *testing.T, n int64, within time.Duration) {
+	t.Helper()
+	before := ps.acked.Load()
+	for deadline := time.Now().Add(within); ps.acked.Load() < before+n; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d batches acknowledged in %v, want %d", ps.acked.Load()-before, within, n)
+		}
+	}
+}
+
+// stop ends the producers and fails t on any batch never acknowledged.
+func (ps *producers) stop(t *testing.T) {
+	t.Helper()
+	ps.stopped.Store(true)
+	ps.wg.Wait()
+	close(ps.failures)
+	for err := range ps.failures {
+		t.Fatal(err)
 	}
 }

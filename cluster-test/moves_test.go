@@ -3,12 +3,9 @@ package clustertest
 import (
 	"encoding/json"
 	"fmt"
-	"math/rand/v2"
 	"net/http"
 	"slices"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -154,39 +151,7 @@ func TestMoveCrashAtEachStep(t *testing.T) {
 			procs := []*proc{n1, startMember(t, bin, "n2", n1), startMember(t, bin, "n3", n1)}
 			waitConverged(t, procs, 4, 60*time.Second)
 
-			led := &ledger{want: map[string]int64{}}
-			var (
-				stop     atomic.Bool
-				acked    atomic.Int64
-				wg       sync.WaitGroup
-				failures = make(chan error, 3)
-				client   = &http.Client{Timeout: 5 * time.Second}
-				mu       sync.Mutex
-				targets  = slices.Clone(procs)
-			)
-			for pr := range 3 {
-				wg.Go(func() {
-					rng := rand.New(rand.NewPCG(uint64(pr), 7))
-					for seq := uint64(1); !stop.Load(); seq++ {
-						body, local := randomBatch(rng, 100, 200)
-						deadline := time.Now().Add(90 * time.Second)
-						for try := 0; ; try++ {
-							mu.Lock()
-							p := targets[(int(seq)+try)%len(targets)]
-							mu.Unlock()
-							if _, err := postEvents(client, p.url(), fmt.Sprintf("prod-%d", pr), seq, body); err == nil {
-								break
-							} else if time.Now().After(deadline) {
-								failures <- fmt.Errorf("producer %d seq %d: not acknowledged in 90 s: %v", pr, seq, err)
-								return
-							}
-							time.Sleep(20 * time.Millisecond)
-						}
-						acked.Add(1)
-						led.add(local)
-					}
-				})
-			}
+			ps := startProducers(3, 200, 7, procs)
 			// The meta leader records moves: arm it alone for those points
 			// (a second leader would reach the point too); every node may drop.
 			armed := procs
@@ -207,9 +172,7 @@ func TestMoveCrashAtEachStep(t *testing.T) {
 			}
 			n4 := startMember(t, bin, "n4", n1)
 			all := append(slices.Clone(procs), n4)
-			mu.Lock()
-			targets = all
-			mu.Unlock()
+			ps.sendTo(all)
 			waitAnyExit(t, armed, 60*time.Second)
 			// Disarm the others; a node that reached the point meanwhile
 			// (drops run on several nodes at once) is a victim too.
@@ -227,20 +190,13 @@ func TestMoveCrashAtEachStep(t *testing.T) {
 				}
 			}
 			waitConverged(t, all, 3, 90*time.Second)
-			for before := acked.Load(); acked.Load() < before+10; {
-				time.Sleep(20 * time.Millisecond)
-			}
-			stop.Store(true)
-			wg.Wait()
-			close(failures)
-			for err := range failures {
-				t.Fatal(err)
-			}
+			ps.waitAcked(t, 10, 30*time.Second)
+			ps.stop(t)
 			for _, p := range all {
-				checkExact(t, p, led.want)
+				checkExact(t, p, ps.led.want)
 			}
 			verifyAll(t, n4)
-			t.Logf("%d batches acknowledged; converged, exact on 4 nodes, replicas agree", acked.Load())
+			t.Logf("%d batches acknowledged; converged, exact on 4 nodes, replicas agree", ps.acked.Load())
 		})
 	}
 }
