@@ -77,6 +77,15 @@ func ReplicaLoad(pl Placement, rate []float64) map[string]float64 {
 	return load
 }
 
+// PeakLoad is the largest of the loads.
+func PeakLoad(load map[string]float64) float64 {
+	m := 0.0
+	for _, l := range load {
+		m = max(m, l)
+	}
+	return m
+}
+
 // Rebalance plans up to max swaps that spread load (rate[q] is partition
 // q's ingest rate) away from the busiest node: first leader swaps, while
 // the busiest leader carries more than tolerance times the mean leader

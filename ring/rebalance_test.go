@@ -20,14 +20,6 @@ func counts(pl Placement) (replicas, leads map[string]int) {
 	return replicas, leads
 }
 
-func peak(load map[string]float64) float64 {
-	m := 0.0
-	for _, l := range load {
-		m = max(m, l)
-	}
-	return m
-}
-
 // Every swap keeps each node's replica and leader counts, lowers the peak
 // load of its kind, and leaves a placement Place returns unchanged; a
 // balanced load plans no swap.
@@ -47,9 +39,9 @@ func TestRebalanceProperties(t *testing.T) {
 			if s.Leader {
 				load = LeaderLoad
 			}
-			before := peak(load(cur, rate))
+			before := PeakLoad(load(cur, rate))
 			next := s.Apply(cur)
-			if after := peak(load(next, rate)); after > before+1e-9 {
+			if after := PeakLoad(load(next, rate)); after > before+1e-9 {
 				rt.Fatalf("swap %d %+v raised the peak load from %v to %v", i, s, before, after)
 			}
 			gotReplicas, gotLeads := counts(next)
@@ -87,7 +79,7 @@ func TestRebalanceHotLeader(t *testing.T) {
 	for _, s := range swaps {
 		after = s.Apply(after)
 	}
-	if before, got := peak(LeaderLoad(pl, rate)), peak(LeaderLoad(after, rate)); got >= before {
+	if before, got := PeakLoad(LeaderLoad(pl, rate)), PeakLoad(LeaderLoad(after, rate)); got >= before {
 		t.Fatalf("peak leader load %v -> %v", before, got)
 	}
 	t.Logf("%+v: leader load %v -> %v", swaps, LeaderLoad(pl, rate), LeaderLoad(after, rate))

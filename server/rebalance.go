@@ -41,14 +41,14 @@ func (n *Node) Rebalance(ctx context.Context, dryRun bool, progress func(Rebalan
 	}
 	table := tableOf(st)
 	swaps := ring.Rebalance(table, rates, rebalanceTolerance, 2*int(st.Partitions))
-	leadBefore, repBefore := peakLoad(ring.LeaderLoad(table, rates)), peakLoad(ring.ReplicaLoad(table, rates))
+	leadBefore, repBefore := ring.PeakLoad(ring.LeaderLoad(table, rates)), ring.PeakLoad(ring.ReplicaLoad(table, rates))
 	after := table
 	for _, s := range swaps {
 		after = s.Apply(after)
 	}
 	progress(RebalanceProgress{Planned: len(swaps), Message: fmt.Sprintf(
 		"%d swaps planned: busiest leader %.0f -> %.0f events/s, busiest replica %.0f -> %.0f events/s",
-		len(swaps), leadBefore, peakLoad(ring.LeaderLoad(after, rates)), repBefore, peakLoad(ring.ReplicaLoad(after, rates)))})
+		len(swaps), leadBefore, ring.PeakLoad(ring.LeaderLoad(after, rates)), repBefore, ring.PeakLoad(ring.ReplicaLoad(after, rates)))})
 	if dryRun || len(swaps) == 0 {
 		return nil
 	}
@@ -121,12 +121,4 @@ func (n *Node) waitMoves(ctx context.Context, match func(*metapb.Move) bool) err
 		case <-time.After(time.Second):
 		}
 	}
-}
-
-func peakLoad(load map[string]float64) float64 {
-	m := 0.0
-	for _, l := range load {
-		m = max(m, l)
-	}
-	return m
 }
