@@ -29,6 +29,9 @@ func WithDiscovery(every time.Duration) Option {
 type nodeSet struct {
 	addrs []string
 	conns []topkv1connect.TopKServiceClient
+	// routes is where each partition's leader is, for ingest that splits
+	// batches by partition; nil until learned (or with routing off).
+	routes *routes
 }
 
 func newNodeSet(hc *http.Client, addrs []string) *nodeSet {
@@ -86,7 +89,19 @@ func (c *Client) refreshNodes(hc *http.Client) {
 			addrs = append(addrs, u)
 		}
 	}
-	if !slices.Equal(addrs, cur.addrs) {
-		c.nodes.Store(newNodeSet(hc, addrs))
+	var leaders []string
+	if !c.opts.noRouting {
+		leaders = leaderAddrs(st, scheme)
+		for _, a := range leaders {
+			if a != "" && !slices.Contains(addrs, a) {
+				addrs = append(addrs, a)
+			}
+		}
 	}
+	if slices.Equal(addrs, cur.addrs) && cur.routes.same(leaders, st.IngestLimits) {
+		return
+	}
+	ns := newNodeSet(hc, addrs)
+	ns.routes = newRoutes(ns, leaders, st.IngestLimits)
+	c.nodes.Store(ns)
 }

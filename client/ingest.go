@@ -116,40 +116,21 @@ func definite(err error) bool {
 	return false
 }
 
-// ingest sends a batch under a new sequence (resend == 0) or under resend.
+// ingest sends a batch under a new sequence (resend == 0) or under resend:
+// split by partition straight to the leaders when the routes allow it
+// (routing.go), else whole to one node.
 func (c *Client) ingest(ctx context.Context, leaderboard string, events []Event, resend uint64) (IngestResult, error) {
 	op := fmt.Sprintf("ingest %d events into %q", len(events), lbName(leaderboard))
 	if len(events) == 0 {
 		return IngestResult{}, invalidArg(op, "no events")
 	}
-	msg := &topkv1.IngestRequest{Leaderboard: leaderboard, ProducerId: c.producerID, Epoch: c.epoch}
-	if cols, ok := columnsOf(events); ok {
-		msg.Columns = cols
-	} else {
-		msg.Events = make([]*topkv1.Event, len(events))
-	}
-	for i, e := range events {
-		if msg.Columns != nil {
-			if !utf8.ValidString(e.Item) {
-				return IngestResult{}, invalidArg(op, "events[%d].item: not valid UTF-8", i)
-			}
-			continue
+	parts := c.nodes.Load().routes.split(leaderboard, events, time.Now())
+	var msg *topkv1.IngestRequest
+	if parts == nil {
+		var err error
+		if msg, err = c.request(op, leaderboard, events); err != nil {
+			return IngestResult{}, err
 		}
-		// Protobuf strings must be UTF-8: say which event is wrong rather
-		// than fail to marshal the whole batch.
-		if !utf8.ValidString(e.Item) {
-			return IngestResult{}, invalidArg(op, "events[%d].item: not valid UTF-8", i)
-		}
-		for k, v := range e.Dimensions {
-			if !utf8.ValidString(k) || !utf8.ValidString(v) {
-				return IngestResult{}, invalidArg(op, "events[%d].dimensions: not valid UTF-8", i)
-			}
-		}
-		pe := &topkv1.Event{Item: e.Item, Count: e.Count, Dimensions: maps.Clone(e.Dimensions)}
-		if !e.Time.IsZero() {
-			pe.TimeUnixMs = e.Time.UnixMilli()
-		}
-		msg.Events[i] = pe
 	}
 	seq := resend
 	if seq == 0 {
@@ -159,18 +140,26 @@ func (c *Client) ingest(ctx context.Context, leaderboard string, events []Event,
 		}
 		defer c.seqs.release(seq)
 	}
-	msg.Sequence = seq
-	var resp *topkv1.IngestResponse
-	attempts, err := c.call(ctx, op, retryUnknown, func(ctx context.Context, n topkv1connect.TopKServiceClient) error {
-		r, err := n.Ingest(ctx, connect.NewRequest(msg))
-		if err != nil {
-			return err
-		}
-		resp = r.Msg
-		return nil
-	})
+	var (
+		resp     *topkv1.IngestResponse
+		attempts int
+		err      error
+	)
+	if parts != nil {
+		resp, attempts, err = c.ingestParts(ctx, op, leaderboard, parts, seq)
+	} else {
+		msg.Sequence = seq
+		attempts, err = c.call(ctx, op, retryUnknown, func(ctx context.Context, n topkv1connect.TopKServiceClient) error {
+			r, err := n.Ingest(ctx, connect.NewRequest(msg))
+			if err != nil {
+				return err
+			}
+			resp = r.Msg
+			return nil
+		})
+	}
 	if err != nil {
-		if attempts > 0 && !definite(err) {
+		if attempts > 0 && !definite(err) && !OutcomeUnknown(err) {
 			err = &UnknownOutcomeError{Sequence: seq, Err: err}
 		}
 		return IngestResult{Sequence: seq, Attempts: attempts}, err
@@ -184,6 +173,37 @@ func (c *Client) ingest(ctx context.Context, leaderboard string, events []Event,
 		out.LateDropped[l.Window] += l.Events
 	}
 	return out, nil
+}
+
+// request encodes events as one request without its sequence.
+func (c *Client) request(op, leaderboard string, events []Event) (*topkv1.IngestRequest, error) {
+	msg := &topkv1.IngestRequest{Leaderboard: leaderboard, ProducerId: c.producerID, Epoch: c.epoch}
+	if cols, ok := columnsOf(events); ok {
+		msg.Columns = cols
+	} else {
+		msg.Events = make([]*topkv1.Event, len(events))
+	}
+	for i, e := range events {
+		// Protobuf strings must be UTF-8: say which event is wrong rather
+		// than fail to marshal the whole batch.
+		if !utf8.ValidString(e.Item) {
+			return nil, invalidArg(op, "events[%d].item: not valid UTF-8", i)
+		}
+		if msg.Columns != nil {
+			continue
+		}
+		for k, v := range e.Dimensions {
+			if !utf8.ValidString(k) || !utf8.ValidString(v) {
+				return nil, invalidArg(op, "events[%d].dimensions: not valid UTF-8", i)
+			}
+		}
+		pe := &topkv1.Event{Item: e.Item, Count: e.Count, Dimensions: maps.Clone(e.Dimensions)}
+		if !e.Time.IsZero() {
+			pe.TimeUnixMs = e.Time.UnixMilli()
+		}
+		msg.Events[i] = pe
+	}
+	return msg, nil
 }
 
 func lbName(s string) string {

@@ -32,6 +32,7 @@ type options struct {
 	maxBackoff     time.Duration
 	onBatch        func(BatchResult)
 	discovery      time.Duration // 0: off
+	noRouting      bool
 }
 
 func defaultOptions() options {

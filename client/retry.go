@@ -53,6 +53,13 @@ func retryable(err error, p retryPolicy) bool {
 // an error p does not retry, or the retry deadline passes. It returns the
 // number of attempts made.
 func (c *Client) call(ctx context.Context, op string, p retryPolicy, fn func(context.Context, topkv1connect.TopKServiceClient) error) (int, error) {
+	return c.callFrom(ctx, op, p, nil, fn)
+}
+
+// callFrom is call whose first attempt goes to first (when not nil), the
+// node that leads what the request is for; retries go round the nodes.
+func (c *Client) callFrom(ctx context.Context, op string, p retryPolicy, first topkv1connect.TopKServiceClient,
+	fn func(context.Context, topkv1connect.TopKServiceClient) error) (int, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.opts.retryTimeout)
 	defer cancel()
 	start := int(c.next.Add(1))
@@ -62,8 +69,11 @@ func (c *Client) call(ctx context.Context, op string, p retryPolicy, fn func(con
 		if c.stopped.Load() {
 			return attempt, fmt.Errorf("%s: %w", op, ErrClosed)
 		}
-		conns := c.nodes.Load().conns
-		node := conns[(start+attempt)%len(conns)]
+		node := first
+		if attempt > 0 || node == nil {
+			conns := c.nodes.Load().conns
+			node = conns[(start+attempt)%len(conns)]
+		}
 		actx, acancel := context.WithTimeout(ctx, c.opts.attemptTimeout)
 		err := fn(actx, node)
 		acancel()

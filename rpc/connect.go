@@ -210,7 +210,9 @@ func (s *service) DropLeaderboard(ctx context.Context, req *connect.Request[topk
 func (s *service) Status(ctx context.Context, req *connect.Request[topkv1.StatusRequest]) (*connect.Response[topkv1.StatusResponse], error) {
 	st := s.n.Status(ctx)
 	out := &topkv1.StatusResponse{Node: &topkv1.NodeStatus{NodeId: st.NodeID, HttpAddr: st.HTTPAddr, RaftAddr: st.RaftAddr, Ready: st.Ready},
-		Partitions: uint32(len(st.Partitions)), MetaLeader: st.MetaLeader, StateBytes: st.HeapBytes}
+		Partitions: uint32(len(st.Partitions)), MetaLeader: st.MetaLeader, StateBytes: st.HeapBytes,
+		IngestLimits: &topkv1.IngestLimits{MaxBatchEvents: uint32(st.Limits.MaxBatchEvents), MaxItemBytes: uint32(st.Limits.MaxItemBytes),
+			MaxFutureSkewMs: st.Limits.MaxFutureSkew.Milliseconds(), MaxEventCount: server.MaxEventCount}}
 	for _, m := range st.Members {
 		ns := &topkv1.NodeStatus{NodeId: m.ID, HttpAddr: m.HTTPAddr, RaftAddr: m.RaftAddr, Alive: m.Alive, Leaving: m.Leaving,
 			Down: m.Down, MetaVoter: m.MetaVoter, Replicas: uint32(m.Replicas)}

@@ -154,6 +154,16 @@ type Status struct {
 	HeapBytes  uint64            `json:"heap_bytes"`
 	Members    []MemberStatus    `json:"members"`
 	Moves      []MoveStatus      `json:"moves"` // in flight, from the meta state
+	// Limits are this node's ingest limits, for clients that split
+	// batches by partition and must not split one a node would refuse.
+	Limits IngestLimits `json:"ingest_limits"`
+}
+
+// IngestLimits are the per-request and per-event limits of ingest.
+type IngestLimits struct {
+	MaxBatchEvents int           `json:"max_batch_events"`
+	MaxItemBytes   int           `json:"max_item_bytes"`
+	MaxFutureSkew  time.Duration `json:"max_future_skew"`
 }
 
 // MoveStatus is a partition move in flight.
@@ -183,6 +193,8 @@ func (n *Node) Status(ctx context.Context) Status {
 	defer cancel()
 	s := Status{NodeID: n.cfg.NodeID, RaftAddr: n.cfg.RaftAddr, HTTPAddr: n.cfg.HTTPAddr, Ready: n.Ready(rctx) == nil,
 		HeapBytes: n.mem.HeapBytes()}
+	s.Limits = IngestLimits{MaxBatchEvents: n.cfg.Ingest.MaxBatchEvents, MaxItemBytes: n.cfg.Ingest.MaxItemBytes,
+		MaxFutureSkew: n.cfg.Ingest.MaxFutureSkew}
 	_, id := n.meta.raft.LeaderWithID()
 	s.MetaLeader = string(id)
 	meta, _ := n.metaFSM.state()

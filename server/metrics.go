@@ -20,6 +20,7 @@ type metrics struct {
 	ingestEvents  *prometheus.CounterVec
 	ingestEntries prometheus.Counter
 	ingestParts   prometheus.Counter
+	forwarded     prometheus.Counter
 	rejections    *prometheus.CounterVec
 	commitLatency prometheus.Histogram
 	entryEvents   prometheus.Histogram
@@ -40,6 +41,8 @@ func newMetrics(n *Node) *metrics {
 		Help: "Ingest entries proposed to partition groups led by this node."})
 	m.ingestParts = prometheus.NewCounter(prometheus.CounterOpts{Name: "topkd_ingest_parts_total",
 		Help: "Producer parts coalesced into ingest entries."})
+	m.forwarded = prometheus.NewCounter(prometheus.CounterOpts{Name: "topkd_ingest_forwarded_parts_total",
+		Help: "Parts of ingest requests this node sent on to another node's replica (the partition's leader is elsewhere)."})
 	m.rejections = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "topkd_ingest_rejections_total",
 		Help: "Ingest requests refused before proposal, by reason."}, []string{"reason"})
 	m.commitLatency = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "topkd_ingest_commit_seconds",
@@ -64,7 +67,7 @@ func newMetrics(n *Node) *metrics {
 	m.logLatency = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "topkd_raftlog_commit_seconds",
 		Help: "Duration of one commit of the shared Raft log, fdatasync included.", Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16)})
 	m.reg.MustRegister(m.logCommits, m.logGroups, m.logEntries, m.logLatency)
-	m.reg.MustRegister(m.ingestEvents, m.ingestEntries, m.ingestParts, m.rejections, m.commitLatency, m.entryEvents,
+	m.reg.MustRegister(m.ingestEvents, m.ingestEntries, m.ingestParts, m.forwarded, m.rejections, m.commitLatency, m.entryEvents,
 		m.snapshotDur, m.freshness, m.queryLatency, &stateCollector{n: n},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m

@@ -205,7 +205,8 @@ func Open(ctx context.Context, cfg Config) (*Node, error) {
 	n.mem = newMemoryGuard(cfg.MemoryHighWater)
 	replicas := make([]Replica, len(n.parts))
 	for i, p := range n.parts {
-		replicas[i] = &routedReplica{p: i, self: cfg.NodeID, local: p, leader: n.partitionLeader, peers: n.peers, hosts: n.hosts}
+		replicas[i] = &routedReplica{p: i, self: cfg.NodeID, local: p, leader: n.partitionLeader, peers: n.peers, hosts: n.hosts,
+			forwarded: n.metrics.forwarded}
 	}
 	n.coord = newCoordinator(coordDeps{policy: cfg.Ingest, clock: cfg.Clock, metrics: n.metrics, mem: n.mem,
 		boards: n.leaderboard, replicas: replicas, ready: n.Ready, nodeID: cfg.NodeID}, cfg.CacheRefresh, n.observeFreshness)

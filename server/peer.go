@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/prometheus/client_golang/prometheus"
 	"net"
 	"net/http"
 	"sync"
@@ -198,6 +199,8 @@ type routedReplica struct {
 	// hosts reports whether placement puts a replica of p on this node:
 	// only then may the local replica answer a read at any consistency.
 	hosts func(p int) bool
+	// forwarded counts parts submitted to another node's replica.
+	forwarded prometheus.Counter
 }
 
 var _ Replica = (*routedReplica)(nil)
@@ -247,6 +250,9 @@ func (r *routedReplica) Submit(ctx context.Context, part Part) (*pb.Outcome, err
 	err := r.retry(ctx, func(err error) bool {
 		return notProposed(err) || errors.Is(err, ErrNotReady) || (idempotent && errors.Is(err, ErrUnknownOutcome))
 	}, func(t Replica) (err error) {
+		if _, remote := t.(remoteReplica); remote {
+			r.forwarded.Inc()
+		}
 		out, err = t.Submit(ctx, part)
 		return err
 	})

@@ -35,6 +35,7 @@ func main() {
 type app struct {
 	addr    string
 	timeout time.Duration
+	routing bool
 	stdin   io.Reader
 	stdout  io.Writer
 	stderr  io.Writer
@@ -71,6 +72,7 @@ func (a *app) root() *cobra.Command {
 	pf := root.PersistentFlags()
 	pf.StringVar(&a.addr, "addr", envOr("TOPKD_ADDR", "127.0.0.1:7070"), "node address(es), comma-separated (TOPKD_ADDR)")
 	pf.DurationVar(&a.timeout, "timeout", defTimeout, "deadline of each request, retries included (TOPKD_TIMEOUT)")
+	pf.BoolVar(&a.routing, "routing", true, "send each batch's events straight to their partitions' leaders (false: to one node, which forwards)")
 	root.AddCommand(a.statusCmd(), a.topCmd(), a.countCmd(), a.leaderboardCmd(), a.ingestCmd(), a.benchCmd())
 	for _, c := range a.clusterCmds() {
 		root.AddCommand(c)
@@ -91,7 +93,7 @@ func (a *app) addrs() []string {
 
 // client returns a client for --addr; the caller closes it.
 func (a *app) client(opts ...client.Option) (*client.Client, error) {
-	opts = append([]client.Option{client.WithRetryTimeout(a.timeout)}, opts...)
+	opts = append([]client.Option{client.WithRetryTimeout(a.timeout), client.WithRouting(a.routing)}, opts...)
 	return client.New(a.addrs(), opts...)
 }
 

@@ -2237,7 +2237,11 @@ type StatusResponse struct {
 	MetaLeader      string                 `protobuf:"bytes,5,opt,name=meta_leader,json=metaLeader,proto3" json:"meta_leader,omitempty"`
 	StateBytes      uint64                 `protobuf:"varint,6,opt,name=state_bytes,json=stateBytes,proto3" json:"state_bytes,omitempty"`
 	// Partition moves in flight.
-	Moves         []*MoveStatus `protobuf:"bytes,7,rep,name=moves,proto3" json:"moves,omitempty"`
+	Moves []*MoveStatus `protobuf:"bytes,7,rep,name=moves,proto3" json:"moves,omitempty"`
+	// The answering node's ingest limits. A client that splits batches by
+	// partition checks events against them first and sends a batch that
+	// might be refused whole, so validation stays all-or-nothing.
+	IngestLimits  *IngestLimits `protobuf:"bytes,8,opt,name=ingest_limits,json=ingestLimits,proto3" json:"ingest_limits,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2321,6 +2325,83 @@ func (x *StatusResponse) GetMoves() []*MoveStatus {
 	return nil
 }
 
+func (x *StatusResponse) GetIngestLimits() *IngestLimits {
+	if x != nil {
+		return x.IngestLimits
+	}
+	return nil
+}
+
+type IngestLimits struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	MaxBatchEvents uint32                 `protobuf:"varint,1,opt,name=max_batch_events,json=maxBatchEvents,proto3" json:"max_batch_events,omitempty"`
+	MaxItemBytes   uint32                 `protobuf:"varint,2,opt,name=max_item_bytes,json=maxItemBytes,proto3" json:"max_item_bytes,omitempty"`
+	// How far ahead of the node's clock an event time may be.
+	MaxFutureSkewMs int64 `protobuf:"varint,3,opt,name=max_future_skew_ms,json=maxFutureSkewMs,proto3" json:"max_future_skew_ms,omitempty"`
+	// The largest absolute count of one event.
+	MaxEventCount int64 `protobuf:"varint,4,opt,name=max_event_count,json=maxEventCount,proto3" json:"max_event_count,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IngestLimits) Reset() {
+	*x = IngestLimits{}
+	mi := &file_topk_v1_topk_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IngestLimits) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IngestLimits) ProtoMessage() {}
+
+func (x *IngestLimits) ProtoReflect() protoreflect.Message {
+	mi := &file_topk_v1_topk_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IngestLimits.ProtoReflect.Descriptor instead.
+func (*IngestLimits) Descriptor() ([]byte, []int) {
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *IngestLimits) GetMaxBatchEvents() uint32 {
+	if x != nil {
+		return x.MaxBatchEvents
+	}
+	return 0
+}
+
+func (x *IngestLimits) GetMaxItemBytes() uint32 {
+	if x != nil {
+		return x.MaxItemBytes
+	}
+	return 0
+}
+
+func (x *IngestLimits) GetMaxFutureSkewMs() int64 {
+	if x != nil {
+		return x.MaxFutureSkewMs
+	}
+	return 0
+}
+
+func (x *IngestLimits) GetMaxEventCount() int64 {
+	if x != nil {
+		return x.MaxEventCount
+	}
+	return 0
+}
+
 type MoveStatus struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	Partition uint32                 `protobuf:"varint,1,opt,name=partition,proto3" json:"partition,omitempty"`
@@ -2336,7 +2417,7 @@ type MoveStatus struct {
 
 func (x *MoveStatus) Reset() {
 	*x = MoveStatus{}
-	mi := &file_topk_v1_topk_proto_msgTypes[33]
+	mi := &file_topk_v1_topk_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2348,7 +2429,7 @@ func (x *MoveStatus) String() string {
 func (*MoveStatus) ProtoMessage() {}
 
 func (x *MoveStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_topk_v1_topk_proto_msgTypes[33]
+	mi := &file_topk_v1_topk_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2361,7 +2442,7 @@ func (x *MoveStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MoveStatus.ProtoReflect.Descriptor instead.
 func (*MoveStatus) Descriptor() ([]byte, []int) {
-	return file_topk_v1_topk_proto_rawDescGZIP(), []int{33}
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *MoveStatus) GetPartition() uint32 {
@@ -2581,7 +2662,7 @@ const file_topk_v1_topk_proto_rawDesc = "" +
 	"\x04down\x18\a \x01(\bR\x04down\x12\x1d\n" +
 	"\n" +
 	"meta_voter\x18\b \x01(\bR\tmetaVoter\x12\x1a\n" +
-	"\breplicas\x18\t \x01(\rR\breplicas\"\xb6\x02\n" +
+	"\breplicas\x18\t \x01(\rR\breplicas\"\xf2\x02\n" +
 	"\x0eStatusResponse\x12'\n" +
 	"\x04node\x18\x01 \x01(\v2\x13.topk.v1.NodeStatusR\x04node\x12\x1e\n" +
 	"\n" +
@@ -2593,7 +2674,13 @@ const file_topk_v1_topk_proto_rawDesc = "" +
 	"metaLeader\x12\x1f\n" +
 	"\vstate_bytes\x18\x06 \x01(\x04R\n" +
 	"stateBytes\x12)\n" +
-	"\x05moves\x18\a \x03(\v2\x13.topk.v1.MoveStatusR\x05moves\"\x81\x01\n" +
+	"\x05moves\x18\a \x03(\v2\x13.topk.v1.MoveStatusR\x05moves\x12:\n" +
+	"\ringest_limits\x18\b \x01(\v2\x15.topk.v1.IngestLimitsR\fingestLimits\"\xb3\x01\n" +
+	"\fIngestLimits\x12(\n" +
+	"\x10max_batch_events\x18\x01 \x01(\rR\x0emaxBatchEvents\x12$\n" +
+	"\x0emax_item_bytes\x18\x02 \x01(\rR\fmaxItemBytes\x12+\n" +
+	"\x12max_future_skew_ms\x18\x03 \x01(\x03R\x0fmaxFutureSkewMs\x12&\n" +
+	"\x0fmax_event_count\x18\x04 \x01(\x03R\rmaxEventCount\"\x81\x01\n" +
 	"\n" +
 	"MoveStatus\x12\x1c\n" +
 	"\tpartition\x18\x01 \x01(\rR\tpartition\x12\x12\n" +
@@ -2633,7 +2720,7 @@ func file_topk_v1_topk_proto_rawDescGZIP() []byte {
 }
 
 var file_topk_v1_topk_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_topk_v1_topk_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
+var file_topk_v1_topk_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
 var file_topk_v1_topk_proto_goTypes = []any{
 	(Consistency)(0),                    // 0: topk.v1.Consistency
 	(*RebalanceRequest)(nil),            // 1: topk.v1.RebalanceRequest
@@ -2669,13 +2756,14 @@ var file_topk_v1_topk_proto_goTypes = []any{
 	(*PartitionStatus)(nil),             // 31: topk.v1.PartitionStatus
 	(*NodeStatus)(nil),                  // 32: topk.v1.NodeStatus
 	(*StatusResponse)(nil),              // 33: topk.v1.StatusResponse
-	(*MoveStatus)(nil),                  // 34: topk.v1.MoveStatus
-	nil,                                 // 35: topk.v1.Event.DimensionsEntry
+	(*IngestLimits)(nil),                // 34: topk.v1.IngestLimits
+	(*MoveStatus)(nil),                  // 35: topk.v1.MoveStatus
+	nil,                                 // 36: topk.v1.Event.DimensionsEntry
 }
 var file_topk_v1_topk_proto_depIdxs = []int32{
 	5,  // 0: topk.v1.VerifyReplicasResponse.partitions:type_name -> topk.v1.PartitionDigests
 	6,  // 1: topk.v1.PartitionDigests.replicas:type_name -> topk.v1.ReplicaDigest
-	35, // 2: topk.v1.Event.dimensions:type_name -> topk.v1.Event.DimensionsEntry
+	36, // 2: topk.v1.Event.dimensions:type_name -> topk.v1.Event.DimensionsEntry
 	9,  // 3: topk.v1.IngestRequest.events:type_name -> topk.v1.Event
 	11, // 4: topk.v1.IngestRequest.columns:type_name -> topk.v1.EventColumns
 	12, // 5: topk.v1.IngestResponse.late_dropped:type_name -> topk.v1.LateDropped
@@ -2694,34 +2782,35 @@ var file_topk_v1_topk_proto_depIdxs = []int32{
 	32, // 18: topk.v1.StatusResponse.node:type_name -> topk.v1.NodeStatus
 	31, // 19: topk.v1.StatusResponse.partition_status:type_name -> topk.v1.PartitionStatus
 	32, // 20: topk.v1.StatusResponse.nodes:type_name -> topk.v1.NodeStatus
-	34, // 21: topk.v1.StatusResponse.moves:type_name -> topk.v1.MoveStatus
-	10, // 22: topk.v1.TopKService.Ingest:input_type -> topk.v1.IngestRequest
-	14, // 23: topk.v1.TopKService.TopK:input_type -> topk.v1.TopKRequest
-	18, // 24: topk.v1.TopKService.Count:input_type -> topk.v1.CountRequest
-	21, // 25: topk.v1.TopKService.CreateLeaderboard:input_type -> topk.v1.CreateLeaderboardRequest
-	23, // 26: topk.v1.TopKService.ListLeaderboards:input_type -> topk.v1.ListLeaderboardsRequest
-	25, // 27: topk.v1.TopKService.DescribeLeaderboard:input_type -> topk.v1.DescribeLeaderboardRequest
-	28, // 28: topk.v1.TopKService.DropLeaderboard:input_type -> topk.v1.DropLeaderboardRequest
-	30, // 29: topk.v1.TopKService.Status:input_type -> topk.v1.StatusRequest
-	7,  // 30: topk.v1.TopKService.Leave:input_type -> topk.v1.LeaveRequest
-	3,  // 31: topk.v1.TopKService.VerifyReplicas:input_type -> topk.v1.VerifyReplicasRequest
-	1,  // 32: topk.v1.TopKService.Rebalance:input_type -> topk.v1.RebalanceRequest
-	13, // 33: topk.v1.TopKService.Ingest:output_type -> topk.v1.IngestResponse
-	17, // 34: topk.v1.TopKService.TopK:output_type -> topk.v1.TopKResponse
-	19, // 35: topk.v1.TopKService.Count:output_type -> topk.v1.CountResponse
-	22, // 36: topk.v1.TopKService.CreateLeaderboard:output_type -> topk.v1.CreateLeaderboardResponse
-	24, // 37: topk.v1.TopKService.ListLeaderboards:output_type -> topk.v1.ListLeaderboardsResponse
-	27, // 38: topk.v1.TopKService.DescribeLeaderboard:output_type -> topk.v1.DescribeLeaderboardResponse
-	29, // 39: topk.v1.TopKService.DropLeaderboard:output_type -> topk.v1.DropLeaderboardResponse
-	33, // 40: topk.v1.TopKService.Status:output_type -> topk.v1.StatusResponse
-	8,  // 41: topk.v1.TopKService.Leave:output_type -> topk.v1.LeaveResponse
-	4,  // 42: topk.v1.TopKService.VerifyReplicas:output_type -> topk.v1.VerifyReplicasResponse
-	2,  // 43: topk.v1.TopKService.Rebalance:output_type -> topk.v1.RebalanceResponse
-	33, // [33:44] is the sub-list for method output_type
-	22, // [22:33] is the sub-list for method input_type
-	22, // [22:22] is the sub-list for extension type_name
-	22, // [22:22] is the sub-list for extension extendee
-	0,  // [0:22] is the sub-list for field type_name
+	35, // 21: topk.v1.StatusResponse.moves:type_name -> topk.v1.MoveStatus
+	34, // 22: topk.v1.StatusResponse.ingest_limits:type_name -> topk.v1.IngestLimits
+	10, // 23: topk.v1.TopKService.Ingest:input_type -> topk.v1.IngestRequest
+	14, // 24: topk.v1.TopKService.TopK:input_type -> topk.v1.TopKRequest
+	18, // 25: topk.v1.TopKService.Count:input_type -> topk.v1.CountRequest
+	21, // 26: topk.v1.TopKService.CreateLeaderboard:input_type -> topk.v1.CreateLeaderboardRequest
+	23, // 27: topk.v1.TopKService.ListLeaderboards:input_type -> topk.v1.ListLeaderboardsRequest
+	25, // 28: topk.v1.TopKService.DescribeLeaderboard:input_type -> topk.v1.DescribeLeaderboardRequest
+	28, // 29: topk.v1.TopKService.DropLeaderboard:input_type -> topk.v1.DropLeaderboardRequest
+	30, // 30: topk.v1.TopKService.Status:input_type -> topk.v1.StatusRequest
+	7,  // 31: topk.v1.TopKService.Leave:input_type -> topk.v1.LeaveRequest
+	3,  // 32: topk.v1.TopKService.VerifyReplicas:input_type -> topk.v1.VerifyReplicasRequest
+	1,  // 33: topk.v1.TopKService.Rebalance:input_type -> topk.v1.RebalanceRequest
+	13, // 34: topk.v1.TopKService.Ingest:output_type -> topk.v1.IngestResponse
+	17, // 35: topk.v1.TopKService.TopK:output_type -> topk.v1.TopKResponse
+	19, // 36: topk.v1.TopKService.Count:output_type -> topk.v1.CountResponse
+	22, // 37: topk.v1.TopKService.CreateLeaderboard:output_type -> topk.v1.CreateLeaderboardResponse
+	24, // 38: topk.v1.TopKService.ListLeaderboards:output_type -> topk.v1.ListLeaderboardsResponse
+	27, // 39: topk.v1.TopKService.DescribeLeaderboard:output_type -> topk.v1.DescribeLeaderboardResponse
+	29, // 40: topk.v1.TopKService.DropLeaderboard:output_type -> topk.v1.DropLeaderboardResponse
+	33, // 41: topk.v1.TopKService.Status:output_type -> topk.v1.StatusResponse
+	8,  // 42: topk.v1.TopKService.Leave:output_type -> topk.v1.LeaveResponse
+	4,  // 43: topk.v1.TopKService.VerifyReplicas:output_type -> topk.v1.VerifyReplicasResponse
+	2,  // 44: topk.v1.TopKService.Rebalance:output_type -> topk.v1.RebalanceResponse
+	34, // [34:45] is the sub-list for method output_type
+	23, // [23:34] is the sub-list for method input_type
+	23, // [23:23] is the sub-list for extension type_name
+	23, // [23:23] is the sub-list for extension extendee
+	0,  // [0:23] is the sub-list for field type_name
 }
 
 func init() { file_topk_v1_topk_proto_init() }
@@ -2735,7 +2824,7 @@ func file_topk_v1_topk_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_topk_v1_topk_proto_rawDesc), len(file_topk_v1_topk_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   35,
+			NumMessages:   36,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -1,0 +1,220 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"connectrpc.com/connect"
+	"google.golang.org/protobuf/proto"
+
+	topkv1 "github.com/topkd/topkd/proto/topk/v1"
+	"github.com/topkd/topkd/proto/topk/v1/topkv1connect"
+	"github.com/topkd/topkd/ring"
+)
+
+// Partition-aware ingest. A node that receives a batch splits it by
+// partition and forwards the parts whose leader is elsewhere: with N nodes,
+// (N-1)/N of every batch crosses the network twice and is decoded twice.
+// The client knows the partition function (ring.Partition) and learns each
+// partition's leader with the members, so it splits the batch itself and
+// sends each part to its leader under the batch's (producer, epoch,
+// sequence). Every partition deduplicates its own part, so a retry of any
+// part, or of the whole batch by Resend, still counts once. A part sent to a
+// node that no longer leads is forwarded by that node: stale routes cost a
+// hop, never correctness.
+//
+// Validation stays all-or-nothing (design.md §5): a batch is split only
+// when every event is within the limits the cluster published, so no part
+// is refused for content while another is committed. Any other batch goes
+// whole to one node, which validates it and answers why it is refused.
+
+// WithRouting turns partition-aware ingest on (the default) or off. It
+// needs discovery (WithDiscovery), which learns the partitions' leaders.
+func WithRouting(on bool) Option {
+	return func(o *options) { o.noRouting = !on }
+}
+
+// routes is the partitions' leaders as the client last learned them.
+type routes struct {
+	addrs   []string                          // leader base URL by partition; "" unknown
+	leaders []topkv1connect.TopKServiceClient // by partition, from the node set; nil unknown
+	limits  *topkv1.IngestLimits
+}
+
+// leaderAddrs returns each partition's leader (else its preferred leader)
+// as a base URL, "" where the answering node knows neither.
+func leaderAddrs(st *topkv1.StatusResponse, scheme string) []string {
+	if st.Partitions == 0 || len(st.PartitionStatus) != int(st.Partitions) {
+		return nil
+	}
+	http := map[string]string{}
+	for _, n := range st.Nodes {
+		if n.HttpAddr != "" && !n.Leaving && !n.Down {
+			http[n.NodeId] = scheme + n.HttpAddr
+		}
+	}
+	out := make([]string, st.Partitions)
+	for _, ps := range st.PartitionStatus {
+		if int(ps.Partition) >= len(out) {
+			return nil
+		}
+		id := ps.Leader
+		if id == "" && len(ps.Placement) > 0 {
+			id = ps.Placement[0]
+		}
+		out[ps.Partition] = http[id]
+	}
+	return out
+}
+
+func newRoutes(ns *nodeSet, addrs []string, limits *topkv1.IngestLimits) *routes {
+	if len(addrs) == 0 || limits == nil {
+		return nil
+	}
+	r := &routes{addrs: addrs, leaders: make([]topkv1connect.TopKServiceClient, len(addrs)), limits: limits}
+	for p, a := range addrs {
+		if i := slices.Index(ns.addrs, a); a != "" && i >= 0 {
+			r.leaders[p] = ns.conns[i]
+		}
+	}
+	return r
+}
+
+func (r *routes) same(addrs []string, limits *topkv1.IngestLimits) bool {
+	if r == nil {
+		return len(addrs) == 0 || limits == nil
+	}
+	return slices.Equal(r.addrs, addrs) && proto.Equal(r.limits, limits)
+}
+
+// split groups events by the node that leads their partition, or returns
+// nil when the batch should go whole: no routes, a partition without a
+// known leader, or an event a node might refuse. A node that leads several
+// partitions gets their events in one request and splits it itself.
+func (r *routes) split(leaderboard string, events []Event, now time.Time) []routedPart {
+	if r == nil || !r.splittable(events, now) {
+		return nil
+	}
+	if leaderboard == "" {
+		leaderboard = "default"
+	}
+	var out []routedPart
+	slot := make([]int, len(r.leaders)) // partition -> index in out + 1
+	for _, e := range events {
+		p := ring.Partition(leaderboard, e.Item, len(r.leaders))
+		if slot[p] == 0 {
+			if r.leaders[p] == nil {
+				return nil
+			}
+			i := slices.IndexFunc(out, func(rp routedPart) bool { return rp.leader == r.leaders[p] })
+			if i < 0 {
+				out = append(out, routedPart{leader: r.leaders[p], addr: r.addrs[p]})
+				i = len(out) - 1
+			}
+			slot[p] = i + 1
+		}
+		rp := &out[slot[p]-1]
+		rp.events = append(rp.events, e)
+	}
+	return out
+}
+
+// splittable checks events against the published limits, with room for
+// the nodes' clocks to differ from this one's.
+func (r *routes) splittable(events []Event, now time.Time) bool {
+	l := r.limits
+	if len(events) > int(l.MaxBatchEvents) {
+		return false
+	}
+	horizon := now.Add(time.Duration(l.MaxFutureSkewMs) * time.Millisecond / 2)
+	for _, e := range events {
+		if e.Item == "" || len(e.Item) > int(l.MaxItemBytes) || !utf8.ValidString(e.Item) || e.Count < 0 ||
+			e.Count > l.MaxEventCount || len(e.Dimensions) > 0 {
+			return false
+		}
+		if !e.Time.IsZero() && (e.Time.UnixMilli() < 1000 || e.Time.After(horizon)) {
+			return false
+		}
+	}
+	return true
+}
+
+// routedPart is the events of a batch whose partitions one node leads.
+type routedPart struct {
+	leader topkv1connect.TopKServiceClient
+	addr   string
+	events []Event
+}
+
+// ingestParts sends each part to its leader under seq and sums the
+// answers. attempts is the most any part took.
+func (c *Client) ingestParts(ctx context.Context, op, leaderboard string, parts []routedPart, seq uint64) (*topkv1.IngestResponse, int, error) {
+	type answer struct {
+		resp     *topkv1.IngestResponse
+		attempts int
+		err      error
+	}
+	msgs := make([]*topkv1.IngestRequest, len(parts))
+	for i, part := range parts {
+		msg, err := c.request(op, leaderboard, part.events)
+		if err != nil {
+			return nil, 0, err
+		}
+		msg.Sequence = seq
+		msgs[i] = msg
+	}
+	answers := make([]answer, len(parts))
+	var wg sync.WaitGroup
+	for i, part := range parts {
+		msg := msgs[i]
+		wg.Go(func() {
+			a := &answers[i]
+			a.attempts, a.err = c.callFrom(ctx, op, retryUnknown, part.leader, func(ctx context.Context, n topkv1connect.TopKServiceClient) error {
+				r, err := n.Ingest(ctx, connect.NewRequest(msg))
+				if err == nil {
+					a.resp = r.Msg
+				}
+				return err
+			})
+		})
+	}
+	wg.Wait()
+	sum := &topkv1.IngestResponse{}
+	late := map[string]uint64{}
+	attempts, committed := 0, 0
+	var errs []error
+	for i, a := range answers {
+		attempts = max(attempts, a.attempts)
+		if a.err != nil {
+			errs = append(errs, fmt.Errorf("part for %s: %w", parts[i].addr, a.err))
+			continue
+		}
+		committed++
+		sum.Accepted += a.resp.Accepted
+		sum.Rejected += a.resp.Rejected
+		sum.Duplicate = sum.Duplicate || a.resp.Duplicate
+		for _, l := range a.resp.LateDropped {
+			late[l.Window] += l.Events
+		}
+	}
+	for _, w := range slices.Sorted(maps.Keys(late)) {
+		sum.LateDropped = append(sum.LateDropped, &topkv1.LateDropped{Window: w, Events: late[w]})
+	}
+	if len(errs) == 0 {
+		return sum, attempts, nil
+	}
+	err := errors.Join(errs...)
+	if committed > 0 {
+		// Some parts are counted: the batch is not refused as a whole, and
+		// resending its sequence completes it.
+		err = fmt.Errorf("%d of %d parts committed: %w", committed, len(parts), err)
+		return nil, max(attempts, 1), &UnknownOutcomeError{Sequence: seq, Err: err}
+	}
+	return nil, attempts, err
+}
