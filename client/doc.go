@@ -13,6 +13,15 @@
 // batch when it holds WithBatchSize events or its first event is
 // WithBatchAge old; Flush waits for everything queued so far.
 //
+// Routing. With discovery on (the default), the client learns each
+// partition's leader with the members and splits a batch by partition
+// (ring.Partition), sending the events a node leads straight to it under
+// the batch's one sequence, so no node forwards them; a node that no longer
+// leads forwards them as it would any batch. A batch with an event some
+// node might refuse (over the limits the cluster publishes in its status)
+// goes whole to one node, so it is refused whole. WithRouting(false) sends
+// every batch whole.
+//
 // Queries and admin calls (TopK, Count, leaderboards, Status) return plain Go
 // types. Read-only calls are retried and fail over across the addresses given
 // to New; CreateLeaderboard and DropLeaderboard only fail over when the
@@ -23,7 +32,7 @@
 // InvalidArgument from NotFound from Unavailable.
 //
 // The client never imports the server: it depends only on the public API in
-// proto/topk/v1. It never invents a new sequence for a batch whose outcome is
+// proto/topk/v1 and on ring's partition function. It never invents a new sequence for a batch whose outcome is
 // unknown, never retries a definite failure, and never leaves a goroutine
 // running after Close.
 package client

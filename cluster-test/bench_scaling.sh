@@ -2,7 +2,8 @@
 # Scaling with R = 1 (make bench-scaling): 1, 2 and 4 topkd containers, each capped at
 # TOPKD_SCALE_CPUS (default 0.25) CPUs by docker run --cpus so that the load generator (topkctl bench,
 # in a container of its own capped at one CPU) keeps a core. Reports acknowledged events/s at each size
-# as a ratio to N x one capped node, and events per node CPU-second (the nodes share one disk).
+# as a ratio to N x one capped node, and events per node CPU-second (the nodes share one disk), with the
+# client's partition-aware routing on and off, alternating at each size.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cpus=${TOPKD_SCALE_CPUS:-0.25}
@@ -33,15 +34,24 @@ for n in 1 2 4; do
     sleep 0.5
   done
   events=$((per_node * n))
-  out=$(docker run --rm --label topkd-scale --network $net --cpus 1 --entrypoint /topkctl topkd:latest --addr "$addrs" \
-    bench --events "$events" --items 1000000 --producers $((16 * n)) --batch 1000 --query-rate 0 --progress=false --json)
-  eps=$(echo "$out" | python3 -c 'import json,sys; print(int(json.load(sys.stdin)["events_per_second"]))')
-  cpu=$(echo "$out" | python3 -c 'import json,sys; r=json.load(sys.stdin); print(r["server_cpu_ns"]/1e9)')
-  echo "== $n node(s) at --cpus $cpus: $eps events/s acknowledged; node CPU $cpu s for $events events: $(python3 -c "print(round($events/$cpu))") events per node CPU-second"
-  results+=("$n:$eps")
+  # A first run, not reported, fills the item tables, so the runs compared start alike.
+  for routing in warmup true false; do
+    out=$(docker run --rm --label topkd-scale --network $net --cpus 1 --entrypoint /topkctl topkd:latest --addr "$addrs" \
+      --routing=${routing/warmup/true} bench --events "$events" --items 1000000 --producers $((16 * n)) --batch 1000 --query-rate 0 \
+      --progress=false --json)
+    [ "$routing" = warmup ] && continue
+    eps=$(echo "$out" | python3 -c 'import json,sys; print(int(json.load(sys.stdin)["events_per_second"]))')
+    cpu=$(echo "$out" | python3 -c 'import json,sys; r=json.load(sys.stdin); print(r["server_cpu_ns"]/1e9)')
+    echo "== $n node(s) at --cpus $cpus, routing $routing: $eps events/s acknowledged; node CPU $cpu s for $events events: $(python3 -c "print(round($events/$cpu))") events per node CPU-second"
+    results+=("$routing:$n:$eps")
+  done
 done
-one=${results[0]#*:}
-for r in "${results[@]}"; do
-  n=${r%%:*}; eps=${r#*:}
-  echo "$n nodes: $(python3 -c "print(f'{$eps/($n*$one):.2f}')")x of $n x one capped node"
+for routing in true false; do
+  one=""
+  for r in "${results[@]}"; do
+    [ "${r%%:*}" = "$routing" ] || continue
+    rest=${r#*:}; n=${rest%%:*}; eps=${rest#*:}
+    [ -z "$one" ] && one=$eps
+    echo "routing $routing, $n nodes: $(python3 -c "print(f'{$eps/($n*$one):.2f}')")x of $n x one capped node"
+  done
 done
