@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Cluster load scenarios on loopback (make bench-cluster), side by side in one run:
-#  1. durable ingest, 3 nodes with R = 3 against 1 node with R = 1, batches of 1,000 at 4, 16, 64 producers;
+#  1. durable ingest, 3 nodes with R = 3 against 1 node with R = 1, batches of 1,000 at 4, 16, 64 producers
+#     (three nodes with the client's partition-aware routing on and off);
 #  2. three nodes with R = 3 over 2 partitions, so one node leads nothing: with 115,000 events/s offered
 #     through it, top-100 p99 from it at cached and at leader consistency, and its /healthz p99.
 set -euo pipefail
@@ -54,10 +55,12 @@ if [ "${TOPKD_BENCH_PART:-all}" != 2 ]; then
     reps=$([ "$n" = 1 ] && echo 1 || echo 3)
     addrs=$(start_nodes "$n" 8 "$reps")
     for producers in 4 16 64; do
-      echo "== $n node(s), R = $reps: $events events, $producers producers, batches of 1,000"
-      "$tmp/topkctl" --addr "$addrs" bench --events "$events" --items 1000000 --producers "$producers" --batch 1000 \
-        --query-rate 0 --progress=false --json > "$tmp/r.json"
-      summary "$tmp/r.json"
+      for routing in $([ "$n" = 1 ] && echo true || echo true false); do
+        echo "== $n node(s), R = $reps: $events events, $producers producers, batches of 1,000, routing $routing"
+        "$tmp/topkctl" --addr "$addrs" --routing=$routing bench --events "$events" --items 1000000 --producers "$producers" \
+          --batch 1000 --query-rate 0 --progress=false --json > "$tmp/r.json"
+        summary "$tmp/r.json"
+      done
     done
     stop_all
   done
@@ -73,7 +76,8 @@ if [ "${TOPKD_BENCH_PART:-all}" != 1 ]; then
   echo "== 3 nodes, R = 3, 2 partitions: queries and ingest through $idle, which leads nothing"
   for c in cached leader; do
     echo "-- 115,000 events/s offered, top-100 at $c consistency, 200 queries/s"
-    "$tmp/topkctl" --addr "$idle" bench --events 2300000 --items 1000000 --producers 16 --batch 1000 --rate 115000 \
+    # --discovery 0: every query and batch goes to that node (it forwards the batches).
+    "$tmp/topkctl" --addr "$idle" --discovery 0 bench --events 2300000 --items 1000000 --producers 16 --batch 1000 --rate 115000 \
       --query-rate 200 --query-k 100 --query-consistency "$c" --probe-healthz --progress=false --json > "$tmp/r.json"
     summary "$tmp/r.json"
   done

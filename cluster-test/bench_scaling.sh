@@ -3,7 +3,9 @@
 # TOPKD_SCALE_CPUS (default 0.25) CPUs by docker run --cpus so that the load generator (topkctl bench,
 # in a container of its own capped at one CPU) keeps a core. Reports acknowledged events/s at each size
 # as a ratio to N x one capped node, and events per node CPU-second (the nodes share one disk), with the
-# client's partition-aware routing on and off, alternating at each size.
+# client's partition-aware routing on and off, alternating at each size. Batches hold 1,000 events, so
+# a routed request to one of N nodes holds about 1,000/N; TOPKD_SCALE_BATCH_PER_NODE=1 makes batches
+# of 1,000 x N instead, so each node gets requests of the single node's size.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cpus=${TOPKD_SCALE_CPUS:-0.25}
@@ -34,15 +36,16 @@ for n in 1 2 4; do
     sleep 0.5
   done
   events=$((per_node * n))
+  batch=1000; [ -n "${TOPKD_SCALE_BATCH_PER_NODE:-}" ] && batch=$((1000 * n))
   # A first run, not reported, fills the item tables, so the runs compared start alike.
   for routing in warmup true false; do
     out=$(docker run --rm --label topkd-scale --network $net --cpus 1 --entrypoint /topkctl topkd:latest --addr "$addrs" \
-      --routing=${routing/warmup/true} bench --events "$events" --items 1000000 --producers $((16 * n)) --batch 1000 --query-rate 0 \
+      --routing=${routing/warmup/true} bench --events "$events" --items 1000000 --producers $((16 * n)) --batch $batch --query-rate 0 \
       --progress=false --json)
     [ "$routing" = warmup ] && continue
     eps=$(echo "$out" | python3 -c 'import json,sys; print(int(json.load(sys.stdin)["events_per_second"]))')
     cpu=$(echo "$out" | python3 -c 'import json,sys; r=json.load(sys.stdin); print(r["server_cpu_ns"]/1e9)')
-    echo "== $n node(s) at --cpus $cpus, routing $routing: $eps events/s acknowledged; node CPU $cpu s for $events events: $(python3 -c "print(round($events/$cpu))") events per node CPU-second"
+    echo "== $n node(s) at --cpus $cpus, batches of $batch, routing $routing: $eps events/s acknowledged; node CPU $cpu s for $events events: $(python3 -c "print(round($events/$cpu))") events per node CPU-second"
     results+=("$routing:$n:$eps")
   done
 done

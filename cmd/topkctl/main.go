@@ -33,12 +33,13 @@ func main() {
 
 // app holds the global flags and the streams the commands use.
 type app struct {
-	addr    string
-	timeout time.Duration
-	routing bool
-	stdin   io.Reader
-	stdout  io.Writer
-	stderr  io.Writer
+	addr      string
+	timeout   time.Duration
+	routing   bool
+	discovery time.Duration
+	stdin     io.Reader
+	stdout    io.Writer
+	stderr    io.Writer
 }
 
 func newApp(stdin io.Reader, stdout, stderr io.Writer) *app {
@@ -72,6 +73,7 @@ func (a *app) root() *cobra.Command {
 	pf := root.PersistentFlags()
 	pf.StringVar(&a.addr, "addr", envOr("TOPKD_ADDR", "127.0.0.1:7070"), "node address(es), comma-separated (TOPKD_ADDR)")
 	pf.DurationVar(&a.timeout, "timeout", defTimeout, "deadline of each request, retries included (TOPKD_TIMEOUT)")
+	pf.DurationVar(&a.discovery, "discovery", client.DefaultDiscoveryInterval, "how often to learn the cluster's members and partition leaders; 0: use only --addr")
 	pf.BoolVar(&a.routing, "routing", true, "send each batch's events straight to their partitions' leaders (false: to one node, which forwards)")
 	root.AddCommand(a.statusCmd(), a.topCmd(), a.countCmd(), a.leaderboardCmd(), a.ingestCmd(), a.benchCmd())
 	for _, c := range a.clusterCmds() {
@@ -93,7 +95,7 @@ func (a *app) addrs() []string {
 
 // client returns a client for --addr; the caller closes it.
 func (a *app) client(opts ...client.Option) (*client.Client, error) {
-	opts = append([]client.Option{client.WithRetryTimeout(a.timeout), client.WithRouting(a.routing)}, opts...)
+	opts = append([]client.Option{client.WithRetryTimeout(a.timeout), client.WithRouting(a.routing), client.WithDiscovery(a.discovery)}, opts...)
 	return client.New(a.addrs(), opts...)
 }
 
