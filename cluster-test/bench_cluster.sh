@@ -7,8 +7,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tmp=$(mktemp -d)
-pids=()
-stop_all() { for p in "${pids[@]:-}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; pids=(); }
+# start_nodes runs in a command substitution (a subshell): it records the pids in a file.
+stop_all() {
+  [ -f "$tmp/pids" ] || return 0
+  while read -r p; do kill "$p" 2>/dev/null || true; done < "$tmp/pids"
+  while read -r p; do while kill -0 "$p" 2>/dev/null; do sleep 0.1; done; done < "$tmp/pids"
+  rm -f "$tmp/pids"
+}
 trap 'stop_all; rm -rf "$tmp"' EXIT
 go build -o "$tmp/topkd" ./cmd/topkd
 go build -o "$tmp/topkctl" ./cmd/topkctl
@@ -22,7 +27,7 @@ start_nodes() {
     [ "$i" -gt 1 ] && join=(--join "$gossip1")
     "$tmp/topkd" --data-dir "$tmp/d$n-$i" --node-id "n$i" --http-addr "$http" --raft-addr "127.0.0.1:$(port)" \
       --gossip-addr "$gossip" --partitions "$parts" --replicas "$reps" --log-level warn "${join[@]}" > "$tmp/n$n-$i.log" 2>&1 &
-    pids+=($!)
+    echo $! >> "$tmp/pids"
     [ "$i" = 1 ] && gossip1=$gossip
     for _ in $(seq 100); do curl -sf "http://$http/readyz" >/dev/null && break; sleep 0.1; done
     addrs="${addrs:+$addrs,}$http"
