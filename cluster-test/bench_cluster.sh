@@ -25,8 +25,8 @@ start_nodes() {
   for i in $(seq 1 "$n"); do
     local http=127.0.0.1:$(port) gossip=127.0.0.1:$(port) join=()
     [ "$i" -gt 1 ] && join=(--join "$gossip1")
-    "$tmp/topkd" --data-dir "$tmp/d$n-$i" --node-id "n$i" --http-addr "$http" --raft-addr "127.0.0.1:$(port)" \
-      --gossip-addr "$gossip" --partitions "$parts" --replicas "$reps" --log-level warn "${join[@]}" > "$tmp/n$n-$i.log" 2>&1 &
+    "$tmp/topkd" --data-dir "$tmp/d$n-$parts-$i" --node-id "n$i" --http-addr "$http" --raft-addr "127.0.0.1:$(port)" \
+      --gossip-addr "$gossip" --partitions "$parts" --replicas "$reps" --log-level warn "${join[@]}" > "$tmp/n$n-$parts-$i.log" 2>&1 &
     echo $! >> "$tmp/pids"
     [ "$i" = 1 ] && gossip1=$gossip
     for _ in $(seq 100); do curl -sf "http://$http/readyz" >/dev/null && break; sleep 0.1; done
