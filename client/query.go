@@ -376,6 +376,10 @@ type PartitionStatus struct {
 	Placement []string `json:"placement"`
 	Voters    []string `json:"voters"`
 	NonVoters []string `json:"non_voters,omitempty"`
+	// LocalAppliedIndex is the answering node's replica's applied index (0:
+	// it holds no data). For a partition placed only on other nodes (State
+	// "NotPlaced") the fields above are its leader's.
+	LocalAppliedIndex uint64 `json:"local_applied_index"`
 }
 
 // Status is one node's view of itself and the cluster.
@@ -428,7 +432,7 @@ func (c *Client) Status(ctx context.Context) (*Status, error) {
 		out.Replicas = append(out.Replicas, PartitionStatus{Partition: p.Partition, State: p.State, Leader: p.Leader,
 			CommitIndex: p.CommitIndex, AppliedIndex: p.AppliedIndex, LastSnapshotIndex: p.LastSnapshotIndex,
 			DistinctItems: p.DistinctItems, IngestEventsPerSecond: p.IngestEventsPerSecond, Placement: p.Placement,
-			Voters: p.Voters, NonVoters: p.NonVoters})
+			Voters: p.Voters, NonVoters: p.NonVoters, LocalAppliedIndex: p.LocalAppliedIndex})
 	}
 	for _, mv := range m.Moves {
 		out.Moves = append(out.Moves, MoveStatus{Partition: mv.Partition, From: mv.From, To: mv.To, Step: mv.Step,

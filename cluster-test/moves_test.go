@@ -23,6 +23,7 @@ type partitionState struct {
 	State        string   `json:"state"`
 	CommitIndex  uint64   `json:"commit_index"`
 	AppliedIndex uint64   `json:"applied_index"`
+	LocalApplied uint64   `json:"local_applied_index"`
 	Placement    []string `json:"placement"`
 	Voters       []string `json:"voters"`
 	NonVoters    []string `json:"non_voters"`
@@ -90,8 +91,8 @@ func converged(procs []*proc, want int) error {
 		}
 		for _, ps := range st.Partitions {
 			if ps.State == "NotPlaced" {
-				if ps.AppliedIndex != 0 || ps.CommitIndex != 0 {
-					return fmt.Errorf("%s: partition %d is placed elsewhere but keeps data (applied %d)", st.NodeID, ps.Partition, ps.AppliedIndex)
+				if ps.LocalApplied != 0 {
+					return fmt.Errorf("%s: partition %d is placed elsewhere but keeps data (applied %d)", st.NodeID, ps.Partition, ps.LocalApplied)
 				}
 				continue
 			}

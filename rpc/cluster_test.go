@@ -708,6 +708,15 @@ func TestClusterPartialAnswer(t *testing.T) {
 	defer cancel()
 	w := newWorkload(t, ctx)
 	w.ingest([]*clusterNode{n1, n2}, 10)
+	// Status from n1 shows the leader and indexes of the partitions only n2 holds.
+	for _, ps := range n1.node.Status(ctx).Partitions {
+		if placement[ps.Partition][0] != "n2" {
+			continue
+		}
+		if ps.State != "NotPlaced" || ps.Leader != "n2" || ps.AppliedIndex == 0 || !slices.Equal(ps.Voters, []string{"n2"}) {
+			t.Errorf("n1's status of partition %d (on n2): %+v; want n2's leadership and indexes", ps.Partition, ps)
+		}
+	}
 	n2.stop()
 	var gone []int
 	for p, reps := range placement {

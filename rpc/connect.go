@@ -234,7 +234,7 @@ func (s *service) Status(ctx context.Context, req *connect.Request[topkv1.Status
 		out.PartitionStatus = append(out.PartitionStatus, &topkv1.PartitionStatus{Partition: uint32(p.Partition), State: p.State,
 			Leader: p.Leader, CommitIndex: p.CommitIndex, AppliedIndex: p.AppliedIndex, LastSnapshotIndex: p.LastSnapshotIndex,
 			DistinctItems: p.DistinctItems, IngestEventsPerSecond: p.IngestEventsPerSecond, Placement: p.Placement,
-			Voters: p.Voters, NonVoters: p.NonVoters})
+			Voters: p.Voters, NonVoters: p.NonVoters, LocalAppliedIndex: p.LocalAppliedIndex})
 	}
 	return connect.NewResponse(out), nil
 }

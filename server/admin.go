@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"sync"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -141,6 +142,10 @@ type PartitionStatus struct {
 	Placement []string `json:"placement"`
 	Voters    []string `json:"voters"`
 	NonVoters []string `json:"non_voters,omitempty"`
+	// LocalAppliedIndex is this node's replica's applied index: 0 when it
+	// holds no data. For a partition placed elsewhere (State "NotPlaced")
+	// the fields above are its leader's.
+	LocalAppliedIndex uint64 `json:"local_applied_index"`
 }
 
 // Status describes the node.
@@ -212,11 +217,8 @@ func (n *Node) Status(ctx context.Context) Status {
 		st := p.fsm().Stats()
 		ps := PartitionStatus{Partition: p.id, State: p.group().raft.State().String(), Leader: string(lid),
 			CommitIndex: p.group().raft.CommitIndex(), AppliedIndex: p.fsm().AppliedIndex(), StateBytes: st.Bytes,
-			IngestEventsPerSecond: p.rate.perSecond(n.clock.Now())}
+			IngestEventsPerSecond: p.rate.perSecond(n.clock.Now()), LocalAppliedIndex: p.fsm().AppliedIndex()}
 		ps.LastSnapshotIndex = parseUint(p.group().raft.Stats()["last_snapshot_index"])
-		if !n.hosts(p.id) {
-			ps.State = "NotPlaced" // placement puts this partition on other nodes
-		}
 		if p.id < len(meta.Placement) {
 			ps.Placement = meta.Placement[p.id].Nodes
 		}
@@ -226,8 +228,42 @@ func (n *Node) Status(ctx context.Context) Status {
 		}
 		s.Partitions = append(s.Partitions, ps)
 	}
+	n.remoteStatus(ctx, s.Partitions)
 	return s
 }
+
+// remoteStatus fills in, for the partitions placed only on other nodes,
+// what their leaders report, so that status from any node shows every
+// partition's leader, indexes and ingest rate. It waits at most
+// remoteStatusWait; a leader that does not answer in time leaves its
+// partition's fields empty.
+func (n *Node) remoteStatus(ctx context.Context, parts []PartitionStatus) {
+	ctx, cancel := context.WithTimeout(ctx, remoteStatusWait)
+	defer cancel()
+	var wg sync.WaitGroup
+	for i := range parts {
+		ps := &parts[i]
+		if n.hosts(ps.Partition) {
+			continue
+		}
+		*ps = PartitionStatus{Partition: ps.Partition, State: "NotPlaced", Placement: ps.Placement,
+			LocalAppliedIndex: ps.LocalAppliedIndex}
+		wg.Go(func() {
+			gs, err := n.groupStatus(ctx, ps.Partition)
+			if err != nil {
+				return
+			}
+			ps.Leader = gs.NodeId
+			ps.CommitIndex, ps.AppliedIndex = gs.LastIndex, gs.AppliedIndex
+			ps.IngestEventsPerSecond = gs.IngestEventsPerSecond
+			ps.Voters, ps.NonVoters = gs.Voters, gs.NonVoters
+		})
+	}
+	wg.Wait()
+}
+
+// remoteStatusWait bounds how long a status call waits for other nodes.
+const remoteStatusWait = 500 * time.Millisecond
 
 func parseUint(s string) uint64 {
 	var v uint64

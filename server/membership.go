@@ -199,7 +199,7 @@ func (n *Node) ReplicaStatus(group uint32) (*nodev1.ReplicaStatusResponse, error
 	}
 	last, _ := g.store.LastIndex()
 	out := &nodev1.ReplicaStatusResponse{AppliedIndex: g.fsm.AppliedIndex(), LastIndex: last, State: g.raft.State().String(),
-		ConfigCommitted: g.isLeader() && !g.changing.Load()}
+		ConfigCommitted: g.isLeader() && !g.changing.Load(), NodeId: n.cfg.NodeID}
 	if p := int(group) - 1; p >= 0 && p < len(n.parts) && g.isLeader() {
 		out.IngestEventsPerSecond = n.parts[p].rate.perSecond(n.clock.Now())
 	}

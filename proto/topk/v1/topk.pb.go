@@ -2000,11 +2000,15 @@ type PartitionStatus struct {
 	IngestEventsPerSecond float64                `protobuf:"fixed64,8,opt,name=ingest_events_per_second,json=ingestEventsPerSecond,proto3" json:"ingest_events_per_second,omitempty"`
 	// Replicas the placement table lists (preferred leader first), and the
 	// group's voters and non-voters as this node's replica knows them.
-	Placement     []string `protobuf:"bytes,9,rep,name=placement,proto3" json:"placement,omitempty"`
-	Voters        []string `protobuf:"bytes,10,rep,name=voters,proto3" json:"voters,omitempty"`
-	NonVoters     []string `protobuf:"bytes,11,rep,name=non_voters,json=nonVoters,proto3" json:"non_voters,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Placement []string `protobuf:"bytes,9,rep,name=placement,proto3" json:"placement,omitempty"`
+	Voters    []string `protobuf:"bytes,10,rep,name=voters,proto3" json:"voters,omitempty"`
+	NonVoters []string `protobuf:"bytes,11,rep,name=non_voters,json=nonVoters,proto3" json:"non_voters,omitempty"`
+	// The answering node's replica's applied index (0: it holds no data).
+	// For a partition placed only on other nodes (state "NotPlaced"), the
+	// fields above are its leader's.
+	LocalAppliedIndex uint64 `protobuf:"varint,12,opt,name=local_applied_index,json=localAppliedIndex,proto3" json:"local_applied_index,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *PartitionStatus) Reset() {
@@ -2112,6 +2116,13 @@ func (x *PartitionStatus) GetNonVoters() []string {
 		return x.NonVoters
 	}
 	return nil
+}
+
+func (x *PartitionStatus) GetLocalAppliedIndex() uint64 {
+	if x != nil {
+		return x.LocalAppliedIndex
+	}
+	return 0
 }
 
 type NodeStatus struct {
@@ -2636,7 +2647,7 @@ const file_topk_v1_topk_proto_rawDesc = "" +
 	"\x16DropLeaderboardRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"\x19\n" +
 	"\x17DropLeaderboardResponse\"\x0f\n" +
-	"\rStatusRequest\"\x8a\x03\n" +
+	"\rStatusRequest\"\xba\x03\n" +
 	"\x0fPartitionStatus\x12\x1c\n" +
 	"\tpartition\x18\x01 \x01(\rR\tpartition\x12\x14\n" +
 	"\x05state\x18\x02 \x01(\tR\x05state\x12\x16\n" +
@@ -2650,7 +2661,8 @@ const file_topk_v1_topk_proto_rawDesc = "" +
 	"\x06voters\x18\n" +
 	" \x03(\tR\x06voters\x12\x1d\n" +
 	"\n" +
-	"non_voters\x18\v \x03(\tR\tnonVoters\"\xf4\x01\n" +
+	"non_voters\x18\v \x03(\tR\tnonVoters\x12.\n" +
+	"\x13local_applied_index\x18\f \x01(\x04R\x11localAppliedIndex\"\xf4\x01\n" +
 	"\n" +
 	"NodeStatus\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1b\n" +

@@ -980,8 +980,10 @@ type ReplicaStatusResponse struct {
 	ConfigCommitted bool `protobuf:"varint,7,opt,name=config_committed,json=configCommitted,proto3" json:"config_committed,omitempty"`
 	// Events per second this replica accepted as leader (10 s average).
 	IngestEventsPerSecond float64 `protobuf:"fixed64,8,opt,name=ingest_events_per_second,json=ingestEventsPerSecond,proto3" json:"ingest_events_per_second,omitempty"`
-	unknownFields         protoimpl.UnknownFields
-	sizeCache             protoimpl.SizeCache
+	// The answering node.
+	NodeId        string `protobuf:"bytes,9,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ReplicaStatusResponse) Reset() {
@@ -1068,6 +1070,13 @@ func (x *ReplicaStatusResponse) GetIngestEventsPerSecond() float64 {
 		return x.IngestEventsPerSecond
 	}
 	return 0
+}
+
+func (x *ReplicaStatusResponse) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
 }
 
 type StateDigest struct {
@@ -1313,7 +1322,7 @@ const file_topkd_node_v1_node_proto_rawDesc = "" +
 	"\x11ApplyMetaResponse\x12;\n" +
 	"\x06config\x18\x01 \x01(\v2#.topkd.raftcmd.v1.LeaderboardConfigR\x06config\",\n" +
 	"\x14ReplicaStatusRequest\x12\x14\n" +
-	"\x05group\x18\x01 \x01(\rR\x05group\"\xc2\x02\n" +
+	"\x05group\x18\x01 \x01(\rR\x05group\"\xdb\x02\n" +
 	"\x15ReplicaStatusResponse\x12#\n" +
 	"\rapplied_index\x18\x01 \x01(\x04R\fappliedIndex\x12\x1d\n" +
 	"\n" +
@@ -1324,7 +1333,8 @@ const file_topkd_node_v1_node_proto_rawDesc = "" +
 	"non_voters\x18\x05 \x03(\tR\tnonVoters\x124\n" +
 	"\adigests\x18\x06 \x03(\v2\x1a.topkd.node.v1.StateDigestR\adigests\x12)\n" +
 	"\x10config_committed\x18\a \x01(\bR\x0fconfigCommitted\x127\n" +
-	"\x18ingest_events_per_second\x18\b \x01(\x01R\x15ingestEventsPerSecond\"K\n" +
+	"\x18ingest_events_per_second\x18\b \x01(\x01R\x15ingestEventsPerSecond\x12\x17\n" +
+	"\anode_id\x18\t \x01(\tR\x06nodeId\"K\n" +
 	"\vStateDigest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x14\n" +
 	"\x05index\x18\x02 \x01(\x04R\x05index\x12\x16\n" +
