@@ -206,7 +206,7 @@ func Open(ctx context.Context, cfg Config) (*Node, error) {
 	replicas := make([]Replica, len(n.parts))
 	for i, p := range n.parts {
 		replicas[i] = &routedReplica{p: i, self: cfg.NodeID, local: p, leader: n.partitionLeader, peers: n.peers, hosts: n.hosts,
-			forwarded: n.metrics.forwarded}
+			replicated: n.replicated, forwarded: n.metrics.forwarded}
 	}
 	n.coord = newCoordinator(coordDeps{policy: cfg.Ingest, clock: cfg.Clock, metrics: n.metrics, mem: n.mem,
 		boards: n.leaderboard, replicas: replicas, ready: n.Ready, nodeID: cfg.NodeID}, cfg.CacheRefresh, n.observeFreshness)
@@ -529,6 +529,39 @@ func (n *Node) partitionLeader(p, attempt int) (id, httpAddr string, ok bool) {
 	cands := st.Placement[p].Nodes
 	id = cands[attempt%len(cands)]
 	return id, n.memberHTTP(id), true
+}
+
+// replicated refuses ingest into partition p with ErrNotReady (which the
+// routed replica retries until the caller's deadline) while placement holds
+// fewer replicas of it than min(R, live members): as a cluster grows from
+// one node, an event acknowledged by a partition still on one node would be
+// lost with that node although others were there to hold it. Only growth
+// toward R holds writes: a dead or leaving replica stays in placement until
+// it is replaced.
+func (n *Node) replicated(p int) error {
+	st, _ := n.metaFSM.state()
+	if p >= len(st.Placement) {
+		return nil
+	}
+	have := len(st.Placement[p].Nodes)
+	if have >= n.cfg.Replicas {
+		return nil
+	}
+	var alive map[string]bool
+	if n.gossip != nil {
+		alive = n.gossip.alive()
+	}
+	live := 0
+	for _, m := range st.Nodes {
+		if !m.Down && !m.Leaving && (alive == nil || alive[m.Id] || m.Id == n.cfg.NodeID) {
+			live++
+		}
+	}
+	if want := min(n.cfg.Replicas, live); have < want {
+		return fmt.Errorf("%w: partition %d has %d of its %d replicas; ingest waits for the move that adds them",
+			ErrNotReady, p, have, want)
+	}
+	return nil
 }
 
 // hosts reports whether placement puts a replica of p on this node (every

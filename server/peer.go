@@ -199,6 +199,9 @@ type routedReplica struct {
 	// hosts reports whether placement puts a replica of p on this node:
 	// only then may the local replica answer a read at any consistency.
 	hosts func(p int) bool
+	// replicated refuses ingest while p has fewer replicas than it should
+	// (Node.replicated).
+	replicated func(p int) error
 	// forwarded counts parts submitted to another node's replica.
 	forwarded prometheus.Counter
 }
@@ -250,6 +253,9 @@ func (r *routedReplica) Submit(ctx context.Context, part Part) (*pb.Outcome, err
 	err := r.retry(ctx, func(err error) bool {
 		return notProposed(err) || errors.Is(err, ErrNotReady) || (idempotent && errors.Is(err, ErrUnknownOutcome))
 	}, func(t Replica) (err error) {
+		if err := r.replicated(r.p); err != nil {
+			return err
+		}
 		if _, remote := t.(remoteReplica); remote {
 			r.forwarded.Inc()
 		}
