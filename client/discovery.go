@@ -89,14 +89,9 @@ func (c *Client) refreshNodes(hc *http.Client) {
 			addrs = append(addrs, u)
 		}
 	}
-	var leaders []string
+	var leaders []string // every one is a member above, hence in addrs
 	if !c.opts.noRouting {
 		leaders = leaderAddrs(st, scheme)
-		for _, a := range leaders {
-			if a != "" && !slices.Contains(addrs, a) {
-				addrs = append(addrs, a)
-			}
-		}
 	}
 	if slices.Equal(addrs, cur.addrs) && cur.routes.same(leaders, st.IngestLimits) {
 		return

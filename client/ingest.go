@@ -12,7 +12,6 @@ import (
 	"connectrpc.com/connect"
 
 	topkv1 "github.com/topkd/topkd/proto/topk/v1"
-	"github.com/topkd/topkd/proto/topk/v1/topkv1connect"
 )
 
 // Event is one occurrence to count.
@@ -118,17 +117,20 @@ func definite(err error) bool {
 
 // ingest sends a batch under a new sequence (resend == 0) or under resend:
 // split by partition straight to the leaders when the routes allow it
-// (routing.go), else whole to one node.
+// (routing.go), else whole to any node.
 func (c *Client) ingest(ctx context.Context, leaderboard string, events []Event, resend uint64) (IngestResult, error) {
 	op := fmt.Sprintf("ingest %d events into %q", len(events), lbName(leaderboard))
 	if len(events) == 0 {
 		return IngestResult{}, invalidArg(op, "no events")
 	}
 	parts := c.nodes.Load().routes.split(leaderboard, events, time.Now())
-	var msg *topkv1.IngestRequest
 	if parts == nil {
+		parts = []routedPart{{events: events}}
+	}
+	msgs := make([]*topkv1.IngestRequest, len(parts))
+	for i, part := range parts {
 		var err error
-		if msg, err = c.request(op, leaderboard, events); err != nil {
+		if msgs[i], err = c.request(op, leaderboard, part.events); err != nil {
 			return IngestResult{}, err
 		}
 	}
@@ -140,39 +142,10 @@ func (c *Client) ingest(ctx context.Context, leaderboard string, events []Event,
 		}
 		defer c.seqs.release(seq)
 	}
-	var (
-		resp     *topkv1.IngestResponse
-		attempts int
-		err      error
-	)
-	if parts != nil {
-		resp, attempts, err = c.ingestParts(ctx, op, leaderboard, parts, seq)
-	} else {
-		msg.Sequence = seq
-		attempts, err = c.call(ctx, op, retryUnknown, func(ctx context.Context, n topkv1connect.TopKServiceClient) error {
-			r, err := n.Ingest(ctx, connect.NewRequest(msg))
-			if err != nil {
-				return err
-			}
-			resp = r.Msg
-			return nil
-		})
+	for _, m := range msgs {
+		m.Sequence = seq
 	}
-	if err != nil {
-		if attempts > 0 && !definite(err) && !OutcomeUnknown(err) {
-			err = &UnknownOutcomeError{Sequence: seq, Err: err}
-		}
-		return IngestResult{Sequence: seq, Attempts: attempts}, err
-	}
-	out := IngestResult{Accepted: resp.Accepted, Duplicate: resp.Duplicate, Rejected: resp.Rejected,
-		Sequence: seq, Attempts: attempts}
-	for _, l := range resp.LateDropped {
-		if out.LateDropped == nil {
-			out.LateDropped = map[string]uint64{}
-		}
-		out.LateDropped[l.Window] += l.Events
-	}
-	return out, nil
+	return c.send(ctx, op, parts, msgs, seq)
 }
 
 // request encodes events as one request without its sequence.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -145,76 +144,78 @@ func (r *routes) splittable(events []Event, now time.Time) bool {
 	return true
 }
 
-// routedPart is the events of a batch whose partitions one node leads.
+// routedPart is the events of a batch whose partitions one node leads, or
+// a whole batch (leader nil).
 type routedPart struct {
 	leader topkv1connect.TopKServiceClient
 	addr   string
 	events []Event
 }
 
-// ingestParts sends each part to its leader under seq and sums the
-// answers. attempts is the most any part took.
-func (c *Client) ingestParts(ctx context.Context, op, leaderboard string, parts []routedPart, seq uint64) (*topkv1.IngestResponse, int, error) {
+// send sends each part's request to the part's leader (any node when it
+// has none) and sums the answers. Attempts is the most any part took. The
+// batch's outcome is unknown when some part committed or may have.
+func (c *Client) send(ctx context.Context, op string, parts []routedPart, msgs []*topkv1.IngestRequest, seq uint64) (IngestResult, error) {
 	type answer struct {
 		resp     *topkv1.IngestResponse
 		attempts int
 		err      error
 	}
-	msgs := make([]*topkv1.IngestRequest, len(parts))
-	for i, part := range parts {
-		msg, err := c.request(op, leaderboard, part.events)
-		if err != nil {
-			return nil, 0, err
-		}
-		msg.Sequence = seq
-		msgs[i] = msg
-	}
 	answers := make([]answer, len(parts))
-	var wg sync.WaitGroup
-	for i, part := range parts {
-		msg := msgs[i]
-		wg.Go(func() {
-			a := &answers[i]
-			a.attempts, a.err = c.callFrom(ctx, op, retryUnknown, part.leader, func(ctx context.Context, n topkv1connect.TopKServiceClient) error {
-				r, err := n.Ingest(ctx, connect.NewRequest(msg))
-				if err == nil {
-					a.resp = r.Msg
-				}
-				return err
-			})
+	call := func(i int) {
+		a := &answers[i]
+		a.attempts, a.err = c.callFrom(ctx, op, retryUnknown, parts[i].leader, func(ctx context.Context, n topkv1connect.TopKServiceClient) error {
+			r, err := n.Ingest(ctx, connect.NewRequest(msgs[i]))
+			if err == nil {
+				a.resp = r.Msg
+			}
+			return err
 		})
 	}
+	var wg sync.WaitGroup
+	for i := range parts[1:] {
+		wg.Go(func() { call(i + 1) })
+	}
+	call(0)
 	wg.Wait()
-	sum := &topkv1.IngestResponse{}
-	late := map[string]uint64{}
-	attempts, committed := 0, 0
+	out := IngestResult{Sequence: seq}
 	var errs []error
+	committed, unknown := 0, false
 	for i, a := range answers {
-		attempts = max(attempts, a.attempts)
+		out.Attempts = max(out.Attempts, a.attempts)
 		if a.err != nil {
-			errs = append(errs, fmt.Errorf("part for %s: %w", parts[i].addr, a.err))
+			unknown = unknown || (a.attempts > 0 && !definite(a.err))
+			if len(parts) > 1 {
+				a.err = fmt.Errorf("part for %s: %w", parts[i].addr, a.err)
+			}
+			errs = append(errs, a.err)
 			continue
 		}
 		committed++
-		sum.Accepted += a.resp.Accepted
-		sum.Rejected += a.resp.Rejected
-		sum.Duplicate = sum.Duplicate || a.resp.Duplicate
+		out.Accepted += a.resp.Accepted
+		out.Rejected += a.resp.Rejected
+		out.Duplicate = out.Duplicate || a.resp.Duplicate
 		for _, l := range a.resp.LateDropped {
-			late[l.Window] += l.Events
+			if out.LateDropped == nil {
+				out.LateDropped = map[string]uint64{}
+			}
+			out.LateDropped[l.Window] += l.Events
 		}
 	}
-	for _, w := range slices.Sorted(maps.Keys(late)) {
-		sum.LateDropped = append(sum.LateDropped, &topkv1.LateDropped{Window: w, Events: late[w]})
-	}
 	if len(errs) == 0 {
-		return sum, attempts, nil
+		return out, nil
 	}
 	err := errors.Join(errs...)
+	if len(errs) == 1 {
+		err = errs[0]
+	}
 	if committed > 0 {
 		// Some parts are counted: the batch is not refused as a whole, and
 		// resending its sequence completes it.
 		err = fmt.Errorf("%d of %d parts committed: %w", committed, len(parts), err)
-		return nil, max(attempts, 1), &UnknownOutcomeError{Sequence: seq, Err: err}
 	}
-	return nil, attempts, err
+	if committed > 0 || unknown {
+		err = &UnknownOutcomeError{Sequence: seq, Err: err}
+	}
+	return IngestResult{Sequence: seq, Attempts: out.Attempts}, err
 }
