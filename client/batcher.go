@@ -9,18 +9,24 @@ import (
 )
 
 // batcher collects the events queued for one leaderboard and cuts them into
-// batches by size (in add) or by age (in loop).
+// batches by size (in add) or by age (in loop). With routes known, it keeps
+// one queue per node that leads the events' partitions, so a batch of
+// WithBatchSize events goes whole to one leader: splitting fixed-size
+// batches by partition instead would send N nodes requests of 1/N the size,
+// and a node's cost per event grows as its requests shrink.
 type batcher struct {
-	c   *Client
-	lb  string
-	mu  sync.Mutex
-	buf []Event
-	// gen numbers the batch being collected; it changes whenever buf goes
-	// from empty to non-empty, so a timer armed for an older batch is void.
-	gen     uint64
-	started time.Time
-	closed  bool
-	kick    chan struct{} // size 1: coalesces "a new batch started" signals for loop
+	c      *Client
+	lb     string
+	mu     sync.Mutex
+	queues map[string]*queue // by leader base URL; "" for events without a known leader
+	closed bool
+	kick   chan struct{} // size 1: coalesces "a queue started a batch" signals for loop
+}
+
+// queue is the batch being collected for one destination.
+type queue struct {
+	events  []Event
+	started time.Time // when the first of events was queued
 }
 
 // flight is one batch sent and not yet finally answered.
@@ -73,7 +79,7 @@ func (c *Client) Flush(ctx context.Context) error {
 func (c *Client) flush(ctx context.Context, bs []*batcher) error {
 	for _, b := range bs {
 		b.mu.Lock()
-		b.cutLocked(len(b.buf))
+		b.cutAllLocked()
 		b.mu.Unlock()
 	}
 	c.fmu.Lock()
@@ -119,19 +125,21 @@ func (c *Client) batcher(lb string) (*batcher, error) {
 	if b := c.batchers[lb]; b != nil {
 		return b, nil
 	}
-	b := &batcher{c: c, lb: lb, kick: make(chan struct{}, 1), buf: make([]Event, 0, c.opts.batchSize)}
+	b := &batcher{c: c, lb: lb, kick: make(chan struct{}, 1), queues: map[string]*queue{}}
 	c.batchers[lb] = b
 	c.wg.Add(1)
 	go b.loop()
 	return b, nil
 }
 
-// waitCapacity blocks while maxInFlight batches are unanswered. The bound is
-// soft: one add may cut several batches, and age cuts do not wait.
+// waitCapacity blocks while WithMaxInFlight batches per destination node are
+// unanswered. The bound is soft: one add may cut several batches, and age
+// cuts do not wait.
 func (c *Client) waitCapacity(ctx context.Context) error {
 	for {
+		limit := c.opts.maxInFlight * max(1, c.nodes.Load().routes.nodes())
 		c.fmu.Lock()
-		if len(c.flights) < c.opts.maxInFlight {
+		if len(c.flights) < limit {
 			c.fmu.Unlock()
 			return nil
 		}
@@ -146,51 +154,76 @@ func (c *Client) waitCapacity(ctx context.Context) error {
 }
 
 func (b *batcher) add(events []Event) error {
+	r := b.c.nodes.Load().routes
+	lb := lbName(b.lb)
+	now := time.Now()
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.closed {
 		return ErrClosed
 	}
-	wasEmpty := len(b.buf) == 0
 	for _, e := range events {
 		if e.Dimensions != nil {
 			e.Dimensions = maps.Clone(e.Dimensions)
 		}
-		b.buf = append(b.buf, e)
-	}
-	if wasEmpty {
-		b.startLocked()
-	}
-	for len(b.buf) >= b.c.opts.batchSize {
-		b.cutLocked(b.c.opts.batchSize)
+		dest := r.leaderOf(lb, e, now)
+		q := b.queues[dest]
+		if q == nil {
+			q = &queue{}
+			b.queues[dest] = q
+		}
+		if len(q.events) == 0 {
+			q.events = make([]Event, 0, b.c.opts.batchSize)
+			q.started = now
+			select { // loop times the new batch
+			case b.kick <- struct{}{}:
+			default:
+			}
+		}
+		q.events = append(q.events, e)
+		if len(q.events) >= b.c.opts.batchSize {
+			b.cutLocked(q)
+		}
 	}
 	return nil
 }
 
-// startLocked marks the start of a new batch and wakes loop to time it.
-func (b *batcher) startLocked() {
-	b.gen++
-	b.started = time.Now()
-	select {
-	case b.kick <- struct{}{}:
-	default:
+// cutLocked sends q's events as a batch.
+func (b *batcher) cutLocked(q *queue) {
+	if len(q.events) == 0 {
+		return
+	}
+	batch := q.events
+	q.events = nil
+	b.c.launch(b.lb, batch)
+}
+
+// cutAllLocked sends every queue's events.
+func (b *batcher) cutAllLocked() {
+	for _, q := range b.queues {
+		b.cutLocked(q)
 	}
 }
 
-// cutLocked sends the first n queued events as a batch.
-func (b *batcher) cutLocked(n int) {
-	n = min(n, len(b.buf))
-	if n == 0 {
-		return
+// cutAgedLocked sends the queues whose first event is batchAge old and
+// returns when the oldest remaining one will be (zero when none remains).
+func (b *batcher) cutAgedLocked(now time.Time) time.Time {
+	var next time.Time
+	for dest, q := range b.queues {
+		if len(q.events) == 0 {
+			delete(b.queues, dest) // destinations change with the leaders
+			continue
+		}
+		due := q.started.Add(b.c.opts.batchAge)
+		if !due.After(now) {
+			b.cutLocked(q)
+			continue
+		}
+		if next.IsZero() || due.Before(next) {
+			next = due
+		}
 	}
-	batch := b.buf[:n:n]
-	rest := b.buf[n:]
-	b.buf = make([]Event, len(rest), max(b.c.opts.batchSize, len(rest)))
-	copy(b.buf, rest)
-	if len(b.buf) > 0 {
-		b.startLocked()
-	}
-	b.c.launch(b.lb, batch)
+	return next
 }
 
 // close refuses further events; queued ones stay for the final flush.
@@ -200,35 +233,28 @@ func (b *batcher) close() {
 	b.mu.Unlock()
 }
 
-// loop sends a batch once its first event is batchAge old.
+// loop sends each queue's batch once its first event is batchAge old.
 func (b *batcher) loop() {
 	defer b.c.wg.Done()
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	for {
+		b.mu.Lock()
+		next := b.cutAgedLocked(time.Now())
+		b.mu.Unlock()
+		var fire <-chan time.Time
+		if !next.IsZero() {
+			timer.Reset(time.Until(next))
+			fire = timer.C
+		}
 		select {
 		case <-b.kick:
-		case <-b.c.stop:
-			return
-		}
-		b.mu.Lock()
-		gen, started, empty := b.gen, b.started, len(b.buf) == 0
-		b.mu.Unlock()
-		if empty {
-			continue
-		}
-		timer.Reset(time.Until(started.Add(b.c.opts.batchAge)))
-		select {
-		case <-timer.C:
+		case <-fire:
 		case <-b.c.stop:
 			timer.Stop()
 			return
 		}
-		b.mu.Lock()
-		if b.gen == gen {
-			b.cutLocked(len(b.buf))
-		}
-		b.mu.Unlock()
+		timer.Stop()
 	}
 }
 

@@ -124,24 +124,57 @@ func (r *routes) split(leaderboard string, events []Event, now time.Time) []rout
 	return out
 }
 
-// splittable checks events against the published limits, with room for
-// the nodes' clocks to differ from this one's.
+// splittable checks events against the published limits.
 func (r *routes) splittable(events []Event, now time.Time) bool {
-	l := r.limits
-	if len(events) > int(l.MaxBatchEvents) {
+	if len(events) > int(r.limits.MaxBatchEvents) {
 		return false
 	}
-	horizon := now.Add(time.Duration(l.MaxFutureSkewMs) * time.Millisecond / 2)
+	horizon := r.horizon(now)
 	for _, e := range events {
-		if e.Item == "" || len(e.Item) > int(l.MaxItemBytes) || !utf8.ValidString(e.Item) || e.Count < 0 ||
-			e.Count > l.MaxEventCount || len(e.Dimensions) > 0 {
-			return false
-		}
-		if !e.Time.IsZero() && (e.Time.UnixMilli() < 1000 || e.Time.After(horizon)) {
+		if !r.eventOK(e, horizon) {
 			return false
 		}
 	}
 	return true
+}
+
+// horizon is the latest event time every node accepts, with room for the
+// nodes' clocks to differ from this one's.
+func (r *routes) horizon(now time.Time) time.Time {
+	return now.Add(time.Duration(r.limits.MaxFutureSkewMs) * time.Millisecond / 2)
+}
+
+// eventOK says whether no node would refuse e for its content.
+func (r *routes) eventOK(e Event, horizon time.Time) bool {
+	l := r.limits
+	if e.Item == "" || len(e.Item) > int(l.MaxItemBytes) || !utf8.ValidString(e.Item) || e.Count < 0 ||
+		e.Count > l.MaxEventCount || len(e.Dimensions) > 0 {
+		return false
+	}
+	return e.Time.IsZero() || (e.Time.UnixMilli() >= 1000 && !e.Time.After(horizon))
+}
+
+// leaderOf returns the base URL of the node leading e's partition, or ""
+// when it is unknown or e should travel in a batch sent whole.
+func (r *routes) leaderOf(leaderboard string, e Event, now time.Time) string {
+	if r == nil || !r.eventOK(e, r.horizon(now)) {
+		return ""
+	}
+	return r.addrs[ring.Partition(leaderboard, e.Item, len(r.addrs))]
+}
+
+// nodes is how many distinct nodes lead partitions (0 without routes).
+func (r *routes) nodes() int {
+	if r == nil {
+		return 0
+	}
+	seen := make(map[string]struct{}, len(r.addrs))
+	for _, a := range r.addrs {
+		if a != "" {
+			seen[a] = struct{}{}
+		}
+	}
+	return len(seen)
 }
 
 // routedPart is the events of a batch whose partitions one node leads, or

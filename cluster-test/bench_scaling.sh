@@ -2,10 +2,11 @@
 # Scaling with R = 1 (make bench-scaling): 1, 2 and 4 topkd containers, each capped at
 # TOPKD_SCALE_CPUS (default 0.25) CPUs by docker run --cpus so that the load generator (topkctl bench,
 # in a container of its own capped at one CPU) keeps a core. Reports acknowledged events/s at each size
-# as a ratio to N x one capped node, and events per node CPU-second (the nodes share one disk), with the
-# client's partition-aware routing on and off, alternating at each size. Batches hold 1,000 events, so
-# a routed request to one of N nodes holds about 1,000/N; TOPKD_SCALE_BATCH_PER_NODE=1 makes batches
-# of 1,000 x N instead, so each node gets requests of the single node's size.
+# as a ratio to N x one capped node, and events per node CPU-second (the nodes share one disk), for
+# three ways of sending, alternating at each size:
+#   per-leader  the client's Add queue (--batch-per-leader): batches of 1,000 to each partition leader;
+#   split       batches of 1,000 split by the client across the leaders (about 1,000/N per node);
+#   unrouted    batches of 1,000 sent whole to any node, which forwards the parts it does not lead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cpus=${TOPKD_SCALE_CPUS:-0.25}
@@ -36,25 +37,30 @@ for n in 1 2 4; do
     sleep 0.5
   done
   events=$((per_node * n))
-  batch=1000; [ -n "${TOPKD_SCALE_BATCH_PER_NODE:-}" ] && batch=$((1000 * n))
   # A first run, not reported, fills the item tables, so the runs compared start alike.
-  for routing in warmup true false; do
+  for mode in warmup per-leader split unrouted; do
+    flags=(--routing=true)
+    case $mode in
+      per-leader) flags+=(bench --batch-per-leader) ;;
+      unrouted) flags=(--routing=false bench) ;;
+      *) flags+=(bench) ;;
+    esac
     out=$(docker run --rm --label topkd-scale --network $net --cpus 1 --entrypoint /topkctl topkd:latest --addr "$addrs" \
-      --routing=${routing/warmup/true} bench --events "$events" --items 1000000 --producers $((16 * n)) --batch $batch --query-rate 0 \
+      "${flags[@]}" --events "$events" --items 1000000 --producers $((16 * n)) --batch 1000 --query-rate 0 \
       --progress=false --json)
-    [ "$routing" = warmup ] && continue
+    [ "$mode" = warmup ] && continue
     eps=$(echo "$out" | python3 -c 'import json,sys; print(int(json.load(sys.stdin)["events_per_second"]))')
     cpu=$(echo "$out" | python3 -c 'import json,sys; r=json.load(sys.stdin); print(r["server_cpu_ns"]/1e9)')
-    echo "== $n node(s) at --cpus $cpus, batches of $batch, routing $routing: $eps events/s acknowledged; node CPU $cpu s for $events events: $(python3 -c "print(round($events/$cpu))") events per node CPU-second"
-    results+=("$routing:$n:$eps")
+    echo "== $n node(s) at --cpus $cpus, $mode: $eps events/s acknowledged; node CPU $cpu s for $events events: $(python3 -c "print(round($events/$cpu))") events per node CPU-second"
+    results+=("$mode:$n:$eps")
   done
 done
-for routing in true false; do
+for mode in per-leader split unrouted; do
   one=""
   for r in "${results[@]}"; do
-    [ "${r%%:*}" = "$routing" ] || continue
+    [ "${r%%:*}" = "$mode" ] || continue
     rest=${r#*:}; n=${rest%%:*}; eps=${rest#*:}
     [ -z "$one" ] && one=$eps
-    echo "routing $routing, $n nodes: $(python3 -c "print(f'{$eps/($n*$one):.2f}')")x of $n x one capped node"
+    echo "$mode, $n nodes: $(python3 -c "print(f'{$eps/($n*$one):.2f}')")x of $n x one capped node"
   done
 done

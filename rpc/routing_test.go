@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -16,6 +17,12 @@ import (
 // forwardedParts sums topkd_ingest_forwarded_parts_total over the nodes.
 func forwardedParts(t *testing.T, nodes []*clusterNode) float64 {
 	t.Helper()
+	return metricSum(t, nodes, "topkd_ingest_forwarded_parts_total")
+}
+
+// metricSum sums an unlabelled metric over the nodes.
+func metricSum(t *testing.T, nodes []*clusterNode, name string) float64 {
+	t.Helper()
 	var sum float64
 	for _, cn := range nodes {
 		resp, err := http.Get("http://" + cn.addr + "/metrics")
@@ -24,7 +31,7 @@ func forwardedParts(t *testing.T, nodes []*clusterNode) float64 {
 		}
 		sc := bufio.NewScanner(resp.Body)
 		for sc.Scan() {
-			if v, ok := strings.CutPrefix(sc.Text(), "topkd_ingest_forwarded_parts_total "); ok {
+			if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
 				f, err := strconv.ParseFloat(v, 64)
 				if err != nil {
 					t.Fatal(err)
@@ -136,4 +143,71 @@ func TestClusterRoutedIngest(t *testing.T) {
 		t.Fatalf("batch with a 600-byte item: %v; want it refused whole, naming the event", err)
 	}
 	w.check(nodes, "after routed and unrouted ingest")
+}
+
+// TestClusterAddBatchesPerLeader: Add queues events by the node leading
+// their partition, so every batch it cuts by size goes whole to one leader:
+// each node receives requests of WithBatchSize events, not a 1/N share of
+// one, and none forwards.
+func TestClusterAddBatchesPerLeader(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a three-node cluster; skipped with -short")
+	}
+	nodes := newCluster(t, 3, 4)
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	w := newWorkload(t, ctx)
+	w.ingest(nodes, 1) // every partition has a leader
+
+	var mu sync.Mutex
+	sizes := map[int]int{} // events per batch -> batches
+	c, err := client.New([]string{nodes[0].addr}, client.WithDiscovery(50*time.Millisecond), client.WithBatchSize(100),
+		client.WithBatchAge(time.Hour), client.WithBatchHandler(func(r client.BatchResult) {
+			if r.Err != nil {
+				t.Errorf("batch of %d: %v", r.Events, r.Err)
+			}
+			mu.Lock()
+			sizes[r.Events]++
+			mu.Unlock()
+		}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(context.Background())
+	deadline := time.Now().Add(10 * time.Second)
+	for len(c.Addrs()) < 3 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	time.Sleep(100 * time.Millisecond) // a discovery round after the last member: routes learned
+
+	reqs, fwd := metricSum(t, nodes, "topkd_ingest_requests_total"), forwardedParts(t, nodes)
+	const events = 3000
+	for i := range events {
+		item := fmt.Sprintf("item-%02d", i%61) // the workload's items: check compares a top-100
+		w.want[item]++
+		if err := c.Add(ctx, "", client.Event{Item: item}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := c.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	reqs, fwd = metricSum(t, nodes, "topkd_ingest_requests_total")-reqs, forwardedParts(t, nodes)-fwd
+	mu.Lock()
+	batches, full := 0, sizes[100]
+	for _, n := range sizes {
+		batches += n
+	}
+	mu.Unlock()
+	t.Logf("%d events: %d batches (%d of 100), %v requests received, %v parts forwarded", events, batches, full, reqs, fwd)
+	if reqs != float64(batches) {
+		t.Errorf("%v requests for %d batches: want one request per batch, each to its leader", reqs, batches)
+	}
+	if fwd != 0 {
+		t.Errorf("%v parts forwarded, want 0", fwd)
+	}
+	if full < events/100-3 {
+		t.Errorf("%d full batches of %d, want at least %d (the rest are the flush's, at most one per leader)", full, batches, events/100-3)
+	}
+	w.check(nodes, "after Add")
 }

@@ -117,6 +117,7 @@ func invalid(field, format string, a ...any) error {
 // every part is committed. A retry with the same (producer, epoch, sequence)
 // completes a partially committed batch and never counts a part twice.
 func (co *coordinator) Ingest(ctx context.Context, req IngestRequest) (IngestResult, error) {
+	co.metrics.ingestReqs.Inc()
 	if req.Leaderboard == "" {
 		req.Leaderboard = "default"
 	}

@@ -20,6 +20,7 @@ type metrics struct {
 	ingestEvents  *prometheus.CounterVec
 	ingestEntries prometheus.Counter
 	ingestParts   prometheus.Counter
+	ingestReqs    prometheus.Counter
 	forwarded     prometheus.Counter
 	rejections    *prometheus.CounterVec
 	commitLatency prometheus.Histogram
@@ -41,6 +42,8 @@ func newMetrics(n *Node) *metrics {
 		Help: "Ingest entries proposed to partition groups led by this node."})
 	m.ingestParts = prometheus.NewCounter(prometheus.CounterOpts{Name: "topkd_ingest_parts_total",
 		Help: "Producer parts coalesced into ingest entries."})
+	m.ingestReqs = prometheus.NewCounter(prometheus.CounterOpts{Name: "topkd_ingest_requests_total",
+		Help: "Ingest requests received from clients (REST and Connect); events per request is the clients' batch size on the wire."})
 	m.forwarded = prometheus.NewCounter(prometheus.CounterOpts{Name: "topkd_ingest_forwarded_parts_total",
 		Help: "Parts of ingest requests this node sent on to another node's replica (the partition's leader is elsewhere)."})
 	m.rejections = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "topkd_ingest_rejections_total",
@@ -67,7 +70,7 @@ func newMetrics(n *Node) *metrics {
 	m.logLatency = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "topkd_raftlog_commit_seconds",
 		Help: "Duration of one commit of the shared Raft log, fdatasync included.", Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16)})
 	m.reg.MustRegister(m.logCommits, m.logGroups, m.logEntries, m.logLatency)
-	m.reg.MustRegister(m.ingestEvents, m.ingestEntries, m.ingestParts, m.forwarded, m.rejections, m.commitLatency, m.entryEvents,
+	m.reg.MustRegister(m.ingestEvents, m.ingestEntries, m.ingestParts, m.ingestReqs, m.forwarded, m.rejections, m.commitLatency, m.entryEvents,
 		m.snapshotDur, m.freshness, m.queryLatency, &stateCollector{n: n},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m

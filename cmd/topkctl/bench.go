@@ -31,6 +31,7 @@ type benchFlags struct {
 	seed             uint64
 	producers        int
 	batch            int
+	perLeader        bool
 	leaderboard      string
 	queryK           int
 	queryRate        float64
@@ -67,6 +68,7 @@ func (a *app) benchCmd() *cobra.Command {
 	fl.Uint64Var(&f.seed, "seed", 1, "random seed")
 	fl.IntVar(&f.producers, "producers", 4, "parallel producers (each has its own client and producer id)")
 	fl.IntVar(&f.batch, "batch", 1000, "events per batch")
+	fl.BoolVar(&f.perLeader, "batch-per-leader", false, perLeaderUsage)
 	fl.StringVar(&f.leaderboard, "leaderboard", "default", "leaderboard to load")
 	fl.IntVar(&f.queryK, "query-k", 100, "K of the top-K queries run during the load")
 	fl.Float64Var(&f.queryRate, "query-rate", 10, "top-K queries per second during the load (0: none)")
@@ -223,7 +225,7 @@ func (a *app) runBench(ctx context.Context, f benchFlags) error {
 			hlat = a.healthzLoop(ctx, f.queryRate, loadDone)
 		}
 	}()
-	perr := a.produce(ctx, f.producers, f.leaderboard, batches, stats, func(n int) {
+	perr := a.produce(ctx, f.producers, f.leaderboard, sendMode{f.perLeader, f.batch}, batches, stats, func(n int) {
 		acked.Add(int64(n))
 		if bar != nil {
 			_ = bar.Add(n)

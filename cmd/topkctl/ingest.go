@@ -26,6 +26,7 @@ type ingestFlags struct {
 	producers   int
 	skipInvalid bool
 	progress    bool
+	perLeader   bool
 }
 
 func (a *app) ingestCmd() *cobra.Command {
@@ -49,6 +50,7 @@ func (a *app) ingestCmd() *cobra.Command {
 	fl := cmd.Flags()
 	fl.StringVar(&f.leaderboard, "leaderboard", "default", "leaderboard to count into")
 	fl.IntVar(&f.batch, "batch", 1000, "events per batch")
+	fl.BoolVar(&f.perLeader, "batch-per-leader", false, perLeaderUsage)
 	fl.IntVar(&f.producers, "producers", 2, "parallel producers (each has its own producer id)")
 	fl.BoolVar(&f.skipInvalid, "skip-invalid", false, "skip records that cannot be mapped instead of stopping")
 	fl.BoolVar(&f.progress, "progress", true, "show a progress bar on stderr")
@@ -101,13 +103,44 @@ func (s *ingestStats) lateString() string {
 	return strings.Join(parts, ",")
 }
 
+// sendMode is how producers send what they read.
+type sendMode struct {
+	// perLeader queues events in the client's Add queue, which cuts
+	// batches of size events per partition leader; else every batch read
+	// is sent as it is (and split by leader when routing is on).
+	perLeader bool
+	size      int
+}
+
+// perLeaderUsage documents --batch-per-leader for ingest and bench.
+const perLeaderUsage = "queue events in the client (Add), which sends each partition leader batches of --batch events; " +
+	"without it each batch of --batch is sent as read, split across the leaders, so with N nodes each gets about 1/N of it"
+
 // produce runs n producers, each with its own client, sending the batches
-// from the channel until it closes or one fails; it returns the first error.
-func (a *app) produce(ctx context.Context, n int, lb string, batches <-chan []client.Event, stats *ingestStats,
+// from the channel until it closes; it returns the first error.
+func (a *app) produce(ctx context.Context, n int, lb string, mode sendMode, batches <-chan []client.Event, stats *ingestStats,
 	onBatch func(events int)) error {
+	var (
+		errOnce  sync.Once
+		firstErr error
+	)
+	fail := func(err error) { errOnce.Do(func() { firstErr = err }) }
+	var opts []client.Option
+	if mode.perLeader {
+		opts = append(opts, client.WithBatchSize(mode.size), client.WithBatchHandler(func(r client.BatchResult) {
+			if r.Err != nil {
+				fail(r.Err)
+				return
+			}
+			stats.add(r.Events, r.Result, r.Latency)
+			if onBatch != nil {
+				onBatch(r.Events)
+			}
+		}))
+	}
 	clients := make([]*client.Client, n)
 	for i := range clients {
-		c, err := a.client()
+		c, err := a.client(opts...)
 		if err != nil {
 			for _, c := range clients[:i] {
 				c.Close(context.Background())
@@ -116,20 +149,22 @@ func (a *app) produce(ctx context.Context, n int, lb string, batches <-chan []cl
 		}
 		clients[i] = c
 	}
-	var (
-		wg       sync.WaitGroup
-		errOnce  sync.Once
-		firstErr error
-	)
+	var wg sync.WaitGroup
 	for _, c := range clients {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for b := range batches {
+				if mode.perLeader {
+					if err := c.AddMany(ctx, lb, b); err != nil {
+						fail(err)
+					}
+					continue
+				}
 				start := time.Now()
 				res, err := c.IngestBatch(ctx, lb, b)
 				if err != nil {
-					errOnce.Do(func() { firstErr = err })
+					fail(err)
 					// Keep draining so the feeder never blocks; the caller
 					// cancels the context to stop it early.
 					continue
@@ -137,6 +172,11 @@ func (a *app) produce(ctx context.Context, n int, lb string, batches <-chan []cl
 				stats.add(len(b), res, time.Since(start))
 				if onBatch != nil {
 					onBatch(len(b))
+				}
+			}
+			if mode.perLeader {
+				if err := c.Flush(ctx); err != nil {
+					fail(err)
 				}
 			}
 		}()
@@ -225,7 +265,7 @@ func (a *app) runIngest(ctx context.Context, path string, f ingestFlags) error {
 	if bar != nil && in.size <= 0 {
 		onBatch = func(n int) { _ = bar.Add(n) }
 	}
-	perr := a.produce(ctx, f.producers, f.leaderboard, batches, stats, onBatch)
+	perr := a.produce(ctx, f.producers, f.leaderboard, sendMode{f.perLeader, f.batch}, batches, stats, onBatch)
 	if perr != nil {
 		cancel()
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -168,6 +169,16 @@ func TestStatusAndBench(t *testing.T) {
 		if !strings.Contains(out, want) {
 			t.Errorf("bench report lacks %q:\n%s", want, out)
 		}
+	}
+	// Through the client's queue: batches of 500 per leader (one node leads all).
+	out = mustRun(t, node.Addr, "bench", "--events", "3000", "--items", "50", "--producers", "2", "--batch", "500",
+		"--batch-per-leader", "--query-rate", "0", "--progress=false", "--json")
+	var rep struct {
+		Events            uint64 `json:"events_acknowledged"`
+		Accepted, Batches uint64
+	}
+	if err := json.Unmarshal([]byte(out), &rep); err != nil || rep.Events != 3000 || rep.Accepted != 3000 || rep.Batches < 6 || rep.Batches > 8 {
+		t.Errorf("bench --batch-per-leader: %+v (%v), want 3000 events accepted in 6 to 8 batches (the last of each producer may be partial):\n%s", rep, err, out)
 	}
 	out = mustRun(t, node.Addr, "count", "item-0", "--consistency", "linearizable")
 	if strings.HasPrefix(out, "item-0\t0\t") {
