@@ -9,9 +9,11 @@
 // the server) is retried with the SAME sequence until the retry deadline, so
 // the server counts it once and answers a retry with the original outcome.
 // InvalidArgument, NotFound and other definite failures come back at once.
-// Add and AddMany queue events in a per-leaderboard batcher that sends a
-// batch when it holds WithBatchSize events or its first event is
-// WithBatchAge old; Flush waits for everything queued so far.
+// Add and AddMany queue events per leaderboard and, once the partitions'
+// leaders are known, per leader node; a queue is sent as a batch when it
+// holds WithBatchSize events or its first event is WithBatchAge old, so every
+// node receives requests of the batch size. Flush waits for everything
+// queued so far.
 //
 // Routing. With discovery on (the default), the client learns each
 // partition's leader with the members and splits a batch by partition

@@ -81,8 +81,9 @@ func WithBatchAge(d time.Duration) Option {
 	}
 }
 
-// WithMaxInFlight bounds the batches Add has sent and not yet had answered;
-// Add blocks while the bound is reached (default 4).
+// WithMaxInFlight bounds the batches Add has sent and not yet had answered,
+// per node that leads partitions; Add blocks while the bound is reached
+// (default 4).
 func WithMaxInFlight(n int) Option {
 	return func(o *options) {
 		if n > 0 {
