@@ -1,0 +1,495 @@
+package clustertest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/topkd/topkd/client"
+	"github.com/topkd/topkd/cluster-test/history"
+	"github.com/topkd/topkd/cluster-test/testbed"
+)
+
+// Fault tests: a cluster in containers (or processes on loopback without
+// Docker), producers and readers recording a history, faults from a
+// seeded schedule, then the checkers. TOPKD_FAULT_SEED replays a schedule;
+// TOPKD_FAULT_SCALE=full runs the full lengths (make cluster-test), else
+// the shortened ones CI runs; TOPKD_TESTBED=processes forces processes.
+
+// faultScale is how long the scenarios run: 1 in CI, 5 in full.
+func faultScale() int {
+	if os.Getenv("TOPKD_FAULT_SCALE") == "full" {
+		return 5
+	}
+	return 1
+}
+
+// faultRun is one scenario's cluster, clients, history and random source.
+type faultRun struct {
+	t    *testing.T
+	bed  testbed.Cluster
+	rng  *rand.Rand
+	h    *history.History
+	adm  *client.Client // every node, for status and verification
+	ctx  context.Context
+	stop context.CancelFunc
+	wg   sync.WaitGroup
+	// reads and readErrs count the readers' calls.
+	reads, readErrs atomic.Int64
+}
+
+// newFaultRun starts an n-node cluster with R = 3 and waits until every
+// partition has its replicas. needNet skips the test where the testbed
+// cannot cut the network.
+func newFaultRun(t *testing.T, n int, needNet bool, extra ...string) *faultRun {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("fault scenario; skipped with -short")
+	}
+	seed := uint64(time.Now().UnixNano())
+	if s := os.Getenv("TOPKD_FAULT_SEED"); s != "" {
+		v, err := strconv.ParseUint(s, 10, 64)
+		if err != nil {
+			t.Fatalf("TOPKD_FAULT_SEED: %v", err)
+		}
+		seed = v
+	}
+	t.Logf("seed %d (replay: TOPKD_FAULT_SEED=%d go test ./cluster-test -run '^%s$')", seed, seed, t.Name())
+	opts := testbed.Options{Nodes: n, DeadNodeGrace: time.Hour, Args: extra, Logf: t.Logf}
+	var bed testbed.Cluster
+	var err error
+	if os.Getenv("TOPKD_TESTBED") != "processes" && testbed.DockerAvailable() {
+		bed, err = testbed.NewDocker(opts)
+	} else {
+		if needNet {
+			t.Skip("needs network faults: no Docker engine (or TOPKD_TESTBED=processes)")
+		}
+		bed, err = testbed.NewProcesses(opts, t.TempDir())
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &faultRun{t: t, bed: bed, rng: rand.New(rand.NewPCG(seed, 0x70bd)), h: &history.History{}}
+	r.ctx, r.stop = context.WithCancel(context.Background())
+	t.Cleanup(func() {
+		r.stop()
+		r.wg.Wait()
+		if t.Failed() {
+			for i := range bed.Size() {
+				t.Logf("%s log tail:\n%s", testbed.NodeID(i), bed.LogTail(i, 3000))
+			}
+		}
+		bed.Close()
+	})
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	for i := range n {
+		if err := bed.Start(ctx, i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	urls := make([]string, n)
+	for i := range urls {
+		urls[i] = bed.URL(i)
+	}
+	if r.adm, err = client.New(urls, client.WithDiscovery(0), client.WithRetryTimeout(5*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.adm.Close(context.Background()) })
+	r.waitPlaced(ctx, 3)
+	t.Logf("%d nodes (%s), every partition on 3 replicas", n, bed.Kind())
+	return r
+}
+
+// waitPlaced waits until every partition has a leader and replicas voters
+// and no move is in flight.
+func (r *faultRun) waitPlaced(ctx context.Context, replicas int) {
+	r.t.Helper()
+	var last string
+	for {
+		st, err := r.adm.Status(ctx)
+		if err == nil {
+			last = fmt.Sprintf("%d moves", len(st.Moves))
+			done := len(st.Moves) == 0 && len(st.Replicas) == int(st.Partitions)
+			for _, p := range st.Replicas {
+				if p.Leader == "" || len(p.Voters) != replicas {
+					done = false
+					last += fmt.Sprintf("; partition %d: leader %q, voters %v", p.Partition, p.Leader, p.Voters)
+				}
+			}
+			if done {
+				return
+			}
+		} else {
+			last = err.Error()
+		}
+		select {
+		case <-ctx.Done():
+			r.t.Fatalf("partitions not placed: %s", last)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// leaders returns the nodes (by index) leading at least one partition.
+func (r *faultRun) leaders(ctx context.Context) []int {
+	st, err := r.adm.Status(ctx)
+	if err != nil {
+		return nil
+	}
+	var out []int
+	for i := range r.bed.Size() {
+		if slices.ContainsFunc(st.Replicas, func(p client.PartitionStatus) bool { return p.Leader == testbed.NodeID(i) }) {
+			out = append(out, i)
+		}
+	}
+	return out
+}
+
+// pickLeader returns a random node leading a partition, or a random node.
+func (r *faultRun) pickLeader(ctx context.Context) int {
+	if ls := r.leaders(ctx); len(ls) > 0 {
+		return ls[r.rng.IntN(len(ls))]
+	}
+	return r.rng.IntN(r.bed.Size())
+}
+
+const faultItems = 200
+
+func faultItem(i int) string { return fmt.Sprintf("item-%03d", i) }
+
+// produce runs n producers until stop, each sending batches of 20 distinct
+// items through every node it learns of (the Go client, routing on). A
+// batch whose outcome is unknown is resent under its sequence until the
+// answer is known or the run stops.
+func (r *faultRun) produce(n int) {
+	urls := make([]string, r.bed.Size())
+	for i := range urls {
+		urls[i] = r.bed.URL(i)
+	}
+	for p := range n {
+		c, err := client.New(urls, client.WithRetryTimeout(5*time.Second), client.WithAttemptTimeout(2*time.Second),
+			client.WithDiscovery(time.Second))
+		if err != nil {
+			r.t.Fatal(err)
+		}
+		rng := rand.New(rand.NewPCG(r.rng.Uint64(), uint64(p)))
+		r.wg.Go(func() {
+			defer c.Close(context.Background())
+			id, _ := c.Producer()
+			for r.ctx.Err() == nil {
+				events := make([]client.Event, 0, 20)
+				adds := map[string]int64{}
+				for _, k := range rng.Perm(faultItems)[:20] {
+					e := client.Event{Item: faultItem(k), Count: int64(1 + rng.IntN(3))}
+					events = append(events, e)
+					adds[e.Item] = e.Count
+				}
+				w := r.h.Begin(id, adds)
+				res, err := c.IngestBatch(r.ctx, "", events)
+				for client.OutcomeUnknown(err) && r.ctx.Err() == nil {
+					var u *client.UnknownOutcomeError
+					errors.As(err, &u)
+					res, err = c.Resend(r.ctx, "", events, u.Sequence)
+					res.Sequence = u.Sequence
+				}
+				switch {
+				case err == nil:
+					r.h.End(w, res.Sequence, history.OK)
+				case client.OutcomeUnknown(err) || r.ctx.Err() != nil:
+					r.h.End(w, res.Sequence, history.Unknown)
+				default:
+					r.h.End(w, res.Sequence, history.Failed)
+					time.Sleep(50 * time.Millisecond) // refused (no quorum, say): do not spin
+				}
+			}
+		})
+	}
+}
+
+// read runs readers until stop: Count of a random item at a random
+// consistency from a random node, and linearizable top-K answers whose
+// every item is one read.
+func (r *faultRun) read(n int) {
+	nodes := make([]*client.Client, r.bed.Size())
+	for i := range nodes {
+		c, err := client.New([]string{r.bed.URL(i)}, client.WithDiscovery(0), client.WithRetryTimeout(2*time.Second),
+			client.WithAttemptTimeout(time.Second))
+		if err != nil {
+			r.t.Fatal(err)
+		}
+		nodes[i] = c
+		r.t.Cleanup(func() { c.Close(context.Background()) })
+	}
+	levels := []client.Consistency{client.Linearizable, client.Leader, client.Cached}
+	for k := range n {
+		rng := rand.New(rand.NewPCG(r.rng.Uint64(), uint64(k)))
+		r.wg.Go(func() {
+			for r.ctx.Err() == nil {
+				c := nodes[rng.IntN(len(nodes))]
+				level := levels[rng.IntN(len(levels))]
+				start := time.Now()
+				if rng.IntN(4) == 0 {
+					top, err := c.TopK(r.ctx, "", "all", faultItems, client.WithConsistency(client.Linearizable))
+					end := time.Now()
+					r.reads.Add(1)
+					if err != nil {
+						r.readErrs.Add(1)
+						continue
+					}
+					for _, it := range top.Items {
+						r.h.AddRead(history.Read{Item: it.ID, Consistency: "linearizable", Start: start, End: end, Value: it.Count})
+					}
+					continue
+				}
+				item := faultItem(rng.IntN(faultItems))
+				got, err := c.Count(r.ctx, "", item, "all", client.WithConsistency(level))
+				end := time.Now()
+				r.reads.Add(1)
+				if err != nil {
+					r.readErrs.Add(1)
+					continue
+				}
+				r.h.AddRead(history.Read{Item: item, Consistency: level.String(), Start: start, End: end, Value: got.Count})
+			}
+		})
+	}
+}
+
+// sleep waits d unless the test's context ends.
+func (r *faultRun) sleep(d time.Duration) {
+	select {
+	case <-time.After(d):
+	case <-r.t.Context().Done():
+	}
+}
+
+// finish stops the clients once writes succeed again, then runs the
+// checkers: exact counts on every node, reads inside their bounds, replica
+// digests equal. It logs the figures the closing notes quote.
+func (r *faultRun) finish(healed time.Time, began time.Time) {
+	t := r.t
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		if d, ok := r.h.FirstAckAfter(healed); ok {
+			t.Logf("writes acknowledged again %v after the last fault healed", d.Round(time.Millisecond))
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no write acknowledged within 60s of the last fault healing")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	r.sleep(time.Second)
+	end := time.Now()
+	r.stop()
+	r.wg.Wait()
+	r.waitPlaced(ctx, 3)
+
+	tally := r.h.Tally()
+	t.Logf("%d batches: %d acknowledged (%d events), %d failed, %d unknown (%d events); %d reads (%d errors); longest write gap %v",
+		tally.Writes, tally.OK, tally.EventsAcked, tally.Failed, tally.Unknown, tally.EventsUnknown, r.reads.Load(), r.readErrs.Load(),
+		r.h.LongestGap(began, end).Round(time.Millisecond))
+	writes := r.h.Writes()
+	if tally.OK == 0 {
+		t.Fatal("no batch acknowledged: the scenario proves nothing")
+	}
+	var first map[string]int64
+	for i := range r.bed.Size() {
+		c, err := client.New([]string{r.bed.URL(i)}, client.WithDiscovery(0))
+		if err != nil {
+			t.Fatal(err)
+		}
+		top, err := c.TopK(ctx, "", "all", faultItems, client.WithConsistency(client.Linearizable))
+		c.Close(context.Background())
+		if err != nil {
+			t.Fatalf("final top-k from %s: %v", testbed.NodeID(i), err)
+		}
+		final := map[string]int64{}
+		for _, it := range top.Items {
+			final[it.ID] = it.Count
+		}
+		res := history.CheckExactlyOnce(writes, final)
+		if !res.OK() {
+			t.Errorf("%s: %v; first unexplained items %v", testbed.NodeID(i), res, res.Unexplained[:min(5, len(res.Unexplained))])
+		} else if i == 0 {
+			t.Logf("exactly once: %v", res)
+		}
+		if first == nil {
+			first = final
+		} else if !mapsEqual(first, final) {
+			t.Errorf("%s answers other counts than %s", testbed.NodeID(i), testbed.NodeID(0))
+		}
+	}
+	reads := r.h.Reads()
+	if bad := history.CheckReads(writes, reads, "linearizable"); len(bad) > 0 {
+		for _, v := range bad[:min(5, len(bad))] {
+			t.Errorf("read outside the counter model: %v", v)
+		}
+		t.Errorf("%d of %d reads outside their bounds", len(bad), len(reads))
+	} else {
+		t.Logf("%d reads inside the counter model's bounds", len(reads))
+	}
+	v, err := r.adm.VerifyReplicas(ctx)
+	if err != nil {
+		t.Fatalf("verify replicas: %v", err)
+	}
+	if !v.Consistent {
+		t.Errorf("replica digests disagree: %v", v)
+	}
+	for _, p := range v.Partitions {
+		if p.Error != "" || len(p.Replicas) < 3 {
+			t.Errorf("partition %d: %d replicas checked, error %q", p.Partition, len(p.Replicas), p.Error)
+		}
+	}
+}
+
+func mapsEqual(a, b map[string]int64) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if b[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+// TestFaultLeaderKillLoop: SIGKILL a random partition leader every 10 s
+// (CI: every 5 s, 4 times; full: 30 times, 5 min) under load.
+func TestFaultLeaderKillLoop(t *testing.T) {
+	r := newFaultRun(t, 3, false)
+	r.produce(4)
+	r.read(2)
+	began := time.Now()
+	every, kills := 5*time.Second, 4
+	if faultScale() > 1 {
+		every, kills = 10*time.Second, 30
+	}
+	var healed time.Time
+	for range kills {
+		r.sleep(every - 2*time.Second)
+		ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+		victim := r.pickLeader(ctx)
+		if err := r.bed.Kill(victim); err != nil {
+			t.Fatal(err)
+		}
+		r.sleep(time.Duration(500+r.rng.IntN(1500)) * time.Millisecond)
+		if err := r.bed.Start(ctx, victim); err != nil {
+			t.Fatal(err)
+		}
+		cancel()
+		healed = time.Now()
+	}
+	r.finish(healed, began)
+}
+
+// TestFaultNodePaused: a node leading partitions is frozen for 10 s (CI:
+// twice; full: ten times) while the others carry on.
+func TestFaultNodePaused(t *testing.T) {
+	r := newFaultRun(t, 3, false)
+	r.produce(4)
+	r.read(2)
+	began := time.Now()
+	var healed time.Time
+	for range 2 * faultScale() {
+		r.sleep(2 * time.Second)
+		victim := r.pickLeader(t.Context())
+		if err := r.bed.Pause(victim); err != nil {
+			t.Fatal(err)
+		}
+		r.sleep(10 * time.Second)
+		if err := r.bed.Resume(victim); err != nil {
+			t.Fatal(err)
+		}
+		healed = time.Now()
+	}
+	r.finish(healed, began)
+}
+
+// TestFaultLeaderIsolated: a node leading partitions is cut off the
+// network, a minority of one, for 10 s (CI: twice; full: ten times).
+func TestFaultLeaderIsolated(t *testing.T) {
+	r := newFaultRun(t, 3, true)
+	r.produce(4)
+	r.read(2)
+	began := time.Now()
+	var healed time.Time
+	for range 2 * faultScale() {
+		r.sleep(2 * time.Second)
+		victim := r.pickLeader(t.Context())
+		if err := r.bed.Isolate(victim); err != nil {
+			t.Fatal(err)
+		}
+		r.sleep(10 * time.Second)
+		if err := r.bed.Heal(victim); err != nil {
+			t.Fatal(err)
+		}
+		healed = time.Now()
+	}
+	r.finish(healed, began)
+}
+
+// TestFaultPartialPartition: a partition leader loses its link to one
+// other node while both still reach the third, for 10 s (CI: twice;
+// full: ten times).
+func TestFaultPartialPartition(t *testing.T) {
+	r := newFaultRun(t, 3, true)
+	r.produce(4)
+	r.read(2)
+	began := time.Now()
+	var healed time.Time
+	for range 2 * faultScale() {
+		r.sleep(2 * time.Second)
+		a := r.pickLeader(t.Context())
+		b := (a + 1 + r.rng.IntN(2)) % 3
+		if err := r.bed.Cut(a, b); err != nil {
+			t.Fatal(err)
+		}
+		r.sleep(10 * time.Second)
+		if err := r.bed.HealCuts(); err != nil {
+			t.Fatal(err)
+		}
+		healed = time.Now()
+	}
+	r.finish(healed, began)
+}
+
+// TestFaultRollingRestart: every node in turn is killed and restarted once
+// the cluster has every replica again (full: three rounds).
+func TestFaultRollingRestart(t *testing.T) {
+	r := newFaultRun(t, 3, false)
+	r.produce(4)
+	r.read(2)
+	began := time.Now()
+	var healed time.Time
+	for round := range max(1, faultScale()-2) {
+		for i := range r.bed.Size() {
+			r.sleep(time.Second)
+			ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+			if err := r.bed.Kill(i); err != nil {
+				t.Fatal(err)
+			}
+			if err := r.bed.Start(ctx, i); err != nil {
+				t.Fatal(err)
+			}
+			r.waitPlaced(ctx, 3)
+			cancel()
+			healed = time.Now()
+			t.Logf("round %d: %s restarted", round+1, testbed.NodeID(i))
+		}
+	}
+	r.finish(healed, began)
+}

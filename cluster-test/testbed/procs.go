@@ -1,0 +1,166 @@
+package testbed
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"syscall"
+)
+
+// procs is a cluster of topkd processes on loopback. Network faults are
+// not supported: the nodes share one network namespace.
+type procs struct {
+	opts  Options
+	bin   string
+	dir   string
+	nodes []*procNode
+}
+
+type procNode struct {
+	mu     sync.Mutex
+	args   []string
+	data   string
+	log    string
+	http   int
+	cmd    *exec.Cmd
+	exited chan struct{}
+}
+
+// NewProcesses builds topkd from the module around the working directory
+// into dir and prepares a cluster of processes whose data and logs stay in
+// dir; none is started.
+func NewProcesses(opts Options, dir string) (Cluster, error) {
+	opts = opts.withDefaults()
+	gomod, err := run("go", "env", "GOMOD")
+	if err != nil || gomod == "" || gomod == os.DevNull {
+		return nil, fmt.Errorf("find the module to build topkd from: %v", err)
+	}
+	p := &procs{opts: opts, bin: filepath.Join(dir, "topkd"), dir: dir}
+	build := exec.Command("go", "build", "-o", p.bin, "./cmd/topkd")
+	build.Dir = filepath.Dir(gomod)
+	if out, err := build.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("build topkd: %v\n%s", err, out)
+	}
+	ports := make([]int, 3*opts.Nodes)
+	for k := range ports {
+		if ports[k], err = freePort(); err != nil {
+			return nil, err
+		}
+	}
+	for i := range opts.Nodes {
+		n := &procNode{data: filepath.Join(dir, NodeID(i), "data"), log: filepath.Join(dir, NodeID(i)+".log"), http: ports[3*i]}
+		n.args = append([]string{"--data-dir", n.data}, opts.flags(i, "127.0.0.1", ports[3*i], ports[3*i+1], ports[3*i+2],
+			fmt.Sprintf("127.0.0.1:%d", ports[2]))...)
+		p.nodes = append(p.nodes, n)
+	}
+	return p, nil
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+func (p *procs) Kind() string     { return "processes" }
+func (p *procs) Size() int        { return len(p.nodes) }
+func (p *procs) URL(i int) string { return fmt.Sprintf("http://127.0.0.1:%d", p.nodes[i].http) }
+
+func (p *procs) Start(ctx context.Context, i int) error {
+	p.opts.Logf("testbed: start %s", NodeID(i))
+	n := p.nodes[i]
+	lf, err := os.OpenFile(n.log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(p.bin, n.args...)
+	cmd.Stdout, cmd.Stderr = lf, lf
+	if err := cmd.Start(); err != nil {
+		lf.Close()
+		return err
+	}
+	exited := make(chan struct{})
+	go func() {
+		_ = cmd.Wait()
+		lf.Close()
+		close(exited)
+	}()
+	n.mu.Lock()
+	n.cmd, n.exited = cmd, exited
+	n.mu.Unlock()
+	return waitReady(ctx, p.URL(i), exited)
+}
+
+func (p *procs) signal(i int, sig syscall.Signal) error {
+	n := p.nodes[i]
+	n.mu.Lock()
+	cmd, exited := n.cmd, n.exited
+	n.mu.Unlock()
+	if cmd == nil {
+		return fmt.Errorf("%s was never started", NodeID(i))
+	}
+	select {
+	case <-exited:
+		return fmt.Errorf("%s is not running", NodeID(i))
+	default:
+	}
+	if err := cmd.Process.Signal(sig); err != nil {
+		return err
+	}
+	if sig == syscall.SIGKILL {
+		<-exited
+	}
+	return nil
+}
+
+func (p *procs) Kill(i int) error {
+	p.opts.Logf("testbed: SIGKILL %s", NodeID(i))
+	return p.signal(i, syscall.SIGKILL)
+}
+
+func (p *procs) Pause(i int) error {
+	p.opts.Logf("testbed: SIGSTOP %s", NodeID(i))
+	return p.signal(i, syscall.SIGSTOP)
+}
+
+func (p *procs) Resume(i int) error {
+	p.opts.Logf("testbed: SIGCONT %s", NodeID(i))
+	return p.signal(i, syscall.SIGCONT)
+}
+
+func (p *procs) Isolate(int) error  { return ErrUnsupported }
+func (p *procs) Heal(int) error     { return ErrUnsupported }
+func (p *procs) Cut(int, int) error { return ErrUnsupported }
+func (p *procs) HealCuts() error    { return nil }
+
+func (p *procs) LogTail(i int, n int) string {
+	b, _ := os.ReadFile(p.nodes[i].log)
+	if len(b) > n {
+		b = b[len(b)-n:]
+	}
+	return string(b)
+}
+
+func (p *procs) Close() {
+	for i, n := range p.nodes {
+		n.mu.Lock()
+		cmd, exited := n.cmd, n.exited
+		n.mu.Unlock()
+		if cmd == nil {
+			continue
+		}
+		select {
+		case <-exited:
+		default:
+			_ = p.signal(i, syscall.SIGCONT)
+			_ = p.signal(i, syscall.SIGKILL)
+		}
+	}
+}
