@@ -7,7 +7,7 @@ CONNECT_GO_VERSION    := v1.21.1
 STATICCHECK_VERSION   := v0.8.2
 export PATH := $(BIN):$(PATH)
 
-.PHONY: all build run test test-short generate generate-check tools bench bench-fsm bench-fsm-10m bench-server bench-redis bench-restart bench-single bench-logstore bench-scaling bench-cluster lint ci accuracy mode-memory image cluster-up cluster-down
+.PHONY: all build run test test-short generate generate-check tools bench bench-fsm bench-fsm-10m bench-server bench-redis bench-restart bench-single bench-logstore bench-scaling bench-cluster lint ci accuracy mode-memory image cluster-up cluster-down cluster-test
 
 all: build
 
@@ -26,6 +26,11 @@ test:
 	$(GO) test -count=1 -tags failpoint ./server/failpoint
 	$(GO) test -race -count=1 -run 'Race|Raft|Smoke' ./fsm/...
 	$(GO) test -race -count=1 ./server/... ./rpc/... ./client/...
+
+# The fault scenarios at full length (CI runs them shortened): containers when Docker answers, else
+# processes on loopback (network faults skipped). TOPKD_FAULT_SEED=<seed> replays a schedule.
+cluster-test:
+	TOPKD_FAULT_SCALE=full $(GO) test -count=1 -v -timeout 90m -run 'Fault' ./cluster-test/...
 
 test-short:
 	$(GO) test -short -count=1 ./...
