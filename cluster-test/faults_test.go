@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/anishathalye/porcupine"
+
 	"github.com/topkd/topkd/client"
 	"github.com/topkd/topkd/cluster-test/history"
 	"github.com/topkd/topkd/cluster-test/testbed"
@@ -335,6 +337,15 @@ func (r *faultRun) finish(healed time.Time, began time.Time) {
 		t.Errorf("%d of %d reads outside their bounds", len(bad), len(reads))
 	} else {
 		t.Logf("%d reads inside the counter model's bounds", len(reads))
+	}
+	start := time.Now()
+	switch res, ops := history.CheckLinearizable(writes, reads, "linearizable", time.Minute); res {
+	case porcupine.Ok:
+		t.Logf("linearizable: %d per-item operations checked by porcupine in %v", ops, time.Since(start).Round(time.Millisecond))
+	case porcupine.Unknown:
+		t.Logf("linearizability of %d per-item operations not decided within a minute", ops)
+	default:
+		t.Errorf("porcupine: the linearizable reads and the writes of %d per-item operations are not linearizable", ops)
 	}
 	v, err := r.adm.VerifyReplicas(ctx)
 	if err != nil {

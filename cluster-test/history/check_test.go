@@ -97,3 +97,33 @@ func TestGaps(t *testing.T) {
 		t.Errorf("first ack after 400ms: %v %v, want 900ms", d, ok)
 	}
 }
+
+func TestLinearizable(t *testing.T) {
+	writes := []Write{
+		write(0, 10, OK, map[string]int64{"a": 1, "b": 1}),
+		write(20, 30, OK, map[string]int64{"a": 2}),
+		write(25, 0, Unknown, map[string]int64{"a": 4}),
+		write(26, 27, Failed, map[string]int64{"a": 8}),
+	}
+	read := func(start, end int, v int64) Read {
+		return Read{Item: "a", Consistency: "linearizable", Start: at(start), End: at(end), Value: v}
+	}
+	for _, c := range []struct {
+		name  string
+		reads []Read
+		want  string
+	}{
+		{"in order", []Read{read(12, 15, 1), read(31, 32, 3), read(40, 41, 7)}, "Ok"},
+		{"unknown never applied", []Read{read(31, 32, 3), read(40, 41, 3)}, "Ok"},
+		{"concurrent read sees either", []Read{read(21, 22, 1), read(23, 24, 3)}, "Ok"},
+		{"stale after a newer read", []Read{read(21, 22, 3), read(23, 24, 1)}, "Illegal"},
+		{"unknown seen, then unseen", []Read{read(40, 41, 7), read(42, 43, 3)}, "Illegal"},
+		{"failed write seen", []Read{read(40, 41, 11)}, "Illegal"},
+		{"acknowledged write missed", []Read{read(12, 15, 0)}, "Illegal"},
+	} {
+		got, _ := CheckLinearizable(writes, c.reads, "linearizable", 10*time.Second)
+		if string(got) != c.want {
+			t.Errorf("%s: %s, want %s", c.name, got, c.want)
+		}
+	}
+}
