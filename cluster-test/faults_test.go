@@ -1,14 +1,17 @@
 package clustertest
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"maps"
 	"math/rand/v2"
+	"net/http"
 	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -47,12 +50,19 @@ type faultRun struct {
 	wg   sync.WaitGroup
 	// reads and readErrs count the readers' calls.
 	reads, readErrs atomic.Int64
+	// gone marks nodes that left the cluster: final checks skip them.
+	gone map[int]bool
 }
 
 // newFaultRun starts an n-node cluster with R = 3 and waits until every
 // partition has its replicas. needNet skips the test where the testbed
 // cannot cut the network.
 func newFaultRun(t *testing.T, n int, needNet bool, extra ...string) *faultRun {
+	return newFaultRunOf(t, n, n, needNet, extra...)
+}
+
+// newFaultRunOf prepares n nodes and starts the first started of them.
+func newFaultRunOf(t *testing.T, n, started int, needNet bool, extra ...string) *faultRun {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("fault scenario; skipped with -short")
@@ -80,7 +90,7 @@ func newFaultRun(t *testing.T, n int, needNet bool, extra ...string) *faultRun {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &faultRun{t: t, bed: bed, rng: rand.New(rand.NewPCG(seed, 0x70bd)), h: &history.History{}}
+	r := &faultRun{t: t, bed: bed, rng: rand.New(rand.NewPCG(seed, 0x70bd)), h: &history.History{}, gone: map[int]bool{}}
 	r.ctx, r.stop = context.WithCancel(context.Background())
 	t.Cleanup(func() {
 		r.stop()
@@ -94,22 +104,34 @@ func newFaultRun(t *testing.T, n int, needNet bool, extra ...string) *faultRun {
 	})
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 	defer cancel()
-	for i := range n {
+	for i := range started {
 		if err := bed.Start(ctx, i); err != nil {
 			t.Fatal(err)
 		}
 	}
-	urls := make([]string, n)
-	for i := range urls {
-		urls[i] = bed.URL(i)
-	}
-	if r.adm, err = client.New(urls, client.WithDiscovery(0), client.WithRetryTimeout(5*time.Second)); err != nil {
-		t.Fatal(err)
-	}
+	r.setAdmin()
 	t.Cleanup(func() { r.adm.Close(context.Background()) })
 	r.waitPlaced(ctx, 3)
-	t.Logf("%d nodes (%s), every partition on 3 replicas", n, bed.Kind())
+	t.Logf("%d nodes (%s), every partition on 3 replicas", started, bed.Kind())
 	return r
+}
+
+// setAdmin points the admin client at the nodes that did not leave.
+func (r *faultRun) setAdmin() {
+	var urls []string
+	for i := range r.bed.Size() {
+		if !r.gone[i] {
+			urls = append(urls, r.bed.URL(i))
+		}
+	}
+	c, err := client.New(urls, client.WithDiscovery(0), client.WithRetryTimeout(5*time.Second), client.WithAttemptTimeout(2*time.Second))
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	if r.adm != nil {
+		r.adm.Close(context.Background())
+	}
+	r.adm = c
 }
 
 // waitPlaced waits until every partition has a leader and replicas voters
@@ -365,6 +387,9 @@ func (r *faultRun) finish(healed time.Time, began time.Time) {
 func (r *faultRun) finalCounts(ctx context.Context) []map[string]int64 {
 	var out []map[string]int64
 	for i := range r.bed.Size() {
+		if r.gone[i] {
+			continue
+		}
 		c, err := client.New([]string{r.bed.URL(i)}, client.WithDiscovery(0))
 		if err != nil {
 			r.t.Fatal(err)
@@ -508,4 +533,110 @@ func TestFaultRollingRestart(t *testing.T) {
 		}
 	}
 	r.finish(healed, began)
+}
+
+// TestFaultJoinAndLeave: a fourth node joins under load and receives
+// replicas; then it leaves (drained first) and the first node leaves too,
+// so the three left hold every partition.
+func TestFaultJoinAndLeave(t *testing.T) {
+	r := newFaultRunOf(t, 5, 3, false)
+	r.produce(4)
+	r.read(2)
+	began := time.Now()
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+	defer cancel()
+	r.sleep(2 * time.Second)
+	for _, i := range []int{3, 4} {
+		if err := r.bed.Start(ctx, i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(2 * time.Minute)
+	for { // the new nodes receive replicas
+		st, err := r.adm.Status(ctx)
+		if err == nil && len(st.Moves) == 0 && slices.ContainsFunc(st.Replicas, func(p client.PartitionStatus) bool {
+			return slices.Contains(p.Voters, testbed.NodeID(3)) || slices.Contains(p.Voters, testbed.NodeID(4))
+		}) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the joined nodes received no replica within 2 minutes")
+		}
+		r.sleep(200 * time.Millisecond)
+	}
+	r.waitPlaced(ctx, 3)
+	t.Logf("n4 and n5 joined and hold replicas")
+	for _, i := range []int{3, 0} {
+		start := time.Now()
+		if err := r.adm.Leave(ctx, testbed.NodeID(i), false, func(msg string) { t.Logf("leave %s: %s", testbed.NodeID(i), msg) }); err != nil {
+			t.Fatalf("leave %s: %v", testbed.NodeID(i), err)
+		}
+		r.gone[i] = true
+		r.setAdmin()
+		if err := r.bed.Kill(i); err != nil {
+			t.Fatal(err)
+		}
+		r.waitPlaced(ctx, 3)
+		t.Logf("%s left in %v", testbed.NodeID(i), time.Since(start).Round(time.Millisecond))
+	}
+	r.finish(time.Now(), began)
+}
+
+// TestFaultSnapshotInstall: with snapshots every 32 entries and 8 kept
+// after them, a node paused for 8 s falls behind every leader's log and
+// must install snapshots when it resumes (counted by its
+// topkd_snapshot_seconds{phase="restore"}); twice (full: five times).
+func TestFaultSnapshotInstall(t *testing.T) {
+	r := newFaultRun(t, 3, false, "--snapshot-entries", "32", "--trailing-logs", "8", "--snapshot-interval", "500ms")
+	r.produce(4)
+	r.read(2)
+	began := time.Now()
+	var healed time.Time
+	for range max(2, faultScale()) {
+		r.sleep(2 * time.Second)
+		victim := r.rng.IntN(r.bed.Size())
+		before := restores(t, r.bed.URL(victim))
+		if err := r.bed.Pause(victim); err != nil {
+			t.Fatal(err)
+		}
+		r.sleep(8 * time.Second)
+		if err := r.bed.Resume(victim); err != nil {
+			t.Fatal(err)
+		}
+		healed = time.Now()
+		ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+		r.waitPlaced(ctx, 3)
+		cancel()
+		deadline := time.Now().Add(30 * time.Second)
+		for restores(t, r.bed.URL(victim)) == before {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s installed no snapshot within 30 s of resuming", testbed.NodeID(victim))
+			}
+			r.sleep(200 * time.Millisecond)
+		}
+		t.Logf("%s resumed and installed %d snapshots", testbed.NodeID(victim), restores(t, r.bed.URL(victim))-before)
+	}
+	r.finish(healed, began)
+}
+
+// restores reads how many snapshots a node restored since it started.
+func restores(t *testing.T, url string) int {
+	t.Helper()
+	hc := &http.Client{Timeout: 5 * time.Second}
+	resp, err := hc.Get(url + "/metrics")
+	if err != nil {
+		t.Fatalf("metrics of %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), `topkd_snapshot_seconds_count{phase="restore"} `); ok {
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return n
+		}
+	}
+	return 0
 }

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"io"
 	"strconv"
 	"sync"
 	"time"
@@ -53,7 +54,7 @@ func newMetrics(n *Node) *metrics {
 	m.entryEvents = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "topkd_ingest_entry_deltas",
 		Help: "Deltas per ingest entry (combiner effectiveness).", Buckets: prometheus.ExponentialBuckets(1, 4, 10)})
 	m.snapshotDur = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "topkd_snapshot_seconds",
-		Help:    "Raft snapshot durations, by phase (capture on the apply goroutine, persist).",
+		Help:    "Raft snapshot durations, by phase (capture on the apply goroutine, persist, restore: at start or installed from the leader).",
 		Buckets: prometheus.ExponentialBuckets(0.0001, 4, 12)}, []string{"phase"})
 	m.freshness = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "topkd_cache_freshness_seconds",
 		Help:    "Time from acknowledging an ingest entry to its visibility in the cached answer.",
@@ -214,6 +215,13 @@ func (t *timedFSM) Snapshot() (raft.FSMSnapshot, error) {
 		return nil, err
 	}
 	return &timedSnapshot{FSMSnapshot: s, m: t.m}, nil
+}
+
+func (t *timedFSM) Restore(rc io.ReadCloser) error {
+	start := time.Now()
+	err := t.readFSM.Restore(rc)
+	t.m.snapshotDur.WithLabelValues("restore").Observe(time.Since(start).Seconds())
+	return err
 }
 
 type timedSnapshot struct {

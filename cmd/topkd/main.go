@@ -67,6 +67,13 @@ func envInt(name string, def int) int {
 	return def
 }
 
+func envUint(name string, def uint64) uint64 {
+	if v, err := strconv.ParseUint(env(name, ""), 10, 64); err == nil {
+		return v
+	}
+	return def
+}
+
 func envDuration(name string, def time.Duration) time.Duration {
 	if v, err := time.ParseDuration(env(name, "")); err == nil {
 		return v
@@ -92,6 +99,10 @@ func run(args []string) error {
 	logLevel := fs.String("log-level", env("log-level", "info"), "debug, info, warn or error (TOPKD_LOG_LEVEL)")
 	procs := fs.Int("procs", envInt("procs", 0), "Go scheduler threads, 0 = twice the CPUs available; GOMAXPROCS, if set, wins (TOPKD_PROCS)")
 	logStore := fs.String("raft-log-store", env("raft-log-store", server.LogStoreShared), "where partitions keep their Raft logs: shared (one file per node, group commit) or per-group (a raft-boltdb file each, the earlier layout, kept for comparison) (TOPKD_RAFT_LOG_STORE)")
+	defRaft := server.DefaultRaftPolicy()
+	snapEntries := fs.Uint64("snapshot-entries", envUint("snapshot-entries", defRaft.SnapshotThreshold), "snapshot a group once this many log entries followed its last snapshot (TOPKD_SNAPSHOT_ENTRIES)")
+	snapInterval := fs.Duration("snapshot-interval", envDuration("snapshot-interval", defRaft.SnapshotInterval), "how often each group checks whether to snapshot (TOPKD_SNAPSHOT_INTERVAL)")
+	trailing := fs.Uint64("trailing-logs", envUint("trailing-logs", defRaft.TrailingLogs), "log entries kept after a snapshot, so a follower that far behind catches up from the log instead of a snapshot (TOPKD_TRAILING_LOGS)")
 	debugAddr := fs.String("debug-addr", env("debug-addr", ""), "serve Go's /debug/pprof profiles on this address, off when empty (TOPKD_DEBUG_ADDR)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -107,6 +118,11 @@ func run(args []string) error {
 	id, err := resolveNodeID(*dataDir, *nodeID, host)
 	if err != nil {
 		return err
+	}
+	raftPolicy := defRaft
+	raftPolicy.SnapshotThreshold, raftPolicy.SnapshotInterval, raftPolicy.TrailingLogs = *snapEntries, *snapInterval, *trailing
+	if *snapEntries == 0 || *snapInterval <= 0 {
+		return errors.New("--snapshot-entries and --snapshot-interval must be positive")
 	}
 	limit := uint64(*memLimit) << 20
 	if *memLimit == 0 {
@@ -132,7 +148,7 @@ func run(args []string) error {
 	start := time.Now()
 	n, err := server.Open(ctx, server.Config{NodeID: id, DataDir: *dataDir, RaftAddr: *raftAddr, HTTPAddr: *httpAddr,
 		GossipAddr: *gossipAddr, Join: *join, Partitions: *partitions, Replicas: *replicas, MetaVoters: *metaVoters, DeadNodeGrace: *deadGrace, MaxMoves: *maxMoves,
-		MemoryHighWater: limit, Logger: log,
+		MemoryHighWater: limit, Logger: log, Raft: raftPolicy,
 		LogStore: *logStore, Fatal: func(err error) {
 			// A failed fsync is not retried: the page cache may have dropped
 			// the data. Stop before anything else is acknowledged.
