@@ -33,10 +33,14 @@ func Handler(n *server.Node) http.Handler {
 }
 
 // NewServer returns an HTTP server speaking HTTP/1.1 and HTTP/2 without TLS
-// (h2c), so gRPC clients work on the same port.
+// (h2c), so gRPC clients work on the same port. A connection that sends no
+// complete request headers within 10 s, or stays idle between requests for
+// 2 minutes, is closed, so slow and idle clients cannot hold a node's
+// connections (cluster-test TestSlowAndIdleClients).
 func NewServer(addr string, h http.Handler) *http.Server {
 	var p http.Protocols
 	p.SetHTTP1(true)
 	p.SetUnencryptedHTTP2(true)
-	return &http.Server{Addr: addr, Handler: h, Protocols: &p, ReadHeaderTimeout: 10 * time.Second}
+	return &http.Server{Addr: addr, Handler: h, Protocols: &p, ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10}
 }
