@@ -47,7 +47,7 @@ func (tn *testNode) proto(contentType string) string {
 	return tn.protos[contentType]
 }
 
-func newTestNode(t *testing.T) *testNode {
+func newTestNode(t testing.TB) *testNode {
 	t.Helper()
 	// The advertised Raft address must be a real one (it is written into the
 	// bootstrap configuration), so listen first and pass the listener.
@@ -97,7 +97,7 @@ func newTestNode(t *testing.T) *testNode {
 // Open returns once every group has a leader, but the default definition
 // reaches the partitions asynchronously (reconcileLoop), and until it does
 // ingest counts the events as rejected and queries answer 404.
-func (tn *testNode) waitServing(t *testing.T) {
+func (tn *testNode) waitServing(t testing.TB) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
@@ -115,7 +115,7 @@ func (tn *testNode) waitServing(t *testing.T) {
 }
 
 // do sends a request and returns the status and the raw body.
-func (tn *testNode) do(t *testing.T, method, path, contentType string, body []byte) (int, []byte) {
+func (tn *testNode) do(t testing.TB, method, path, contentType string, body []byte) (int, []byte) {
 	t.Helper()
 	var rd io.Reader
 	if body != nil {

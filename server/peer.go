@@ -34,6 +34,7 @@ var peerCodes = []struct {
 	{ErrNotReady, connect.CodeUnavailable},
 	{ErrOverloaded, connect.CodeResourceExhausted},
 	{ErrInvalid, connect.CodeInvalidArgument},
+	{fsm.ErrInvalidK, connect.CodeInvalidArgument},
 	{fsm.ErrUnknownWindow, connect.CodeOutOfRange},
 	{fsm.ErrUnknownLeaderboard, connect.CodeNotFound},
 	{ErrLeaderboardExists, connect.CodeAlreadyExists},
