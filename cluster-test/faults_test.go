@@ -640,3 +640,44 @@ func restores(t *testing.T, url string) int {
 	}
 	return 0
 }
+
+// TestFaultDivergentFollower builds hashicorp/raft #697's state on purpose:
+// a node leading partitions is cut from both peers but not from the
+// clients, so it keeps appending entries it cannot commit while the other
+// two elect leaders and, with snapshots every 32 entries and 8 kept after
+// them, compact past it. Healed, it holds divergent uncommitted entries and
+// must take a snapshot; every replica must agree within 60 s (twice; full:
+// five times).
+func TestFaultDivergentFollower(t *testing.T) {
+	r := newFaultRun(t, 3, true, "--snapshot-entries", "32", "--trailing-logs", "8", "--snapshot-interval", "500ms")
+	r.produce(6)
+	r.read(2)
+	began := time.Now()
+	var healed time.Time
+	for range max(2, faultScale()) {
+		r.sleep(2 * time.Second)
+		old := r.pickLeader(t.Context())
+		before := restores(t, r.bed.URL(old))
+		for j := range r.bed.Size() {
+			if j != old {
+				if err := r.bed.Cut(old, j); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		r.sleep(8 * time.Second)
+		if err := r.bed.HealCuts(); err != nil {
+			t.Fatal(err)
+		}
+		healed = time.Now()
+		ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+		r.waitPlaced(ctx, 3)
+		for restores(t, r.bed.URL(old)) == before && ctx.Err() == nil {
+			r.sleep(200 * time.Millisecond)
+		}
+		cancel()
+		t.Logf("%s rejoined in %v, %d snapshots installed", testbed.NodeID(old), time.Since(healed).Round(time.Millisecond),
+			restores(t, r.bed.URL(old))-before)
+	}
+	r.finish(healed, began)
+}
