@@ -681,3 +681,56 @@ func TestFaultDivergentFollower(t *testing.T) {
 	}
 	r.finish(healed, began)
 }
+
+// TestFaultTransferChurn: the preferred leader of a random partition is
+// paused for 1.5 s (leadership moves away), resumed (the placement loop
+// hands leadership back to it: a transfer), and while that transfer may be
+// under way a random node is paused for 1 s, as in hashicorp/raft #696
+// where a transfer stalls when a leader steps down midway. Ten rounds (full:
+// fifty); transfers are counted in the nodes' logs.
+func TestFaultTransferChurn(t *testing.T) {
+	r := newFaultRun(t, 3, false)
+	r.produce(4)
+	r.read(2)
+	began := time.Now()
+	var healed time.Time
+	for range 10 * faultScale() {
+		st, err := r.adm.Status(t.Context())
+		if err != nil || len(st.Replicas) == 0 {
+			t.Fatalf("status: %v", err)
+		}
+		p := st.Replicas[r.rng.IntN(len(st.Replicas))]
+		preferred := -1
+		for i := range r.bed.Size() {
+			if len(p.Placement) > 0 && testbed.NodeID(i) == p.Placement[0] {
+				preferred = i
+			}
+		}
+		if preferred < 0 {
+			t.Fatalf("partition %d has no placement", p.Partition)
+		}
+		for _, step := range []struct {
+			node  int
+			pause time.Duration
+		}{{preferred, 1500 * time.Millisecond}, {r.rng.IntN(r.bed.Size()), time.Second}} {
+			if err := r.bed.Pause(step.node); err != nil {
+				t.Fatal(err)
+			}
+			r.sleep(step.pause)
+			if err := r.bed.Resume(step.node); err != nil {
+				t.Fatal(err)
+			}
+			r.sleep(time.Duration(300+r.rng.IntN(500)) * time.Millisecond)
+		}
+		healed = time.Now()
+	}
+	transfers := 0
+	for i := range r.bed.Size() {
+		transfers += strings.Count(r.bed.LogTail(i, 1<<20), "handing leadership to the preferred leader")
+	}
+	t.Logf("%d leadership transfers to preferred leaders in the nodes' logs", transfers)
+	if transfers == 0 {
+		t.Error("no leadership transfer happened: the scenario proves nothing")
+	}
+	r.finish(healed, began)
+}

@@ -192,7 +192,8 @@ func (d *docker) iptables(i int, args ...string) error {
 }
 
 func (d *docker) LogTail(i int, n int) string {
-	out, _ := exec.Command("docker", "logs", "--tail", "200", d.names[i]).CombinedOutput()
+	lines := max(200, n/60) // a log line is about 60-200 bytes
+	out, _ := exec.Command("docker", "logs", "--tail", fmt.Sprint(lines), d.names[i]).CombinedOutput()
 	if len(out) > n {
 		out = out[len(out)-n:]
 	}
