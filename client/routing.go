@@ -44,6 +44,7 @@ type routes struct {
 	addrs   []string                          // leader base URL by partition; "" unknown
 	leaders []topkv1connect.TopKServiceClient // by partition, from the node set; nil unknown
 	limits  *topkv1.IngestLimits
+	nleader int // distinct nodes among addrs
 }
 
 // leaderAddrs returns each partition's leader (else its preferred leader)
@@ -77,9 +78,14 @@ func newRoutes(ns *nodeSet, addrs []string, limits *topkv1.IngestLimits) *routes
 		return nil
 	}
 	r := &routes{addrs: addrs, leaders: make([]topkv1connect.TopKServiceClient, len(addrs)), limits: limits}
+	seen := map[string]bool{}
 	for p, a := range addrs {
 		if i := slices.Index(ns.addrs, a); a != "" && i >= 0 {
 			r.leaders[p] = ns.conns[i]
+		}
+		if a != "" && !seen[a] {
+			seen[a] = true
+			r.nleader++
 		}
 	}
 	return r
@@ -168,13 +174,7 @@ func (r *routes) nodes() int {
 	if r == nil {
 		return 0
 	}
-	seen := make(map[string]struct{}, len(r.addrs))
-	for _, a := range r.addrs {
-		if a != "" {
-			seen[a] = struct{}{}
-		}
-	}
-	return len(seen)
+	return r.nleader
 }
 
 // routedPart is the events of a batch whose partitions one node leads, or
