@@ -155,6 +155,14 @@ func openGroup(gc groupConfig) (*group, error) {
 	if err != nil {
 		return fail(fmt.Errorf("snapshot store: %w", err))
 	}
+	// The group's directory, raft.db and snapshots/ were perhaps just
+	// created: their entries must be durable before the group writes
+	// anything (bbolt fsyncs the file, not its directory).
+	for _, d := range []string{gc.dir, filepath.Dir(gc.dir)} {
+		if err := syncDir(d); err != nil {
+			return fail(err)
+		}
+	}
 	last, err := store.LastIndex()
 	if err != nil {
 		return fail(fmt.Errorf("read last index: %w", err))

@@ -59,6 +59,10 @@ func openPartitionLogs(dir, mode string, obs raftlog.Observer, fatal func(error)
 	if err != nil {
 		return nil, err
 	}
+	if err := syncDir(dir); err != nil { // the file may be new
+		s.Close()
+		return nil, err
+	}
 	pl.shared = s
 	return pl, nil
 }

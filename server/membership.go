@@ -50,24 +50,7 @@ func loadStoreID(dir string) (string, error) {
 		return "", err
 	}
 	id := hex.EncodeToString(r[:])
-	tmp := path + ".tmp"
-	f, err := os.Create(tmp)
-	if err != nil {
-		return "", err
-	}
-	if _, err := f.WriteString(id + "\n"); err != nil {
-		f.Close()
-		return "", err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return "", err
-	}
-	f.Close()
-	if err := os.Rename(tmp, path); err != nil {
-		return "", err
-	}
-	return id, syncDir(dir)
+	return id, WriteFileDurable(path, []byte(id+"\n"))
 }
 
 // metaLeader names the meta group's leader and its HTTP address.
@@ -486,10 +469,8 @@ func (n *Node) writeMembers(st *metapb.State) {
 		return
 	}
 	path := filepath.Join(n.cfg.DataDir, membersFile)
-	if err := os.WriteFile(path+".tmp", b, 0o644); err == nil {
-		if err := os.Rename(path+".tmp", path); err == nil {
-			n.lastMembers = string(b)
-		}
+	if err := WriteFileDurable(path, b); err == nil {
+		n.lastMembers = string(b)
 	}
 }
 

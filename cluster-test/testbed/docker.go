@@ -72,6 +72,9 @@ type docker struct {
 // started.
 func NewDocker(opts Options) (Cluster, error) {
 	opts = opts.withDefaults()
+	if opts.PowerLoss {
+		return nil, fmt.Errorf("power loss: %w (use processes)", ErrUnsupported)
+	}
 	if err := buildImage(); err != nil {
 		return nil, err
 	}
@@ -190,6 +193,8 @@ func (d *docker) iptables(i int, args ...string) error {
 	_, err = run("nsenter", append([]string{"-t", pid, "-n", "iptables"}, args...)...)
 	return err
 }
+
+func (d *docker) PowerOff(int) error { return ErrUnsupported }
 
 func (d *docker) LogTail(i int, n int) string {
 	lines := max(200, n/60) // a log line is about 60-200 bytes

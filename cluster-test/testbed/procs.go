@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"sync"
 	"syscall"
+
+	"github.com/topkd/topkd/cluster-test/lossyfs"
 )
 
 // procs is a cluster of topkd processes on loopback. Network faults are
@@ -21,13 +23,15 @@ type procs struct {
 }
 
 type procNode struct {
-	mu     sync.Mutex
-	args   []string
-	data   string
-	log    string
-	http   int
-	cmd    *exec.Cmd
-	exited chan struct{}
+	mu      sync.Mutex
+	args    []string
+	data    string // the data directory topkd is given
+	backing string // with power loss: where lossyfs keeps the data
+	lossy   *lossyfs.FS
+	log     string
+	http    int
+	cmd     *exec.Cmd
+	exited  chan struct{}
 }
 
 // NewProcesses builds topkd from the module around the working directory
@@ -53,6 +57,14 @@ func NewProcesses(opts Options, dir string) (Cluster, error) {
 	}
 	for i := range opts.Nodes {
 		n := &procNode{data: filepath.Join(dir, NodeID(i), "data"), log: filepath.Join(dir, NodeID(i)+".log"), http: ports[3*i]}
+		if opts.PowerLoss {
+			n.backing = filepath.Join(dir, NodeID(i), "backing")
+			for _, d := range []string{n.data, n.backing} {
+				if err := os.MkdirAll(d, 0o755); err != nil {
+					return nil, err
+				}
+			}
+		}
 		n.args = append([]string{"--data-dir", n.data}, opts.flags(i, "127.0.0.1", ports[3*i], ports[3*i+1], ports[3*i+2],
 			fmt.Sprintf("127.0.0.1:%d", ports[2]))...)
 		p.nodes = append(p.nodes, n)
@@ -76,6 +88,13 @@ func (p *procs) URL(i int) string { return fmt.Sprintf("http://127.0.0.1:%d", p.
 func (p *procs) Start(ctx context.Context, i int) error {
 	p.opts.Logf("testbed: start %s", NodeID(i))
 	n := p.nodes[i]
+	if n.backing != "" && n.lossy == nil {
+		lfs, err := lossyfs.Mount(n.backing, n.data)
+		if err != nil {
+			return err
+		}
+		n.lossy = lfs
+	}
 	lf, err := os.OpenFile(n.log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return err
@@ -135,6 +154,27 @@ func (p *procs) Resume(i int) error {
 	return p.signal(i, syscall.SIGCONT)
 }
 
+func (p *procs) PowerOff(i int) error {
+	n := p.nodes[i]
+	if n.lossy == nil {
+		return fmt.Errorf("power off %s: %w (Options.PowerLoss is off)", NodeID(i), ErrUnsupported)
+	}
+	n.mu.Lock()
+	exited := n.exited
+	n.mu.Unlock()
+	select {
+	case <-exited: // already down: the power goes all the same
+	default:
+		if err := p.signal(i, syscall.SIGKILL); err != nil {
+			return err
+		}
+	}
+	ops, files, err := n.lossy.PowerLoss()
+	n.lossy = nil
+	p.opts.Logf("testbed: power off %s: %d unsynced namespace changes and %d files undone", NodeID(i), ops, files)
+	return err
+}
+
 func (p *procs) Isolate(int) error  { return ErrUnsupported }
 func (p *procs) Heal(int) error     { return ErrUnsupported }
 func (p *procs) Cut(int, int) error { return ErrUnsupported }
@@ -161,6 +201,11 @@ func (p *procs) Close() {
 		default:
 			_ = p.signal(i, syscall.SIGCONT)
 			_ = p.signal(i, syscall.SIGKILL)
+		}
+	}
+	for _, n := range p.nodes {
+		if n.lossy != nil {
+			_ = n.lossy.Unmount()
 		}
 	}
 }

@@ -24,9 +24,13 @@ type Options struct {
 	Replicas      int           // default 3
 	DeadNodeGrace time.Duration // default 5m, the server's
 	Args          []string      // more topkd flags for every node
+	// PowerLoss puts each node's data directory on a lossyfs mount
+	// (processes only, as root), so that PowerOff loses what was not
+	// fsynced.
 	// Logf receives the testbed's actions (a test's t.Logf), so that a
 	// failure's output says what was done when.
-	Logf func(format string, args ...any)
+	Logf      func(format string, args ...any)
+	PowerLoss bool
 }
 
 func (o Options) withDefaults() Options {
@@ -82,6 +86,9 @@ type Cluster interface {
 	// both still reach the others). HealCuts removes every cut.
 	Cut(i, j int) error
 	HealCuts() error
+	// PowerOff kills node i and loses every write its data directory had
+	// not made durable (Options.PowerLoss); Start brings it back.
+	PowerOff(i int) error
 	// LogTail returns the end of node i's log.
 	LogTail(i int, bytes int) string
 	// Close removes every node and what the testbed created for them.

@@ -203,7 +203,7 @@ func resolveNodeID(dir, flagID, host string) (string, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", err
 	}
-	return id, os.WriteFile(path, []byte(id+"\n"), 0o644)
+	return id, server.WriteFileDurable(path, []byte(id+"\n"))
 }
 
 // defaultHighWater is 75% of physical memory, or 8 GiB when unknown.
