@@ -253,9 +253,8 @@ func (r *faultRun) produce(n int) {
 	}
 }
 
-// read runs readers until stop: Count of a random item at a random
-// consistency from a random node, and linearizable top-K answers whose
-// every item is one read.
+// read runs readers until stop: Count of a random item, or a top-K whose
+// every item is one read, at a random consistency from a random node.
 func (r *faultRun) read(n int) {
 	nodes := make([]*client.Client, r.bed.Size())
 	for i := range nodes {
@@ -276,7 +275,7 @@ func (r *faultRun) read(n int) {
 				level := levels[rng.IntN(len(levels))]
 				start := time.Now()
 				if rng.IntN(4) == 0 {
-					top, err := c.TopK(r.ctx, "", "all", faultItems, client.WithConsistency(client.Linearizable))
+					top, err := c.TopK(r.ctx, "", "all", faultItems, client.WithConsistency(level))
 					end := time.Now()
 					r.reads.Add(1)
 					if err != nil {
@@ -284,7 +283,7 @@ func (r *faultRun) read(n int) {
 						continue
 					}
 					for _, it := range top.Items {
-						r.h.AddRead(history.Read{Item: it.ID, Consistency: "linearizable", Start: start, End: end, Value: it.Count})
+						r.h.AddRead(history.Read{Item: it.ID, Consistency: level.String(), Start: start, End: end, Value: it.Count})
 					}
 					continue
 				}
