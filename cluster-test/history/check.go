@@ -5,6 +5,7 @@ import (
 	"math/big"
 	"slices"
 	"sort"
+	"time"
 )
 
 // Result of the exactly-once check over every item.
@@ -110,23 +111,57 @@ func (v ReadViolation) String() string {
 // (failed ones excepted). A read at a consistency in strict must also
 // include every write acknowledged before it began.
 func CheckReads(writes []Write, reads []Read, strict ...string) []ReadViolation {
-	byItem := map[string][]Write{}
+	type point struct {
+		at time.Time
+		n  int64
+	}
+	// Per item: acknowledgements by end time and attempts by start time,
+	// each with running sums, so a read's bounds are two binary searches.
+	type bounds struct{ acked, tried []point }
+	byItem := map[string]*bounds{}
 	for _, w := range writes {
-		for item := range w.Adds {
-			byItem[item] = append(byItem[item], w)
+		for item, n := range w.Adds {
+			b := byItem[item]
+			if b == nil {
+				b = &bounds{}
+				byItem[item] = b
+			}
+			if w.Outcome == OK && !w.End.IsZero() {
+				b.acked = append(b.acked, point{w.End, n})
+			}
+			if w.Outcome != Failed {
+				b.tried = append(b.tried, point{w.Start, n})
+			}
 		}
+	}
+	cumulate := func(ps []point) {
+		slices.SortFunc(ps, func(a, b point) int { return a.at.Compare(b.at) })
+		for i := 1; i < len(ps); i++ {
+			ps[i].n += ps[i-1].n
+		}
+	}
+	for _, b := range byItem {
+		cumulate(b.acked)
+		cumulate(b.tried)
+	}
+	// sumBefore sums the points strictly before t.
+	sumBefore := func(ps []point, t time.Time) int64 {
+		i, _ := slices.BinarySearchFunc(ps, t, func(p point, t time.Time) int {
+			if p.at.Before(t) {
+				return -1
+			}
+			return 1
+		})
+		if i == 0 {
+			return 0
+		}
+		return ps[i-1].n
 	}
 	var out []ReadViolation
 	for _, r := range reads {
 		var lower, upper int64
-		for _, w := range byItem[r.Item] {
-			n := w.Adds[r.Item]
-			if w.Outcome == OK && !w.End.IsZero() && w.End.Before(r.Start) {
-				lower += n
-			}
-			if w.Outcome != Failed && w.Start.Before(r.End) {
-				upper += n
-			}
+		if b := byItem[r.Item]; b != nil {
+			lower, upper = sumBefore(b.acked, r.Start), sumBefore(b.tried, r.End)
 		}
 		if !slices.Contains(strict, r.Consistency) {
 			lower = 0
