@@ -78,6 +78,7 @@ func NewDocker(opts Options) (Cluster, error) {
 	if err := buildImage(); err != nil {
 		return nil, err
 	}
+	removeOrphans()
 	d := &docker{opts: opts, label: fmt.Sprintf("topkd-testbed=%d-%d", os.Getpid(), rand.Uint32()), cuts: map[[2]int]bool{}}
 	d.net = "topkd-testbed-" + strings.SplitN(d.label, "=", 2)[1]
 	var err error
@@ -101,6 +102,28 @@ func NewDocker(opts Options) (Cluster, error) {
 		d.names = append(d.names, name)
 	}
 	return d, nil
+}
+
+// removeOrphans removes the containers and networks of testbeds whose
+// test process is gone (killed before its cleanup ran).
+func removeOrphans() {
+	for _, kind := range []struct{ ls, rm []string }{
+		{[]string{"container", "ls", "-a"}, []string{"rm", "-f"}},
+		{[]string{"network", "ls"}, []string{"network", "rm"}},
+	} {
+		out, err := run("docker", append(kind.ls, "--filter", "label=topkd-testbed", "--format", `{{.ID}} {{.Label "topkd-testbed"}}`)...)
+		if err != nil || out == "" {
+			continue
+		}
+		for _, line := range strings.Split(out, "\n") {
+			id, owner, _ := strings.Cut(line, " ")
+			pid, _, _ := strings.Cut(owner, "-")
+			if _, err := os.Stat("/proc/" + pid); pid == "" || err == nil {
+				continue // its test is still running
+			}
+			_, _ = run("docker", append(kind.rm, id)...)
+		}
+	}
 }
 
 func (d *docker) ip(i int) string { return fmt.Sprintf("%s.%d", d.subnet, 10+i) }
