@@ -69,16 +69,12 @@ func Mount(backing, mountpoint string) (*FS, error) {
 	if err := os.MkdirAll(f.trash, 0o755); err != nil {
 		return nil, err
 	}
-	var st syscall.Stat_t
-	if err := syscall.Stat(f.backing, &st); err != nil {
+	inner, err := fs.NewLoopbackRoot(f.backing)
+	if err != nil {
 		return nil, err
 	}
-	root := &fs.LoopbackRoot{Path: f.backing, Dev: uint64(st.Dev)}
-	root.NewNode = func(r *fs.LoopbackRoot, _ *fs.Inode, _ string, _ *syscall.Stat_t) fs.InodeEmbedder {
-		return &node{LoopbackNode: fs.LoopbackNode{RootData: r}, fs: f}
-	}
-	rootNode := root.NewNode(root, nil, "", &st)
-	root.RootNode = rootNode
+	rootNode := &node{LoopbackNode: inner.(*fs.LoopbackNode), fs: f}
+	rootNode.RootData.RootNode = rootNode
 	srv, err := fs.Mount(mountpoint, rootNode, &fs.Options{MountOptions: fuse.MountOptions{FsName: "lossyfs", Name: "lossyfs"}})
 	if err != nil {
 		return nil, fmt.Errorf("mount lossyfs at %s: %w", mountpoint, err)
@@ -213,8 +209,13 @@ func (f *FS) toTrash(path string) error {
 
 // node is a loopback node whose changes are recorded.
 type node struct {
-	fs.LoopbackNode
+	*fs.LoopbackNode
 	fs *FS
+}
+
+// WrapChild makes every node of the tree a recording one.
+func (n *node) WrapChild(ctx context.Context, ops fs.InodeEmbedder) fs.InodeEmbedder {
+	return &node{LoopbackNode: ops.(*fs.LoopbackNode), fs: n.fs}
 }
 
 func (n *node) backingPath(name string) string {
