@@ -251,7 +251,11 @@ func notProposed(err error) bool {
 func (r *routedReplica) Submit(ctx context.Context, part Part) (*pb.Outcome, error) {
 	var out *pb.Outcome
 	idempotent := part.ProducerId != ""
+	maybeApplied := false // an earlier attempt of this call may have committed the part
 	err := r.retry(ctx, func(err error) bool {
+		if errors.Is(err, ErrUnknownOutcome) {
+			maybeApplied = true
+		}
 		return notProposed(err) || errors.Is(err, ErrNotReady) || (idempotent && errors.Is(err, ErrUnknownOutcome))
 	}, func(t Replica) (err error) {
 		if err := r.replicated(r.p); err != nil {
@@ -263,6 +267,11 @@ func (r *routedReplica) Submit(ctx context.Context, part Part) (*pb.Outcome, err
 		out, err = t.Submit(ctx, part)
 		return err
 	})
+	if err == nil && maybeApplied && out.GetStatus() == pb.PartStatus_PART_STATUS_DUPLICATE {
+		// This node's own retry found its first attempt committed: to the
+		// client, who sent the part once, that is the first answer.
+		out.Status = pb.PartStatus_PART_STATUS_APPLIED
+	}
 	return out, err
 }
 
