@@ -449,22 +449,22 @@ func TestFaultLeaderKillLoop(t *testing.T) {
 	r.finish(healed, began)
 }
 
-// TestFaultNodePaused: a node leading partitions is frozen for 10 s (CI:
-// twice; full: ten times) while the others carry on.
-func TestFaultNodePaused(t *testing.T) {
-	r := newFaultRun(t, 3, false)
+// leaderFaults runs rounds of 2 s of load, then inject on a node leading
+// a partition, held 10 s, then the heal inject returned; then the checks.
+func leaderFaults(t *testing.T, needNet bool, inject func(r *faultRun, victim int) (heal func() error, err error)) {
+	r := newFaultRun(t, 3, needNet)
 	r.produce(4)
 	r.read(2)
 	began := time.Now()
 	var healed time.Time
 	for range 2 * faultScale() {
 		r.sleep(2 * time.Second)
-		victim := r.pickLeader(t.Context())
-		if err := r.bed.Pause(victim); err != nil {
+		heal, err := inject(r, r.pickLeader(t.Context()))
+		if err != nil {
 			t.Fatal(err)
 		}
 		r.sleep(10 * time.Second)
-		if err := r.bed.Resume(victim); err != nil {
+		if err := heal(); err != nil {
 			t.Fatal(err)
 		}
 		healed = time.Now()
@@ -472,52 +472,29 @@ func TestFaultNodePaused(t *testing.T) {
 	r.finish(healed, began)
 }
 
+// TestFaultNodePaused: a node leading partitions is frozen for 10 s (CI:
+// twice; full: ten times) while the others carry on.
+func TestFaultNodePaused(t *testing.T) {
+	leaderFaults(t, false, func(r *faultRun, victim int) (func() error, error) {
+		return func() error { return r.bed.Resume(victim) }, r.bed.Pause(victim)
+	})
+}
+
 // TestFaultLeaderIsolated: a node leading partitions is cut off the
 // network, a minority of one, for 10 s (CI: twice; full: ten times).
 func TestFaultLeaderIsolated(t *testing.T) {
-	r := newFaultRun(t, 3, true)
-	r.produce(4)
-	r.read(2)
-	began := time.Now()
-	var healed time.Time
-	for range 2 * faultScale() {
-		r.sleep(2 * time.Second)
-		victim := r.pickLeader(t.Context())
-		if err := r.bed.Isolate(victim); err != nil {
-			t.Fatal(err)
-		}
-		r.sleep(10 * time.Second)
-		if err := r.bed.Heal(victim); err != nil {
-			t.Fatal(err)
-		}
-		healed = time.Now()
-	}
-	r.finish(healed, began)
+	leaderFaults(t, true, func(r *faultRun, victim int) (func() error, error) {
+		return func() error { return r.bed.Heal(victim) }, r.bed.Isolate(victim)
+	})
 }
 
 // TestFaultPartialPartition: a partition leader loses its link to one
 // other node while both still reach the third, for 10 s (CI: twice;
 // full: ten times).
 func TestFaultPartialPartition(t *testing.T) {
-	r := newFaultRun(t, 3, true)
-	r.produce(4)
-	r.read(2)
-	began := time.Now()
-	var healed time.Time
-	for range 2 * faultScale() {
-		r.sleep(2 * time.Second)
-		a := r.pickLeader(t.Context())
-		b := (a + 1 + r.rng.IntN(2)) % 3
-		if err := r.bed.Cut(a, b); err != nil {
-			t.Fatal(err)
-		}
-		r.sleep(10 * time.Second)
-		if err := r.bed.HealCuts(); err != nil {
-			t.Fatal(err)
-		}
-		healed = time.Now()
-	}
-	r.finish(healed, began)
+	leaderFaults(t, true, func(r *faultRun, a int) (func() error, error) {
+		return r.bed.HealCuts, r.bed.Cut(a, (a+1+r.rng.IntN(2))%3)
+	})
 }
 
 // TestFaultRollingRestart: every node in turn is killed and restarted once
