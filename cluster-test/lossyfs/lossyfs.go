@@ -23,8 +23,10 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -85,7 +87,7 @@ func Mount(backing, mountpoint string) (*FS, error) {
 
 // Unmount unmounts, keeping what was written (a clean shutdown).
 func (f *FS) Unmount() error {
-	err := f.server.Unmount()
+	err := f.unmount()
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for _, u := range f.files {
@@ -95,11 +97,25 @@ func (f *FS) Unmount() error {
 	return err
 }
 
+// unmount retries while the mount is busy: the kernel holds a killed
+// process's files until this server has answered their release requests,
+// which a loaded host may take a moment to get to.
+func (f *FS) unmount() error {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		err := f.server.Unmount()
+		if err == nil || !strings.Contains(err.Error(), "busy") || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 // PowerLoss unmounts (every process using the mount must be gone) and
 // undoes every change not made durable. It returns how many namespace
 // changes and files it undid.
 func (f *FS) PowerLoss() (ops, files int, err error) {
-	if err := f.server.Unmount(); err != nil {
+	if err := f.unmount(); err != nil {
 		return 0, 0, fmt.Errorf("unmount %s: %w", f.mountpoint, err)
 	}
 	f.mu.Lock()

@@ -1,6 +1,7 @@
 package testbed
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"net"
@@ -9,6 +10,7 @@ import (
 	"path/filepath"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/topkd/topkd/cluster-test/lossyfs"
 )
@@ -133,10 +135,42 @@ func (p *procs) signal(i int, sig syscall.Signal) error {
 	if err := cmd.Process.Signal(sig); err != nil {
 		return err
 	}
-	if sig == syscall.SIGKILL {
+	switch sig {
+	case syscall.SIGKILL:
 		<-exited
+	case syscall.SIGSTOP:
+		// The signal is queued; each thread stops when it next enters the
+		// kernel. Until all have, the process may still answer.
+		return waitStopped(cmd.Process.Pid, 5*time.Second)
 	}
 	return nil
+}
+
+// waitStopped waits until every thread of pid is in the stopped state.
+func waitStopped(pid int, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	for {
+		tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/stat", pid))
+		if err != nil {
+			return err
+		}
+		stopped := len(tasks) > 0
+		for _, t := range tasks {
+			b, err := os.ReadFile(t)
+			// The state follows the parenthesised command name: "pid (comm) T ...".
+			if i := bytes.LastIndexByte(b, ')'); err != nil || i < 0 || i+2 >= len(b) || b[i+2] != 'T' && b[i+2] != 't' {
+				stopped = false
+				break
+			}
+		}
+		if stopped {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("pid %d: not every thread stopped within %v", pid, limit)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 func (p *procs) Kill(i int) error {
