@@ -73,11 +73,20 @@ func New(addrs []string, opts ...Option) (*Client, error) {
 	}
 	hc := o.httpClient
 	if hc == nil {
-		hc = &http.Client{Transport: newTransport()}
+		tr := newTransport()
+		tr.TLSClientConfig = o.tls
+		hc = &http.Client{Transport: tr}
 		c.ownHTTP = hc
 	}
+	if o.token != "" {
+		hc = withToken(hc, o.token)
+	}
+	scheme := "http://"
+	if o.tls != nil {
+		scheme = "https://"
+	}
 	for _, a := range addrs {
-		u, err := baseURL(a)
+		u, err := baseURL(a, scheme)
 		if err != nil {
 			return nil, err
 		}
@@ -104,13 +113,14 @@ func newTransport() *http.Transport {
 	}
 }
 
-func baseURL(addr string) (string, error) {
+// baseURL makes addr a base URL; a bare host:port gets scheme.
+func baseURL(addr, scheme string) (string, error) {
 	a := strings.TrimSpace(addr)
 	if a == "" {
 		return "", errors.New("empty address")
 	}
 	if !strings.Contains(a, "://") {
-		a = "http://" + a
+		a = scheme + a
 	}
 	if !strings.HasPrefix(a, "http://") && !strings.HasPrefix(a, "https://") {
 		return "", fmt.Errorf("address %q: only http and https are supported", addr)

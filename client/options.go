@@ -1,7 +1,9 @@
 package client
 
 import (
+	"crypto/tls"
 	"net/http"
+	"strings"
 	"time"
 )
 
@@ -33,6 +35,8 @@ type options struct {
 	onBatch        func(BatchResult)
 	discovery      time.Duration // 0: off
 	noRouting      bool
+	tls            *tls.Config
+	token          string
 }
 
 func defaultOptions() options {
@@ -52,6 +56,19 @@ func defaultOptions() options {
 // transport. The caller owns hc: Close does not close its connections.
 func WithHTTPClient(hc *http.Client) Option {
 	return func(o *options) { o.httpClient = hc }
+}
+
+// WithTLS connects over TLS with cfg (LoadTLS reads one from files);
+// addresses without a scheme then mean https. Ignored with WithHTTPClient:
+// configure that client's transport instead.
+func WithTLS(cfg *tls.Config) Option {
+	return func(o *options) { o.tls = cfg }
+}
+
+// WithToken sends a bearer token with every request. The client never
+// logs it or puts it in an error.
+func WithToken(token string) Option {
+	return func(o *options) { o.token = strings.TrimSpace(token) }
 }
 
 // WithProducer sets the producer identity instead of a random id and the

@@ -517,3 +517,19 @@ func (c *Client) Rebalance(ctx context.Context, dryRun bool, progress func(msg s
 	})
 	return rep, err
 }
+
+// RotateGossipKey applies one gossip key rotation step on every member:
+// op is install, use, remove or list; key is base64 (empty for list). The
+// answer lists each member's key ids, also when the step failed on some.
+func (c *Client) RotateGossipKey(ctx context.Context, op, key string) (*topkv1.RotateGossipKeyResponse, error) {
+	var out *topkv1.RotateGossipKeyResponse
+	_, err := c.call(ctx, "gossip key "+op, retryUnknown, func(ctx context.Context, n topkv1connect.TopKServiceClient) error {
+		resp, err := n.RotateGossipKey(ctx, connect.NewRequest(&topkv1.RotateGossipKeyRequest{Op: op, Key: key}))
+		if err != nil {
+			return err
+		}
+		out = resp.Msg
+		return nil
+	})
+	return out, err
+}

@@ -66,7 +66,7 @@ func newCluster(t *testing.T, n, partitions int) []*clusterNode {
 				raftLns[i].Close()
 				return
 			}
-			srv := rpc.NewServer(m.HTTPAddr, rpc.Handler(node))
+			srv := rpc.NewServer(m.HTTPAddr, rpc.Handler(node, rpc.Security{}), nil)
 			go srv.Serve(httpLns[i])
 			nodes[i] = &clusterNode{id: m.ID, node: node, srv: srv, addr: m.HTTPAddr}
 		})
@@ -190,7 +190,7 @@ func startNodeAt(t *testing.T, id, dir, join, raftAddr, httpAddr string, opts ..
 	// The HTTP port serves before Open returns: a joining node's replicas
 	// are promoted once the leaders can ask it how far it has caught up.
 	h := &lateHandler{}
-	srv := rpc.NewServer(httpLn.Addr().String(), h)
+	srv := rpc.NewServer(httpLn.Addr().String(), h, nil)
 	go srv.Serve(httpLn)
 	cfg := server.Config{NodeID: id, DataDir: dir, RaftAddr: raftLn.Addr().String(), RaftListener: raftLn,
 		HTTPAddr: httpLn.Addr().String(), Partitions: 4, Raft: pol, Join: join, Logger: testLogger(id)}
@@ -203,7 +203,7 @@ func startNodeAt(t *testing.T, id, dir, join, raftAddr, httpAddr string, opts ..
 		raftLn.Close()
 		t.Fatalf("open %s: %v", id, err)
 	}
-	h.set(rpc.Handler(node))
+	h.set(rpc.Handler(node, rpc.Security{}))
 	cn := &clusterNode{id: id, node: node, srv: srv, addr: httpLn.Addr().String(), raft: raftLn.Addr().String(), gossip: node.GossipAddr()}
 	t.Cleanup(cn.stop)
 	return cn

@@ -17,14 +17,15 @@ import (
 )
 
 // registerConnect mounts the topk.v1 service (Connect, gRPC, gRPC-Web).
-func registerConnect(mux *http.ServeMux, n *server.Node) {
+func registerConnect(mux *http.ServeMux, n *server.Node, g *guard) {
+	auth := connect.WithInterceptors(g.interceptor())
 	// Small answers are not worth gzip's CPU; large top-K lists still compress.
-	path, h := topkv1connect.NewTopKServiceHandler(&service{n: n}, connect.WithCompressMinBytes(8<<10), connect.WithCodec(protoCodec{}))
+	path, h := topkv1connect.NewTopKServiceHandler(&service{n: n}, connect.WithCompressMinBytes(8<<10), connect.WithCodec(protoCodec{}), auth)
 	mux.Handle(path, h)
 	mux.Handle(grpchealth.NewHandler(&health{n: n}))
 	reflector := grpcreflect.NewStaticReflector(topkv1connect.TopKServiceName, grpchealth.HealthV1ServiceName)
-	mux.Handle(grpcreflect.NewHandlerV1(reflector))
-	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector))
+	mux.Handle(grpcreflect.NewHandlerV1(reflector, auth))
+	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector, auth))
 }
 
 // health answers gRPC health checks: serving once the node is ready.

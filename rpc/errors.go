@@ -20,6 +20,10 @@ func code(err error) connect.Code {
 	// another is retried whole with the same sequence, which is safe.
 	case errors.Is(err, server.ErrNotLeader), errors.Is(err, server.ErrNotReady), errors.Is(err, server.ErrUnknownOutcome):
 		return connect.CodeUnavailable
+	case errors.Is(err, server.ErrRotationIncomplete):
+		return connect.CodeUnavailable
+	case errors.Is(err, server.ErrGossipNotEncrypted):
+		return connect.CodeFailedPrecondition
 	case errors.Is(err, server.ErrOverloaded):
 		return connect.CodeResourceExhausted
 	case errors.Is(err, server.ErrInvalid), errors.Is(err, fsm.ErrUnknownWindow), errors.Is(err, fsm.ErrInvalidK):
@@ -58,6 +62,12 @@ func httpStatus(c connect.Code) int {
 		return http.StatusBadRequest
 	case connect.CodeNotFound:
 		return http.StatusNotFound
+	case connect.CodeFailedPrecondition:
+		return http.StatusPreconditionFailed
+	case connect.CodeUnauthenticated:
+		return http.StatusUnauthorized
+	case connect.CodePermissionDenied:
+		return http.StatusForbidden
 	case connect.CodeAlreadyExists:
 		return http.StatusConflict
 	case connect.CodeResourceExhausted:

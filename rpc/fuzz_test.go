@@ -54,7 +54,7 @@ func serveFuzz(t *testing.T, h http.Handler, targets []fuzzTarget, sel uint8, bo
 }
 
 func fuzzNode(f *testing.F) http.Handler {
-	return rpc.Handler(newTestNode(f).node)
+	return rpc.Handler(newTestNode(f).node, rpc.Security{})
 }
 
 func mustMarshal(m proto.Message) []byte {

@@ -2,6 +2,7 @@ package rpc
 
 import (
 	"context"
+	"crypto/tls"
 	"net/http"
 	"time"
 
@@ -10,12 +11,14 @@ import (
 	"github.com/topkd/topkd/server"
 )
 
-// Handler serves every API of a node on one HTTP port.
-func Handler(n *server.Node) http.Handler {
+// Handler serves every API of a node on one HTTP port. /metrics, /healthz
+// and /readyz need no token: orchestration reads them.
+func Handler(n *server.Node, sec Security) http.Handler {
 	mux := http.NewServeMux()
-	(&rest{n: n}).register(mux)
-	registerConnect(mux, n)
-	registerPeer(mux, n)
+	g := newGuard(sec, n.Registry())
+	(&rest{n: n}).register(mux, g)
+	registerConnect(mux, n, g)
+	registerPeer(mux, n, g)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(n.Registry(), promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
@@ -32,15 +35,20 @@ func Handler(n *server.Node) http.Handler {
 	return mux
 }
 
-// NewServer returns an HTTP server speaking HTTP/1.1 and HTTP/2 without TLS
-// (h2c), so gRPC clients work on the same port. A connection that sends no
+// NewServer returns an HTTP server speaking HTTP/1.1 and HTTP/2: over TLS
+// when tlsConf is set (serve it with ListenAndServeTLS("", "")), else
+// without (h2c), so gRPC clients work on the same port. A connection that sends no
 // complete request headers within 10 s, or stays idle between requests for
 // 2 minutes, is closed, so slow and idle clients cannot hold a node's
 // connections (cluster-test TestSlowAndIdleClients).
-func NewServer(addr string, h http.Handler) *http.Server {
+func NewServer(addr string, h http.Handler, tlsConf *tls.Config) *http.Server {
 	var p http.Protocols
 	p.SetHTTP1(true)
-	p.SetUnencryptedHTTP2(true)
-	return &http.Server{Addr: addr, Handler: h, Protocols: &p, ReadHeaderTimeout: 10 * time.Second,
+	if tlsConf != nil {
+		p.SetHTTP2(true)
+	} else {
+		p.SetUnencryptedHTTP2(true)
+	}
+	return &http.Server{Addr: addr, Handler: h, Protocols: &p, TLSConfig: tlsConf, ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10}
 }

@@ -72,7 +72,7 @@ func newTestNode(t testing.TB) *testNode {
 	})
 
 	tn := &testNode{node: n, protos: map[string]string{}}
-	h := rpc.Handler(n)
+	h := rpc.Handler(n, rpc.Security{})
 	ts := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		tn.mu.Lock()
 		tn.protos[r.Header.Get("Content-Type")] = r.Proto

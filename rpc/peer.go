@@ -15,8 +15,9 @@ import (
 // registerPeer mounts the node-to-node service: each call reaches this
 // node's own replica of a partition and never travels on. Its errors use
 // the peer table (server.PeerError), not the client API's codes.
-func registerPeer(mux *http.ServeMux, n *server.Node) {
-	mux.Handle(nodev1connect.NewNodeServiceHandler(&peer{n: n}))
+func registerPeer(mux *http.ServeMux, n *server.Node, g *guard) {
+	path, h := nodev1connect.NewNodeServiceHandler(&peer{n: n})
+	mux.Handle(path, g.nodesOnly(h))
 }
 
 type peer struct{ n *server.Node }
@@ -118,4 +119,12 @@ func (p *peer) Checksum(ctx context.Context, req *connect.Request[nodev1.Checksu
 		return nil, server.PeerError(err)
 	}
 	return connect.NewResponse(resp), nil
+}
+
+func (p *peer) GossipKey(_ context.Context, req *connect.Request[nodev1.GossipKeyRequest]) (*connect.Response[nodev1.GossipKeyResponse], error) {
+	ids, err := p.n.GossipKey(req.Msg.Op, req.Msg.Key)
+	if err != nil {
+		return nil, server.PeerError(err)
+	}
+	return connect.NewResponse(&nodev1.GossipKeyResponse{KeyIds: ids}), nil
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/topkd/topkd/fsm"
 	pb "github.com/topkd/topkd/proto/topkd/raftcmd/v1"
 	"github.com/topkd/topkd/server"
+	"github.com/topkd/topkd/server/security"
 )
 
 // MaxBodyBytes bounds a request body of the JSON API.
@@ -28,16 +29,17 @@ type rest struct {
 	n *server.Node
 }
 
-func (h *rest) register(mux *http.ServeMux) {
-	mux.HandleFunc("GET /api/top-items", h.topItems)
-	mux.HandleFunc("POST /api/events", h.events)
-	mux.HandleFunc("GET /api/items/{id}", h.item)
-	mux.HandleFunc("GET /api/leaderboards", h.listLeaderboards)
-	mux.HandleFunc("POST /api/leaderboards", h.createLeaderboard)
-	mux.HandleFunc("GET /api/leaderboards/{name}", h.describeLeaderboard)
-	mux.HandleFunc("DELETE /api/leaderboards/{name}", h.dropLeaderboard)
-	mux.HandleFunc("GET /api/status", h.status)
-	mux.HandleFunc("POST /api/verify-replicas", h.verifyReplicas)
+func (h *rest) register(mux *http.ServeMux, g *guard) {
+	mux.HandleFunc("GET /api/top-items", g.rest(security.Read, h.topItems))
+	mux.HandleFunc("POST /api/events", g.rest(security.Write, h.events))
+	mux.HandleFunc("GET /api/items/{id}", g.rest(security.Read, h.item))
+	mux.HandleFunc("GET /api/leaderboards", g.rest(security.Read, h.listLeaderboards))
+	mux.HandleFunc("POST /api/leaderboards", g.rest(security.Admin, h.createLeaderboard))
+	mux.HandleFunc("GET /api/leaderboards/{name}", g.rest(security.Read, h.describeLeaderboard))
+	mux.HandleFunc("DELETE /api/leaderboards/{name}", g.rest(security.Admin, h.dropLeaderboard))
+	mux.HandleFunc("GET /api/status", g.rest(security.Read, h.status))
+	mux.HandleFunc("POST /api/verify-replicas", g.rest(security.Admin, h.verifyReplicas))
+	mux.HandleFunc("POST /api/gossip-keys", g.rest(security.Admin, h.gossipKeys))
 }
 
 type apiError struct {

@@ -11,8 +11,17 @@ import (
 // directory fsynced (cluster-test/lossyfs found a node-id file emptied by a
 // power loss when it was written without).
 func WriteFileDurable(path string, data []byte) error {
+	return writeFileDurable(path, data, 0o644)
+}
+
+// writeSecretDurable is WriteFileDurable for a file only the owner reads.
+func writeSecretDurable(path string, data []byte) error {
+	return writeFileDurable(path, data, 0o600)
+}
+
+func writeFileDurable(path string, data []byte, perm os.FileMode) error {
 	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, perm)
 	if err != nil {
 		return err
 	}

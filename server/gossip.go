@@ -2,15 +2,24 @@ package server
 
 import (
 	"bytes"
+	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log"
 	"log/slog"
 	"net"
+	"os"
+	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/memberlist"
+
+	"github.com/topkd/topkd/server/security"
 )
 
 // gossip is the node's memberlist: who is alive, and where to find a
@@ -18,6 +27,11 @@ import (
 // placement change through the meta group, never through gossip.
 type gossip struct {
 	ml *memberlist.Memberlist
+	// keyring is nil when gossip is not encrypted; keyFile keeps it across
+	// restarts once a rotation changed it.
+	keyring *memberlist.Keyring
+	keyFile string
+	keyMu   sync.Mutex // one rotation step at a time, saved before answering
 }
 
 // gossipMeta is what a node tells the others about itself.
@@ -39,8 +53,37 @@ func (gossipDelegate) GetBroadcasts(overhead, limit int) [][]byte { return nil }
 func (gossipDelegate) LocalState(join bool) []byte                { return nil }
 func (gossipDelegate) MergeRemoteState(buf []byte, join bool)     {}
 
-// startGossip listens on addr (host:port).
-func startGossip(id, addr, httpAddr, raftAddr string, lg *slog.Logger) (*gossip, error) {
+// gossipKeyringFile holds the keyring once a rotation changed it: keys in
+// base64, one per line, the one in use first.
+const gossipKeyringFile = "gossip-keyring"
+
+// loadGossipKeys returns the saved keyring if there is one, else keys.
+func loadGossipKeys(dataDir string, keys [][]byte) ([][]byte, bool, error) {
+	b, err := os.ReadFile(filepath.Join(dataDir, gossipKeyringFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return keys, false, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	var saved [][]byte
+	for line := range strings.FieldsSeq(string(b)) {
+		k, err := security.ParseGossipKey(line)
+		if err != nil {
+			return nil, false, fmt.Errorf("%s: %w", gossipKeyringFile, err)
+		}
+		saved = append(saved, k)
+	}
+	if len(saved) == 0 {
+		return nil, false, fmt.Errorf("%s holds no key", gossipKeyringFile)
+	}
+	return saved, true, nil
+}
+
+// startGossip listens on addr (host:port). With keys, gossip is encrypted
+// with keys[0] and accepted under any of them; a member without one of
+// them cannot join.
+func startGossip(id, addr, httpAddr, raftAddr string, keys [][]byte, keyFile string, lg *slog.Logger) (*gossip, error) {
 	host, portStr, err := net.SplitHostPort(addr)
 	if err != nil {
 		return nil, fmt.Errorf("gossip address %q: %w", addr, err)
@@ -64,11 +107,84 @@ func startGossip(id, addr, httpAddr, raftAddr string, lg *slog.Logger) (*gossip,
 	cfg.AdvertiseAddr, cfg.AdvertisePort = host, port
 	cfg.Delegate = gossipDelegate{meta: meta}
 	cfg.Logger = log.New(&levelWriter{log: lg}, "", 0)
+	g := &gossip{keyFile: keyFile}
+	if len(keys) > 0 {
+		kr, err := memberlist.NewKeyring(keys, keys[0])
+		if err != nil {
+			return nil, fmt.Errorf("gossip keyring: %w", err)
+		}
+		cfg.Keyring, g.keyring = kr, kr
+	}
 	ml, err := memberlist.Create(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("gossip on %s: %w", addr, err)
 	}
-	return &gossip{ml: ml}, nil
+	g.ml = ml
+	return g, nil
+}
+
+// Gossip key rotation steps, applied on every member in turn by the node
+// the admin asked (Node.RotateGossipKey).
+const (
+	GossipKeyInstall = "install"
+	GossipKeyUse     = "use"
+	GossipKeyRemove  = "remove"
+	GossipKeyList    = "list"
+)
+
+// ErrGossipNotEncrypted: a rotation on a node whose gossip has no key.
+var ErrGossipNotEncrypted = errors.New("gossip is not encrypted on this node (start it with a gossip key)")
+
+// rotateKey applies one step to this member's keyring and saves it. It
+// returns the keys' ids after the step, the one in use first.
+func (g *gossip) rotateKey(op string, key []byte) ([]string, error) {
+	if g == nil || g.keyring == nil {
+		return nil, ErrGossipNotEncrypted
+	}
+	g.keyMu.Lock()
+	defer g.keyMu.Unlock()
+	var err error
+	switch op {
+	case GossipKeyInstall:
+		err = g.keyring.AddKey(key)
+	case GossipKeyUse:
+		if !slices.ContainsFunc(g.keyring.GetKeys(), func(k []byte) bool { return bytes.Equal(k, key) }) {
+			return nil, fmt.Errorf("%w: gossip key %s is not installed on this member", ErrInvalid, security.GossipKeyID(key))
+		}
+		err = g.keyring.UseKey(key)
+	case GossipKeyRemove:
+		if bytes.Equal(g.keyring.GetPrimaryKey(), key) {
+			return nil, fmt.Errorf("%w: gossip key %s is in use; use another first", ErrInvalid, security.GossipKeyID(key))
+		}
+		err = g.keyring.RemoveKey(key)
+	case GossipKeyList:
+	default:
+		return nil, fmt.Errorf("%w: gossip key operation %q", ErrInvalid, op)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	primary := g.keyring.GetPrimaryKey()
+	keys := [][]byte{primary}
+	for _, k := range g.keyring.GetKeys() {
+		if !bytes.Equal(k, primary) {
+			keys = append(keys, k)
+		}
+	}
+	if op != GossipKeyList {
+		var b strings.Builder
+		for _, k := range keys {
+			b.WriteString(base64.StdEncoding.EncodeToString(k) + "\n")
+		}
+		if err := writeSecretDurable(g.keyFile, []byte(b.String())); err != nil {
+			return nil, fmt.Errorf("save gossip keyring: %w", err)
+		}
+	}
+	ids := make([]string, len(keys))
+	for i, k := range keys {
+		ids[i] = security.GossipKeyID(k)
+	}
+	return ids, nil
 }
 
 // addr is the address gossip listens on (its port chosen when asked for 0).

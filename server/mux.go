@@ -3,6 +3,7 @@ package server
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -30,6 +31,29 @@ func PartitionGroup(p int) uint32 { return uint32(p) + 1 }
 
 // Dialer opens a connection to a peer's Raft port; TLS can wrap it.
 type Dialer func(ctx context.Context, addr string) (net.Conn, error)
+
+// tlsDialer wraps dial (plain TCP when nil) in a TLS client handshake.
+func tlsDialer(dial Dialer, cfg *tls.Config) Dialer {
+	return func(ctx context.Context, addr string) (net.Conn, error) {
+		var c net.Conn
+		var err error
+		if dial != nil {
+			c, err = dial(ctx, addr)
+		} else {
+			var d net.Dialer
+			c, err = d.DialContext(ctx, "tcp", addr)
+		}
+		if err != nil {
+			return nil, err
+		}
+		tc := tls.Client(c, cfg)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			c.Close()
+			return nil, fmt.Errorf("raft TLS handshake with %s: %w", addr, err)
+		}
+		return tc, nil
+	}
+}
 
 // Mux demultiplexes one listener into a raft.StreamLayer per group.
 type Mux struct {

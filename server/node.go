@@ -1,7 +1,9 @@
 package server
 
 import (
+	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -20,6 +22,7 @@ import (
 	metapb "github.com/topkd/topkd/proto/topkd/meta/v1"
 	pb "github.com/topkd/topkd/proto/topkd/raftcmd/v1"
 	"github.com/topkd/topkd/ring"
+	"github.com/topkd/topkd/server/security"
 )
 
 // DefaultPartitions is P for a new cluster. With the shared Raft log a node
@@ -58,9 +61,15 @@ type Config struct {
 	CacheRefresh    time.Duration
 	Clock           Clock
 	Logger          *slog.Logger
-	// RaftListener overrides listening on RaftAddr (tests, TLS).
+	// RaftListener overrides listening on RaftAddr (tests).
 	RaftListener net.Listener
 	RaftDialer   Dialer
+	// TLS, when set, secures the Raft port (mutual TLS: only peers with a
+	// node certificate connect) and this node's calls to other nodes.
+	TLS *security.Certs
+	// GossipKeys encrypt gossip; the first is used to send. A keyring a
+	// rotation saved in the data dir takes precedence.
+	GossipKeys [][]byte
 	// LogStore is where partitions keep their Raft logs: LogStoreShared
 	// (the default) or LogStorePerGroup.
 	LogStore string
@@ -169,11 +178,27 @@ func Open(ctx context.Context, cfg Config) (*Node, error) {
 	if cfg.RaftAddr == "" {
 		cfg.RaftAddr = ln.Addr().String()
 	}
+	dial := cfg.RaftDialer
+	var peerTLS *tls.Config
+	if cfg.TLS != nil {
+		ln = tls.NewListener(ln, cfg.TLS.RaftServerConfig())
+		dial = tlsDialer(dial, cfg.TLS.ClientConfig())
+		peerTLS = cfg.TLS.ClientConfig()
+	}
 	n := &Node{cfg: cfg, log: cfg.Logger, clock: cfg.Clock, stop: make(chan struct{}), watermark: newWatermarks(),
-		storeID: storeID, peers: newPeers()}
-	n.mux = NewMux(ln, cfg.RaftDialer, cfg.Logger)
+		storeID: storeID, peers: newPeers(peerTLS)}
+	n.mux = NewMux(ln, dial, cfg.Logger)
 	if cfg.GossipAddr != "" {
-		g, err := startGossip(cfg.NodeID, cfg.GossipAddr, cfg.HTTPAddr, cfg.RaftAddr, cfg.Logger)
+		keys, saved, err := loadGossipKeys(cfg.DataDir, cfg.GossipKeys)
+		if err != nil {
+			n.mux.Close()
+			return nil, err
+		}
+		if saved && len(cfg.GossipKeys) > 0 && !slices.ContainsFunc(keys, func(k []byte) bool { return bytes.Equal(k, cfg.GossipKeys[0]) }) {
+			cfg.Logger.Warn("the configured gossip key is not in the keyring a rotation saved; using the saved keyring",
+				"key", security.GossipKeyID(cfg.GossipKeys[0]), "file", filepath.Join(cfg.DataDir, gossipKeyringFile))
+		}
+		g, err := startGossip(cfg.NodeID, cfg.GossipAddr, cfg.HTTPAddr, cfg.RaftAddr, keys, filepath.Join(cfg.DataDir, gossipKeyringFile), cfg.Logger)
 		if err != nil {
 			n.mux.Close()
 			return nil, err

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"github.com/prometheus/client_golang/prometheus"
@@ -39,6 +40,7 @@ var peerCodes = []struct {
 	{fsm.ErrUnknownLeaderboard, connect.CodeNotFound},
 	{ErrLeaderboardExists, connect.CodeAlreadyExists},
 	{ErrIdentity, connect.CodePermissionDenied},
+	{ErrGossipNotEncrypted, connect.CodeUnimplemented},
 }
 
 // PeerError turns an error of a local replica into the Connect error a
@@ -80,16 +82,26 @@ func fromPeer(err error, proposes bool) error {
 // peers holds one NodeService client per peer HTTP address.
 type peers struct {
 	http    *http.Client
+	scheme  string
 	mu      sync.Mutex
 	clients map[string]nodev1connect.NodeServiceClient
 }
 
-func newPeers() *peers {
-	// h2c: one connection carries every concurrent call to a peer.
+// newPeers calls peers over HTTP/2, with TLS when tlsConf is set and
+// cleartext (h2c) otherwise: one connection carries every concurrent call
+// to a peer.
+func newPeers(tlsConf *tls.Config) *peers {
 	var p http.Protocols
-	p.SetUnencryptedHTTP2(true)
-	tr := &http.Transport{Protocols: &p, DialContext: (&net.Dialer{Timeout: 2 * time.Second}).DialContext}
-	return &peers{http: &http.Client{Transport: tr}, clients: map[string]nodev1connect.NodeServiceClient{}}
+	scheme := "http://"
+	if tlsConf != nil {
+		p.SetHTTP2(true)
+		scheme = "https://"
+	} else {
+		p.SetUnencryptedHTTP2(true)
+	}
+	tr := &http.Transport{Protocols: &p, TLSClientConfig: tlsConf, DialContext: (&net.Dialer{Timeout: 2 * time.Second}).DialContext,
+		TLSHandshakeTimeout: 5 * time.Second}
+	return &peers{http: &http.Client{Transport: tr}, scheme: scheme, clients: map[string]nodev1connect.NodeServiceClient{}}
 }
 
 func (ps *peers) client(addr string) nodev1connect.NodeServiceClient {
@@ -97,7 +109,7 @@ func (ps *peers) client(addr string) nodev1connect.NodeServiceClient {
 	defer ps.mu.Unlock()
 	c := ps.clients[addr]
 	if c == nil {
-		c = nodev1connect.NewNodeServiceClient(ps.http, "http://"+addr) // Connect protocol, binary protobuf
+		c = nodev1connect.NewNodeServiceClient(ps.http, ps.scheme+addr) // Connect protocol, binary protobuf
 		ps.clients[addr] = c
 	}
 	return c

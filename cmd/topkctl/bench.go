@@ -333,8 +333,11 @@ func (a *app) healthzLoop(ctx context.Context, rate float64, done <-chan struct{
 	if rate <= 0 {
 		return nil
 	}
-	url := "http://" + a.addrs()[0] + "/healthz"
-	hc := &http.Client{Timeout: 10 * time.Second}
+	hc, scheme, err := a.plainHTTP()
+	if err != nil {
+		return nil
+	}
+	url := scheme + a.addrs()[0] + "/healthz"
 	t := time.NewTicker(time.Duration(float64(time.Second) / rate))
 	defer t.Stop()
 	var lat []time.Duration
@@ -466,16 +469,20 @@ func paced(ctx context.Context, rate float64, feed func(context.Context, chan<- 
 func (a *app) serverCPU(ctx context.Context) (time.Duration, bool) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
+	hc, scheme, err := a.plainHTTP()
+	if err != nil {
+		return 0, false
+	}
 	var total float64
 	for _, addr := range a.addrs() {
 		if !strings.Contains(addr, "://") {
-			addr = "http://" + addr
+			addr = scheme + addr
 		}
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, addr+"/metrics", nil)
 		if err != nil {
 			return 0, false
 		}
-		resp, err := http.DefaultClient.Do(req)
+		resp, err := hc.Do(req)
 		if err != nil {
 			return 0, false
 		}
@@ -495,4 +502,19 @@ func (a *app) serverCPU(ctx context.Context) (time.Duration, bool) {
 		}
 	}
 	return time.Duration(total * float64(time.Second)), true
+}
+
+// plainHTTP is a client for the unauthenticated endpoints (/healthz,
+// /metrics), over TLS when --ca is given, and the scheme to use.
+func (a *app) plainHTTP() (*http.Client, string, error) {
+	hc := &http.Client{Timeout: 10 * time.Second}
+	if a.caFile == "" {
+		return hc, "http://", nil
+	}
+	cfg, err := client.LoadTLS(a.caFile, a.certFile, a.keyFile, a.serverName)
+	if err != nil {
+		return nil, "", err
+	}
+	hc.Transport = &http.Transport{TLSClientConfig: cfg, ForceAttemptHTTP2: true}
+	return hc, "https://", nil
 }

@@ -37,9 +37,12 @@ type app struct {
 	timeout   time.Duration
 	routing   bool
 	discovery time.Duration
-	stdin     io.Reader
-	stdout    io.Writer
-	stderr    io.Writer
+	// TLS and the token file; the token itself may come from TOPKD_TOKEN,
+	// never from a flag (command lines are visible to every user).
+	caFile, certFile, keyFile, serverName, tokenFile string
+	stdin                                            io.Reader
+	stdout                                           io.Writer
+	stderr                                           io.Writer
 }
 
 func newApp(stdin io.Reader, stdout, stderr io.Writer) *app {
@@ -75,7 +78,12 @@ func (a *app) root() *cobra.Command {
 	pf.DurationVar(&a.timeout, "timeout", defTimeout, "deadline of each request, retries included (TOPKD_TIMEOUT)")
 	pf.DurationVar(&a.discovery, "discovery", client.DefaultDiscoveryInterval, "how often to learn the cluster's members and partition leaders; 0: use only --addr")
 	pf.BoolVar(&a.routing, "routing", true, "send each batch's events straight to their partitions' leaders (false: to one node, which forwards)")
-	root.AddCommand(a.statusCmd(), a.topCmd(), a.countCmd(), a.leaderboardCmd(), a.ingestCmd(), a.benchCmd())
+	pf.StringVar(&a.caFile, "ca", envOr("TOPKD_CA", ""), "PEM file of the CA the nodes' certificates are checked against; addresses then mean https (TOPKD_CA)")
+	pf.StringVar(&a.certFile, "cert", envOr("TOPKD_CERT", ""), "PEM file of a client certificate, for nodes that ask for one (TOPKD_CERT)")
+	pf.StringVar(&a.keyFile, "key", envOr("TOPKD_KEY", ""), "PEM file of the client certificate's key (TOPKD_KEY)")
+	pf.StringVar(&a.serverName, "server-name", envOr("TOPKD_SERVER_NAME", ""), "check the nodes' certificates for this name instead of the address (TOPKD_SERVER_NAME)")
+	pf.StringVar(&a.tokenFile, "token-file", envOr("TOPKD_TOKEN_FILE", ""), "file holding the bearer token (TOPKD_TOKEN_FILE; or the token itself in TOPKD_TOKEN)")
+	root.AddCommand(a.statusCmd(), a.topCmd(), a.countCmd(), a.leaderboardCmd(), a.ingestCmd(), a.benchCmd(), a.tokenCmd(), a.gossipKeyCmd())
 	for _, c := range a.clusterCmds() {
 		root.AddCommand(c)
 	}
@@ -95,7 +103,11 @@ func (a *app) addrs() []string {
 
 // client returns a client for --addr; the caller closes it.
 func (a *app) client(opts ...client.Option) (*client.Client, error) {
-	opts = append([]client.Option{client.WithRetryTimeout(a.timeout), client.WithRouting(a.routing), client.WithDiscovery(a.discovery)}, opts...)
+	sec, err := a.securityOptions()
+	if err != nil {
+		return nil, err
+	}
+	opts = append(append([]client.Option{client.WithRetryTimeout(a.timeout), client.WithRouting(a.routing), client.WithDiscovery(a.discovery)}, sec...), opts...)
 	return client.New(a.addrs(), opts...)
 }
 

@@ -5,6 +5,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -24,6 +25,7 @@ import (
 	"github.com/topkd/topkd/rpc"
 	"github.com/topkd/topkd/server"
 	"github.com/topkd/topkd/server/failpoint"
+	"github.com/topkd/topkd/server/security"
 )
 
 func main() {
@@ -103,6 +105,14 @@ func run(args []string) error {
 	snapEntries := fs.Uint64("snapshot-entries", envUint("snapshot-entries", defRaft.SnapshotThreshold), "snapshot a group once this many log entries followed its last snapshot (TOPKD_SNAPSHOT_ENTRIES)")
 	snapInterval := fs.Duration("snapshot-interval", envDuration("snapshot-interval", defRaft.SnapshotInterval), "how often each group checks whether to snapshot (TOPKD_SNAPSHOT_INTERVAL)")
 	trailing := fs.Uint64("trailing-logs", envUint("trailing-logs", defRaft.TrailingLogs), "log entries kept after a snapshot, so a follower that far behind catches up from the log instead of a snapshot (TOPKD_TRAILING_LOGS)")
+	var sf secureFlags
+	fs.StringVar(&sf.caFile, "tls-ca", env("tls-ca", ""), "PEM file of the cluster CA: clients and nodes are verified against it (TOPKD_TLS_CA)")
+	fs.StringVar(&sf.certFile, "tls-cert", env("tls-cert", ""), "PEM file of this node's certificate; it must carry --tls-node-name (TOPKD_TLS_CERT)")
+	fs.StringVar(&sf.keyFile, "tls-key", env("tls-key", ""), "PEM file of this node's private key (TOPKD_TLS_KEY)")
+	fs.StringVar(&sf.nodeName, "tls-node-name", env("tls-node-name", security.DefaultNodeName), "DNS name every node certificate carries; a certificate without it is a client's (TOPKD_TLS_NODE_NAME)")
+	fs.StringVar(&sf.tokenFile, "token-file", env("token-file", ""), "bearer tokens, one per line: ROLE SHA256-HEX [NAME] (topkctl token create); reloaded when it changes (TOPKD_TOKEN_FILE; or the lines in TOPKD_TOKENS)")
+	fs.StringVar(&sf.gossipKeyFile, "gossip-key-file", env("gossip-key-file", ""), "file holding the gossip encryption key, base64 of 16, 24 or 32 bytes (TOPKD_GOSSIP_KEY_FILE; or the key in TOPKD_GOSSIP_KEY)")
+	fs.BoolVar(&sf.insecure, "insecure", env("insecure", "") == "true", "allow ports beyond loopback without TLS, tokens or a gossip key, with a warning at every start (TOPKD_INSECURE=true)")
 	debugAddr := fs.String("debug-addr", env("debug-addr", ""), "serve Go's /debug/pprof profiles on this address, off when empty (TOPKD_DEBUG_ADDR)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -115,6 +125,13 @@ func run(args []string) error {
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
 	slog.SetDefault(log)
 
+	prot, err := loadProtection(sf)
+	if err != nil {
+		return err
+	}
+	if err := checkExposure(prot, sf.insecure, *httpAddr, *raftAddr, *gossipAddr, log); err != nil {
+		return err
+	}
 	id, err := resolveNodeID(*dataDir, *nodeID, host)
 	if err != nil {
 		return err
@@ -145,10 +162,11 @@ func run(args []string) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	prot.watch(ctx, log)
 	start := time.Now()
 	n, err := server.Open(ctx, server.Config{NodeID: id, DataDir: *dataDir, RaftAddr: *raftAddr, HTTPAddr: *httpAddr,
 		GossipAddr: *gossipAddr, Join: *join, Partitions: *partitions, Replicas: *replicas, MetaVoters: *metaVoters, DeadNodeGrace: *deadGrace, MaxMoves: *maxMoves,
-		MemoryHighWater: limit, Logger: log, Raft: raftPolicy,
+		MemoryHighWater: limit, Logger: log, Raft: raftPolicy, TLS: prot.certs, GossipKeys: prot.gossipKeys,
 		LogStore: *logStore, Fatal: func(err error) {
 			// A failed fsync is not retried: the page cache may have dropped
 			// the data. Stop before anything else is acknowledged.
@@ -158,10 +176,21 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
-	srv := rpc.NewServer(*httpAddr, rpc.Handler(n))
+	var tlsConf *tls.Config
+	if prot.certs != nil {
+		tlsConf = prot.certs.ServerConfig()
+	}
+	srv := rpc.NewServer(*httpAddr, rpc.Handler(n, rpc.Security{Tokens: prot.tokens, Certs: prot.certs}), tlsConf)
 	errc := make(chan error, 1)
-	go func() { errc <- srv.ListenAndServe() }()
-	log.Info("topkd serving", "node", id, "http", *httpAddr, "raft", *raftAddr, "data", *dataDir,
+	go func() {
+		if tlsConf != nil {
+			errc <- srv.ListenAndServeTLS("", "")
+			return
+		}
+		errc <- srv.ListenAndServe()
+	}()
+	log.Info("topkd serving", "node", id, "http", *httpAddr, "raft", *raftAddr, "data", *dataDir, "tls", prot.certs != nil,
+		"tokens", prot.tokens != nil, "gossip_encrypted", len(prot.gossipKeys) > 0,
 		"partitions", n.Partitions(), "procs", runtime.GOMAXPROCS(0), "startup", time.Since(start).Round(time.Millisecond))
 	select {
 	case <-ctx.Done():

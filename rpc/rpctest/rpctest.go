@@ -58,7 +58,7 @@ func Start() (*Node, error) {
 		httpLn.Close()
 		return fail(fmt.Errorf("open node: %w", err))
 	}
-	tn := &Node{Addr: httpLn.Addr().String(), Node: n, srv: rpc.NewServer("", rpc.Handler(n)), done: make(chan error, 1), dir: dir}
+	tn := &Node{Addr: httpLn.Addr().String(), Node: n, srv: rpc.NewServer("", rpc.Handler(n, rpc.Security{}), nil), done: make(chan error, 1), dir: dir}
 	go func() { tn.done <- tn.srv.Serve(httpLn) }()
 	return tn, nil
 }

@@ -49,7 +49,7 @@ func TestTokenRoles(t *testing.T) {
 func TestTokenFileErrorsDoNotEchoTokens(t *testing.T) {
 	tok, _, _ := security.NewToken(security.Admin, "")
 	for _, text := range []string{
-		"admin " + tok,        // the token itself pasted instead of its digest
+		"admin " + tok, // the token itself pasted instead of its digest
 		"root " + security.Digest(tok),
 		"admin",
 		"# nothing\n",

@@ -79,6 +79,167 @@ func (Consistency) EnumDescriptor() ([]byte, []int) {
 	return file_topk_v1_topk_proto_rawDescGZIP(), []int{0}
 }
 
+type RotateGossipKeyRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// install, use, remove or list.
+	Op string `protobuf:"bytes,1,opt,name=op,proto3" json:"op,omitempty"`
+	// The key in standard base64 (16, 24 or 32 bytes); empty for list.
+	Key           string `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RotateGossipKeyRequest) Reset() {
+	*x = RotateGossipKeyRequest{}
+	mi := &file_topk_v1_topk_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RotateGossipKeyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RotateGossipKeyRequest) ProtoMessage() {}
+
+func (x *RotateGossipKeyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_topk_v1_topk_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RotateGossipKeyRequest.ProtoReflect.Descriptor instead.
+func (*RotateGossipKeyRequest) Descriptor() ([]byte, []int) {
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *RotateGossipKeyRequest) GetOp() string {
+	if x != nil {
+		return x.Op
+	}
+	return ""
+}
+
+func (x *RotateGossipKeyRequest) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+type RotateGossipKeyResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Members       []*MemberGossipKeys    `protobuf:"bytes,1,rep,name=members,proto3" json:"members,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RotateGossipKeyResponse) Reset() {
+	*x = RotateGossipKeyResponse{}
+	mi := &file_topk_v1_topk_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RotateGossipKeyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RotateGossipKeyResponse) ProtoMessage() {}
+
+func (x *RotateGossipKeyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_topk_v1_topk_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RotateGossipKeyResponse.ProtoReflect.Descriptor instead.
+func (*RotateGossipKeyResponse) Descriptor() ([]byte, []int) {
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *RotateGossipKeyResponse) GetMembers() []*MemberGossipKeys {
+	if x != nil {
+		return x.Members
+	}
+	return nil
+}
+
+type MemberGossipKeys struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Node  string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	// Ids of the member's keys after the step (first 8 hex digits of each
+	// key's SHA-256), the one in use first.
+	KeyIds []string `protobuf:"bytes,2,rep,name=key_ids,json=keyIds,proto3" json:"key_ids,omitempty"`
+	// Why the step failed on this member; empty when it did not.
+	Error         string `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MemberGossipKeys) Reset() {
+	*x = MemberGossipKeys{}
+	mi := &file_topk_v1_topk_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MemberGossipKeys) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MemberGossipKeys) ProtoMessage() {}
+
+func (x *MemberGossipKeys) ProtoReflect() protoreflect.Message {
+	mi := &file_topk_v1_topk_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MemberGossipKeys.ProtoReflect.Descriptor instead.
+func (*MemberGossipKeys) Descriptor() ([]byte, []int) {
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *MemberGossipKeys) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *MemberGossipKeys) GetKeyIds() []string {
+	if x != nil {
+		return x.KeyIds
+	}
+	return nil
+}
+
+func (x *MemberGossipKeys) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
 type RebalanceRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Report the planned swaps without making them.
@@ -89,7 +250,7 @@ type RebalanceRequest struct {
 
 func (x *RebalanceRequest) Reset() {
 	*x = RebalanceRequest{}
-	mi := &file_topk_v1_topk_proto_msgTypes[0]
+	mi := &file_topk_v1_topk_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -101,7 +262,7 @@ func (x *RebalanceRequest) String() string {
 func (*RebalanceRequest) ProtoMessage() {}
 
 func (x *RebalanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_topk_v1_topk_proto_msgTypes[0]
+	mi := &file_topk_v1_topk_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -114,7 +275,7 @@ func (x *RebalanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RebalanceRequest.ProtoReflect.Descriptor instead.
 func (*RebalanceRequest) Descriptor() ([]byte, []int) {
-	return file_topk_v1_topk_proto_rawDescGZIP(), []int{0}
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *RebalanceRequest) GetDryRun() bool {
@@ -138,7 +299,7 @@ type RebalanceResponse struct {
 
 func (x *RebalanceResponse) Reset() {
 	*x = RebalanceResponse{}
-	mi := &file_topk_v1_topk_proto_msgTypes[1]
+	mi := &file_topk_v1_topk_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -150,7 +311,7 @@ func (x *RebalanceResponse) String() string {
 func (*RebalanceResponse) ProtoMessage() {}
 
 func (x *RebalanceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_topk_v1_topk_proto_msgTypes[1]
+	mi := &file_topk_v1_topk_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -163,7 +324,7 @@ func (x *RebalanceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RebalanceResponse.ProtoReflect.Descriptor instead.
 func (*RebalanceResponse) Descriptor() ([]byte, []int) {
-	return file_topk_v1_topk_proto_rawDescGZIP(), []int{1}
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *RebalanceResponse) GetMessage() string {
@@ -202,7 +363,7 @@ type VerifyReplicasRequest struct {
 
 func (x *VerifyReplicasRequest) Reset() {
 	*x = VerifyReplicasRequest{}
-	mi := &file_topk_v1_topk_proto_msgTypes[2]
+	mi := &file_topk_v1_topk_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -214,7 +375,7 @@ func (x *VerifyReplicasRequest) String() string {
 func (*VerifyReplicasRequest) ProtoMessage() {}
 
 func (x *VerifyReplicasRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_topk_v1_topk_proto_msgTypes[2]
+	mi := &file_topk_v1_topk_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -227,7 +388,7 @@ func (x *VerifyReplicasRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyReplicasRequest.ProtoReflect.Descriptor instead.
 func (*VerifyReplicasRequest) Descriptor() ([]byte, []int) {
-	return file_topk_v1_topk_proto_rawDescGZIP(), []int{2}
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{5}
 }
 
 type VerifyReplicasResponse struct {
@@ -241,7 +402,7 @@ type VerifyReplicasResponse struct {
 
 func (x *VerifyReplicasResponse) Reset() {
 	*x = VerifyReplicasResponse{}
-	mi := &file_topk_v1_topk_proto_msgTypes[3]
+	mi := &file_topk_v1_topk_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -253,7 +414,7 @@ func (x *VerifyReplicasResponse) String() string {
 func (*VerifyReplicasResponse) ProtoMessage() {}
 
 func (x *VerifyReplicasResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_topk_v1_topk_proto_msgTypes[3]
+	mi := &file_topk_v1_topk_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -266,7 +427,7 @@ func (x *VerifyReplicasResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyReplicasResponse.ProtoReflect.Descriptor instead.
 func (*VerifyReplicasResponse) Descriptor() ([]byte, []int) {
-	return file_topk_v1_topk_proto_rawDescGZIP(), []int{3}
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *VerifyReplicasResponse) GetPartitions() []*PartitionDigests {
@@ -299,7 +460,7 @@ type PartitionDigests struct {
 
 func (x *PartitionDigests) Reset() {
 	*x = PartitionDigests{}
-	mi := &file_topk_v1_topk_proto_msgTypes[4]
+	mi := &file_topk_v1_topk_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -311,7 +472,7 @@ func (x *PartitionDigests) String() string {
 func (*PartitionDigests) ProtoMessage() {}
 
 func (x *PartitionDigests) ProtoReflect() protoreflect.Message {
-	mi := &file_topk_v1_topk_proto_msgTypes[4]
+	mi := &file_topk_v1_topk_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -324,7 +485,7 @@ func (x *PartitionDigests) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionDigests.ProtoReflect.Descriptor instead.
 func (*PartitionDigests) Descriptor() ([]byte, []int) {
-	return file_topk_v1_topk_proto_rawDescGZIP(), []int{4}
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *PartitionDigests) GetPartition() uint32 {
@@ -376,7 +537,7 @@ type ReplicaDigest struct {
 
 func (x *ReplicaDigest) Reset() {
 	*x = ReplicaDigest{}
-	mi := &file_topk_v1_topk_proto_msgTypes[5]
+	mi := &file_topk_v1_topk_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -388,7 +549,7 @@ func (x *ReplicaDigest) String() string {
 func (*ReplicaDigest) ProtoMessage() {}
 
 func (x *ReplicaDigest) ProtoReflect() protoreflect.Message {
-	mi := &file_topk_v1_topk_proto_msgTypes[5]
+	mi := &file_topk_v1_topk_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -401,7 +562,7 @@ func (x *ReplicaDigest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaDigest.ProtoReflect.Descriptor instead.
 func (*ReplicaDigest) Descriptor() ([]byte, []int) {
-	return file_topk_v1_topk_proto_rawDescGZIP(), []int{5}
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ReplicaDigest) GetNodeId() string {
@@ -436,7 +597,7 @@ type LeaveRequest struct {
 
 func (x *LeaveRequest) Reset() {
 	*x = LeaveRequest{}
-	mi := &file_topk_v1_topk_proto_msgTypes[6]
+	mi := &file_topk_v1_topk_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -448,7 +609,7 @@ func (x *LeaveRequest) String() string {
 func (*LeaveRequest) ProtoMessage() {}
 
 func (x *LeaveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_topk_v1_topk_proto_msgTypes[6]
+	mi := &file_topk_v1_topk_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -461,7 +622,7 @@ func (x *LeaveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaveRequest.ProtoReflect.Descriptor instead.
 func (*LeaveRequest) Descriptor() ([]byte, []int) {
-	return file_topk_v1_topk_proto_rawDescGZIP(), []int{6}
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *LeaveRequest) GetNodeId() string {
@@ -491,7 +652,7 @@ type LeaveResponse struct {
 
 func (x *LeaveResponse) Reset() {
 	*x = LeaveResponse{}
-	mi := &file_topk_v1_topk_proto_msgTypes[7]
+	mi := &file_topk_v1_topk_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -503,7 +664,7 @@ func (x *LeaveResponse) String() string {
 func (*LeaveResponse) ProtoMessage() {}
 
 func (x *LeaveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_topk_v1_topk_proto_msgTypes[7]
+	mi := &file_topk_v1_topk_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -516,7 +677,7 @@ func (x *LeaveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaveResponse.ProtoReflect.Descriptor instead.
 func (*LeaveResponse) Descriptor() ([]byte, []int) {
-	return file_topk_v1_topk_proto_rawDescGZIP(), []int{7}
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *LeaveResponse) GetMessage() string {
@@ -555,7 +716,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_topk_v1_topk_proto_msgTypes[8]
+	mi := &file_topk_v1_topk_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -567,7 +728,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_topk_v1_topk_proto_msgTypes[8]
+	mi := &file_topk_v1_topk_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -580,7 +741,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_topk_v1_topk_proto_rawDescGZIP(), []int{8}
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Event) GetItem() string {
@@ -627,7 +788,7 @@ type IngestRequest struct {
 
 func (x *IngestRequest) Reset() {
 	*x = IngestRequest{}
-	mi := &file_topk_v1_topk_proto_msgTypes[9]
+	mi := &file_topk_v1_topk_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -639,7 +800,7 @@ func (x *IngestRequest) String() string {
 func (*IngestRequest) ProtoMessage() {}
 
 func (x *IngestRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_topk_v1_topk_proto_msgTypes[9]
+	mi := &file_topk_v1_topk_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -652,7 +813,7 @@ func (x *IngestRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IngestRequest.ProtoReflect.Descriptor instead.
 func (*IngestRequest) Descriptor() ([]byte, []int) {
-	return file_topk_v1_topk_proto_rawDescGZIP(), []int{9}
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *IngestRequest) GetLeaderboard() string {
@@ -710,7 +871,7 @@ type EventColumns struct {
 
 func (x *EventColumns) Reset() {
 	*x = EventColumns{}
-	mi := &file_topk_v1_topk_proto_msgTypes[10]
+	mi := &file_topk_v1_topk_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -722,7 +883,7 @@ func (x *EventColumns) String() string {
 func (*EventColumns) ProtoMessage() {}
 
 func (x *EventColumns) ProtoReflect() protoreflect.Message {
-	mi := &file_topk_v1_topk_proto_msgTypes[10]
+	mi := &file_topk_v1_topk_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -735,7 +896,7 @@ func (x *EventColumns) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventColumns.ProtoReflect.Descriptor instead.
 func (*EventColumns) Descriptor() ([]byte, []int) {
-	return file_topk_v1_topk_proto_rawDescGZIP(), []int{10}
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *EventColumns) GetItems() []string {
@@ -769,7 +930,7 @@ type LateDropped struct {
 
 func (x *LateDropped) Reset() {
 	*x = LateDropped{}
-	mi := &file_topk_v1_topk_proto_msgTypes[11]
+	mi := &file_topk_v1_topk_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -781,7 +942,7 @@ func (x *LateDropped) String() string {
 func (*LateDropped) ProtoMessage() {}
 
 func (x *LateDropped) ProtoReflect() protoreflect.Message {
-	mi := &file_topk_v1_topk_proto_msgTypes[11]
+	mi := &file_topk_v1_topk_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -794,7 +955,7 @@ func (x *LateDropped) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LateDropped.ProtoReflect.Descriptor instead.
 func (*LateDropped) Descriptor() ([]byte, []int) {
-	return file_topk_v1_topk_proto_rawDescGZIP(), []int{11}
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *LateDropped) GetWindow() string {
@@ -825,7 +986,7 @@ type IngestResponse struct {
 
 func (x *IngestResponse) Reset() {
 	*x = IngestResponse{}
-	mi := &file_topk_v1_topk_proto_msgTypes[12]
+	mi := &file_topk_v1_topk_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -837,7 +998,7 @@ func (x *IngestResponse) String() string {
 func (*IngestResponse) ProtoMessage() {}
 
 func (x *IngestResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_topk_v1_topk_proto_msgTypes[12]
+	mi := &file_topk_v1_topk_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -850,7 +1011,7 @@ func (x *IngestResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IngestResponse.ProtoReflect.Descriptor instead.
 func (*IngestResponse) Descriptor() ([]byte, []int) {
-	return file_topk_v1_topk_proto_rawDescGZIP(), []int{12}
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *IngestResponse) GetAccepted() uint64 {
@@ -897,7 +1058,7 @@ type TopKRequest struct {
 
 func (x *TopKRequest) Reset() {
 	*x = TopKRequest{}
-	mi := &file_topk_v1_topk_proto_msgTypes[13]
+	mi := &file_topk_v1_topk_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -909,7 +1070,7 @@ func (x *TopKRequest) String() string {
 func (*TopKRequest) ProtoMessage() {}
 
 func (x *TopKRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_topk_v1_topk_proto_msgTypes[13]
+	mi := &file_topk_v1_topk_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -922,7 +1083,7 @@ func (x *TopKRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopKRequest.ProtoReflect.Descriptor instead.
 func (*TopKRequest) Descriptor() ([]byte, []int) {
-	return file_topk_v1_topk_proto_rawDescGZIP(), []int{13}
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *TopKRequest) GetLeaderboard() string {
@@ -972,7 +1133,7 @@ type RankedItem struct {
 
 func (x *RankedItem) Reset() {
 	*x = RankedItem{}
-	mi := &file_topk_v1_topk_proto_msgTypes[14]
+	mi := &file_topk_v1_topk_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -984,7 +1145,7 @@ func (x *RankedItem) String() string {
 func (*RankedItem) ProtoMessage() {}
 
 func (x *RankedItem) ProtoReflect() protoreflect.Message {
-	mi := &file_topk_v1_topk_proto_msgTypes[14]
+	mi := &file_topk_v1_topk_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -997,7 +1158,7 @@ func (x *RankedItem) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RankedItem.ProtoReflect.Descriptor instead.
 func (*RankedItem) Descriptor() ([]byte, []int) {
-	return file_topk_v1_topk_proto_rawDescGZIP(), []int{14}
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *RankedItem) GetId() string {
@@ -1041,7 +1202,7 @@ type WindowInfo struct {
 
 func (x *WindowInfo) Reset() {
 	*x = WindowInfo{}
-	mi := &file_topk_v1_topk_proto_msgTypes[15]
+	mi := &file_topk_v1_topk_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1053,7 +1214,7 @@ func (x *WindowInfo) String() string {
 func (*WindowInfo) ProtoMessage() {}
 
 func (x *WindowInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_topk_v1_topk_proto_msgTypes[15]
+	mi := &file_topk_v1_topk_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1066,7 +1227,7 @@ func (x *WindowInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WindowInfo.ProtoReflect.Descriptor instead.
 func (*WindowInfo) Descriptor() ([]byte, []int) {
-	return file_topk_v1_topk_proto_rawDescGZIP(), []int{15}
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *WindowInfo) GetType() string {
@@ -1117,7 +1278,7 @@ type TopKResponse struct {
 
 func (x *TopKResponse) Reset() {
 	*x = TopKResponse{}
-	mi := &file_topk_v1_topk_proto_msgTypes[16]
+	mi := &file_topk_v1_topk_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1129,7 +1290,7 @@ func (x *TopKResponse) String() string {
 func (*TopKResponse) ProtoMessage() {}
 
 func (x *TopKResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_topk_v1_topk_proto_msgTypes[16]
+	mi := &file_topk_v1_topk_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1142,7 +1303,7 @@ func (x *TopKResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopKResponse.ProtoReflect.Descriptor instead.
 func (*TopKResponse) Descriptor() ([]byte, []int) {
-	return file_topk_v1_topk_proto_rawDescGZIP(), []int{16}
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *TopKResponse) GetLeaderboard() string {
@@ -1227,7 +1388,7 @@ type CountRequest struct {
 
 func (x *CountRequest) Reset() {
 	*x = CountRequest{}
-	mi := &file_topk_v1_topk_proto_msgTypes[17]
+	mi := &file_topk_v1_topk_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1239,7 +1400,7 @@ func (x *CountRequest) String() string {
 func (*CountRequest) ProtoMessage() {}
 
 func (x *CountRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_topk_v1_topk_proto_msgTypes[17]
+	mi := &file_topk_v1_topk_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1252,7 +1413,7 @@ func (x *CountRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CountRequest.ProtoReflect.Descriptor instead.
 func (*CountRequest) Descriptor() ([]byte, []int) {
-	return file_topk_v1_topk_proto_rawDescGZIP(), []int{17}
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *CountRequest) GetLeaderboard() string {
@@ -1302,7 +1463,7 @@ type CountResponse struct {
 
 func (x *CountResponse) Reset() {
 	*x = CountResponse{}
-	mi := &file_topk_v1_topk_proto_msgTypes[18]
+	mi := &file_topk_v1_topk_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1314,7 +1475,7 @@ func (x *CountResponse) String() string {
 func (*CountResponse) ProtoMessage() {}
 
 func (x *CountResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_topk_v1_topk_proto_msgTypes[18]
+	mi := &file_topk_v1_topk_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1327,7 +1488,7 @@ func (x *CountResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CountResponse.ProtoReflect.Descriptor instead.
 func (*CountResponse) Descriptor() ([]byte, []int) {
-	return file_topk_v1_topk_proto_rawDescGZIP(), []int{18}
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *CountResponse) GetId() string {
@@ -1413,7 +1574,7 @@ type Leaderboard struct {
 
 func (x *Leaderboard) Reset() {
 	*x = Leaderboard{}
-	mi := &file_topk_v1_topk_proto_msgTypes[19]
+	mi := &file_topk_v1_topk_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1425,7 +1586,7 @@ func (x *Leaderboard) String() string {
 func (*Leaderboard) ProtoMessage() {}
 
 func (x *Leaderboard) ProtoReflect() protoreflect.Message {
-	mi := &file_topk_v1_topk_proto_msgTypes[19]
+	mi := &file_topk_v1_topk_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1438,7 +1599,7 @@ func (x *Leaderboard) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Leaderboard.ProtoReflect.Descriptor instead.
 func (*Leaderboard) Descriptor() ([]byte, []int) {
-	return file_topk_v1_topk_proto_rawDescGZIP(), []int{19}
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *Leaderboard) GetName() string {
@@ -1541,7 +1702,7 @@ type CreateLeaderboardRequest struct {
 
 func (x *CreateLeaderboardRequest) Reset() {
 	*x = CreateLeaderboardRequest{}
-	mi := &file_topk_v1_topk_proto_msgTypes[20]
+	mi := &file_topk_v1_topk_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1553,7 +1714,7 @@ func (x *CreateLeaderboardRequest) String() string {
 func (*CreateLeaderboardRequest) ProtoMessage() {}
 
 func (x *CreateLeaderboardRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_topk_v1_topk_proto_msgTypes[20]
+	mi := &file_topk_v1_topk_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1566,7 +1727,7 @@ func (x *CreateLeaderboardRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateLeaderboardRequest.ProtoReflect.Descriptor instead.
 func (*CreateLeaderboardRequest) Descriptor() ([]byte, []int) {
-	return file_topk_v1_topk_proto_rawDescGZIP(), []int{20}
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *CreateLeaderboardRequest) GetLeaderboard() *Leaderboard {
@@ -1585,7 +1746,7 @@ type CreateLeaderboardResponse struct {
 
 func (x *CreateLeaderboardResponse) Reset() {
 	*x = CreateLeaderboardResponse{}
-	mi := &file_topk_v1_topk_proto_msgTypes[21]
+	mi := &file_topk_v1_topk_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1597,7 +1758,7 @@ func (x *CreateLeaderboardResponse) String() string {
 func (*CreateLeaderboardResponse) ProtoMessage() {}
 
 func (x *CreateLeaderboardResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_topk_v1_topk_proto_msgTypes[21]
+	mi := &file_topk_v1_topk_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1610,7 +1771,7 @@ func (x *CreateLeaderboardResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateLeaderboardResponse.ProtoReflect.Descriptor instead.
 func (*CreateLeaderboardResponse) Descriptor() ([]byte, []int) {
-	return file_topk_v1_topk_proto_rawDescGZIP(), []int{21}
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *CreateLeaderboardResponse) GetLeaderboard() *Leaderboard {
@@ -1628,7 +1789,7 @@ type ListLeaderboardsRequest struct {
 
 func (x *ListLeaderboardsRequest) Reset() {
 	*x = ListLeaderboardsRequest{}
-	mi := &file_topk_v1_topk_proto_msgTypes[22]
+	mi := &file_topk_v1_topk_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1640,7 +1801,7 @@ func (x *ListLeaderboardsRequest) String() string {
 func (*ListLeaderboardsRequest) ProtoMessage() {}
 
 func (x *ListLeaderboardsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_topk_v1_topk_proto_msgTypes[22]
+	mi := &file_topk_v1_topk_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1653,7 +1814,7 @@ func (x *ListLeaderboardsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListLeaderboardsRequest.ProtoReflect.Descriptor instead.
 func (*ListLeaderboardsRequest) Descriptor() ([]byte, []int) {
-	return file_topk_v1_topk_proto_rawDescGZIP(), []int{22}
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{25}
 }
 
 type ListLeaderboardsResponse struct {
@@ -1665,7 +1826,7 @@ type ListLeaderboardsResponse struct {
 
 func (x *ListLeaderboardsResponse) Reset() {
 	*x = ListLeaderboardsResponse{}
-	mi := &file_topk_v1_topk_proto_msgTypes[23]
+	mi := &file_topk_v1_topk_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1677,7 +1838,7 @@ func (x *ListLeaderboardsResponse) String() string {
 func (*ListLeaderboardsResponse) ProtoMessage() {}
 
 func (x *ListLeaderboardsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_topk_v1_topk_proto_msgTypes[23]
+	mi := &file_topk_v1_topk_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1690,7 +1851,7 @@ func (x *ListLeaderboardsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListLeaderboardsResponse.ProtoReflect.Descriptor instead.
 func (*ListLeaderboardsResponse) Descriptor() ([]byte, []int) {
-	return file_topk_v1_topk_proto_rawDescGZIP(), []int{23}
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ListLeaderboardsResponse) GetLeaderboards() []*Leaderboard {
@@ -1709,7 +1870,7 @@ type DescribeLeaderboardRequest struct {
 
 func (x *DescribeLeaderboardRequest) Reset() {
 	*x = DescribeLeaderboardRequest{}
-	mi := &file_topk_v1_topk_proto_msgTypes[24]
+	mi := &file_topk_v1_topk_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1721,7 +1882,7 @@ func (x *DescribeLeaderboardRequest) String() string {
 func (*DescribeLeaderboardRequest) ProtoMessage() {}
 
 func (x *DescribeLeaderboardRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_topk_v1_topk_proto_msgTypes[24]
+	mi := &file_topk_v1_topk_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1734,7 +1895,7 @@ func (x *DescribeLeaderboardRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeLeaderboardRequest.ProtoReflect.Descriptor instead.
 func (*DescribeLeaderboardRequest) Descriptor() ([]byte, []int) {
-	return file_topk_v1_topk_proto_rawDescGZIP(), []int{24}
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *DescribeLeaderboardRequest) GetName() string {
@@ -1755,7 +1916,7 @@ type WindowStats struct {
 
 func (x *WindowStats) Reset() {
 	*x = WindowStats{}
-	mi := &file_topk_v1_topk_proto_msgTypes[25]
+	mi := &file_topk_v1_topk_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1767,7 +1928,7 @@ func (x *WindowStats) String() string {
 func (*WindowStats) ProtoMessage() {}
 
 func (x *WindowStats) ProtoReflect() protoreflect.Message {
-	mi := &file_topk_v1_topk_proto_msgTypes[25]
+	mi := &file_topk_v1_topk_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1780,7 +1941,7 @@ func (x *WindowStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WindowStats.ProtoReflect.Descriptor instead.
 func (*WindowStats) Descriptor() ([]byte, []int) {
-	return file_topk_v1_topk_proto_rawDescGZIP(), []int{25}
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *WindowStats) GetWindow() string {
@@ -1816,7 +1977,7 @@ type DescribeLeaderboardResponse struct {
 
 func (x *DescribeLeaderboardResponse) Reset() {
 	*x = DescribeLeaderboardResponse{}
-	mi := &file_topk_v1_topk_proto_msgTypes[26]
+	mi := &file_topk_v1_topk_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1828,7 +1989,7 @@ func (x *DescribeLeaderboardResponse) String() string {
 func (*DescribeLeaderboardResponse) ProtoMessage() {}
 
 func (x *DescribeLeaderboardResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_topk_v1_topk_proto_msgTypes[26]
+	mi := &file_topk_v1_topk_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1841,7 +2002,7 @@ func (x *DescribeLeaderboardResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeLeaderboardResponse.ProtoReflect.Descriptor instead.
 func (*DescribeLeaderboardResponse) Descriptor() ([]byte, []int) {
-	return file_topk_v1_topk_proto_rawDescGZIP(), []int{26}
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *DescribeLeaderboardResponse) GetLeaderboard() *Leaderboard {
@@ -1881,7 +2042,7 @@ type DropLeaderboardRequest struct {
 
 func (x *DropLeaderboardRequest) Reset() {
 	*x = DropLeaderboardRequest{}
-	mi := &file_topk_v1_topk_proto_msgTypes[27]
+	mi := &file_topk_v1_topk_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1893,7 +2054,7 @@ func (x *DropLeaderboardRequest) String() string {
 func (*DropLeaderboardRequest) ProtoMessage() {}
 
 func (x *DropLeaderboardRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_topk_v1_topk_proto_msgTypes[27]
+	mi := &file_topk_v1_topk_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1906,7 +2067,7 @@ func (x *DropLeaderboardRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DropLeaderboardRequest.ProtoReflect.Descriptor instead.
 func (*DropLeaderboardRequest) Descriptor() ([]byte, []int) {
-	return file_topk_v1_topk_proto_rawDescGZIP(), []int{27}
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *DropLeaderboardRequest) GetName() string {
@@ -1924,7 +2085,7 @@ type DropLeaderboardResponse struct {
 
 func (x *DropLeaderboardResponse) Reset() {
 	*x = DropLeaderboardResponse{}
-	mi := &file_topk_v1_topk_proto_msgTypes[28]
+	mi := &file_topk_v1_topk_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1936,7 +2097,7 @@ func (x *DropLeaderboardResponse) String() string {
 func (*DropLeaderboardResponse) ProtoMessage() {}
 
 func (x *DropLeaderboardResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_topk_v1_topk_proto_msgTypes[28]
+	mi := &file_topk_v1_topk_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1949,7 +2110,7 @@ func (x *DropLeaderboardResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DropLeaderboardResponse.ProtoReflect.Descriptor instead.
 func (*DropLeaderboardResponse) Descriptor() ([]byte, []int) {
-	return file_topk_v1_topk_proto_rawDescGZIP(), []int{28}
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{31}
 }
 
 type StatusRequest struct {
@@ -1960,7 +2121,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_topk_v1_topk_proto_msgTypes[29]
+	mi := &file_topk_v1_topk_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1972,7 +2133,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_topk_v1_topk_proto_msgTypes[29]
+	mi := &file_topk_v1_topk_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1985,7 +2146,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_topk_v1_topk_proto_rawDescGZIP(), []int{29}
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{32}
 }
 
 type PartitionStatus struct {
@@ -2013,7 +2174,7 @@ type PartitionStatus struct {
 
 func (x *PartitionStatus) Reset() {
 	*x = PartitionStatus{}
-	mi := &file_topk_v1_topk_proto_msgTypes[30]
+	mi := &file_topk_v1_topk_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2025,7 +2186,7 @@ func (x *PartitionStatus) String() string {
 func (*PartitionStatus) ProtoMessage() {}
 
 func (x *PartitionStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_topk_v1_topk_proto_msgTypes[30]
+	mi := &file_topk_v1_topk_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2038,7 +2199,7 @@ func (x *PartitionStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionStatus.ProtoReflect.Descriptor instead.
 func (*PartitionStatus) Descriptor() ([]byte, []int) {
-	return file_topk_v1_topk_proto_rawDescGZIP(), []int{30}
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *PartitionStatus) GetPartition() uint32 {
@@ -2148,7 +2309,7 @@ type NodeStatus struct {
 
 func (x *NodeStatus) Reset() {
 	*x = NodeStatus{}
-	mi := &file_topk_v1_topk_proto_msgTypes[31]
+	mi := &file_topk_v1_topk_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2160,7 +2321,7 @@ func (x *NodeStatus) String() string {
 func (*NodeStatus) ProtoMessage() {}
 
 func (x *NodeStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_topk_v1_topk_proto_msgTypes[31]
+	mi := &file_topk_v1_topk_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2173,7 +2334,7 @@ func (x *NodeStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStatus.ProtoReflect.Descriptor instead.
 func (*NodeStatus) Descriptor() ([]byte, []int) {
-	return file_topk_v1_topk_proto_rawDescGZIP(), []int{31}
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *NodeStatus) GetNodeId() string {
@@ -2259,7 +2420,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_topk_v1_topk_proto_msgTypes[32]
+	mi := &file_topk_v1_topk_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2271,7 +2432,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_topk_v1_topk_proto_msgTypes[32]
+	mi := &file_topk_v1_topk_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2284,7 +2445,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_topk_v1_topk_proto_rawDescGZIP(), []int{32}
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *StatusResponse) GetNode() *NodeStatus {
@@ -2357,7 +2518,7 @@ type IngestLimits struct {
 
 func (x *IngestLimits) Reset() {
 	*x = IngestLimits{}
-	mi := &file_topk_v1_topk_proto_msgTypes[33]
+	mi := &file_topk_v1_topk_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2369,7 +2530,7 @@ func (x *IngestLimits) String() string {
 func (*IngestLimits) ProtoMessage() {}
 
 func (x *IngestLimits) ProtoReflect() protoreflect.Message {
-	mi := &file_topk_v1_topk_proto_msgTypes[33]
+	mi := &file_topk_v1_topk_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2382,7 +2543,7 @@ func (x *IngestLimits) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IngestLimits.ProtoReflect.Descriptor instead.
 func (*IngestLimits) Descriptor() ([]byte, []int) {
-	return file_topk_v1_topk_proto_rawDescGZIP(), []int{33}
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *IngestLimits) GetMaxBatchEvents() uint32 {
@@ -2428,7 +2589,7 @@ type MoveStatus struct {
 
 func (x *MoveStatus) Reset() {
 	*x = MoveStatus{}
-	mi := &file_topk_v1_topk_proto_msgTypes[34]
+	mi := &file_topk_v1_topk_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2440,7 +2601,7 @@ func (x *MoveStatus) String() string {
 func (*MoveStatus) ProtoMessage() {}
 
 func (x *MoveStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_topk_v1_topk_proto_msgTypes[34]
+	mi := &file_topk_v1_topk_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2453,7 +2614,7 @@ func (x *MoveStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MoveStatus.ProtoReflect.Descriptor instead.
 func (*MoveStatus) Descriptor() ([]byte, []int) {
-	return file_topk_v1_topk_proto_rawDescGZIP(), []int{34}
+	return file_topk_v1_topk_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *MoveStatus) GetPartition() uint32 {
@@ -2495,7 +2656,16 @@ var File_topk_v1_topk_proto protoreflect.FileDescriptor
 
 const file_topk_v1_topk_proto_rawDesc = "" +
 	"\n" +
-	"\x12topk/v1/topk.proto\x12\atopk.v1\"+\n" +
+	"\x12topk/v1/topk.proto\x12\atopk.v1\":\n" +
+	"\x16RotateGossipKeyRequest\x12\x0e\n" +
+	"\x02op\x18\x01 \x01(\tR\x02op\x12\x10\n" +
+	"\x03key\x18\x02 \x01(\tR\x03key\"N\n" +
+	"\x17RotateGossipKeyResponse\x123\n" +
+	"\amembers\x18\x01 \x03(\v2\x19.topk.v1.MemberGossipKeysR\amembers\"U\n" +
+	"\x10MemberGossipKeys\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12\x17\n" +
+	"\akey_ids\x18\x02 \x03(\tR\x06keyIds\x12\x14\n" +
+	"\x05error\x18\x03 \x01(\tR\x05error\"+\n" +
 	"\x10RebalanceRequest\x12\x17\n" +
 	"\adry_run\x18\x01 \x01(\bR\x06dryRun\"o\n" +
 	"\x11RebalanceResponse\x12\x18\n" +
@@ -2705,7 +2875,7 @@ const file_topk_v1_topk_proto_rawDesc = "" +
 	"\x17CONSISTENCY_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12CONSISTENCY_CACHED\x10\x01\x12\x16\n" +
 	"\x12CONSISTENCY_LEADER\x10\x02\x12\x1c\n" +
-	"\x18CONSISTENCY_LINEARIZABLE\x10\x032\xd5\x06\n" +
+	"\x18CONSISTENCY_LINEARIZABLE\x10\x032\xad\a\n" +
 	"\vTopKService\x12;\n" +
 	"\x06Ingest\x12\x16.topk.v1.IngestRequest\x1a\x17.topk.v1.IngestResponse\"\x00\x128\n" +
 	"\x04TopK\x12\x14.topk.v1.TopKRequest\x1a\x15.topk.v1.TopKResponse\"\x03\x90\x02\x01\x12;\n" +
@@ -2717,7 +2887,8 @@ const file_topk_v1_topk_proto_rawDesc = "" +
 	"\x06Status\x12\x16.topk.v1.StatusRequest\x1a\x17.topk.v1.StatusResponse\"\x03\x90\x02\x01\x12:\n" +
 	"\x05Leave\x12\x15.topk.v1.LeaveRequest\x1a\x16.topk.v1.LeaveResponse\"\x000\x01\x12S\n" +
 	"\x0eVerifyReplicas\x12\x1e.topk.v1.VerifyReplicasRequest\x1a\x1f.topk.v1.VerifyReplicasResponse\"\x00\x12F\n" +
-	"\tRebalance\x12\x19.topk.v1.RebalanceRequest\x1a\x1a.topk.v1.RebalanceResponse\"\x000\x01B-Z+github.com/topkd/topkd/proto/topk/v1;topkv1b\x06proto3"
+	"\tRebalance\x12\x19.topk.v1.RebalanceRequest\x1a\x1a.topk.v1.RebalanceResponse\"\x000\x01\x12V\n" +
+	"\x0fRotateGossipKey\x12\x1f.topk.v1.RotateGossipKeyRequest\x1a .topk.v1.RotateGossipKeyResponse\"\x00B-Z+github.com/topkd/topkd/proto/topk/v1;topkv1b\x06proto3"
 
 var (
 	file_topk_v1_topk_proto_rawDescOnce sync.Once
@@ -2732,97 +2903,103 @@ func file_topk_v1_topk_proto_rawDescGZIP() []byte {
 }
 
 var file_topk_v1_topk_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_topk_v1_topk_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
+var file_topk_v1_topk_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
 var file_topk_v1_topk_proto_goTypes = []any{
 	(Consistency)(0),                    // 0: topk.v1.Consistency
-	(*RebalanceRequest)(nil),            // 1: topk.v1.RebalanceRequest
-	(*RebalanceResponse)(nil),           // 2: topk.v1.RebalanceResponse
-	(*VerifyReplicasRequest)(nil),       // 3: topk.v1.VerifyReplicasRequest
-	(*VerifyReplicasResponse)(nil),      // 4: topk.v1.VerifyReplicasResponse
-	(*PartitionDigests)(nil),            // 5: topk.v1.PartitionDigests
-	(*ReplicaDigest)(nil),               // 6: topk.v1.ReplicaDigest
-	(*LeaveRequest)(nil),                // 7: topk.v1.LeaveRequest
-	(*LeaveResponse)(nil),               // 8: topk.v1.LeaveResponse
-	(*Event)(nil),                       // 9: topk.v1.Event
-	(*IngestRequest)(nil),               // 10: topk.v1.IngestRequest
-	(*EventColumns)(nil),                // 11: topk.v1.EventColumns
-	(*LateDropped)(nil),                 // 12: topk.v1.LateDropped
-	(*IngestResponse)(nil),              // 13: topk.v1.IngestResponse
-	(*TopKRequest)(nil),                 // 14: topk.v1.TopKRequest
-	(*RankedItem)(nil),                  // 15: topk.v1.RankedItem
-	(*WindowInfo)(nil),                  // 16: topk.v1.WindowInfo
-	(*TopKResponse)(nil),                // 17: topk.v1.TopKResponse
-	(*CountRequest)(nil),                // 18: topk.v1.CountRequest
-	(*CountResponse)(nil),               // 19: topk.v1.CountResponse
-	(*Leaderboard)(nil),                 // 20: topk.v1.Leaderboard
-	(*CreateLeaderboardRequest)(nil),    // 21: topk.v1.CreateLeaderboardRequest
-	(*CreateLeaderboardResponse)(nil),   // 22: topk.v1.CreateLeaderboardResponse
-	(*ListLeaderboardsRequest)(nil),     // 23: topk.v1.ListLeaderboardsRequest
-	(*ListLeaderboardsResponse)(nil),    // 24: topk.v1.ListLeaderboardsResponse
-	(*DescribeLeaderboardRequest)(nil),  // 25: topk.v1.DescribeLeaderboardRequest
-	(*WindowStats)(nil),                 // 26: topk.v1.WindowStats
-	(*DescribeLeaderboardResponse)(nil), // 27: topk.v1.DescribeLeaderboardResponse
-	(*DropLeaderboardRequest)(nil),      // 28: topk.v1.DropLeaderboardRequest
-	(*DropLeaderboardResponse)(nil),     // 29: topk.v1.DropLeaderboardResponse
-	(*StatusRequest)(nil),               // 30: topk.v1.StatusRequest
-	(*PartitionStatus)(nil),             // 31: topk.v1.PartitionStatus
-	(*NodeStatus)(nil),                  // 32: topk.v1.NodeStatus
-	(*StatusResponse)(nil),              // 33: topk.v1.StatusResponse
-	(*IngestLimits)(nil),                // 34: topk.v1.IngestLimits
-	(*MoveStatus)(nil),                  // 35: topk.v1.MoveStatus
-	nil,                                 // 36: topk.v1.Event.DimensionsEntry
+	(*RotateGossipKeyRequest)(nil),      // 1: topk.v1.RotateGossipKeyRequest
+	(*RotateGossipKeyResponse)(nil),     // 2: topk.v1.RotateGossipKeyResponse
+	(*MemberGossipKeys)(nil),            // 3: topk.v1.MemberGossipKeys
+	(*RebalanceRequest)(nil),            // 4: topk.v1.RebalanceRequest
+	(*RebalanceResponse)(nil),           // 5: topk.v1.RebalanceResponse
+	(*VerifyReplicasRequest)(nil),       // 6: topk.v1.VerifyReplicasRequest
+	(*VerifyReplicasResponse)(nil),      // 7: topk.v1.VerifyReplicasResponse
+	(*PartitionDigests)(nil),            // 8: topk.v1.PartitionDigests
+	(*ReplicaDigest)(nil),               // 9: topk.v1.ReplicaDigest
+	(*LeaveRequest)(nil),                // 10: topk.v1.LeaveRequest
+	(*LeaveResponse)(nil),               // 11: topk.v1.LeaveResponse
+	(*Event)(nil),                       // 12: topk.v1.Event
+	(*IngestRequest)(nil),               // 13: topk.v1.IngestRequest
+	(*EventColumns)(nil),                // 14: topk.v1.EventColumns
+	(*LateDropped)(nil),                 // 15: topk.v1.LateDropped
+	(*IngestResponse)(nil),              // 16: topk.v1.IngestResponse
+	(*TopKRequest)(nil),                 // 17: topk.v1.TopKRequest
+	(*RankedItem)(nil),                  // 18: topk.v1.RankedItem
+	(*WindowInfo)(nil),                  // 19: topk.v1.WindowInfo
+	(*TopKResponse)(nil),                // 20: topk.v1.TopKResponse
+	(*CountRequest)(nil),                // 21: topk.v1.CountRequest
+	(*CountResponse)(nil),               // 22: topk.v1.CountResponse
+	(*Leaderboard)(nil),                 // 23: topk.v1.Leaderboard
+	(*CreateLeaderboardRequest)(nil),    // 24: topk.v1.CreateLeaderboardRequest
+	(*CreateLeaderboardResponse)(nil),   // 25: topk.v1.CreateLeaderboardResponse
+	(*ListLeaderboardsRequest)(nil),     // 26: topk.v1.ListLeaderboardsRequest
+	(*ListLeaderboardsResponse)(nil),    // 27: topk.v1.ListLeaderboardsResponse
+	(*DescribeLeaderboardRequest)(nil),  // 28: topk.v1.DescribeLeaderboardRequest
+	(*WindowStats)(nil),                 // 29: topk.v1.WindowStats
+	(*DescribeLeaderboardResponse)(nil), // 30: topk.v1.DescribeLeaderboardResponse
+	(*DropLeaderboardRequest)(nil),      // 31: topk.v1.DropLeaderboardRequest
+	(*DropLeaderboardResponse)(nil),     // 32: topk.v1.DropLeaderboardResponse
+	(*StatusRequest)(nil),               // 33: topk.v1.StatusRequest
+	(*PartitionStatus)(nil),             // 34: topk.v1.PartitionStatus
+	(*NodeStatus)(nil),                  // 35: topk.v1.NodeStatus
+	(*StatusResponse)(nil),              // 36: topk.v1.StatusResponse
+	(*IngestLimits)(nil),                // 37: topk.v1.IngestLimits
+	(*MoveStatus)(nil),                  // 38: topk.v1.MoveStatus
+	nil,                                 // 39: topk.v1.Event.DimensionsEntry
 }
 var file_topk_v1_topk_proto_depIdxs = []int32{
-	5,  // 0: topk.v1.VerifyReplicasResponse.partitions:type_name -> topk.v1.PartitionDigests
-	6,  // 1: topk.v1.PartitionDigests.replicas:type_name -> topk.v1.ReplicaDigest
-	36, // 2: topk.v1.Event.dimensions:type_name -> topk.v1.Event.DimensionsEntry
-	9,  // 3: topk.v1.IngestRequest.events:type_name -> topk.v1.Event
-	11, // 4: topk.v1.IngestRequest.columns:type_name -> topk.v1.EventColumns
-	12, // 5: topk.v1.IngestResponse.late_dropped:type_name -> topk.v1.LateDropped
-	0,  // 6: topk.v1.TopKRequest.consistency:type_name -> topk.v1.Consistency
-	15, // 7: topk.v1.TopKResponse.items:type_name -> topk.v1.RankedItem
-	16, // 8: topk.v1.TopKResponse.window:type_name -> topk.v1.WindowInfo
-	0,  // 9: topk.v1.TopKResponse.consistency:type_name -> topk.v1.Consistency
-	0,  // 10: topk.v1.CountRequest.consistency:type_name -> topk.v1.Consistency
-	16, // 11: topk.v1.CountResponse.window:type_name -> topk.v1.WindowInfo
-	0,  // 12: topk.v1.CountResponse.consistency:type_name -> topk.v1.Consistency
-	20, // 13: topk.v1.CreateLeaderboardRequest.leaderboard:type_name -> topk.v1.Leaderboard
-	20, // 14: topk.v1.CreateLeaderboardResponse.leaderboard:type_name -> topk.v1.Leaderboard
-	20, // 15: topk.v1.ListLeaderboardsResponse.leaderboards:type_name -> topk.v1.Leaderboard
-	20, // 16: topk.v1.DescribeLeaderboardResponse.leaderboard:type_name -> topk.v1.Leaderboard
-	26, // 17: topk.v1.DescribeLeaderboardResponse.windows:type_name -> topk.v1.WindowStats
-	32, // 18: topk.v1.StatusResponse.node:type_name -> topk.v1.NodeStatus
-	31, // 19: topk.v1.StatusResponse.partition_status:type_name -> topk.v1.PartitionStatus
-	32, // 20: topk.v1.StatusResponse.nodes:type_name -> topk.v1.NodeStatus
-	35, // 21: topk.v1.StatusResponse.moves:type_name -> topk.v1.MoveStatus
-	34, // 22: topk.v1.StatusResponse.ingest_limits:type_name -> topk.v1.IngestLimits
-	10, // 23: topk.v1.TopKService.Ingest:input_type -> topk.v1.IngestRequest
-	14, // 24: topk.v1.TopKService.TopK:input_type -> topk.v1.TopKRequest
-	18, // 25: topk.v1.TopKService.Count:input_type -> topk.v1.CountRequest
-	21, // 26: topk.v1.TopKService.CreateLeaderboard:input_type -> topk.v1.CreateLeaderboardRequest
-	23, // 27: topk.v1.TopKService.ListLeaderboards:input_type -> topk.v1.ListLeaderboardsRequest
-	25, // 28: topk.v1.TopKService.DescribeLeaderboard:input_type -> topk.v1.DescribeLeaderboardRequest
-	28, // 29: topk.v1.TopKService.DropLeaderboard:input_type -> topk.v1.DropLeaderboardRequest
-	30, // 30: topk.v1.TopKService.Status:input_type -> topk.v1.StatusRequest
-	7,  // 31: topk.v1.TopKService.Leave:input_type -> topk.v1.LeaveRequest
-	3,  // 32: topk.v1.TopKService.VerifyReplicas:input_type -> topk.v1.VerifyReplicasRequest
-	1,  // 33: topk.v1.TopKService.Rebalance:input_type -> topk.v1.RebalanceRequest
-	13, // 34: topk.v1.TopKService.Ingest:output_type -> topk.v1.IngestResponse
-	17, // 35: topk.v1.TopKService.TopK:output_type -> topk.v1.TopKResponse
-	19, // 36: topk.v1.TopKService.Count:output_type -> topk.v1.CountResponse
-	22, // 37: topk.v1.TopKService.CreateLeaderboard:output_type -> topk.v1.CreateLeaderboardResponse
-	24, // 38: topk.v1.TopKService.ListLeaderboards:output_type -> topk.v1.ListLeaderboardsResponse
-	27, // 39: topk.v1.TopKService.DescribeLeaderboard:output_type -> topk.v1.DescribeLeaderboardResponse
-	29, // 40: topk.v1.TopKService.DropLeaderboard:output_type -> topk.v1.DropLeaderboardResponse
-	33, // 41: topk.v1.TopKService.Status:output_type -> topk.v1.StatusResponse
-	8,  // 42: topk.v1.TopKService.Leave:output_type -> topk.v1.LeaveResponse
-	4,  // 43: topk.v1.TopKService.VerifyReplicas:output_type -> topk.v1.VerifyReplicasResponse
-	2,  // 44: topk.v1.TopKService.Rebalance:output_type -> topk.v1.RebalanceResponse
-	34, // [34:45] is the sub-list for method output_type
-	23, // [23:34] is the sub-list for method input_type
-	23, // [23:23] is the sub-list for extension type_name
-	23, // [23:23] is the sub-list for extension extendee
-	0,  // [0:23] is the sub-list for field type_name
+	3,  // 0: topk.v1.RotateGossipKeyResponse.members:type_name -> topk.v1.MemberGossipKeys
+	8,  // 1: topk.v1.VerifyReplicasResponse.partitions:type_name -> topk.v1.PartitionDigests
+	9,  // 2: topk.v1.PartitionDigests.replicas:type_name -> topk.v1.ReplicaDigest
+	39, // 3: topk.v1.Event.dimensions:type_name -> topk.v1.Event.DimensionsEntry
+	12, // 4: topk.v1.IngestRequest.events:type_name -> topk.v1.Event
+	14, // 5: topk.v1.IngestRequest.columns:type_name -> topk.v1.EventColumns
+	15, // 6: topk.v1.IngestResponse.late_dropped:type_name -> topk.v1.LateDropped
+	0,  // 7: topk.v1.TopKRequest.consistency:type_name -> topk.v1.Consistency
+	18, // 8: topk.v1.TopKResponse.items:type_name -> topk.v1.RankedItem
+	19, // 9: topk.v1.TopKResponse.window:type_name -> topk.v1.WindowInfo
+	0,  // 10: topk.v1.TopKResponse.consistency:type_name -> topk.v1.Consistency
+	0,  // 11: topk.v1.CountRequest.consistency:type_name -> topk.v1.Consistency
+	19, // 12: topk.v1.CountResponse.window:type_name -> topk.v1.WindowInfo
+	0,  // 13: topk.v1.CountResponse.consistency:type_name -> topk.v1.Consistency
+	23, // 14: topk.v1.CreateLeaderboardRequest.leaderboard:type_name -> topk.v1.Leaderboard
+	23, // 15: topk.v1.CreateLeaderboardResponse.leaderboard:type_name -> topk.v1.Leaderboard
+	23, // 16: topk.v1.ListLeaderboardsResponse.leaderboards:type_name -> topk.v1.Leaderboard
+	23, // 17: topk.v1.DescribeLeaderboardResponse.leaderboard:type_name -> topk.v1.Leaderboard
+	29, // 18: topk.v1.DescribeLeaderboardResponse.windows:type_name -> topk.v1.WindowStats
+	35, // 19: topk.v1.StatusResponse.node:type_name -> topk.v1.NodeStatus
+	34, // 20: topk.v1.StatusResponse.partition_status:type_name -> topk.v1.PartitionStatus
+	35, // 21: topk.v1.StatusResponse.nodes:type_name -> topk.v1.NodeStatus
+	38, // 22: topk.v1.StatusResponse.moves:type_name -> topk.v1.MoveStatus
+	37, // 23: topk.v1.StatusResponse.ingest_limits:type_name -> topk.v1.IngestLimits
+	13, // 24: topk.v1.TopKService.Ingest:input_type -> topk.v1.IngestRequest
+	17, // 25: topk.v1.TopKService.TopK:input_type -> topk.v1.TopKRequest
+	21, // 26: topk.v1.TopKService.Count:input_type -> topk.v1.CountRequest
+	24, // 27: topk.v1.TopKService.CreateLeaderboard:input_type -> topk.v1.CreateLeaderboardRequest
+	26, // 28: topk.v1.TopKService.ListLeaderboards:input_type -> topk.v1.ListLeaderboardsRequest
+	28, // 29: topk.v1.TopKService.DescribeLeaderboard:input_type -> topk.v1.DescribeLeaderboardRequest
+	31, // 30: topk.v1.TopKService.DropLeaderboard:input_type -> topk.v1.DropLeaderboardRequest
+	33, // 31: topk.v1.TopKService.Status:input_type -> topk.v1.StatusRequest
+	10, // 32: topk.v1.TopKService.Leave:input_type -> topk.v1.LeaveRequest
+	6,  // 33: topk.v1.TopKService.VerifyReplicas:input_type -> topk.v1.VerifyReplicasRequest
+	4,  // 34: topk.v1.TopKService.Rebalance:input_type -> topk.v1.RebalanceRequest
+	1,  // 35: topk.v1.TopKService.RotateGossipKey:input_type -> topk.v1.RotateGossipKeyRequest
+	16, // 36: topk.v1.TopKService.Ingest:output_type -> topk.v1.IngestResponse
+	20, // 37: topk.v1.TopKService.TopK:output_type -> topk.v1.TopKResponse
+	22, // 38: topk.v1.TopKService.Count:output_type -> topk.v1.CountResponse
+	25, // 39: topk.v1.TopKService.CreateLeaderboard:output_type -> topk.v1.CreateLeaderboardResponse
+	27, // 40: topk.v1.TopKService.ListLeaderboards:output_type -> topk.v1.ListLeaderboardsResponse
+	30, // 41: topk.v1.TopKService.DescribeLeaderboard:output_type -> topk.v1.DescribeLeaderboardResponse
+	32, // 42: topk.v1.TopKService.DropLeaderboard:output_type -> topk.v1.DropLeaderboardResponse
+	36, // 43: topk.v1.TopKService.Status:output_type -> topk.v1.StatusResponse
+	11, // 44: topk.v1.TopKService.Leave:output_type -> topk.v1.LeaveResponse
+	7,  // 45: topk.v1.TopKService.VerifyReplicas:output_type -> topk.v1.VerifyReplicasResponse
+	5,  // 46: topk.v1.TopKService.Rebalance:output_type -> topk.v1.RebalanceResponse
+	2,  // 47: topk.v1.TopKService.RotateGossipKey:output_type -> topk.v1.RotateGossipKeyResponse
+	36, // [36:48] is the sub-list for method output_type
+	24, // [24:36] is the sub-list for method input_type
+	24, // [24:24] is the sub-list for extension type_name
+	24, // [24:24] is the sub-list for extension extendee
+	0,  // [0:24] is the sub-list for field type_name
 }
 
 func init() { file_topk_v1_topk_proto_init() }
@@ -2836,7 +3013,7 @@ func file_topk_v1_topk_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_topk_v1_topk_proto_rawDesc), len(file_topk_v1_topk_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   36,
+			NumMessages:   39,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -63,6 +63,9 @@ const (
 	TopKServiceVerifyReplicasProcedure = "/topk.v1.TopKService/VerifyReplicas"
 	// TopKServiceRebalanceProcedure is the fully-qualified name of the TopKService's Rebalance RPC.
 	TopKServiceRebalanceProcedure = "/topk.v1.TopKService/Rebalance"
+	// TopKServiceRotateGossipKeyProcedure is the fully-qualified name of the TopKService's
+	// RotateGossipKey RPC.
+	TopKServiceRotateGossipKeyProcedure = "/topk.v1.TopKService/RotateGossipKey"
 )
 
 // TopKServiceClient is a client for the topk.v1.TopKService service.
@@ -91,6 +94,10 @@ type TopKServiceClient interface {
 	// the busiest nodes to the least busy (swaps that keep every node's count
 	// of each), streaming what it moves; it ends when the moves are done.
 	Rebalance(context.Context, *connect.Request[v1.RebalanceRequest]) (*connect.ServerStreamForClient[v1.RebalanceResponse], error)
+	// RotateGossipKey applies one step of a gossip key rotation on every
+	// member: install a key, use it for sending, remove an old one, or list.
+	// A step succeeds only if every member took it.
+	RotateGossipKey(context.Context, *connect.Request[v1.RotateGossipKeyRequest]) (*connect.Response[v1.RotateGossipKeyResponse], error)
 }
 
 // NewTopKServiceClient constructs a client for the topk.v1.TopKService service. By default, it uses
@@ -175,6 +182,12 @@ func NewTopKServiceClient(httpClient connect.HTTPClient, baseURL string, opts ..
 			connect.WithSchema(topKServiceMethods.ByName("Rebalance")),
 			connect.WithClientOptions(opts...),
 		),
+		rotateGossipKey: connect.NewClient[v1.RotateGossipKeyRequest, v1.RotateGossipKeyResponse](
+			httpClient,
+			baseURL+TopKServiceRotateGossipKeyProcedure,
+			connect.WithSchema(topKServiceMethods.ByName("RotateGossipKey")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -191,6 +204,7 @@ type topKServiceClient struct {
 	leave               *connect.Client[v1.LeaveRequest, v1.LeaveResponse]
 	verifyReplicas      *connect.Client[v1.VerifyReplicasRequest, v1.VerifyReplicasResponse]
 	rebalance           *connect.Client[v1.RebalanceRequest, v1.RebalanceResponse]
+	rotateGossipKey     *connect.Client[v1.RotateGossipKeyRequest, v1.RotateGossipKeyResponse]
 }
 
 // Ingest calls topk.v1.TopKService.Ingest.
@@ -248,6 +262,11 @@ func (c *topKServiceClient) Rebalance(ctx context.Context, req *connect.Request[
 	return c.rebalance.CallServerStream(ctx, req)
 }
 
+// RotateGossipKey calls topk.v1.TopKService.RotateGossipKey.
+func (c *topKServiceClient) RotateGossipKey(ctx context.Context, req *connect.Request[v1.RotateGossipKeyRequest]) (*connect.Response[v1.RotateGossipKeyResponse], error) {
+	return c.rotateGossipKey.CallUnary(ctx, req)
+}
+
 // TopKServiceHandler is an implementation of the topk.v1.TopKService service.
 type TopKServiceHandler interface {
 	// Ingest counts a batch of events. With producer_id set, a retry with the same
@@ -274,6 +293,10 @@ type TopKServiceHandler interface {
 	// the busiest nodes to the least busy (swaps that keep every node's count
 	// of each), streaming what it moves; it ends when the moves are done.
 	Rebalance(context.Context, *connect.Request[v1.RebalanceRequest], *connect.ServerStream[v1.RebalanceResponse]) error
+	// RotateGossipKey applies one step of a gossip key rotation on every
+	// member: install a key, use it for sending, remove an old one, or list.
+	// A step succeeds only if every member took it.
+	RotateGossipKey(context.Context, *connect.Request[v1.RotateGossipKeyRequest]) (*connect.Response[v1.RotateGossipKeyResponse], error)
 }
 
 // NewTopKServiceHandler builds an HTTP handler from the service implementation. It returns the path
@@ -354,6 +377,12 @@ func NewTopKServiceHandler(svc TopKServiceHandler, opts ...connect.HandlerOption
 		connect.WithSchema(topKServiceMethods.ByName("Rebalance")),
 		connect.WithHandlerOptions(opts...),
 	)
+	topKServiceRotateGossipKeyHandler := connect.NewUnaryHandler(
+		TopKServiceRotateGossipKeyProcedure,
+		svc.RotateGossipKey,
+		connect.WithSchema(topKServiceMethods.ByName("RotateGossipKey")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/topk.v1.TopKService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case TopKServiceIngestProcedure:
@@ -378,6 +407,8 @@ func NewTopKServiceHandler(svc TopKServiceHandler, opts ...connect.HandlerOption
 			topKServiceVerifyReplicasHandler.ServeHTTP(w, r)
 		case TopKServiceRebalanceProcedure:
 			topKServiceRebalanceHandler.ServeHTTP(w, r)
+		case TopKServiceRotateGossipKeyProcedure:
+			topKServiceRotateGossipKeyHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -429,4 +460,8 @@ func (UnimplementedTopKServiceHandler) VerifyReplicas(context.Context, *connect.
 
 func (UnimplementedTopKServiceHandler) Rebalance(context.Context, *connect.Request[v1.RebalanceRequest], *connect.ServerStream[v1.RebalanceResponse]) error {
 	return connect.NewError(connect.CodeUnimplemented, errors.New("topk.v1.TopKService.Rebalance is not implemented"))
+}
+
+func (UnimplementedTopKServiceHandler) RotateGossipKey(context.Context, *connect.Request[v1.RotateGossipKeyRequest]) (*connect.Response[v1.RotateGossipKeyResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("topk.v1.TopKService.RotateGossipKey is not implemented"))
 }

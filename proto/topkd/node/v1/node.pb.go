@@ -84,6 +84,104 @@ func (Consistency) EnumDescriptor() ([]byte, []int) {
 	return file_topkd_node_v1_node_proto_rawDescGZIP(), []int{0}
 }
 
+type GossipKeyRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// install, use, remove or list.
+	Op            string `protobuf:"bytes,1,opt,name=op,proto3" json:"op,omitempty"`
+	Key           []byte `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GossipKeyRequest) Reset() {
+	*x = GossipKeyRequest{}
+	mi := &file_topkd_node_v1_node_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GossipKeyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GossipKeyRequest) ProtoMessage() {}
+
+func (x *GossipKeyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_topkd_node_v1_node_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GossipKeyRequest.ProtoReflect.Descriptor instead.
+func (*GossipKeyRequest) Descriptor() ([]byte, []int) {
+	return file_topkd_node_v1_node_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *GossipKeyRequest) GetOp() string {
+	if x != nil {
+		return x.Op
+	}
+	return ""
+}
+
+func (x *GossipKeyRequest) GetKey() []byte {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+type GossipKeyResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The keyring's ids after the step, the one in use first.
+	KeyIds        []string `protobuf:"bytes,1,rep,name=key_ids,json=keyIds,proto3" json:"key_ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GossipKeyResponse) Reset() {
+	*x = GossipKeyResponse{}
+	mi := &file_topkd_node_v1_node_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GossipKeyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GossipKeyResponse) ProtoMessage() {}
+
+func (x *GossipKeyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_topkd_node_v1_node_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GossipKeyResponse.ProtoReflect.Descriptor instead.
+func (*GossipKeyResponse) Descriptor() ([]byte, []int) {
+	return file_topkd_node_v1_node_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *GossipKeyResponse) GetKeyIds() []string {
+	if x != nil {
+		return x.KeyIds
+	}
+	return nil
+}
+
 type SubmitRequest struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	Partition uint32                 `protobuf:"varint,1,opt,name=partition,proto3" json:"partition,omitempty"`
@@ -97,7 +195,7 @@ type SubmitRequest struct {
 
 func (x *SubmitRequest) Reset() {
 	*x = SubmitRequest{}
-	mi := &file_topkd_node_v1_node_proto_msgTypes[0]
+	mi := &file_topkd_node_v1_node_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -109,7 +207,7 @@ func (x *SubmitRequest) String() string {
 func (*SubmitRequest) ProtoMessage() {}
 
 func (x *SubmitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_topkd_node_v1_node_proto_msgTypes[0]
+	mi := &file_topkd_node_v1_node_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -122,7 +220,7 @@ func (x *SubmitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitRequest.ProtoReflect.Descriptor instead.
 func (*SubmitRequest) Descriptor() ([]byte, []int) {
-	return file_topkd_node_v1_node_proto_rawDescGZIP(), []int{0}
+	return file_topkd_node_v1_node_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *SubmitRequest) GetPartition() uint32 {
@@ -155,7 +253,7 @@ type SubmitResponse struct {
 
 func (x *SubmitResponse) Reset() {
 	*x = SubmitResponse{}
-	mi := &file_topkd_node_v1_node_proto_msgTypes[1]
+	mi := &file_topkd_node_v1_node_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -167,7 +265,7 @@ func (x *SubmitResponse) String() string {
 func (*SubmitResponse) ProtoMessage() {}
 
 func (x *SubmitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_topkd_node_v1_node_proto_msgTypes[1]
+	mi := &file_topkd_node_v1_node_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -180,7 +278,7 @@ func (x *SubmitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitResponse.ProtoReflect.Descriptor instead.
 func (*SubmitResponse) Descriptor() ([]byte, []int) {
-	return file_topkd_node_v1_node_proto_rawDescGZIP(), []int{1}
+	return file_topkd_node_v1_node_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *SubmitResponse) GetOutcome() *v1.Outcome {
@@ -202,7 +300,7 @@ type Item struct {
 
 func (x *Item) Reset() {
 	*x = Item{}
-	mi := &file_topkd_node_v1_node_proto_msgTypes[2]
+	mi := &file_topkd_node_v1_node_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -214,7 +312,7 @@ func (x *Item) String() string {
 func (*Item) ProtoMessage() {}
 
 func (x *Item) ProtoReflect() protoreflect.Message {
-	mi := &file_topkd_node_v1_node_proto_msgTypes[2]
+	mi := &file_topkd_node_v1_node_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -227,7 +325,7 @@ func (x *Item) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Item.ProtoReflect.Descriptor instead.
 func (*Item) Descriptor() ([]byte, []int) {
-	return file_topkd_node_v1_node_proto_rawDescGZIP(), []int{2}
+	return file_topkd_node_v1_node_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Item) GetItem() string {
@@ -272,7 +370,7 @@ type TopKRequest struct {
 
 func (x *TopKRequest) Reset() {
 	*x = TopKRequest{}
-	mi := &file_topkd_node_v1_node_proto_msgTypes[3]
+	mi := &file_topkd_node_v1_node_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -284,7 +382,7 @@ func (x *TopKRequest) String() string {
 func (*TopKRequest) ProtoMessage() {}
 
 func (x *TopKRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_topkd_node_v1_node_proto_msgTypes[3]
+	mi := &file_topkd_node_v1_node_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -297,7 +395,7 @@ func (x *TopKRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopKRequest.ProtoReflect.Descriptor instead.
 func (*TopKRequest) Descriptor() ([]byte, []int) {
-	return file_topkd_node_v1_node_proto_rawDescGZIP(), []int{3}
+	return file_topkd_node_v1_node_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *TopKRequest) GetPartition() uint32 {
@@ -350,7 +448,7 @@ type TopKResponse struct {
 
 func (x *TopKResponse) Reset() {
 	*x = TopKResponse{}
-	mi := &file_topkd_node_v1_node_proto_msgTypes[4]
+	mi := &file_topkd_node_v1_node_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -362,7 +460,7 @@ func (x *TopKResponse) String() string {
 func (*TopKResponse) ProtoMessage() {}
 
 func (x *TopKResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_topkd_node_v1_node_proto_msgTypes[4]
+	mi := &file_topkd_node_v1_node_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -375,7 +473,7 @@ func (x *TopKResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopKResponse.ProtoReflect.Descriptor instead.
 func (*TopKResponse) Descriptor() ([]byte, []int) {
-	return file_topkd_node_v1_node_proto_rawDescGZIP(), []int{4}
+	return file_topkd_node_v1_node_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *TopKResponse) GetIncarnation() uint64 {
@@ -440,7 +538,7 @@ type CountRequest struct {
 
 func (x *CountRequest) Reset() {
 	*x = CountRequest{}
-	mi := &file_topkd_node_v1_node_proto_msgTypes[5]
+	mi := &file_topkd_node_v1_node_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -452,7 +550,7 @@ func (x *CountRequest) String() string {
 func (*CountRequest) ProtoMessage() {}
 
 func (x *CountRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_topkd_node_v1_node_proto_msgTypes[5]
+	mi := &file_topkd_node_v1_node_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -465,7 +563,7 @@ func (x *CountRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CountRequest.ProtoReflect.Descriptor instead.
 func (*CountRequest) Descriptor() ([]byte, []int) {
-	return file_topkd_node_v1_node_proto_rawDescGZIP(), []int{5}
+	return file_topkd_node_v1_node_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *CountRequest) GetPartition() uint32 {
@@ -519,7 +617,7 @@ type CountResponse struct {
 
 func (x *CountResponse) Reset() {
 	*x = CountResponse{}
-	mi := &file_topkd_node_v1_node_proto_msgTypes[6]
+	mi := &file_topkd_node_v1_node_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -531,7 +629,7 @@ func (x *CountResponse) String() string {
 func (*CountResponse) ProtoMessage() {}
 
 func (x *CountResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_topkd_node_v1_node_proto_msgTypes[6]
+	mi := &file_topkd_node_v1_node_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -544,7 +642,7 @@ func (x *CountResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CountResponse.ProtoReflect.Descriptor instead.
 func (*CountResponse) Descriptor() ([]byte, []int) {
-	return file_topkd_node_v1_node_proto_rawDescGZIP(), []int{6}
+	return file_topkd_node_v1_node_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *CountResponse) GetIncarnation() uint64 {
@@ -616,7 +714,7 @@ type DistinctRequest struct {
 
 func (x *DistinctRequest) Reset() {
 	*x = DistinctRequest{}
-	mi := &file_topkd_node_v1_node_proto_msgTypes[7]
+	mi := &file_topkd_node_v1_node_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -628,7 +726,7 @@ func (x *DistinctRequest) String() string {
 func (*DistinctRequest) ProtoMessage() {}
 
 func (x *DistinctRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_topkd_node_v1_node_proto_msgTypes[7]
+	mi := &file_topkd_node_v1_node_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -641,7 +739,7 @@ func (x *DistinctRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DistinctRequest.ProtoReflect.Descriptor instead.
 func (*DistinctRequest) Descriptor() ([]byte, []int) {
-	return file_topkd_node_v1_node_proto_rawDescGZIP(), []int{7}
+	return file_topkd_node_v1_node_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *DistinctRequest) GetPartition() uint32 {
@@ -683,7 +781,7 @@ type DistinctResponse struct {
 
 func (x *DistinctResponse) Reset() {
 	*x = DistinctResponse{}
-	mi := &file_topkd_node_v1_node_proto_msgTypes[8]
+	mi := &file_topkd_node_v1_node_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -695,7 +793,7 @@ func (x *DistinctResponse) String() string {
 func (*DistinctResponse) ProtoMessage() {}
 
 func (x *DistinctResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_topkd_node_v1_node_proto_msgTypes[8]
+	mi := &file_topkd_node_v1_node_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -708,7 +806,7 @@ func (x *DistinctResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DistinctResponse.ProtoReflect.Descriptor instead.
 func (*DistinctResponse) Descriptor() ([]byte, []int) {
-	return file_topkd_node_v1_node_proto_rawDescGZIP(), []int{8}
+	return file_topkd_node_v1_node_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *DistinctResponse) GetDistinct() uint64 {
@@ -734,7 +832,7 @@ type JoinRequest struct {
 
 func (x *JoinRequest) Reset() {
 	*x = JoinRequest{}
-	mi := &file_topkd_node_v1_node_proto_msgTypes[9]
+	mi := &file_topkd_node_v1_node_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -746,7 +844,7 @@ func (x *JoinRequest) String() string {
 func (*JoinRequest) ProtoMessage() {}
 
 func (x *JoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_topkd_node_v1_node_proto_msgTypes[9]
+	mi := &file_topkd_node_v1_node_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -759,7 +857,7 @@ func (x *JoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
 func (*JoinRequest) Descriptor() ([]byte, []int) {
-	return file_topkd_node_v1_node_proto_rawDescGZIP(), []int{9}
+	return file_topkd_node_v1_node_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *JoinRequest) GetNode() *v11.Node {
@@ -780,7 +878,7 @@ type JoinResponse struct {
 
 func (x *JoinResponse) Reset() {
 	*x = JoinResponse{}
-	mi := &file_topkd_node_v1_node_proto_msgTypes[10]
+	mi := &file_topkd_node_v1_node_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -792,7 +890,7 @@ func (x *JoinResponse) String() string {
 func (*JoinResponse) ProtoMessage() {}
 
 func (x *JoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_topkd_node_v1_node_proto_msgTypes[10]
+	mi := &file_topkd_node_v1_node_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -805,7 +903,7 @@ func (x *JoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
 func (*JoinResponse) Descriptor() ([]byte, []int) {
-	return file_topkd_node_v1_node_proto_rawDescGZIP(), []int{10}
+	return file_topkd_node_v1_node_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *JoinResponse) GetClusterId() string {
@@ -840,7 +938,7 @@ type ApplyMetaRequest struct {
 
 func (x *ApplyMetaRequest) Reset() {
 	*x = ApplyMetaRequest{}
-	mi := &file_topkd_node_v1_node_proto_msgTypes[11]
+	mi := &file_topkd_node_v1_node_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -852,7 +950,7 @@ func (x *ApplyMetaRequest) String() string {
 func (*ApplyMetaRequest) ProtoMessage() {}
 
 func (x *ApplyMetaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_topkd_node_v1_node_proto_msgTypes[11]
+	mi := &file_topkd_node_v1_node_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -865,7 +963,7 @@ func (x *ApplyMetaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyMetaRequest.ProtoReflect.Descriptor instead.
 func (*ApplyMetaRequest) Descriptor() ([]byte, []int) {
-	return file_topkd_node_v1_node_proto_rawDescGZIP(), []int{11}
+	return file_topkd_node_v1_node_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ApplyMetaRequest) GetCommand() []byte {
@@ -885,7 +983,7 @@ type ApplyMetaResponse struct {
 
 func (x *ApplyMetaResponse) Reset() {
 	*x = ApplyMetaResponse{}
-	mi := &file_topkd_node_v1_node_proto_msgTypes[12]
+	mi := &file_topkd_node_v1_node_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -897,7 +995,7 @@ func (x *ApplyMetaResponse) String() string {
 func (*ApplyMetaResponse) ProtoMessage() {}
 
 func (x *ApplyMetaResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_topkd_node_v1_node_proto_msgTypes[12]
+	mi := &file_topkd_node_v1_node_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -910,7 +1008,7 @@ func (x *ApplyMetaResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyMetaResponse.ProtoReflect.Descriptor instead.
 func (*ApplyMetaResponse) Descriptor() ([]byte, []int) {
-	return file_topkd_node_v1_node_proto_rawDescGZIP(), []int{12}
+	return file_topkd_node_v1_node_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ApplyMetaResponse) GetConfig() *v1.LeaderboardConfig {
@@ -930,7 +1028,7 @@ type ReplicaStatusRequest struct {
 
 func (x *ReplicaStatusRequest) Reset() {
 	*x = ReplicaStatusRequest{}
-	mi := &file_topkd_node_v1_node_proto_msgTypes[13]
+	mi := &file_topkd_node_v1_node_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -942,7 +1040,7 @@ func (x *ReplicaStatusRequest) String() string {
 func (*ReplicaStatusRequest) ProtoMessage() {}
 
 func (x *ReplicaStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_topkd_node_v1_node_proto_msgTypes[13]
+	mi := &file_topkd_node_v1_node_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -955,7 +1053,7 @@ func (x *ReplicaStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaStatusRequest.ProtoReflect.Descriptor instead.
 func (*ReplicaStatusRequest) Descriptor() ([]byte, []int) {
-	return file_topkd_node_v1_node_proto_rawDescGZIP(), []int{13}
+	return file_topkd_node_v1_node_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ReplicaStatusRequest) GetGroup() uint32 {
@@ -988,7 +1086,7 @@ type ReplicaStatusResponse struct {
 
 func (x *ReplicaStatusResponse) Reset() {
 	*x = ReplicaStatusResponse{}
-	mi := &file_topkd_node_v1_node_proto_msgTypes[14]
+	mi := &file_topkd_node_v1_node_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1000,7 +1098,7 @@ func (x *ReplicaStatusResponse) String() string {
 func (*ReplicaStatusResponse) ProtoMessage() {}
 
 func (x *ReplicaStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_topkd_node_v1_node_proto_msgTypes[14]
+	mi := &file_topkd_node_v1_node_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1013,7 +1111,7 @@ func (x *ReplicaStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaStatusResponse.ProtoReflect.Descriptor instead.
 func (*ReplicaStatusResponse) Descriptor() ([]byte, []int) {
-	return file_topkd_node_v1_node_proto_rawDescGZIP(), []int{14}
+	return file_topkd_node_v1_node_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ReplicaStatusResponse) GetAppliedIndex() uint64 {
@@ -1090,7 +1188,7 @@ type StateDigest struct {
 
 func (x *StateDigest) Reset() {
 	*x = StateDigest{}
-	mi := &file_topkd_node_v1_node_proto_msgTypes[15]
+	mi := &file_topkd_node_v1_node_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1102,7 +1200,7 @@ func (x *StateDigest) String() string {
 func (*StateDigest) ProtoMessage() {}
 
 func (x *StateDigest) ProtoReflect() protoreflect.Message {
-	mi := &file_topkd_node_v1_node_proto_msgTypes[15]
+	mi := &file_topkd_node_v1_node_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1115,7 +1213,7 @@ func (x *StateDigest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StateDigest.ProtoReflect.Descriptor instead.
 func (*StateDigest) Descriptor() ([]byte, []int) {
-	return file_topkd_node_v1_node_proto_rawDescGZIP(), []int{15}
+	return file_topkd_node_v1_node_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *StateDigest) GetId() uint64 {
@@ -1149,7 +1247,7 @@ type ChecksumRequest struct {
 
 func (x *ChecksumRequest) Reset() {
 	*x = ChecksumRequest{}
-	mi := &file_topkd_node_v1_node_proto_msgTypes[16]
+	mi := &file_topkd_node_v1_node_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1161,7 +1259,7 @@ func (x *ChecksumRequest) String() string {
 func (*ChecksumRequest) ProtoMessage() {}
 
 func (x *ChecksumRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_topkd_node_v1_node_proto_msgTypes[16]
+	mi := &file_topkd_node_v1_node_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1174,7 +1272,7 @@ func (x *ChecksumRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChecksumRequest.ProtoReflect.Descriptor instead.
 func (*ChecksumRequest) Descriptor() ([]byte, []int) {
-	return file_topkd_node_v1_node_proto_rawDescGZIP(), []int{16}
+	return file_topkd_node_v1_node_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ChecksumRequest) GetGroup() uint32 {
@@ -1198,7 +1296,7 @@ type ChecksumResponse struct {
 
 func (x *ChecksumResponse) Reset() {
 	*x = ChecksumResponse{}
-	mi := &file_topkd_node_v1_node_proto_msgTypes[17]
+	mi := &file_topkd_node_v1_node_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1210,7 +1308,7 @@ func (x *ChecksumResponse) String() string {
 func (*ChecksumResponse) ProtoMessage() {}
 
 func (x *ChecksumResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_topkd_node_v1_node_proto_msgTypes[17]
+	mi := &file_topkd_node_v1_node_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1223,7 +1321,7 @@ func (x *ChecksumResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChecksumResponse.ProtoReflect.Descriptor instead.
 func (*ChecksumResponse) Descriptor() ([]byte, []int) {
-	return file_topkd_node_v1_node_proto_rawDescGZIP(), []int{17}
+	return file_topkd_node_v1_node_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ChecksumResponse) GetId() uint64 {
@@ -1258,7 +1356,12 @@ var File_topkd_node_v1_node_proto protoreflect.FileDescriptor
 
 const file_topkd_node_v1_node_proto_rawDesc = "" +
 	"\n" +
-	"\x18topkd/node/v1/node.proto\x12\rtopkd.node.v1\x1a\x18topkd/meta/v1/meta.proto\x1a\x1etopkd/raftcmd/v1/raftcmd.proto\"\x83\x01\n" +
+	"\x18topkd/node/v1/node.proto\x12\rtopkd.node.v1\x1a\x18topkd/meta/v1/meta.proto\x1a\x1etopkd/raftcmd/v1/raftcmd.proto\"4\n" +
+	"\x10GossipKeyRequest\x12\x0e\n" +
+	"\x02op\x18\x01 \x01(\tR\x02op\x12\x10\n" +
+	"\x03key\x18\x02 \x01(\fR\x03key\",\n" +
+	"\x11GossipKeyResponse\x12\x17\n" +
+	"\akey_ids\x18\x01 \x03(\tR\x06keyIds\"\x83\x01\n" +
 	"\rSubmitRequest\x12\x1c\n" +
 	"\tpartition\x18\x01 \x01(\rR\tpartition\x122\n" +
 	"\x04part\x18\x02 \x01(\v2\x1e.topkd.raftcmd.v1.ProducerPartR\x04part\x12 \n" +
@@ -1351,7 +1454,7 @@ const file_topkd_node_v1_node_proto_rawDesc = "" +
 	"\x17CONSISTENCY_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fCONSISTENCY_ANY\x10\x01\x12\x16\n" +
 	"\x12CONSISTENCY_LEADER\x10\x02\x12\x1c\n" +
-	"\x18CONSISTENCY_LINEARIZABLE\x10\x032\xe0\x04\n" +
+	"\x18CONSISTENCY_LINEARIZABLE\x10\x032\xb0\x05\n" +
 	"\vNodeService\x12E\n" +
 	"\x06Submit\x12\x1c.topkd.node.v1.SubmitRequest\x1a\x1d.topkd.node.v1.SubmitResponse\x12?\n" +
 	"\x04TopK\x12\x1a.topkd.node.v1.TopKRequest\x1a\x1b.topkd.node.v1.TopKResponse\x12B\n" +
@@ -1360,7 +1463,8 @@ const file_topkd_node_v1_node_proto_rawDesc = "" +
 	"\x04Join\x12\x1a.topkd.node.v1.JoinRequest\x1a\x1b.topkd.node.v1.JoinResponse\x12N\n" +
 	"\tApplyMeta\x12\x1f.topkd.node.v1.ApplyMetaRequest\x1a .topkd.node.v1.ApplyMetaResponse\x12Z\n" +
 	"\rReplicaStatus\x12#.topkd.node.v1.ReplicaStatusRequest\x1a$.topkd.node.v1.ReplicaStatusResponse\x12K\n" +
-	"\bChecksum\x12\x1e.topkd.node.v1.ChecksumRequest\x1a\x1f.topkd.node.v1.ChecksumResponseB3Z1github.com/topkd/topkd/proto/topkd/node/v1;nodev1b\x06proto3"
+	"\bChecksum\x12\x1e.topkd.node.v1.ChecksumRequest\x1a\x1f.topkd.node.v1.ChecksumResponse\x12N\n" +
+	"\tGossipKey\x12\x1f.topkd.node.v1.GossipKeyRequest\x1a .topkd.node.v1.GossipKeyResponseB3Z1github.com/topkd/topkd/proto/topkd/node/v1;nodev1b\x06proto3"
 
 var (
 	file_topkd_node_v1_node_proto_rawDescOnce sync.Once
@@ -1375,60 +1479,64 @@ func file_topkd_node_v1_node_proto_rawDescGZIP() []byte {
 }
 
 var file_topkd_node_v1_node_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_topkd_node_v1_node_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_topkd_node_v1_node_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_topkd_node_v1_node_proto_goTypes = []any{
 	(Consistency)(0),              // 0: topkd.node.v1.Consistency
-	(*SubmitRequest)(nil),         // 1: topkd.node.v1.SubmitRequest
-	(*SubmitResponse)(nil),        // 2: topkd.node.v1.SubmitResponse
-	(*Item)(nil),                  // 3: topkd.node.v1.Item
-	(*TopKRequest)(nil),           // 4: topkd.node.v1.TopKRequest
-	(*TopKResponse)(nil),          // 5: topkd.node.v1.TopKResponse
-	(*CountRequest)(nil),          // 6: topkd.node.v1.CountRequest
-	(*CountResponse)(nil),         // 7: topkd.node.v1.CountResponse
-	(*DistinctRequest)(nil),       // 8: topkd.node.v1.DistinctRequest
-	(*DistinctResponse)(nil),      // 9: topkd.node.v1.DistinctResponse
-	(*JoinRequest)(nil),           // 10: topkd.node.v1.JoinRequest
-	(*JoinResponse)(nil),          // 11: topkd.node.v1.JoinResponse
-	(*ApplyMetaRequest)(nil),      // 12: topkd.node.v1.ApplyMetaRequest
-	(*ApplyMetaResponse)(nil),     // 13: topkd.node.v1.ApplyMetaResponse
-	(*ReplicaStatusRequest)(nil),  // 14: topkd.node.v1.ReplicaStatusRequest
-	(*ReplicaStatusResponse)(nil), // 15: topkd.node.v1.ReplicaStatusResponse
-	(*StateDigest)(nil),           // 16: topkd.node.v1.StateDigest
-	(*ChecksumRequest)(nil),       // 17: topkd.node.v1.ChecksumRequest
-	(*ChecksumResponse)(nil),      // 18: topkd.node.v1.ChecksumResponse
-	(*v1.ProducerPart)(nil),       // 19: topkd.raftcmd.v1.ProducerPart
-	(*v1.Outcome)(nil),            // 20: topkd.raftcmd.v1.Outcome
-	(*v11.Node)(nil),              // 21: topkd.meta.v1.Node
-	(*v1.LeaderboardConfig)(nil),  // 22: topkd.raftcmd.v1.LeaderboardConfig
+	(*GossipKeyRequest)(nil),      // 1: topkd.node.v1.GossipKeyRequest
+	(*GossipKeyResponse)(nil),     // 2: topkd.node.v1.GossipKeyResponse
+	(*SubmitRequest)(nil),         // 3: topkd.node.v1.SubmitRequest
+	(*SubmitResponse)(nil),        // 4: topkd.node.v1.SubmitResponse
+	(*Item)(nil),                  // 5: topkd.node.v1.Item
+	(*TopKRequest)(nil),           // 6: topkd.node.v1.TopKRequest
+	(*TopKResponse)(nil),          // 7: topkd.node.v1.TopKResponse
+	(*CountRequest)(nil),          // 8: topkd.node.v1.CountRequest
+	(*CountResponse)(nil),         // 9: topkd.node.v1.CountResponse
+	(*DistinctRequest)(nil),       // 10: topkd.node.v1.DistinctRequest
+	(*DistinctResponse)(nil),      // 11: topkd.node.v1.DistinctResponse
+	(*JoinRequest)(nil),           // 12: topkd.node.v1.JoinRequest
+	(*JoinResponse)(nil),          // 13: topkd.node.v1.JoinResponse
+	(*ApplyMetaRequest)(nil),      // 14: topkd.node.v1.ApplyMetaRequest
+	(*ApplyMetaResponse)(nil),     // 15: topkd.node.v1.ApplyMetaResponse
+	(*ReplicaStatusRequest)(nil),  // 16: topkd.node.v1.ReplicaStatusRequest
+	(*ReplicaStatusResponse)(nil), // 17: topkd.node.v1.ReplicaStatusResponse
+	(*StateDigest)(nil),           // 18: topkd.node.v1.StateDigest
+	(*ChecksumRequest)(nil),       // 19: topkd.node.v1.ChecksumRequest
+	(*ChecksumResponse)(nil),      // 20: topkd.node.v1.ChecksumResponse
+	(*v1.ProducerPart)(nil),       // 21: topkd.raftcmd.v1.ProducerPart
+	(*v1.Outcome)(nil),            // 22: topkd.raftcmd.v1.Outcome
+	(*v11.Node)(nil),              // 23: topkd.meta.v1.Node
+	(*v1.LeaderboardConfig)(nil),  // 24: topkd.raftcmd.v1.LeaderboardConfig
 }
 var file_topkd_node_v1_node_proto_depIdxs = []int32{
-	19, // 0: topkd.node.v1.SubmitRequest.part:type_name -> topkd.raftcmd.v1.ProducerPart
-	20, // 1: topkd.node.v1.SubmitResponse.outcome:type_name -> topkd.raftcmd.v1.Outcome
+	21, // 0: topkd.node.v1.SubmitRequest.part:type_name -> topkd.raftcmd.v1.ProducerPart
+	22, // 1: topkd.node.v1.SubmitResponse.outcome:type_name -> topkd.raftcmd.v1.Outcome
 	0,  // 2: topkd.node.v1.TopKRequest.consistency:type_name -> topkd.node.v1.Consistency
-	3,  // 3: topkd.node.v1.TopKResponse.items:type_name -> topkd.node.v1.Item
+	5,  // 3: topkd.node.v1.TopKResponse.items:type_name -> topkd.node.v1.Item
 	0,  // 4: topkd.node.v1.CountRequest.consistency:type_name -> topkd.node.v1.Consistency
-	21, // 5: topkd.node.v1.JoinRequest.node:type_name -> topkd.meta.v1.Node
-	21, // 6: topkd.node.v1.JoinResponse.members:type_name -> topkd.meta.v1.Node
-	22, // 7: topkd.node.v1.ApplyMetaResponse.config:type_name -> topkd.raftcmd.v1.LeaderboardConfig
-	16, // 8: topkd.node.v1.ReplicaStatusResponse.digests:type_name -> topkd.node.v1.StateDigest
-	1,  // 9: topkd.node.v1.NodeService.Submit:input_type -> topkd.node.v1.SubmitRequest
-	4,  // 10: topkd.node.v1.NodeService.TopK:input_type -> topkd.node.v1.TopKRequest
-	6,  // 11: topkd.node.v1.NodeService.Count:input_type -> topkd.node.v1.CountRequest
-	8,  // 12: topkd.node.v1.NodeService.Distinct:input_type -> topkd.node.v1.DistinctRequest
-	10, // 13: topkd.node.v1.NodeService.Join:input_type -> topkd.node.v1.JoinRequest
-	12, // 14: topkd.node.v1.NodeService.ApplyMeta:input_type -> topkd.node.v1.ApplyMetaRequest
-	14, // 15: topkd.node.v1.NodeService.ReplicaStatus:input_type -> topkd.node.v1.ReplicaStatusRequest
-	17, // 16: topkd.node.v1.NodeService.Checksum:input_type -> topkd.node.v1.ChecksumRequest
-	2,  // 17: topkd.node.v1.NodeService.Submit:output_type -> topkd.node.v1.SubmitResponse
-	5,  // 18: topkd.node.v1.NodeService.TopK:output_type -> topkd.node.v1.TopKResponse
-	7,  // 19: topkd.node.v1.NodeService.Count:output_type -> topkd.node.v1.CountResponse
-	9,  // 20: topkd.node.v1.NodeService.Distinct:output_type -> topkd.node.v1.DistinctResponse
-	11, // 21: topkd.node.v1.NodeService.Join:output_type -> topkd.node.v1.JoinResponse
-	13, // 22: topkd.node.v1.NodeService.ApplyMeta:output_type -> topkd.node.v1.ApplyMetaResponse
-	15, // 23: topkd.node.v1.NodeService.ReplicaStatus:output_type -> topkd.node.v1.ReplicaStatusResponse
-	18, // 24: topkd.node.v1.NodeService.Checksum:output_type -> topkd.node.v1.ChecksumResponse
-	17, // [17:25] is the sub-list for method output_type
-	9,  // [9:17] is the sub-list for method input_type
+	23, // 5: topkd.node.v1.JoinRequest.node:type_name -> topkd.meta.v1.Node
+	23, // 6: topkd.node.v1.JoinResponse.members:type_name -> topkd.meta.v1.Node
+	24, // 7: topkd.node.v1.ApplyMetaResponse.config:type_name -> topkd.raftcmd.v1.LeaderboardConfig
+	18, // 8: topkd.node.v1.ReplicaStatusResponse.digests:type_name -> topkd.node.v1.StateDigest
+	3,  // 9: topkd.node.v1.NodeService.Submit:input_type -> topkd.node.v1.SubmitRequest
+	6,  // 10: topkd.node.v1.NodeService.TopK:input_type -> topkd.node.v1.TopKRequest
+	8,  // 11: topkd.node.v1.NodeService.Count:input_type -> topkd.node.v1.CountRequest
+	10, // 12: topkd.node.v1.NodeService.Distinct:input_type -> topkd.node.v1.DistinctRequest
+	12, // 13: topkd.node.v1.NodeService.Join:input_type -> topkd.node.v1.JoinRequest
+	14, // 14: topkd.node.v1.NodeService.ApplyMeta:input_type -> topkd.node.v1.ApplyMetaRequest
+	16, // 15: topkd.node.v1.NodeService.ReplicaStatus:input_type -> topkd.node.v1.ReplicaStatusRequest
+	19, // 16: topkd.node.v1.NodeService.Checksum:input_type -> topkd.node.v1.ChecksumRequest
+	1,  // 17: topkd.node.v1.NodeService.GossipKey:input_type -> topkd.node.v1.GossipKeyRequest
+	4,  // 18: topkd.node.v1.NodeService.Submit:output_type -> topkd.node.v1.SubmitResponse
+	7,  // 19: topkd.node.v1.NodeService.TopK:output_type -> topkd.node.v1.TopKResponse
+	9,  // 20: topkd.node.v1.NodeService.Count:output_type -> topkd.node.v1.CountResponse
+	11, // 21: topkd.node.v1.NodeService.Distinct:output_type -> topkd.node.v1.DistinctResponse
+	13, // 22: topkd.node.v1.NodeService.Join:output_type -> topkd.node.v1.JoinResponse
+	15, // 23: topkd.node.v1.NodeService.ApplyMeta:output_type -> topkd.node.v1.ApplyMetaResponse
+	17, // 24: topkd.node.v1.NodeService.ReplicaStatus:output_type -> topkd.node.v1.ReplicaStatusResponse
+	20, // 25: topkd.node.v1.NodeService.Checksum:output_type -> topkd.node.v1.ChecksumResponse
+	2,  // 26: topkd.node.v1.NodeService.GossipKey:output_type -> topkd.node.v1.GossipKeyResponse
+	18, // [18:27] is the sub-list for method output_type
+	9,  // [9:18] is the sub-list for method input_type
 	9,  // [9:9] is the sub-list for extension type_name
 	9,  // [9:9] is the sub-list for extension extendee
 	0,  // [0:9] is the sub-list for field type_name
@@ -1445,7 +1553,7 @@ func file_topkd_node_v1_node_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_topkd_node_v1_node_proto_rawDesc), len(file_topkd_node_v1_node_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   18,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

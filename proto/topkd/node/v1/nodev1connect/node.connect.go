@@ -56,6 +56,8 @@ const (
 	NodeServiceReplicaStatusProcedure = "/topkd.node.v1.NodeService/ReplicaStatus"
 	// NodeServiceChecksumProcedure is the fully-qualified name of the NodeService's Checksum RPC.
 	NodeServiceChecksumProcedure = "/topkd.node.v1.NodeService/Checksum"
+	// NodeServiceGossipKeyProcedure is the fully-qualified name of the NodeService's GossipKey RPC.
+	NodeServiceGossipKeyProcedure = "/topkd.node.v1.NodeService/GossipKey"
 )
 
 // NodeServiceClient is a client for the topkd.node.v1.NodeService service.
@@ -81,6 +83,8 @@ type NodeServiceClient interface {
 	// Checksum, on a partition's leader, proposes a checksum command: every
 	// replica records a digest of its state when it applies that entry.
 	Checksum(context.Context, *connect.Request[v1.ChecksumRequest]) (*connect.Response[v1.ChecksumResponse], error)
+	// GossipKey applies one gossip key rotation step to this node's keyring.
+	GossipKey(context.Context, *connect.Request[v1.GossipKeyRequest]) (*connect.Response[v1.GossipKeyResponse], error)
 }
 
 // NewNodeServiceClient constructs a client for the topkd.node.v1.NodeService service. By default,
@@ -142,6 +146,12 @@ func NewNodeServiceClient(httpClient connect.HTTPClient, baseURL string, opts ..
 			connect.WithSchema(nodeServiceMethods.ByName("Checksum")),
 			connect.WithClientOptions(opts...),
 		),
+		gossipKey: connect.NewClient[v1.GossipKeyRequest, v1.GossipKeyResponse](
+			httpClient,
+			baseURL+NodeServiceGossipKeyProcedure,
+			connect.WithSchema(nodeServiceMethods.ByName("GossipKey")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -155,6 +165,7 @@ type nodeServiceClient struct {
 	applyMeta     *connect.Client[v1.ApplyMetaRequest, v1.ApplyMetaResponse]
 	replicaStatus *connect.Client[v1.ReplicaStatusRequest, v1.ReplicaStatusResponse]
 	checksum      *connect.Client[v1.ChecksumRequest, v1.ChecksumResponse]
+	gossipKey     *connect.Client[v1.GossipKeyRequest, v1.GossipKeyResponse]
 }
 
 // Submit calls topkd.node.v1.NodeService.Submit.
@@ -197,6 +208,11 @@ func (c *nodeServiceClient) Checksum(ctx context.Context, req *connect.Request[v
 	return c.checksum.CallUnary(ctx, req)
 }
 
+// GossipKey calls topkd.node.v1.NodeService.GossipKey.
+func (c *nodeServiceClient) GossipKey(ctx context.Context, req *connect.Request[v1.GossipKeyRequest]) (*connect.Response[v1.GossipKeyResponse], error) {
+	return c.gossipKey.CallUnary(ctx, req)
+}
+
 // NodeServiceHandler is an implementation of the topkd.node.v1.NodeService service.
 type NodeServiceHandler interface {
 	// Submit proposes a part on the partition's leader and answers once it
@@ -220,6 +236,8 @@ type NodeServiceHandler interface {
 	// Checksum, on a partition's leader, proposes a checksum command: every
 	// replica records a digest of its state when it applies that entry.
 	Checksum(context.Context, *connect.Request[v1.ChecksumRequest]) (*connect.Response[v1.ChecksumResponse], error)
+	// GossipKey applies one gossip key rotation step to this node's keyring.
+	GossipKey(context.Context, *connect.Request[v1.GossipKeyRequest]) (*connect.Response[v1.GossipKeyResponse], error)
 }
 
 // NewNodeServiceHandler builds an HTTP handler from the service implementation. It returns the path
@@ -277,6 +295,12 @@ func NewNodeServiceHandler(svc NodeServiceHandler, opts ...connect.HandlerOption
 		connect.WithSchema(nodeServiceMethods.ByName("Checksum")),
 		connect.WithHandlerOptions(opts...),
 	)
+	nodeServiceGossipKeyHandler := connect.NewUnaryHandler(
+		NodeServiceGossipKeyProcedure,
+		svc.GossipKey,
+		connect.WithSchema(nodeServiceMethods.ByName("GossipKey")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/topkd.node.v1.NodeService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case NodeServiceSubmitProcedure:
@@ -295,6 +319,8 @@ func NewNodeServiceHandler(svc NodeServiceHandler, opts ...connect.HandlerOption
 			nodeServiceReplicaStatusHandler.ServeHTTP(w, r)
 		case NodeServiceChecksumProcedure:
 			nodeServiceChecksumHandler.ServeHTTP(w, r)
+		case NodeServiceGossipKeyProcedure:
+			nodeServiceGossipKeyHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -334,4 +360,8 @@ func (UnimplementedNodeServiceHandler) ReplicaStatus(context.Context, *connect.R
 
 func (UnimplementedNodeServiceHandler) Checksum(context.Context, *connect.Request[v1.ChecksumRequest]) (*connect.Response[v1.ChecksumResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("topkd.node.v1.NodeService.Checksum is not implemented"))
+}
+
+func (UnimplementedNodeServiceHandler) GossipKey(context.Context, *connect.Request[v1.GossipKeyRequest]) (*connect.Response[v1.GossipKeyResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("topkd.node.v1.NodeService.GossipKey is not implemented"))
 }
