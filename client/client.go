@@ -74,7 +74,7 @@ func New(addrs []string, opts ...Option) (*Client, error) {
 	hc := o.httpClient
 	if hc == nil {
 		tr := newTransport()
-		tr.TLSClientConfig = o.tls
+		tr.TLSClientConfig = o.tls.Clone() // transports add their protocols to it
 		hc = &http.Client{Transport: tr}
 		c.ownHTTP = hc
 	}

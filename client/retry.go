@@ -2,6 +2,8 @@ package client
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -34,6 +36,9 @@ const (
 func retryable(err error, p retryPolicy) bool {
 	if errors.Is(err, syscall.ECONNREFUSED) {
 		return true
+	}
+	if tlsRefused(err) {
+		return false // another node has the same certificates
 	}
 	if p == retryRefused {
 		return false
@@ -170,4 +175,14 @@ func parseRetryInfo(b []byte) (time.Duration, bool) {
 		b = b[n:]
 	}
 	return 0, false
+}
+
+// tlsRefused reports whether a TLS handshake failed over certificates: a
+// node's not trusted here, or ours not accepted there. Retrying cannot help.
+func tlsRefused(err error) bool {
+	var verify *tls.CertificateVerificationError
+	var alert tls.AlertError
+	var unknownCA x509.UnknownAuthorityError
+	var hostname x509.HostnameError
+	return errors.As(err, &verify) || errors.As(err, &alert) || errors.As(err, &unknownCA) || errors.As(err, &hostname)
 }

@@ -25,7 +25,7 @@ for n in 1 2 4; do
   for i in $(seq 1 "$n"); do
     join=(); [ "$i" -gt 1 ] && join=(--join s1:7072)
     docker run -d --label topkd-scale --network $net --name "s$i" --hostname "s$i" --cpus "$cpus" topkd:latest \
-      --node-id "s$i" --http-addr "s$i:7070" --raft-addr "s$i:7071" --gossip-addr "s$i:7072" --replicas 1 \
+      --node-id "s$i" --http-addr "s$i:7070" --raft-addr "s$i:7071" --gossip-addr "s$i:7072" --insecure --replicas 1 \
       --partitions 4 --log-level warn "${join[@]}" >/dev/null
     sleep 1
   done

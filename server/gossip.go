@@ -2,6 +2,7 @@ package server
 
 import (
 	"bytes"
+	"context"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -207,6 +208,25 @@ func (g *gossip) join(addrs []string, self string) ([]string, error) {
 		}
 	}
 	return out, nil
+}
+
+// joinRetrying retries join for up to limit: the members may be starting.
+func (g *gossip) joinRetrying(ctx context.Context, addrs []string, self string, limit time.Duration) ([]string, error) {
+	deadline := time.Now().Add(limit)
+	for {
+		https, err := g.join(addrs, self)
+		if err == nil && len(https) == 0 {
+			err = errors.New("no member answered")
+		}
+		if err == nil || time.Now().After(deadline) {
+			return https, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
 }
 
 // alive lists the members gossip currently sees alive, by node id.

@@ -163,6 +163,11 @@ func (n *Node) Join(ctx context.Context, m *metapb.Node) (*nodev1.JoinResponse, 
 	if m == nil || m.Id == "" || m.RaftAddr == "" || m.HttpAddr == "" {
 		return nil, fmt.Errorf("%w: a joining node needs an id, a Raft and an HTTP address", ErrInvalid)
 	}
+	// With encrypted gossip, only a node that holds the key is admitted:
+	// it must have joined gossip first. Another member may see it first.
+	if n.gossip != nil && n.gossip.keyring != nil && !n.gossip.alive()[m.Id] {
+		return nil, fmt.Errorf("%w: %s is not in this member's gossip yet; a node joins gossip first, which needs the cluster's gossip key", ErrNotReady, m.Id)
+	}
 	if _, err := n.proposeMeta(ctx, &metapb.Command{Cmd: &metapb.Command_AddNode{AddNode: &metapb.AddNode{Node: m}}}); err != nil {
 		return nil, err
 	}
@@ -207,6 +212,7 @@ func (n *Node) joinCluster(ctx context.Context, addrs []string) (*nodev1.JoinRes
 	req := &nodev1.JoinRequest{Node: n.self()}
 	wait := 100 * time.Millisecond
 	var last error
+	lastLog := time.Now()
 	for {
 		for _, a := range addrs {
 			resp, err := n.peers.client(a).Join(ctx, connect.NewRequest(req))
@@ -217,6 +223,10 @@ func (n *Node) joinCluster(ctx context.Context, addrs []string) (*nodev1.JoinRes
 			if errors.Is(last, ErrIdentity) || errors.Is(last, ErrInvalid) {
 				return nil, last
 			}
+		}
+		if time.Since(lastLog) > 10*time.Second {
+			n.log.Warn("not admitted to the cluster yet; retrying", "join", strings.Join(addrs, ","), "err", last)
+			lastLog = time.Now()
 		}
 		select {
 		case <-ctx.Done():
@@ -397,7 +407,14 @@ func (n *Node) join(ctx context.Context) error {
 	}
 	// --join names gossip addresses (memberlist), or HTTP addresses.
 	targets := addrs
-	if n.gossip != nil {
+	if n.gossip != nil && n.gossip.keyring != nil {
+		// Encrypted: the members admit only a node they see in gossip.
+		https, err := n.gossip.joinRetrying(ctx, addrs, n.cfg.NodeID, 20*time.Second)
+		if err != nil {
+			return fmt.Errorf("join gossip at %s: %w (is this node's gossip key one the cluster uses?)", n.cfg.Join, err)
+		}
+		targets = https
+	} else if n.gossip != nil {
 		if https, err := n.gossip.join(addrs, n.cfg.NodeID); err == nil && len(https) > 0 {
 			targets = https
 		} else if err != nil {

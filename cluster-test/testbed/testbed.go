@@ -31,6 +31,9 @@ type Options struct {
 	// failure's output says what was done when.
 	Logf      func(format string, args ...any)
 	PowerLoss bool
+	// Secure: Args protect every port (TLS, tokens, a gossip key), so the
+	// nodes do without --insecure even on a container network.
+	Secure bool
 }
 
 func (o Options) withDefaults() Options {
@@ -57,6 +60,9 @@ func (o Options) flags(i int, host string, http, raft, gossip int, join string) 
 	}
 	if i > 0 {
 		f = append(f, "--join", join)
+	}
+	if !o.Secure && host != "127.0.0.1" {
+		f = append(f, "--insecure") // containers listen beyond loopback
 	}
 	return append(f, o.Args...)
 }

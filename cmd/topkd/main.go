@@ -181,6 +181,7 @@ func run(args []string) error {
 		tlsConf = prot.certs.ServerConfig()
 	}
 	srv := rpc.NewServer(*httpAddr, rpc.Handler(n, rpc.Security{Tokens: prot.tokens, Certs: prot.certs}), tlsConf)
+	srv.ErrorLog = slog.NewLogLogger(log.Handler(), slog.LevelWarn) // failed TLS handshakes, among others
 	errc := make(chan error, 1)
 	go func() {
 		if tlsConf != nil {

@@ -6,6 +6,7 @@ package rpctest
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -29,7 +30,11 @@ type Node struct {
 }
 
 // Start starts a node with 2 partitions and fast Raft timeouts; Close stops it.
-func Start() (*Node, error) {
+func Start() (*Node, error) { return StartSecure(rpc.Security{}) }
+
+// StartSecure starts a node that checks callers against sec: with
+// sec.Certs its HTTP port serves TLS and its Raft port mutual TLS.
+func StartSecure(sec rpc.Security) (*Node, error) {
 	dir, err := os.MkdirTemp("", "topkd-rpctest-")
 	if err != nil {
 		return nil, err
@@ -52,14 +57,24 @@ func Start() (*Node, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	n, err := server.Open(ctx, server.Config{NodeID: "node1", DataDir: dir, RaftAddr: raftLn.Addr().String(),
-		RaftListener: raftLn, HTTPAddr: httpLn.Addr().String(), Partitions: 2, Raft: pol,
+		RaftListener: raftLn, HTTPAddr: httpLn.Addr().String(), Partitions: 2, Raft: pol, TLS: sec.Certs,
 		Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		httpLn.Close()
 		return fail(fmt.Errorf("open node: %w", err))
 	}
-	tn := &Node{Addr: httpLn.Addr().String(), Node: n, srv: rpc.NewServer("", rpc.Handler(n, rpc.Security{}), nil), done: make(chan error, 1), dir: dir}
-	go func() { tn.done <- tn.srv.Serve(httpLn) }()
+	var tlsConf *tls.Config
+	if sec.Certs != nil {
+		tlsConf = sec.Certs.ServerConfig()
+	}
+	tn := &Node{Addr: httpLn.Addr().String(), Node: n, srv: rpc.NewServer("", rpc.Handler(n, sec), tlsConf), done: make(chan error, 1), dir: dir}
+	go func() {
+		if tlsConf != nil {
+			tn.done <- tn.srv.ServeTLS(httpLn, "", "")
+			return
+		}
+		tn.done <- tn.srv.Serve(httpLn)
+	}()
 	return tn, nil
 }
 
@@ -77,7 +92,13 @@ func (tn *Node) Close() error {
 // New starts a node closed by t.Cleanup.
 func New(t testing.TB) *Node {
 	t.Helper()
-	tn, err := Start()
+	return NewSecure(t, rpc.Security{})
+}
+
+// NewSecure starts a node checking callers against sec, closed by t.Cleanup.
+func NewSecure(t testing.TB, sec rpc.Security) *Node {
+	t.Helper()
+	tn, err := StartSecure(sec)
 	if err != nil {
 		t.Fatalf("start node: %v", err)
 	}
