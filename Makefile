@@ -7,7 +7,7 @@ CONNECT_GO_VERSION    := v1.21.1
 STATICCHECK_VERSION   := v0.8.2
 export PATH := $(BIN):$(PATH)
 
-.PHONY: all build run test test-short generate generate-check tools bench bench-fsm bench-fsm-10m bench-server bench-redis bench-restart bench-single bench-logstore bench-scaling bench-cluster lint ci accuracy mode-memory image cluster-up cluster-down cluster-test
+.PHONY: all build run test test-short generate generate-check tools bench bench-fsm bench-fsm-10m bench-server bench-redis bench-restart bench-single bench-logstore bench-scaling bench-cluster bench-security lint ci accuracy mode-memory image cluster-up cluster-down cluster-test
 
 all: build
 
@@ -108,6 +108,10 @@ bench-single:
 # Three nodes against one, and reads from a node that leads nothing (processes on loopback).
 bench-cluster:
 	cluster-test/bench_cluster.sh
+
+# TLS + tokens + gossip encryption against plain text on three nodes, alternating runs.
+bench-security:
+	cluster-test/bench_security.sh
 
 # Scaling with R = 1: 1, 2 and 4 containers capped at 0.25 CPUs each (docker run --cpus).
 bench-scaling:

@@ -35,6 +35,7 @@ type benchFlags struct {
 	leaderboard      string
 	queryK           int
 	queryRate        float64
+	queryWorkers     int
 	probeHealthz     bool
 	rate             float64
 	queryConsistency string
@@ -72,6 +73,7 @@ func (a *app) benchCmd() *cobra.Command {
 	fl.StringVar(&f.leaderboard, "leaderboard", "default", "leaderboard to load")
 	fl.IntVar(&f.queryK, "query-k", 100, "K of the top-K queries run during the load")
 	fl.Float64Var(&f.queryRate, "query-rate", 10, "top-K queries per second during the load (0: none)")
+	fl.IntVar(&f.queryWorkers, "query-workers", 0, "instead of --query-rate, run top-K queries back to back from this many workers during the load: the query throughput")
 	fl.Float64Var(&f.rate, "rate", 0, "offered load in events per second (0: as fast as acknowledgements allow)")
 	fl.StringVar(&f.queryConsistency, "query-consistency", "cached", "consistency of the top-K queries")
 	fl.StringVar(&f.queryWindow, "query-window", "all", "window of the top-K queries")
@@ -96,6 +98,7 @@ type benchReport struct {
 	EventsPerSecond float64        `json:"events_per_second"`
 	Ack             latencySummary `json:"ack_latency"`
 	Queries         int            `json:"queries"`
+	QueriesPerSec   float64        `json:"queries_per_second"`
 	QueryErrors     int            `json:"query_errors"`
 	QueryK          int            `json:"query_k"`
 	QueryLevel      string         `json:"query_consistency"`
@@ -251,7 +254,7 @@ func (a *app) runBench(ctx context.Context, f benchFlags) error {
 	rep := benchReport{Source: source, Events: stats.sent, Batches: stats.batches, Accepted: stats.accepted,
 		Rejected: stats.rejected, Duplicates: stats.duplicates, RetriedBatches: stats.retried, Producers: f.producers,
 		BatchSize: f.batch, Elapsed: elapsed, EventsPerSecond: float64(stats.sent) / max(elapsed.Seconds(), 1e-9),
-		Ack: summarize(stats.latencies), Queries: len(qlat), QueryErrors: qerrs, QueryK: f.queryK, QueryLevel: cons.String(),
+		Ack: summarize(stats.latencies), Queries: len(qlat), QueriesPerSec: float64(len(qlat)) / max(elapsed.Seconds(), 1e-9), QueryErrors: qerrs, QueryK: f.queryK, QueryLevel: cons.String(),
 		Query: summarize(qlat), Healthz: summarize(hlat), HealthzProbes: len(hlat), CPUUser: user1 - user0, CPUSystem: sys1 - sys0, ServerCPU: serverCPU}
 	if f.asJSON {
 		if err := a.printJSON(rep); err != nil {
@@ -278,8 +281,8 @@ func (a *app) printBench(r benchReport, elapsed time.Duration) {
 		r.Accepted, r.Rejected, r.Duplicates, r.RetriedBatches)
 	fmt.Fprintf(w, "ack latency   p50 %s  p90 %s  p99 %s  max %s (per batch)\n", ms(r.Ack.P50), ms(r.Ack.P90), ms(r.Ack.P99), ms(r.Ack.Max))
 	if r.Queries+r.QueryErrors > 0 {
-		fmt.Fprintf(w, "%-14sp50 %s  p99 %s  max %s (%d queries at %s consistency, %d errors)\n", fmt.Sprintf("top-%d query", r.QueryK),
-			ms(r.Query.P50), ms(r.Query.P99), ms(r.Query.Max), r.Queries, r.QueryLevel, r.QueryErrors)
+		fmt.Fprintf(w, "%-14sp50 %s  p99 %s  max %s (%d queries at %s consistency, %.0f/s, %d errors)\n", fmt.Sprintf("top-%d query", r.QueryK),
+			ms(r.Query.P50), ms(r.Query.P99), ms(r.Query.Max), r.Queries, r.QueryLevel, r.QueriesPerSec, r.QueryErrors)
 	}
 	if r.HealthzProbes > 0 {
 		fmt.Fprintf(w, "%-14sp50 %s  p99 %s  max %s (%d probes)\n", "/healthz", ms(r.Healthz.P50), ms(r.Healthz.P99), ms(r.Healthz.Max), r.HealthzProbes)
@@ -297,6 +300,9 @@ func (a *app) printBench(r benchReport, elapsed time.Duration) {
 // queryLoop runs top-K queries at the given rate until done closes; it
 // returns the latencies of the successful ones and the number of errors.
 func (a *app) queryLoop(ctx context.Context, f benchFlags, cons client.Consistency, done <-chan struct{}) ([]time.Duration, int) {
+	if f.queryWorkers > 0 {
+		return a.queryWorkers(ctx, f, cons, done)
+	}
 	if f.queryRate <= 0 {
 		return nil, 0
 	}
@@ -324,6 +330,47 @@ func (a *app) queryLoop(ctx context.Context, f benchFlags, cons client.Consisten
 		}
 		lat = append(lat, time.Since(start))
 	}
+}
+
+// queryWorkers runs top-K queries back to back from f.queryWorkers
+// goroutines sharing one client until done closes.
+func (a *app) queryWorkers(ctx context.Context, f benchFlags, cons client.Consistency, done <-chan struct{}) ([]time.Duration, int) {
+	c, err := a.client()
+	if err != nil {
+		return nil, 1
+	}
+	defer c.Close(context.Background())
+	var mu sync.Mutex
+	var lat []time.Duration
+	errs := 0
+	var wg sync.WaitGroup
+	for range f.queryWorkers {
+		wg.Go(func() {
+			var mine []time.Duration
+			bad := 0
+			for {
+				select {
+				case <-done:
+					mu.Lock()
+					lat, errs = append(lat, mine...), errs+bad
+					mu.Unlock()
+					return
+				default:
+				}
+				start := time.Now()
+				if _, err := c.TopK(ctx, f.leaderboard, f.queryWindow, f.queryK, client.WithConsistency(cons)); err != nil {
+					bad++
+					if ctx.Err() != nil {
+						<-done
+					}
+					continue
+				}
+				mine = append(mine, time.Since(start))
+			}
+		})
+	}
+	wg.Wait()
+	return lat, errs
 }
 
 // healthzLoop GETs /healthz of the first node at rate until done closes:
