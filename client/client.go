@@ -101,14 +101,20 @@ func New(addrs []string, opts ...Option) (*Client, error) {
 	return c, nil
 }
 
-// newTransport is tuned for many concurrent unary calls to few hosts.
+// newTransport is tuned for many concurrent unary calls to few hosts. It
+// speaks HTTP/1.1 with a pool of connections, over TLS as over plain text:
+// against three TLS nodes on 2 cores, HTTP/2's one multiplexed connection
+// answered 0.81-0.92x the cached top-100 queries/s of HTTP/1.1 and
+// 0.93-0.95x the ingest (2026-12-05, alternating runs).
 func newTransport() *http.Transport {
+	var p http.Protocols
+	p.SetHTTP1(true)
 	return &http.Transport{
 		DialContext:           (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
 		MaxIdleConns:          256,
 		MaxIdleConnsPerHost:   64,
 		IdleConnTimeout:       90 * time.Second,
-		ForceAttemptHTTP2:     true,
+		Protocols:             &p,
 		ExpectContinueTimeout: time.Second,
 	}
 }

@@ -23,12 +23,10 @@ secure_node=(--tls-ca "$s/ca.pem" --tls-cert "$s/node.pem" --tls-key "$s/node-ke
 secure_ctl=(--ca "$s/ca.pem" --token-file "$s/write.token")
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
 events=${TOPKD_BENCH_EVENTS:-1500000}
-run=0
-# start_nodes MODE: three nodes; prints the HTTP addresses, comma-separated.
+# start_nodes MODE RUN: three nodes; prints the HTTP addresses, comma-separated.
 start_nodes() {
-  local mode=$1 addrs="" gossip1="" extra=() ctl=() scheme=http
+  local mode=$1 run=$2 addrs="" gossip1="" extra=() ctl=() scheme=http
   [ "$mode" = secured ] && extra=("${secure_node[@]}") && ctl=("${secure_ctl[@]}") && scheme=https
-  run=$((run + 1))
   for i in 1 2 3; do
     local http=127.0.0.1:$(port) gossip=127.0.0.1:$(port) join=()
     [ "$i" -gt 1 ] && join=(--join "$gossip1")
@@ -60,8 +58,10 @@ idle_node() { # MODE ADDRS
   done
 }
 : > "$tmp/results"
+run=0
 for mode in plain secured plain secured; do
-  addrs=$(start_nodes "$mode")
+  run=$((run + 1))
+  addrs=$(start_nodes "$mode" "$run")
   idle=$(idle_node "$mode" "$addrs")
   ctl=()
   [ "$mode" = secured ] && ctl=("${secure_ctl[@]}")

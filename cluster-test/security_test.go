@@ -475,9 +475,20 @@ func TestSecureCluster(t *testing.T) {
 	b.waitMembers(ctx, adm, "n1", "n2", "n3")
 	t.Logf("gossip key rotated on the live cluster; n3 restarted on its saved keyring; the old key no longer joins")
 
-	// Refused calls and every log: no token anywhere.
-	if _, err := read.IngestBatch(ctx, "default", []client.Event{{Item: "x"}}); err == nil {
-		t.Error("ingest with a read token succeeded")
+	// Refused calls, the status answer and every log: no token anywhere.
+	_, err = read.IngestBatch(ctx, "default", []client.Event{{Item: "x"}})
+	if err == nil {
+		t.Fatal("ingest with a read token succeeded")
+	}
+	st, serr := adm.Status(ctx)
+	if serr != nil {
+		t.Fatal(serr)
+	}
+	said := err.Error() + fmt.Sprintf("%+v", st)
+	for role, tok := range b.tokens {
+		if strings.Contains(said, tok) {
+			t.Errorf("an error or the status answer holds the %v token", role)
+		}
 	}
 	for _, path := range b.logs {
 		data, err := os.ReadFile(path)

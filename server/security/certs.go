@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -38,7 +40,15 @@ type identity struct {
 	cert  *tls.Certificate
 	pool  *x509.CertPool
 	stamp string // the files' sizes and modification times
+
+	// nodes caches IsNode's verdicts under this CA by the peer's chain:
+	// every node-to-node request asks, and a chain verification costs an
+	// ECDSA or RSA signature check. Bounded: cleared when full.
+	mu    sync.Mutex
+	nodes map[string]bool
 }
+
+const maxCachedChains = 1024
 
 // LoadCerts reads the files; nodeName is DefaultNodeName when empty.
 func LoadCerts(files CertFiles, nodeName string) (*Certs, error) {
@@ -141,10 +151,28 @@ func (c *Certs) checkNode(leaf *x509.Certificate, pool *x509.CertPool, inter ...
 // IsNode reports whether a connection's client presented a node
 // certificate of the current CA.
 func (c *Certs) IsNode(cs *tls.ConnectionState) bool {
-	if cs == nil || len(cs.PeerCertificates) == 0 {
+	if cs == nil || len(cs.PeerCertificates) == 0 || time.Now().After(cs.PeerCertificates[0].NotAfter) {
 		return false
 	}
-	return c.checkNode(cs.PeerCertificates[0], c.cur.Load().pool, cs.PeerCertificates[1:]...) == nil
+	id := c.cur.Load()
+	var key strings.Builder
+	for _, pc := range cs.PeerCertificates {
+		key.Write(pc.Raw)
+	}
+	id.mu.Lock()
+	ok, found := id.nodes[key.String()]
+	id.mu.Unlock()
+	if found {
+		return ok
+	}
+	ok = c.checkNode(cs.PeerCertificates[0], id.pool, cs.PeerCertificates[1:]...) == nil
+	id.mu.Lock()
+	if id.nodes == nil || len(id.nodes) >= maxCachedChains {
+		id.nodes = map[string]bool{}
+	}
+	id.nodes[key.String()] = ok
+	id.mu.Unlock()
+	return ok
 }
 
 // ServerConfig is for the HTTP port: clients may present a certificate

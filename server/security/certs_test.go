@@ -3,6 +3,7 @@ package security_test
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"io"
 	"log/slog"
 	"net"
@@ -133,4 +134,47 @@ func TestCertificateReload(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// BenchmarkIsNode: the check each node-to-node request makes, answered
+// from the cache of verified chains, against verifying the chain again.
+func BenchmarkIsNode(b *testing.B) {
+	dir := b.TempDir()
+	ca := securitytest.NewCA(b, dir, "cluster")
+	p := ca.Node("n1", security.DefaultNodeName)
+	c, err := security.LoadCerts(security.CertFiles{CA: ca.File, Cert: p.Cert, Key: p.Key}, "")
+	if err != nil {
+		b.Fatal(err)
+	}
+	pair, err := tls.LoadX509KeyPair(p.Cert, p.Key)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Run("cached", func(b *testing.B) {
+		cs := &tls.ConnectionState{PeerCertificates: []*x509.Certificate{pair.Leaf}}
+		for b.Loop() {
+			if !c.IsNode(cs) {
+				b.Fatal("not a node")
+			}
+		}
+	})
+	b.Run("verified", func(b *testing.B) {
+		pool := poolOf(b, ca.File)
+		for b.Loop() {
+			if _, err := pair.Leaf.Verify(x509.VerifyOptions{Roots: pool, DNSName: security.DefaultNodeName,
+				KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+func poolOf(b *testing.B, file string) *x509.CertPool {
+	pem, err := os.ReadFile(file)
+	if err != nil {
+		b.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pem)
+	return pool
 }
