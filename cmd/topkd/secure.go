@@ -18,8 +18,8 @@ import (
 // secureFlags are the security settings as given.
 type secureFlags struct {
 	certFile, keyFile, caFile, nodeName string
-	tokenFile, gossipKeyFile           string
-	insecure                           bool
+	tokenFile, gossipKeyFile            string
+	insecure                            bool
 }
 
 // protection is what a node runs with.
