@@ -60,6 +60,9 @@ const ssCounterBytes = 100
 // before it is proposed (NormalizeConfig first). Replicas never run it: a
 // limit added later must not refuse a config already in a log.
 func CheckNewConfig(c *pb.LeaderboardConfig) error {
+	if err := CheckName(c.Name); err != nil {
+		return err
+	}
 	if c.Mode != pb.Mode_MODE_SPACESAVING {
 		return nil
 	}

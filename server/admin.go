@@ -25,8 +25,16 @@ func (n *Node) CreateLeaderboard(ctx context.Context, c *pb.LeaderboardConfig) (
 	if err := fsm.CheckNewConfig(c); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
+	// Checked here for a clear answer, and again by the meta group, which
+	// alone sees concurrent creations in order.
+	if st, _ := n.metaFSM.state(); len(st.Leaderboards) >= n.cfg.MaxLeaderboards {
+		return nil, leaderboardLimit(len(st.Leaderboards))
+	}
+	if err := n.mem.check(); err != nil {
+		return nil, fmt.Errorf("%w: no new leaderboard above the memory high-water mark", err)
+	}
 	r, err := n.proposeMeta(ctx, &metapb.Command{Cmd: &metapb.Command_PutLeaderboard{
-		PutLeaderboard: &metapb.PutLeaderboard{Config: c, CreateOnly: true}}})
+		PutLeaderboard: &metapb.PutLeaderboard{Config: c, CreateOnly: true, MaxLeaderboards: uint32(n.cfg.MaxLeaderboards)}}})
 	if err != nil {
 		return nil, err
 	}
@@ -39,6 +47,14 @@ func (n *Node) CreateLeaderboard(ctx context.Context, c *pb.LeaderboardConfig) (
 		}
 		return false
 	})
+}
+
+// DefaultMaxLeaderboards is how many leaderboards a cluster holds at most
+// unless Config.MaxLeaderboards says otherwise.
+const DefaultMaxLeaderboards = 1000
+
+func leaderboardLimit(have int) error {
+	return fmt.Errorf("%w: the cluster holds %d leaderboards, its limit (--max-leaderboards); drop one first", ErrInvalid, have)
 }
 
 // waitPartitions polls until ok holds on every partition.

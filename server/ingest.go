@@ -247,13 +247,8 @@ func (co *coordinator) split(cfg *pb.LeaderboardConfig, req IngestRequest) ([]*p
 	defer func() { putAggTable(tab, aggs) }()
 	var maxEvent int64
 	for i, e := range req.Events {
-		switch {
-		case e.Item == "":
-			return nil, 0, invalid(fmt.Sprintf("events[%d].item", i), "empty item")
-		case len(e.Item) > pol.MaxItemBytes:
-			return nil, 0, invalid(fmt.Sprintf("events[%d].item", i), "%d bytes exceed the limit of %d", len(e.Item), pol.MaxItemBytes)
-		case !utf8.ValidString(e.Item):
-			return nil, 0, invalid(fmt.Sprintf("events[%d].item", i), "not valid UTF-8")
+		if err := checkItem(e.Item, pol.MaxItemBytes); err != "" {
+			return nil, 0, invalid(fmt.Sprintf("events[%d].item", i), "%s", err)
 		}
 		c := e.Count
 		if c == 0 {
@@ -484,4 +479,19 @@ func (t *aggTable) row(aggs []agg, item string, sec int64) int {
 			return int(s - 1)
 		}
 	}
+}
+
+// checkItem is the one rule for item ids, in ingest and in reads: what
+// ingest refuses is never a valid id to ask about. It returns what is
+// wrong, or "".
+func checkItem(item string, maxBytes int) string {
+	switch {
+	case item == "":
+		return "empty item"
+	case len(item) > maxBytes:
+		return fmt.Sprintf("%d bytes exceed the limit of %d", len(item), maxBytes)
+	case !utf8.ValidString(item):
+		return "not valid UTF-8"
+	}
+	return ""
 }

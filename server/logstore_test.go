@@ -19,14 +19,24 @@ import (
 // ("" for the default), on a loopback Raft port.
 func openNodeWith(t *testing.T, dir, store string) (*Node, error) {
 	t.Helper()
+	return openNodeConfig(t, Config{DataDir: dir, LogStore: store})
+}
+
+// openNodeConfig opens a single-node server with cfg, whose node id, Raft
+// address, partitions (4), policy and logger are filled in.
+func openNodeConfig(t *testing.T, cfg Config) (*Node, error) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	n, err := Open(ctx, Config{NodeID: "n1", DataDir: dir, RaftAddr: ln.Addr().String(), RaftListener: ln,
-		Partitions: 4, Raft: testPolicy(), Logger: quietLog(), LogStore: store})
+	cfg.NodeID, cfg.RaftAddr, cfg.RaftListener, cfg.Raft, cfg.Logger = "n1", ln.Addr().String(), ln, testPolicy(), quietLog()
+	if cfg.Partitions == 0 {
+		cfg.Partitions = 4
+	}
+	n, err := Open(ctx, cfg)
 	if err != nil {
 		ln.Close()
 	}

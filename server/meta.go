@@ -310,6 +310,9 @@ func (m *metaFSM) put(p *metapb.PutLeaderboard, index uint64) interface{} {
 		m.st.Leaderboards[i] = c
 		return proto.Clone(c)
 	}
+	if p.MaxLeaderboards > 0 && len(m.st.Leaderboards) >= int(p.MaxLeaderboards) {
+		return leaderboardLimit(len(m.st.Leaderboards))
+	}
 	c.Incarnation, c.Version = index, 1
 	if err := fsm.NormalizeConfig(c); err != nil {
 		return err

@@ -51,6 +51,9 @@ type Config struct {
 	// DeadNodeGrace is how long gossip must see a member dead before its
 	// replicas are re-created elsewhere (DefaultDeadNodeGrace when 0).
 	DeadNodeGrace time.Duration
+	// MaxLeaderboards caps the leaderboards a new one may join
+	// (DefaultMaxLeaderboards when 0).
+	MaxLeaderboards int
 	// MaxMoves caps the partition moves in flight cluster-wide
 	// (DefaultMaxMoves when 0); a node receives one new replica at a time.
 	MaxMoves int
@@ -157,6 +160,9 @@ func Open(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	if cfg.MaxMoves <= 0 {
 		cfg.MaxMoves = DefaultMaxMoves
+	}
+	if cfg.MaxLeaderboards <= 0 {
+		cfg.MaxLeaderboards = DefaultMaxLeaderboards
 	}
 	if cfg.CacheRefresh <= 0 {
 		cfg.CacheRefresh = time.Second

@@ -292,8 +292,11 @@ func (co *coordinator) Count(ctx context.Context, lb, item string, window time.D
 	if lb == "" {
 		lb = "default"
 	}
-	if c == 0 || c == Cached {
+	if c == 0 {
 		c = Leader
+	}
+	if msg := checkItem(item, co.policy.MaxItemBytes); msg != "" {
+		return CountAnswer{}, invalid("item", "%s", msg)
 	}
 	cfg, err := co.checkQuery(lb, window, nil)
 	if err != nil {

@@ -96,6 +96,7 @@ func run(args []string) error {
 	maxMoves := fs.Int("max-moves", envInt("max-moves", server.DefaultMaxMoves), "partition moves in flight across the cluster at most; a node receives one new replica at a time (TOPKD_MAX_MOVES)")
 	deadGrace := fs.Duration("dead-node-grace", envDuration("dead-node-grace", server.DefaultDeadNodeGrace), "how long gossip must see a member dead before its replicas are re-created elsewhere (TOPKD_DEAD_NODE_GRACE)")
 	metaVoters := fs.Int("meta-voters", envInt("meta-voters", server.DefaultMetaVoters), "members voting in the meta group, 3 or 5; the others follow it (TOPKD_META_VOTERS)")
+	maxBoards := fs.Int("max-leaderboards", envInt("max-leaderboards", server.DefaultMaxLeaderboards), "leaderboards a cluster holds at most; creating one more is refused (TOPKD_MAX_LEADERBOARDS)")
 	partitions := fs.Int("partitions", envInt("partitions", server.DefaultPartitions), "partitions of a new cluster, fixed at creation (TOPKD_PARTITIONS)")
 	memLimit := fs.Int("memory-high-water-mb", envInt("memory-high-water-mb", 0), "refuse ingest above this heap size (plus off-heap item records) in MiB, 0 = 75% of RAM (TOPKD_MEMORY_HIGH_WATER_MB)")
 	logLevel := fs.String("log-level", env("log-level", "info"), "debug, info, warn or error (TOPKD_LOG_LEVEL)")
@@ -165,7 +166,7 @@ func run(args []string) error {
 	prot.watch(ctx, log)
 	start := time.Now()
 	n, err := server.Open(ctx, server.Config{NodeID: id, DataDir: *dataDir, RaftAddr: *raftAddr, HTTPAddr: *httpAddr,
-		GossipAddr: *gossipAddr, Join: *join, Partitions: *partitions, Replicas: *replicas, MetaVoters: *metaVoters, DeadNodeGrace: *deadGrace, MaxMoves: *maxMoves,
+		GossipAddr: *gossipAddr, Join: *join, Partitions: *partitions, Replicas: *replicas, MetaVoters: *metaVoters, DeadNodeGrace: *deadGrace, MaxMoves: *maxMoves, MaxLeaderboards: *maxBoards,
 		MemoryHighWater: limit, Logger: log, Raft: raftPolicy, TLS: prot.certs, GossipKeys: prot.gossipKeys,
 		LogStore: *logStore, Fatal: func(err error) {
 			// A failed fsync is not retried: the page cache may have dropped

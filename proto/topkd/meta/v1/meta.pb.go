@@ -441,9 +441,11 @@ type PutLeaderboard struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	Config *v1.LeaderboardConfig  `protobuf:"bytes,1,opt,name=config,proto3" json:"config,omitempty"`
 	// Create only: fail when the name exists.
-	CreateOnly    bool `protobuf:"varint,2,opt,name=create_only,json=createOnly,proto3" json:"create_only,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	CreateOnly bool `protobuf:"varint,2,opt,name=create_only,json=createOnly,proto3" json:"create_only,omitempty"`
+	// Create only: fail when the cluster already holds this many (0: no limit).
+	MaxLeaderboards uint32 `protobuf:"varint,3,opt,name=max_leaderboards,json=maxLeaderboards,proto3" json:"max_leaderboards,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *PutLeaderboard) Reset() {
@@ -488,6 +490,13 @@ func (x *PutLeaderboard) GetCreateOnly() bool {
 		return x.CreateOnly
 	}
 	return false
+}
+
+func (x *PutLeaderboard) GetMaxLeaderboards() uint32 {
+	if x != nil {
+		return x.MaxLeaderboards
+	}
+	return 0
 }
 
 type DropLeaderboard struct {
@@ -1272,11 +1281,12 @@ const file_topkd_meta_v1_meta_proto_rawDesc = "" +
 	"\n" +
 	"first_node\x18\x03 \x01(\v2\x13.topkd.meta.v1.NodeR\tfirstNode\x124\n" +
 	"\vother_nodes\x18\x04 \x03(\v2\x13.topkd.meta.v1.NodeR\n" +
-	"otherNodes\"n\n" +
+	"otherNodes\"\x99\x01\n" +
 	"\x0ePutLeaderboard\x12;\n" +
 	"\x06config\x18\x01 \x01(\v2#.topkd.raftcmd.v1.LeaderboardConfigR\x06config\x12\x1f\n" +
 	"\vcreate_only\x18\x02 \x01(\bR\n" +
-	"createOnly\"%\n" +
+	"createOnly\x12)\n" +
+	"\x10max_leaderboards\x18\x03 \x01(\rR\x0fmaxLeaderboards\"%\n" +
 	"\x0fDropLeaderboard\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\")\n" +
 	"\x11PartitionReplicas\x12\x14\n" +

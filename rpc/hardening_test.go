@@ -1,0 +1,68 @@
+package rpc_test
+
+import (
+	"encoding/json"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+)
+
+// Leaderboard names follow one grammar on every API; a refused name is
+// never stored.
+func TestLeaderboardNameGrammar(t *testing.T) {
+	tn := newTestNode(t)
+	tn.waitServing(t)
+	for _, bad := range []string{"../x", "a b", "a\x00b", "bell\a", "caf\xe9", ".x", "-x", strings.Repeat("n", 129), strings.Repeat("n", 1_000_000)} {
+		body, _ := json.Marshal(map[string]string{"name": bad})
+		st, raw := tn.do(t, http.MethodPost, "/api/leaderboards", "application/json", body)
+		if st == http.StatusBadRequest && strings.Contains(bad, "\xe9") {
+			continue // invalid UTF-8 may already be refused as JSON
+		}
+		checkError(t, st, raw, http.StatusBadRequest, "leaderboard name")
+		if len(raw) > 1000 {
+			t.Errorf("%.20q: error answer of %d bytes", bad, len(raw))
+		}
+	}
+	var list struct {
+		Leaderboards []struct {
+			Name string `json:"name"`
+		} `json:"leaderboards"`
+	}
+	tn.doJSON(t, http.MethodGet, "/api/leaderboards", "", http.StatusOK, &list)
+	if len(list.Leaderboards) != 1 {
+		t.Errorf("leaderboards after refused names: %+v", list.Leaderboards)
+	}
+	tn.createLeaderboard(t, "songs.2026-12_eu")
+}
+
+// An item id ingest would refuse is refused by the item endpoint too.
+func TestItemIDRules(t *testing.T) {
+	tn := newTestNode(t)
+	tn.waitServing(t)
+	for name, id := range map[string]string{"600 bytes": strings.Repeat("i", 600), "invalid UTF-8": "\xff\xfe"} {
+		st, raw := tn.do(t, http.MethodGet, "/api/items/"+url.PathEscape(id), "", nil)
+		if st != http.StatusBadRequest {
+			t.Errorf("%s: status %d, want 400: %s", name, st, raw)
+		}
+		st, raw = tn.do(t, http.MethodPost, "/api/events", "application/json", []byte(`[{"item":"`+url.PathEscape(id)+`"}]`))
+		_ = raw
+		if name == "600 bytes" && st != http.StatusBadRequest {
+			t.Errorf("ingest of a %s item: status %d", name, st)
+		}
+	}
+}
+
+// A cached item read is served as cached and says so.
+func TestItemCachedConsistency(t *testing.T) {
+	tn := newTestNode(t)
+	tn.waitServing(t)
+	tn.post(t, "", `[{"item":"a"}]`)
+	var out struct {
+		Consistency string `json:"consistency"`
+	}
+	tn.doJSON(t, http.MethodGet, "/api/items/a?consistency=cached", "", http.StatusOK, &out)
+	if out.Consistency != "cached" {
+		t.Errorf("consistency %q, want cached", out.Consistency)
+	}
+}
