@@ -77,7 +77,7 @@ func windowPB(d time.Duration, startMs, endMs int64) *topkv1.WindowInfo {
 	if d == 0 {
 		return &topkv1.WindowInfo{Type: "global", EndUnixMs: endMs}
 	}
-	return &topkv1.WindowInfo{Type: "sliding", Duration: FormatDuration(d), StartUnixMs: startMs, EndUnixMs: endMs}
+	return &topkv1.WindowInfo{Type: "sliding", Duration: FormatWindow(d), StartUnixMs: startMs, EndUnixMs: endMs}
 }
 
 func (s *service) Ingest(ctx context.Context, req *connect.Request[topkv1.IngestRequest]) (*connect.Response[topkv1.IngestResponse], error) {
@@ -112,7 +112,7 @@ func (s *service) Ingest(ctx context.Context, req *connect.Request[topkv1.Ingest
 	}
 	out := &topkv1.IngestResponse{Accepted: res.Accepted, Duplicate: res.Duplicate, Rejected: res.Rejected}
 	for d, n := range res.Late {
-		out.LateDropped = append(out.LateDropped, &topkv1.LateDropped{Window: windowName(d), Events: n})
+		out.LateDropped = append(out.LateDropped, &topkv1.LateDropped{Window: FormatWindow(d), Events: n})
 	}
 	return connect.NewResponse(out), nil
 }
@@ -196,7 +196,7 @@ func (s *service) DescribeLeaderboard(ctx context.Context, req *connect.Request[
 	}
 	out := &topkv1.DescribeLeaderboardResponse{Leaderboard: leaderboardPB(ConfigJSON(st.Config)), Accepted: st.Accepted, Rejected: st.Rejected}
 	for _, w := range st.Windows {
-		out.Windows = append(out.Windows, &topkv1.WindowStats{Window: windowName(w.Window), DistinctItems: uint64(w.PositiveItems), LateDropped: w.LateDropped})
+		out.Windows = append(out.Windows, &topkv1.WindowStats{Window: FormatWindow(w.Window), DistinctItems: uint64(w.PositiveItems), LateDropped: w.LateDropped})
 	}
 	return connect.NewResponse(out), nil
 }

@@ -66,3 +66,23 @@ func TestItemCachedConsistency(t *testing.T) {
 		t.Errorf("consistency %q, want cached", out.Consistency)
 	}
 }
+
+// A window is written one way on every surface: listings, top-K answers,
+// late_dropped and metric labels.
+func TestOneWindowFormat(t *testing.T) {
+	tn := newTestNode(t)
+	tn.waitServing(t)
+	tn.post(t, "", `[{"item":"a"}]`)
+	top := tn.topItems(t, "time_window=24h&k=1")
+	if top.Window.Duration != "1d" {
+		t.Errorf("top-K window.duration %q, want 1d", top.Window.Duration)
+	}
+	_, raw := tn.do(t, http.MethodGet, "/api/leaderboards/default", "", nil)
+	if !strings.Contains(string(raw), `"1d"`) || strings.Contains(string(raw), `"24h"`) {
+		t.Errorf("description: %s", raw)
+	}
+	_, raw = tn.do(t, http.MethodGet, "/metrics", "", nil)
+	if !strings.Contains(string(raw), `window="1d"`) || strings.Contains(string(raw), `24h0m0s`) {
+		t.Errorf("metrics do not label the 1d window as 1d")
+	}
+}

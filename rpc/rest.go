@@ -75,7 +75,7 @@ type windowJSON struct {
 func windowOf(d time.Duration, startMs, endMs int64) windowJSON {
 	w := windowJSON{Type: "global"}
 	if d != 0 {
-		w = windowJSON{Type: "sliding", Duration: FormatDuration(d)}
+		w = windowJSON{Type: "sliding", Duration: FormatWindow(d)}
 	}
 	if endMs > 0 { // 0: the partitions have seen no time yet
 		w.End = rfc3339(endMs)
@@ -269,7 +269,7 @@ func (h *rest) events(w http.ResponseWriter, r *http.Request) {
 	}
 	late := map[string]uint64{}
 	for d, n := range res.Late {
-		late[windowName(d)] = n
+		late[FormatWindow(d)] = n
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"accepted": res.Accepted, "duplicate": res.Duplicate,
 		"late_dropped": late, "rejected": res.Rejected})
@@ -459,20 +459,12 @@ func ConfigJSON(c *pb.LeaderboardConfig) leaderboardJSON {
 		out.Clock = "event"
 	}
 	if c.AllowedLatenessMs > 0 {
-		out.AllowedLateness = FormatDuration(time.Duration(c.AllowedLatenessMs) * time.Millisecond)
+		out.AllowedLateness = fsm.FormatSpan(time.Duration(c.AllowedLatenessMs) * time.Millisecond)
 	}
 	for _, w := range c.Windows {
-		out.Windows = append(out.Windows, windowName(time.Duration(w.DurationMs)*time.Millisecond))
+		out.Windows = append(out.Windows, FormatWindow(time.Duration(w.DurationMs)*time.Millisecond))
 	}
 	return out
-}
-
-// windowName prefers days for whole days: 1d, 7d.
-func windowName(d time.Duration) string {
-	if d != 0 && d%(24*time.Hour) == 0 {
-		return strconv.FormatInt(int64(d/(24*time.Hour)), 10) + "d"
-	}
-	return FormatDuration(d)
 }
 
 func modeString(m pb.Mode) string {
@@ -525,7 +517,7 @@ func (h *rest) describeLeaderboard(w http.ResponseWriter, r *http.Request) {
 	}
 	wins := []map[string]any{}
 	for _, ws := range s.Windows {
-		wins = append(wins, map[string]any{"window": windowName(ws.Window), "distinct_items": ws.PositiveItems, "late_dropped": ws.LateDropped})
+		wins = append(wins, map[string]any{"window": FormatWindow(ws.Window), "distinct_items": ws.PositiveItems, "late_dropped": ws.LateDropped})
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"leaderboard": ConfigJSON(s.Config), "accepted": s.Accepted,
 		"rejected": s.Rejected, "distinct_items": s.Distinct, "windows": wins})

@@ -43,7 +43,7 @@ func TestTopItemsShape(t *testing.T) {
 		checkCounted bool
 	}{
 		{name: "1d is a 24h sliding window", query: "?time_window=1d&k=3&consistency=linearizable", wantItems: 3,
-			wantWindow: map[string]any{"type": "sliding", "duration": "24h"}, wantConsist: "linearizable", checkCounted: true},
+			wantWindow: map[string]any{"type": "sliding", "duration": "1d"}, wantConsist: "linearizable", checkCounted: true},
 		{name: "all is the global window", query: "?time_window=all&k=5&consistency=leader", wantItems: 5,
 			wantWindow: map[string]any{"type": "global"}, noDuration: true, wantConsist: "leader", checkCounted: true},
 		{name: "defaults k=100 all-time", query: "?consistency=linearizable", wantItems: 100,

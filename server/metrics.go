@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/topkd/topkd/fsm"
 	"github.com/topkd/topkd/server/raftlog"
 )
 
@@ -149,7 +150,7 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		for _, l := range s.Leaderboards {
 			rejected[[2]string{l.Name, "max_items"}] += l.RejectedMaxItems
 			for _, w := range l.Windows[1:] {
-				late[[2]string{l.Name, w.Window.String()}] += w.LateDropped
+				late[[2]string{l.Name, fsm.FormatWindow(w.Window)}] += w.LateDropped
 			}
 		}
 	}
