@@ -1,11 +1,15 @@
 package rpc_test
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/topkd/topkd/client"
 )
 
 // Leaderboard names follow one grammar on every API; a refused name is
@@ -84,5 +88,38 @@ func TestOneWindowFormat(t *testing.T) {
 	_, raw = tn.do(t, http.MethodGet, "/metrics", "", nil)
 	if !strings.Contains(string(raw), `window="1d"`) || strings.Contains(string(raw), `24h0m0s`) {
 		t.Errorf("metrics do not label the 1d window as 1d")
+	}
+}
+
+// k and count have one rule on every API: 0 (or absent) means the
+// default, min(100, k_max) items and a weight of 1.
+func TestZeroMeansDefault(t *testing.T) {
+	tn := newTestNode(t)
+	tn.waitServing(t)
+	var evs []string
+	for i := range 150 {
+		evs = append(evs, `{"item":"i`+strconv.Itoa(i)+`","count":0}`)
+	}
+	tn.post(t, "", "["+strings.Join(evs, ",")+"]")
+	if got := len(tn.topItems(t, "k=0").Items); got != 100 {
+		t.Errorf("REST k=0: %d items, want 100", got)
+	}
+	if c := tn.count(t, "default", "i7"); c != 1 {
+		t.Errorf("REST count 0 counted %d, want 1", c)
+	}
+	c, err := client.New([]string{tn.url}, client.WithDiscovery(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(context.Background())
+	if _, err := c.IngestBatch(t.Context(), "default", []client.Event{{Item: "i7", Count: 0}}); err != nil {
+		t.Fatal(err)
+	}
+	res, err := c.TopK(t.Context(), "default", "all", 0, client.WithConsistency(client.Linearizable))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Items) != 100 || res.Items[0].ID != "i7" || res.Items[0].Count != 2 {
+		t.Errorf("Connect k=0 after count 0: %d items, first %+v; want 100, i7 with 2", len(res.Items), res.Items[0])
 	}
 }

@@ -112,18 +112,14 @@ type topJSON struct {
 
 func (h *rest) topItems(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	k := 0 // the node's default: min(100, k_max)
+	k := 0 // absent or 0: the node's default, min(100, k_max), as over Connect
 	if s := q.Get("k"); s != "" {
 		v, err := strconv.Atoi(s)
 		if err != nil {
 			writeErr(w, badRequest("k", "%q is not an integer", s))
 			return
 		}
-		if v < 1 {
-			writeErr(w, badRequest("k", "%d is below 1", v))
-			return
-		}
-		k = v
+		k = v // the node checks the range, for every API alike
 	}
 	win, err := ParseWindow(q.Get("time_window"))
 	if err != nil {
@@ -244,12 +240,8 @@ func (h *rest) events(w http.ResponseWriter, r *http.Request) {
 			writeErr(w, badRequest(field+".leaderboard", "%q differs from the batch's %q; send one leaderboard per request", e.Leaderboard, req.Leaderboard))
 			return
 		}
-		ev := server.Event{Item: *e.Item, Count: 1}
+		ev := server.Event{Item: *e.Item} // count absent or 0 means 1, as over Connect
 		if e.Count != nil {
-			if *e.Count == 0 {
-				writeErr(w, badRequest(field+".count", "must not be 0"))
-				return
-			}
 			ev.Count = *e.Count
 		}
 		if len(e.Time) > 0 && string(e.Time) != "null" {

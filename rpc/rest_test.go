@@ -119,7 +119,6 @@ func TestTopItemsErrors(t *testing.T) {
 		wantStatus int
 		wantInMsg  []string
 	}{
-		{"k zero", "k=0", http.StatusBadRequest, []string{"k"}},
 		{"k negative", "k=-1", http.StatusBadRequest, []string{"k"}},
 		{"k above k_max", "k=1001", http.StatusBadRequest, []string{"k", "1000"}},
 		{"k not a number", "k=abc", http.StatusBadRequest, []string{"k", "abc"}},
@@ -439,7 +438,6 @@ func TestEventsRejectedRequests(t *testing.T) {
 		{"lone high surrogate escape", "", []byte(arr(`{"item":"a\ud800"}`)), 400, []string{"events[1].item"}},
 		{"lone low surrogate escape", "", []byte(arr(`{"item":"\udc00b"}`)), 400, []string{"events[1].item"}},
 		{"reversed surrogate pair", "", []byte(arr(`{"item":"\udc00\ud800"}`)), 400, []string{"events[1].item"}},
-		{"count 0", "", []byte(arr(`{"item":"zero","count":0}`)), 400, []string{"events[1].count"}},
 		{"count beyond 2^40", "", []byte(arr(`{"item":"big","count":1099511627777}`)), 400, []string{"events[1].count", "limit"}},
 		{"count not an integer", "", []byte(arr(`{"item":"frac","count":1.5}`)), 400, []string{"count"}},
 		{"time 11 min ahead (ms)", "", []byte(arr(`{"item":"fut","time":` + ms(11*time.Minute) + `}`)), 400, []string{"events[1].time"}},
