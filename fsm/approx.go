@@ -202,7 +202,7 @@ func newApprox(c *pb.LeaderboardConfig) *approx {
 func (lb *leaderboard) applyApprox(d *pb.LeaderboardDeltas, entryMs int64, out *pb.Outcome) {
 	a := lb.ap
 	var starts [16]int64
-	st := lb.windowStarts(starts[:0])
+	st := lb.windowStarts(starts[:0], lb.entryClock(d, entryMs))
 	var lateHere [16]uint64
 	lh := zeros(lateHere[:0], len(lb.wins))
 	var cms *sketch.CountMin

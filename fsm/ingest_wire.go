@@ -124,6 +124,10 @@ func decodeDeltas(b []byte) (*pb.LeaderboardDeltas, error) {
 			d.EventTimesS, n, err = column(d.EventTimesS, typ, b, false)
 		case num == 6 && (typ == protowire.VarintType || typ == protowire.BytesType):
 			d.Events, n, err = column(d.Events, typ, b, false)
+		case num == 8 && typ == protowire.VarintType:
+			var v uint64
+			v, n = protowire.ConsumeVarint(b)
+			d.MaxEventTimeMs = int64(v)
 		default:
 			n = protowire.ConsumeFieldValue(num, typ, b)
 		}
@@ -306,6 +310,9 @@ func (s *ingestSizes) deltas(d *pb.LeaderboardDeltas) (int, error) {
 			n += 1 + protowire.SizeBytes(l)
 		}
 	}
+	if d.MaxEventTimeMs != 0 {
+		n += 1 + protowire.SizeVarint(uint64(d.MaxEventTimeMs))
+	}
 	s.v = append(s.v, n, dl, tl, el)
 	return n, nil
 }
@@ -374,6 +381,9 @@ func (s *ingestSizes) appendEntry(b []byte, e *pb.IngestEntry) []byte {
 				for _, x := range d.Events {
 					b = protowire.AppendVarint(b, uint64(x))
 				}
+			}
+			if d.MaxEventTimeMs != 0 {
+				b = protowire.AppendVarint(append(b, 8<<3|byte(protowire.VarintType)), uint64(d.MaxEventTimeMs))
 			}
 		}
 	}

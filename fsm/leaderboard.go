@@ -268,7 +268,7 @@ func (lb *leaderboard) applyDeltas(d *pb.LeaderboardDeltas, entryMs int64, out *
 		return
 	}
 	var starts [16]int64
-	st := lb.windowStarts(starts[:0])
+	st := lb.windowStarts(starts[:0], lb.entryClock(d, entryMs))
 	var lateHere [16]uint64
 	lh := zeros(lateHere[:0], len(lb.wins))
 	// Cache the last bucket per window: consecutive deltas usually share it.
@@ -423,14 +423,31 @@ func (lb *leaderboard) fits(id uint32, delta int64, ix, starts []int64) bool {
 	return true
 }
 
-// windowStarts appends each sliding window's first live bucket index as the
-// clock stands before the entry (every bucket is live while it reads none).
-func (lb *leaderboard) windowStarts(dst []int64) []int64 {
+// entryClock is the window clock a part's late events are judged against.
+// A part carrying its request's latest event time is judged against the
+// clock as its entry will leave it: an event is then reported late whether
+// or not newer events share its request (else they would count in a bucket
+// that the entry's own advance expires, unreported). Parts without it, from
+// logs written before, keep the rule they were applied with: the clock as
+// it stood before the entry.
+func (lb *leaderboard) entryClock(d *pb.LeaderboardDeltas, entryMs int64) int64 {
+	if d.MaxEventTimeMs == 0 {
+		return lb.clockMs
+	}
+	if lb.cfg.Clock == pb.Clock_CLOCK_EVENT && d.MaxEventTimeMs > lb.maxEventMs {
+		lb.maxEventMs = d.MaxEventTimeMs // as the request's watermark tick would
+	}
+	return max(lb.clockMs, lb.computeClock(entryMs))
+}
+
+// windowStarts appends each sliding window's first live bucket index at
+// clock (every bucket is live while it reads none).
+func (lb *leaderboard) windowStarts(dst []int64, clock int64) []int64 {
 	for _, w := range lb.wins {
-		if lb.clockMs == noTime {
+		if clock == noTime {
 			dst = append(dst, math.MinInt64)
 		} else {
-			dst = append(dst, w.startIndex(lb.clockMs))
+			dst = append(dst, w.startIndex(clock))
 		}
 	}
 	return dst

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/topkd/topkd/client"
 )
@@ -121,5 +122,27 @@ func TestZeroMeansDefault(t *testing.T) {
 	}
 	if len(res.Items) != 100 || res.Items[0].ID != "i7" || res.Items[0].Count != 2 {
 		t.Errorf("Connect k=0 after count 0: %d items, first %+v; want 100, i7 with 2", len(res.Items), res.Items[0])
+	}
+}
+
+// late_dropped reports an event too old for a window in every request: on
+// a fresh event-clock leaderboard, alone or beside a current event, and
+// beside a current event that lands in another partition.
+func TestLateDroppedInEveryRequest(t *testing.T) {
+	tn := newTestNode(t)
+	tn.waitServing(t)
+	tn.doJSON(t, http.MethodPost, "/api/leaderboards", `{"name":"ev","clock":"event","windows":["1h"]}`, http.StatusCreated, nil)
+	now := time.Now()
+	old := strconv.FormatInt(now.Add(-3*time.Hour).UnixMilli(), 10)
+	cur := strconv.FormatInt(now.UnixMilli(), 10)
+	for _, tc := range []struct{ name, body string }{
+		{"old and current, same item", `[{"item":"a","time":` + old + `},{"item":"a","time":` + cur + `}]`},
+		{"old and current, different items", `[{"item":"b","time":` + old + `},{"item":"c","time":` + cur + `},{"item":"d","time":` + cur + `},{"item":"e","time":` + cur + `}]`},
+		{"old alone, after the current", `[{"item":"f","time":` + old + `}]`},
+	} {
+		got := tn.post(t, "?leaderboard=ev", tc.body)
+		if got.LateDropped["1h"] != 1 {
+			t.Errorf("%s: late_dropped %v, want 1h: 1", tc.name, got.LateDropped)
+		}
 	}
 }

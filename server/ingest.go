@@ -290,7 +290,7 @@ func (co *coordinator) split(cfg *pb.LeaderboardConfig, req IngestRequest) ([]*p
 	for p, c := range counts {
 		if c > 0 {
 			parts[p] = &pb.ProducerPart{ProducerId: req.ProducerID, Epoch: req.Epoch, Sequence: req.Sequence,
-				Boards: []*pb.LeaderboardDeltas{{Leaderboard: cfg.Name, Incarnation: cfg.Incarnation,
+				Boards: []*pb.LeaderboardDeltas{{Leaderboard: cfg.Name, Incarnation: cfg.Incarnation, MaxEventTimeMs: maxEvent,
 					Items: make([]string, 0, c), Deltas: make([]int64, 0, c), EventTimesS: make([]int64, 0, c), Events: make([]uint32, 0, c)}}}
 		}
 	}

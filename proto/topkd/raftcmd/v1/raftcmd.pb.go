@@ -455,9 +455,15 @@ type LeaderboardDeltas struct {
 	// Event time in unix seconds (the base resolution); 0 = untimed (takes the entry's time).
 	EventTimesS []int64 `protobuf:"varint,5,rep,packed,name=event_times_s,json=eventTimesS,proto3" json:"event_times_s,omitempty"`
 	// Raw events merged into each delta; 0 counts as 1.
-	Events        []uint32 `protobuf:"varint,6,rep,packed,name=events,proto3" json:"events,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Events []uint32 `protobuf:"varint,6,rep,packed,name=events,proto3" json:"events,omitempty"`
+	// The latest event time of the request this part came from (unix ms).
+	// Set: late events are judged against the window clock as this entry
+	// leaves it, so an event is late whether or not newer events share its
+	// request. 0 (parts proposed before the field): against the clock as it
+	// stood before the entry.
+	MaxEventTimeMs int64 `protobuf:"varint,8,opt,name=max_event_time_ms,json=maxEventTimeMs,proto3" json:"max_event_time_ms,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *LeaderboardDeltas) Reset() {
@@ -530,6 +536,13 @@ func (x *LeaderboardDeltas) GetEvents() []uint32 {
 		return x.Events
 	}
 	return nil
+}
+
+func (x *LeaderboardDeltas) GetMaxEventTimeMs() int64 {
+	if x != nil {
+		return x.MaxEventTimeMs
+	}
+	return 0
 }
 
 // One producer batch's share of this partition.
@@ -2006,14 +2019,15 @@ const file_topkd_raftcmd_v1_raftcmd_proto_rawDesc = "" +
 	"\ffilter_cells\x18\r \x01(\rR\vfilterCells\"G\n" +
 	"\x0fDropLeaderboard\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
-	"\vincarnation\x18\x02 \x01(\x04R\vincarnation\"\xd3\x01\n" +
+	"\vincarnation\x18\x02 \x01(\x04R\vincarnation\"\xfe\x01\n" +
 	"\x11LeaderboardDeltas\x12 \n" +
 	"\vleaderboard\x18\x01 \x01(\tR\vleaderboard\x12 \n" +
 	"\vincarnation\x18\x02 \x01(\x04R\vincarnation\x12\x14\n" +
 	"\x05items\x18\x03 \x03(\tR\x05items\x12\x16\n" +
 	"\x06deltas\x18\x04 \x03(\x12R\x06deltas\x12\"\n" +
 	"\revent_times_s\x18\x05 \x03(\x03R\veventTimesS\x12\x16\n" +
-	"\x06events\x18\x06 \x03(\rR\x06eventsJ\x04\b\a\x10\bR\n" +
+	"\x06events\x18\x06 \x03(\rR\x06events\x12)\n" +
+	"\x11max_event_time_ms\x18\b \x01(\x03R\x0emaxEventTimeMsJ\x04\b\a\x10\bR\n" +
 	"dimensions\"\x9e\x01\n" +
 	"\fProducerPart\x12\x1f\n" +
 	"\vproducer_id\x18\x01 \x01(\tR\n" +
