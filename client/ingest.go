@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"sync"
+	"syscall"
 	"time"
 	"unicode/utf8"
 
@@ -114,6 +115,24 @@ func definite(err error) bool {
 	}
 	return false
 }
+
+// notApplied reports whether one attempt's failure settles that it was not
+// applied: a definite refusal, a refusal the node marks as made before any
+// part was proposed (an overloaded node's 429), or a request that never
+// reached a node.
+func notApplied(err error) bool {
+	if definite(err) || errors.Is(err, syscall.ECONNREFUSED) || tlsRefused(err) {
+		return true
+	}
+	var ce *connect.Error
+	return errors.As(err, &ce) && connect.IsWireError(ce) && ce.Meta().Get(outcomeHeader) == outcomeRefused
+}
+
+// The server's mark of a refusal before proposal (rpc.OutcomeHeader).
+const (
+	outcomeHeader  = "Topkd-Outcome"
+	outcomeRefused = "refused"
+)
 
 // ingest sends a batch under a new sequence (resend == 0) or under resend:
 // split by partition straight to the leaders when the routes allow it

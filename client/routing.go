@@ -193,6 +193,7 @@ func (c *Client) send(ctx context.Context, op string, parts []routedPart, msgs [
 		resp     *topkv1.IngestResponse
 		attempts int
 		err      error
+		maybe    bool // some attempt may have been applied
 	}
 	answers := make([]answer, len(parts))
 	call := func(i int) {
@@ -201,6 +202,8 @@ func (c *Client) send(ctx context.Context, op string, parts []routedPart, msgs [
 			r, err := n.Ingest(ctx, connect.NewRequest(msgs[i]))
 			if err == nil {
 				a.resp = r.Msg
+			} else if !notApplied(err) {
+				a.maybe = true
 			}
 			return err
 		})
@@ -217,7 +220,7 @@ func (c *Client) send(ctx context.Context, op string, parts []routedPart, msgs [
 	for i, a := range answers {
 		out.Attempts = max(out.Attempts, a.attempts)
 		if a.err != nil {
-			unknown = unknown || (a.attempts > 0 && !definite(a.err))
+			unknown = unknown || a.maybe
 			if len(parts) > 1 {
 				a.err = fmt.Errorf("part for %s: %w", parts[i].addr, a.err)
 			}

@@ -13,6 +13,14 @@ import (
 
 var errMalformedPart = errors.New("a part must carry exactly one leaderboard's deltas")
 
+// OutcomeHeader, set to OutcomeRefused, tells a client that a failed
+// ingest was refused before any part of it was proposed: not applied,
+// whatever the code (a 429 is otherwise of unknown outcome).
+const (
+	OutcomeHeader  = "Topkd-Outcome"
+	OutcomeRefused = "refused"
+)
+
 // code maps an error from the node to a Connect code; HTTP statuses derive from it.
 func code(err error) connect.Code {
 	switch {
@@ -52,6 +60,9 @@ func connectErr(err error) error {
 	if ce.Code() == connect.CodeResourceExhausted {
 		// The retry hint: queues drain and the memory guard re-samples within a second.
 		ce.Meta().Set("Retry-After", "1")
+	}
+	if server.NotApplied(err) {
+		ce.Meta().Set(OutcomeHeader, OutcomeRefused)
 	}
 	return ce
 }

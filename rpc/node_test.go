@@ -49,6 +49,12 @@ func (tn *testNode) proto(contentType string) string {
 
 func newTestNode(t testing.TB) *testNode {
 	t.Helper()
+	return newTestNodeWith(t, nil)
+}
+
+// newTestNodeWith is newTestNode with its configuration changed by edit.
+func newTestNodeWith(t testing.TB, edit func(*server.Config)) *testNode {
+	t.Helper()
 	// The advertised Raft address must be a real one (it is written into the
 	// bootstrap configuration), so listen first and pass the listener.
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -59,8 +65,12 @@ func newTestNode(t testing.TB) *testNode {
 	pol.HeartbeatTimeout, pol.ElectionTimeout = 50*time.Millisecond, 50*time.Millisecond
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
-	n, err := server.Open(ctx, server.Config{NodeID: "n1", DataDir: t.TempDir(), RaftAddr: ln.Addr().String(),
-		RaftListener: ln, Partitions: 4, Raft: pol, Logger: slog.New(slog.DiscardHandler)})
+	cfg := server.Config{NodeID: "n1", DataDir: t.TempDir(), RaftAddr: ln.Addr().String(),
+		RaftListener: ln, Partitions: 4, Raft: pol, Logger: slog.New(slog.DiscardHandler)}
+	if edit != nil {
+		edit(&cfg)
+	}
+	n, err := server.Open(ctx, cfg)
 	if err != nil {
 		ln.Close()
 		t.Fatalf("open node: %v", err)

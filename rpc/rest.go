@@ -58,6 +58,9 @@ func writeErr(w http.ResponseWriter, err error) {
 	if c == connect.CodeResourceExhausted {
 		w.Header().Set("Retry-After", "1")
 	}
+	if server.NotApplied(err) {
+		w.Header().Set(OutcomeHeader, OutcomeRefused)
+	}
 	writeJSON(w, httpStatus(c), map[string]apiError{"error": {Code: c.String(), Message: err.Error()}})
 }
 

@@ -14,3 +14,17 @@ var (
 	// ErrUnknownOutcome: the write may or may not have committed (leadership lost, timeout); retry with the same sequence.
 	ErrUnknownOutcome = errors.New("outcome unknown")
 )
+
+// refusedWhole marks a refusal made before any part of a request was
+// proposed: the request is certainly not applied.
+type refusedWhole struct{ error }
+
+func (e refusedWhole) Unwrap() error { return e.error }
+
+// NotApplied reports whether err refused a whole request before any part of
+// it was proposed, so a client may report it refused rather than of
+// unknown outcome.
+func NotApplied(err error) bool {
+	var r refusedWhole
+	return errors.As(err, &r)
+}

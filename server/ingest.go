@@ -134,16 +134,16 @@ func (co *coordinator) Ingest(ctx context.Context, req IngestRequest) (IngestRes
 	if pending := co.pending.Add(events); pending > limit && pending != events {
 		co.pending.Add(-events)
 		co.metrics.rejections.WithLabelValues("pending_events").Inc()
-		return IngestResult{}, fmt.Errorf("%w: %d events of other requests are in progress on this node (limit %d)", ErrOverloaded, pending-events, limit)
+		return IngestResult{}, refusedWhole{fmt.Errorf("%w: %d events of other requests are in progress on this node (limit %d)", ErrOverloaded, pending-events, limit)}
 	}
 	defer co.pending.Add(-events)
 	if err := co.mem.check(); err != nil {
 		co.metrics.rejections.WithLabelValues("memory").Inc()
-		return IngestResult{}, err
+		return IngestResult{}, refusedWhole{err}
 	}
 	if err := co.checkMaxItems(ctx, cfg, req); err != nil {
 		co.metrics.rejections.WithLabelValues("max_items").Inc()
-		return IngestResult{}, err
+		return IngestResult{}, refusedWhole{err}
 	}
 	if cfg.Clock != pb.Clock_CLOCK_EVENT {
 		maxEvent = 0 // only an event clock advances with event times

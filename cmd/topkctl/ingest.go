@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/schollz/progressbar/v3"
@@ -123,8 +124,11 @@ func (a *app) produce(ctx context.Context, n int, lb string, mode sendMode, batc
 	var (
 		errOnce  sync.Once
 		firstErr error
+		failed   atomic.Bool
 	)
-	fail := func(err error) { errOnce.Do(func() { firstErr = err }) }
+	// The first failure stops every producer: each batch has had the
+	// client's retries (a refusing node's Retry-After included) by then.
+	fail := func(err error) { errOnce.Do(func() { firstErr = err; failed.Store(true) }) }
 	var opts []client.Option
 	if mode.perLeader {
 		opts = append(opts, client.WithBatchSize(mode.size), client.WithBatchHandler(func(r client.BatchResult) {
@@ -155,6 +159,9 @@ func (a *app) produce(ctx context.Context, n int, lb string, mode sendMode, batc
 		go func() {
 			defer wg.Done()
 			for b := range batches {
+				if failed.Load() {
+					continue // drain, so the feeder never blocks
+				}
 				if mode.perLeader {
 					if err := c.AddMany(ctx, lb, b); err != nil {
 						fail(err)
@@ -165,8 +172,6 @@ func (a *app) produce(ctx context.Context, n int, lb string, mode sendMode, batc
 				res, err := c.IngestBatch(ctx, lb, b)
 				if err != nil {
 					fail(err)
-					// Keep draining so the feeder never blocks; the caller
-					// cancels the context to stop it early.
 					continue
 				}
 				stats.add(len(b), res, time.Since(start))

@@ -1,9 +1,30 @@
 package main
 
 import (
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/topkd/topkd/rpc/rpctest"
+	"github.com/topkd/topkd/server"
 )
 
 func newTestNode(t *testing.T) *rpctest.Node { return rpctest.New(t) }
+
+// bench against a node that refuses all ingest stops at the first batch
+// whose retries ran out, saying why, instead of sending on.
+func TestBenchStopsWhenRefused(t *testing.T) {
+	node := rpctest.NewWith(t, func(c *server.Config) { c.MemoryHighWater = 1 })
+	start := time.Now()
+	out, err := run(t, node.Addr, "", "--timeout", "3s", "bench", "--events", "200000", "--producers", "4", "--batch", "100",
+		"--query-rate", "0", "--progress=false")
+	if err == nil {
+		t.Fatalf("bench against a refusing node succeeded:\n%s", out)
+	}
+	if !strings.Contains(err.Error(), "high-water") || strings.Contains(err.Error(), "outcome unknown") {
+		t.Errorf("error %q: want the refusal named, not an unknown outcome", err)
+	}
+	if d := time.Since(start); d > 15*time.Second {
+		t.Errorf("bench took %v to stop", d)
+	}
+}

@@ -34,7 +34,24 @@ func Start() (*Node, error) { return StartSecure(rpc.Security{}) }
 
 // StartSecure starts a node that checks callers against sec: with
 // sec.Certs its HTTP port serves TLS and its Raft port mutual TLS.
-func StartSecure(sec rpc.Security) (*Node, error) {
+func StartSecure(sec rpc.Security) (*Node, error) { return start(sec, nil) }
+
+// NewWith starts a node whose configuration edit changes, closed by t.Cleanup.
+func NewWith(t testing.TB, edit func(*server.Config)) *Node {
+	t.Helper()
+	tn, err := start(rpc.Security{}, edit)
+	if err != nil {
+		t.Fatalf("start node: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := tn.Close(); err != nil {
+			t.Errorf("close node: %v", err)
+		}
+	})
+	return tn
+}
+
+func start(sec rpc.Security, edit func(*server.Config)) (*Node, error) {
 	dir, err := os.MkdirTemp("", "topkd-rpctest-")
 	if err != nil {
 		return nil, err
@@ -56,9 +73,13 @@ func StartSecure(sec rpc.Security) (*Node, error) {
 	pol.HeartbeatTimeout, pol.ElectionTimeout = 50*time.Millisecond, 50*time.Millisecond
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	n, err := server.Open(ctx, server.Config{NodeID: "node1", DataDir: dir, RaftAddr: raftLn.Addr().String(),
+	cfg := server.Config{NodeID: "node1", DataDir: dir, RaftAddr: raftLn.Addr().String(),
 		RaftListener: raftLn, HTTPAddr: httpLn.Addr().String(), Partitions: 2, Raft: pol, TLS: sec.Certs,
-		Logger: slog.New(slog.DiscardHandler)})
+		Logger: slog.New(slog.DiscardHandler)}
+	if edit != nil {
+		edit(&cfg)
+	}
+	n, err := server.Open(ctx, cfg)
 	if err != nil {
 		httpLn.Close()
 		return fail(fmt.Errorf("open node: %w", err))
