@@ -37,6 +37,7 @@ type options struct {
 	noRouting      bool
 	tls            *tls.Config
 	token          string
+	refusedTimeout time.Duration // 0: retryTimeout alone
 }
 
 func defaultOptions() options {
@@ -117,6 +118,15 @@ func WithRetryTimeout(d time.Duration) Option {
 			o.retryTimeout = d
 		}
 	}
+}
+
+// WithRefusedTimeout gives up on a call sooner when every attempt so far
+// found no node listening (connection refused) for d: a command-line tool
+// pointed at a node that is not running says so in seconds. By default
+// such a call retries for the whole retry timeout, as for a node
+// restarting.
+func WithRefusedTimeout(d time.Duration) Option {
+	return func(o *options) { o.refusedTimeout = max(d, 0) }
 }
 
 // WithAttemptTimeout bounds one attempt of a call (default 10 s); an attempt

@@ -69,7 +69,8 @@ func (c *Client) callFrom(ctx context.Context, op string, p retryPolicy, first t
 	defer cancel()
 	start := int(c.next.Add(1))
 	began := time.Now()
-	var cause error // the last failure that was not our own deadline cutting an attempt short
+	var cause error     // the last failure that was not our own deadline cutting an attempt short
+	refusedOnly := true // every attempt so far found no one listening
 	for attempt := 0; ; attempt++ {
 		if c.stopped.Load() {
 			return attempt, fmt.Errorf("%s: %w", op, ErrClosed)
@@ -87,6 +88,11 @@ func (c *Client) callFrom(ctx context.Context, op string, p retryPolicy, first t
 		}
 		if !retryable(err, p) {
 			return attempt + 1, fmt.Errorf("%s: %w", op, err)
+		}
+		refusedOnly = refusedOnly && errors.Is(err, syscall.ECONNREFUSED)
+		if refusedOnly && c.opts.refusedTimeout > 0 && time.Since(began) >= c.opts.refusedTimeout {
+			return attempt + 1, fmt.Errorf("%s: no node accepted a connection in %v (%d attempts): %w",
+				op, time.Since(began).Round(time.Millisecond), attempt+1, err)
 		}
 		if cause == nil || ctx.Err() == nil || connect.CodeOf(err) != connect.CodeDeadlineExceeded {
 			cause = err

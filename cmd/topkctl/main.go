@@ -37,6 +37,7 @@ type app struct {
 	timeout   time.Duration
 	routing   bool
 	discovery time.Duration
+	refused   time.Duration
 	// TLS and the token file; the token itself may come from TOPKD_TOKEN,
 	// never from a flag (command lines are visible to every user).
 	caFile, certFile, keyFile, serverName, tokenFile string
@@ -76,6 +77,7 @@ func (a *app) root() *cobra.Command {
 	pf := root.PersistentFlags()
 	pf.StringVar(&a.addr, "addr", envOr("TOPKD_ADDR", "127.0.0.1:7070"), "node address(es), comma-separated (TOPKD_ADDR)")
 	pf.DurationVar(&a.timeout, "timeout", defTimeout, "deadline of each request, retries included (TOPKD_TIMEOUT)")
+	pf.DurationVar(&a.refused, "refused-timeout", 2*time.Second, "give up sooner when no node accepts a connection for this long (0: retry until --timeout)")
 	pf.DurationVar(&a.discovery, "discovery", client.DefaultDiscoveryInterval, "how often to learn the cluster's members and partition leaders; 0: use only --addr")
 	pf.BoolVar(&a.routing, "routing", true, "send each batch's events straight to their partitions' leaders (false: to one node, which forwards)")
 	pf.StringVar(&a.caFile, "ca", envOr("TOPKD_CA", ""), "PEM file of the CA the nodes' certificates are checked against; addresses then mean https (TOPKD_CA)")
@@ -107,7 +109,8 @@ func (a *app) client(opts ...client.Option) (*client.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	opts = append(append([]client.Option{client.WithRetryTimeout(a.timeout), client.WithRouting(a.routing), client.WithDiscovery(a.discovery)}, sec...), opts...)
+	opts = append(append([]client.Option{client.WithRetryTimeout(a.timeout), client.WithRouting(a.routing), client.WithDiscovery(a.discovery),
+		client.WithRefusedTimeout(a.refused)}, sec...), opts...)
 	return client.New(a.addrs(), opts...)
 }
 

@@ -28,3 +28,16 @@ func TestBenchStopsWhenRefused(t *testing.T) {
 		t.Errorf("bench took %v to stop", d)
 	}
 }
+
+// Against an address where nothing listens, a command fails in about
+// --refused-timeout (2 s), not --timeout, and says why.
+func TestRefusedConnectionFailsFast(t *testing.T) {
+	start := time.Now()
+	_, err := run(t, "127.0.0.1:1", "", "status")
+	if err == nil || !strings.Contains(err.Error(), "connection refused") {
+		t.Fatalf("status against a closed port: %v", err)
+	}
+	if d := time.Since(start); d > 8*time.Second {
+		t.Errorf("took %v, want about 2 s", d)
+	}
+}
