@@ -21,11 +21,14 @@ func registerConnect(mux *http.ServeMux, n *server.Node, g *guard) {
 	auth := connect.WithInterceptors(g.interceptor())
 	// Small answers are not worth gzip's CPU; large top-K lists still compress.
 	path, h := topkv1connect.NewTopKServiceHandler(&service{n: n}, connect.WithCompressMinBytes(8<<10), connect.WithCodec(protoCodec{}), auth)
-	mux.Handle(path, h)
-	mux.Handle(grpchealth.NewHandler(&health{n: n}))
+	mux.Handle(path, clientErrors(h))
+	path, h = grpchealth.NewHandler(&health{n: n})
+	mux.Handle(path, clientErrors(h))
 	reflector := grpcreflect.NewStaticReflector(topkv1connect.TopKServiceName, grpchealth.HealthV1ServiceName)
-	mux.Handle(grpcreflect.NewHandlerV1(reflector, auth))
-	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector, auth))
+	path, h = grpcreflect.NewHandlerV1(reflector, auth)
+	mux.Handle(path, clientErrors(h))
+	path, h = grpcreflect.NewHandlerV1Alpha(reflector, auth)
+	mux.Handle(path, clientErrors(h))
 }
 
 // health answers gRPC health checks: serving once the node is ready.

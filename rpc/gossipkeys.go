@@ -2,7 +2,6 @@ package rpc
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -51,7 +50,8 @@ func (h *rest) gossipKeys(w http.ResponseWriter, r *http.Request) {
 		Op  string `json:"op"`
 		Key string `json:"key"`
 	}
-	if err := json.NewDecoder(io.LimitReader(r.Body, 4096)).Decode(&req); err != nil {
+	body, _ := io.ReadAll(io.LimitReader(r.Body, 4096))
+	if err := strictUnmarshal(body, &req); err != nil {
 		writeErr(w, badRequest("body", "want {\"op\": \"install|use|remove|list\", \"key\": \"BASE64\"}"))
 		return
 	}

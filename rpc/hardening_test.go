@@ -1,8 +1,10 @@
 package rpc_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -144,5 +146,56 @@ func TestLateDroppedInEveryRequest(t *testing.T) {
 		if got.LateDropped["1h"] != 1 {
 			t.Errorf("%s: late_dropped %v, want 1h: 1", tc.name, got.LateDropped)
 		}
+	}
+}
+
+// Malformed Connect-side requests are client errors that say what is
+// wrong: a gRPC body cut inside its envelope, a content type no protocol
+// speaks, a JSON key given twice.
+func TestMalformedRequestsAreClientErrors(t *testing.T) {
+	tn := newTestNode(t)
+	tn.waitServing(t)
+	for name, body := range map[string][]byte{
+		"message shorter than promised": {0, 0, 0, 0, 100, 1, 2, 3},
+		"prefix cut":                    {0, 0, 0},
+	} {
+		for _, ct := range []string{"application/grpc", "application/grpc-web+proto"} {
+			req, _ := http.NewRequest(http.MethodPost, tn.url+"/topk.v1.TopKService/TopK", bytes.NewReader(body))
+			req.Header.Set("Content-Type", ct)
+			resp, err := tn.http.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			raw, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			// In trailers, or in headers for a trailers-only answer, or
+			// (gRPC-Web) in a trailer frame of the body.
+			status := resp.Trailer.Get("Grpc-Status") + resp.Header.Get("Grpc-Status")
+			if bytes.Contains(raw, []byte("grpc-status:")) {
+				status = string(bytes.TrimSpace(bytes.SplitN(bytes.SplitN(raw, []byte("grpc-status:"), 2)[1], []byte("\r"), 2)[0]))
+			}
+			if status != "3" {
+				t.Errorf("%s, %s: grpc-status %q (header %v, body %q), want 3 (invalid argument)", name, ct, status, resp.Header, raw)
+			}
+		}
+	}
+	req, _ := http.NewRequest(http.MethodPost, tn.url+"/topk.v1.TopKService/TopK", strings.NewReader("{}"))
+	req.Header.Set("Content-Type", "text/plain")
+	resp, err := tn.http.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnsupportedMediaType || !strings.Contains(string(raw), "application/proto") {
+		t.Errorf("text/plain: %d %q, want 415 naming the types taken", resp.StatusCode, raw)
+	}
+	st, raw := tn.do(t, http.MethodPost, "/api/events", "application/json", []byte(`[{"item":"a","item":"b"}]`))
+	checkError(t, st, raw, http.StatusBadRequest, `"item" appears twice`)
+	st, raw = tn.do(t, http.MethodPost, "/api/leaderboards", "application/json", []byte(`{"name":"x","name":"y"}`))
+	checkError(t, st, raw, http.StatusBadRequest, `"name" appears twice`)
+	st, raw = tn.do(t, http.MethodPost, "/topk.v1.TopKService/TopK", "application/json", []byte(`{"leaderboard":"default","leaderboard":"x"}`))
+	if st != http.StatusBadRequest {
+		t.Errorf("Connect JSON with a key twice: %d %s", st, raw)
 	}
 }

@@ -322,7 +322,12 @@ func isEnvelope(body []byte) bool {
 	return ok
 }
 
+// strictUnmarshal decodes one JSON value, refusing unknown fields, a key
+// given twice in one object and trailing data.
 func strictUnmarshal(data []byte, v any) error {
+	if k, dup := duplicateKey(data); dup {
+		return fmt.Errorf("key %q appears twice in one object", k)
+	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
