@@ -103,8 +103,11 @@ func (lb *leaderboard) bytes() int64 {
 	n += lb.itemBytes // kept current: Stats runs on every metrics scrape, never walk the items
 	for _, w := range append([]*window{lb.all}, lb.wins...) {
 		n += int64(cap(w.heap)) * 32
-		for i := range w.classes {
-			n += int64(cap(w.classes[i].ids)) * 4
+		if w.classes != nil {
+			n += numClasses * int64(unsafe.Sizeof(class{}))
+			for i := range w.classes {
+				n += int64(cap(w.classes[i].ids)) * 4
+			}
 		}
 		for _, b := range w.buckets {
 			n += int64(b.ids.len())*bucketEntry + int64(len(b.slot))*slotMapEntry

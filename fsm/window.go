@@ -37,7 +37,9 @@ type window struct {
 	capacity int
 	kmax     int
 
-	classes  [numClasses]class
+	// classes is allocated when an item is first classed (14 KiB): an
+	// empty leaderboard's windows stay small.
+	classes  *[numClasses]class
 	nonEmpty [numClasses / 64]uint64
 	positive int
 	dirty    bool
@@ -201,6 +203,14 @@ func (w *window) keepTracked() int {
 	return max(k, w.positive/64, 1)
 }
 
+// cls returns the classes, allocating them on first use.
+func (w *window) cls() *[numClasses]class {
+	if w.classes == nil {
+		w.classes = new([numClasses]class)
+	}
+	return w.classes
+}
+
 func (w *window) untracked() int { return w.positive - len(w.heap) - w.tracked }
 
 func newWindow(durMs, bucketMs int64, kmax int, items *cowArray[string], rec *recStore, off int) *window {
@@ -332,7 +342,7 @@ func (w *window) park(id uint32, c int64) {
 }
 
 func (w *window) raiseBound(ci int, c int64, id uint32) {
-	cl := &w.classes[ci]
+	cl := &w.cls()[ci]
 	if cl.stale {
 		return
 	}
@@ -348,7 +358,7 @@ func (w *window) raiseBound(ci int, c int64, id uint32) {
 
 func (w *window) classInsert(id uint32, c int64) {
 	ci := classOf(c)
-	cl := &w.classes[ci]
+	cl := &w.cls()[ci]
 	w.setPos(id, int32(len(cl.ids)))
 	cl.ids = append(cl.ids, id)
 	w.tracked++
@@ -357,7 +367,7 @@ func (w *window) classInsert(id uint32, c int64) {
 }
 
 func (w *window) classRemove(ci, p int) {
-	cl := &w.classes[ci]
+	cl := &w.cls()[ci]
 	last := len(cl.ids) - 1
 	if p != last {
 		moved := cl.ids[last]
@@ -390,10 +400,10 @@ func (w *window) topClass() int {
 // apply goroutine (settle, refill); readers rely on it having run.
 func (w *window) freshenTop() {
 	ci := w.topClass()
-	if ci < 0 || !w.classes[ci].stale {
+	if ci < 0 || !w.cls()[ci].stale {
 		return
 	}
-	cl := &w.classes[ci]
+	cl := &w.cls()[ci]
 	best := cl.ids[0]
 	for _, id := range cl.ids[1:] {
 		if w.rankAbove(id, best) {
@@ -415,7 +425,7 @@ func (w *window) outsideBound() (c int64, item string, ok bool) {
 		}
 		return 0, "", false
 	}
-	cl := &w.classes[ci]
+	cl := &w.cls()[ci]
 	return cl.bCount, cl.bItem, true
 }
 
@@ -584,14 +594,14 @@ func (w *window) raiseFloor(keep int) {
 	var sizes [numClasses]int
 	top := w.topClass()
 	for ci := w.floor; ci <= top; ci++ {
-		sizes[ci] = len(w.classes[ci].ids)
+		sizes[ci] = len(w.cls()[ci].ids)
 	}
 	nf, _ := floorKeeping(&sizes, top, 0, keep)
 	if nf <= w.floor {
 		return
 	}
 	for ci := w.floor; ci < nf; ci++ {
-		cl := &w.classes[ci]
+		cl := &w.cls()[ci]
 		w.tracked -= len(cl.ids)
 		*cl = class{}
 		w.nonEmpty[ci>>6] &^= 1 << (ci & 63)
@@ -641,7 +651,7 @@ func (w *window) bringBack(sizes *[numClasses]int) bool {
 	}
 	for ci := nf; ci < w.floor; ci++ {
 		if sizes[ci] > 0 {
-			w.classes[ci].ids = make([]uint32, 0, sizes[ci])
+			w.cls()[ci].ids = make([]uint32, 0, sizes[ci])
 		}
 	}
 	for i := range w.rec.n {
@@ -651,7 +661,7 @@ func (w *window) bringBack(sizes *[numClasses]int) bool {
 			continue
 		}
 		if ci := classOf(c); ci >= nf && ci < w.floor {
-			cl := &w.classes[ci]
+			cl := &w.cls()[ci]
 			w.setPos(id, int32(len(cl.ids)))
 			cl.ids = append(cl.ids, id)
 			cl.stale = true
@@ -692,7 +702,7 @@ func (w *window) refill() {
 			}
 			break
 		}
-		cl := &w.classes[ci]
+		cl := &w.cls()[ci]
 		room := w.capacity - len(w.heap)
 		if len(cl.ids) <= room {
 			ids := cl.ids
@@ -725,7 +735,7 @@ func (w *window) refill() {
 // ranking ids loads two records, and on ties two strings, per comparison,
 // which made restoring a class of a million count-1 items take seconds.
 func (w *window) takeBest(ci, n int) {
-	cl := &w.classes[ci]
+	cl := &w.cls()[ci]
 	nodes := make([]hnode, len(cl.ids))
 	pos := make([]uint32, len(cl.ids))
 	for i, id := range cl.ids {
@@ -965,7 +975,7 @@ func (w *window) rawAdd(id uint32, d int64) {
 // rebuild derives positive, classes and heap from the counts in one pass.
 func (w *window) rebuild() {
 	w.heap = w.heap[:0]
-	w.classes = [numClasses]class{}
+	w.classes = nil
 	w.nonEmpty = [numClasses / 64]uint64{}
 	w.positive, w.tracked = 0, 0
 	// Size the classes first: growing a class of millions by appends

@@ -3,8 +3,12 @@ package server
 import (
 	"errors"
 	"fmt"
+	"runtime"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/topkd/topkd/fsm"
 
 	metapb "github.com/topkd/topkd/proto/topkd/meta/v1"
 	pb "github.com/topkd/topkd/proto/topkd/raftcmd/v1"
@@ -64,4 +68,26 @@ func TestLeaderboardLimitInMeta(t *testing.T) {
 func metaPut(name string, limit uint32) *metapb.Command {
 	return &metapb.Command{Cmd: &metapb.Command_PutLeaderboard{PutLeaderboard: &metapb.PutLeaderboard{
 		Config: &pb.LeaderboardConfig{Name: name}, CreateOnly: true, MaxLeaderboards: limit}}}
+}
+
+// BenchmarkEmptyLeaderboard measures what one empty leaderboard costs a
+// node: creation time and live heap (off-heap item records included).
+func BenchmarkEmptyLeaderboard(b *testing.B) {
+	n := openBenchNode(b)
+	before := liveHeap()
+	start := time.Now()
+	for i := range b.N {
+		if _, err := n.CreateLeaderboard(b.Context(), &pb.LeaderboardConfig{Name: fmt.Sprintf("empty-%d", i)}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(time.Since(start).Microseconds())/float64(b.N)/1000, "ms/create")
+	b.ReportMetric(float64(liveHeap()-before)/float64(b.N)/1024, "KiB/board")
+}
+
+func liveHeap() uint64 {
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.HeapAlloc + uint64(fsm.OffHeapBytes())
 }

@@ -1906,10 +1906,12 @@ func (x *DescribeLeaderboardRequest) GetName() string {
 }
 
 type WindowStats struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Window        string                 `protobuf:"bytes,1,opt,name=window,proto3" json:"window,omitempty"`
-	DistinctItems uint64                 `protobuf:"varint,2,opt,name=distinct_items,json=distinctItems,proto3" json:"distinct_items,omitempty"`
-	LateDropped   uint64                 `protobuf:"varint,3,opt,name=late_dropped,json=lateDropped,proto3" json:"late_dropped,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Window string                 `protobuf:"bytes,1,opt,name=window,proto3" json:"window,omitempty"`
+	// Items whose count in the window is positive (an item cancelled down to
+	// 0 or below is not counted).
+	DistinctItems uint64 `protobuf:"varint,2,opt,name=distinct_items,json=distinctItems,proto3" json:"distinct_items,omitempty"`
+	LateDropped   uint64 `protobuf:"varint,3,opt,name=late_dropped,json=lateDropped,proto3" json:"late_dropped,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
