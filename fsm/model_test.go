@@ -1309,7 +1309,7 @@ func mdWindowInvariants(w *window) error {
 				untracked++ // a stale position below the floor
 				continue
 			}
-			cl := &w.classes[classOf(c)]
+			cl := &w.cls()[classOf(c)]
 			if int(p) >= len(cl.ids) || cl.ids[p] != id {
 				return fmt.Errorf("id %d (count %d): bad class slot %d", id, c, p)
 			}
@@ -1330,10 +1330,10 @@ func mdWindowInvariants(w *window) error {
 	}
 	members := 0
 	for ci := range w.classes {
-		if n := len(w.classes[ci].ids); n > 0 && ci < w.floor {
+		if n := len(w.cls()[ci].ids); n > 0 && ci < w.floor {
 			return fmt.Errorf("class %d below the floor %d holds %d members", ci, w.floor, n)
 		}
-		members += len(w.classes[ci].ids)
+		members += len(w.cls()[ci].ids)
 	}
 	if members != w.tracked {
 		return fmt.Errorf("classes hold %d members, the window counts %d", members, w.tracked)
@@ -1347,7 +1347,7 @@ func mdWindowInvariants(w *window) error {
 		}
 	}
 	for ci := range w.classes {
-		cl := &w.classes[ci]
+		cl := &w.cls()[ci]
 		nonEmpty := w.nonEmpty[ci>>6]&(1<<(ci&63)) != 0
 		if nonEmpty != (len(cl.ids) > 0) {
 			return fmt.Errorf("class %d: non-empty bit %v with %d members", ci, nonEmpty, len(cl.ids))
@@ -1767,7 +1767,7 @@ func TestWindowTrickyPaths(t *testing.T) {
 				h.settle("filled")
 				h.addAll(hs, -1000)
 				h.settle("refilled from class 16")
-				left := len(h.w.classes[classOf(16)].ids)
+				left := len(h.w.cls()[classOf(16)].ids)
 				if left == 0 || left == len(cs) {
 					h.t.Fatalf("class 16 keeps %d of %d members after refill, want a partial take", left, len(cs))
 				}
