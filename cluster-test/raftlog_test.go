@@ -8,10 +8,12 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -359,5 +361,128 @@ func TestDamagedSharedLogRefused(t *testing.T) {
 				t.Fatalf("exit code %d, output:\n%s\nwant exit 1 and one line naming %s as damaged", code, msg, path)
 			}
 		})
+	}
+}
+
+// stopDamageStart stops p (SIGTERM: a clean shutdown records what each group
+// applied), lets damage change its data dir, starts it again with extra
+// flags and returns its exit code (-1 while it runs) and the new output.
+func stopDamageStart(t *testing.T, p *proc, damage func(dir string), extra ...string) (int, string) {
+	t.Helper()
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if code, err := p.waitExit(30 * time.Second); err != nil || code != 0 {
+		t.Fatalf("clean stop: exit %d, %v", code, err)
+	}
+	damage(p.dir)
+	return startAgain(t, p, extra...)
+}
+
+// TestLostLogRefused: raftlog.db removed (the snapshots kept) loses the
+// entries after each partition's snapshot. The node refuses to start,
+// naming the group and what it had applied, instead of serving partial
+// counts; --accept-data-loss starts it on what is left, and later starts
+// need no flag.
+func TestLostLogRefused(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts real topkd processes; skipped with -short")
+	}
+	p := newProc(t)
+	p.args = []string{"--snapshot-entries", "10", "--snapshot-interval", "200ms", "--trailing-logs", "1000"}
+	p.start()
+	client := &http.Client{Timeout: 10 * time.Second}
+	for seq := uint64(1); seq <= 40; seq++ {
+		body, _ := randomBatch(rand.New(rand.NewPCG(seq, 7)), 200, 500)
+		if _, err := postEvents(client, p.url(), "prod", seq, body); err != nil {
+			t.Fatal(err)
+		}
+		if seq == 20 {
+			time.Sleep(time.Second) // snapshots taken here; the rest live only in the log
+		}
+	}
+	code, out := stopDamageStart(t, p, func(dir string) {
+		if err := os.Remove(filepath.Join(dir, "raftlog.db")); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if code != 1 || !strings.Contains(out, "damaged storage") || !strings.Contains(out, "manifest.json") || !strings.Contains(out, "group p") {
+		t.Fatalf("start without raftlog.db: exit %d, output:\n%s\nwant exit 1 naming a group and the manifest", code, out)
+	}
+	code, out = startAgain(t, p, "--accept-data-loss")
+	if code != -1 || !strings.Contains(out, "starting a group that lost data") {
+		t.Fatalf("--accept-data-loss: exit %d, output:\n%s", code, out)
+	}
+	got := getTop(t, p.url(), 1000)
+	if len(got.Items) == 0 {
+		t.Fatal("nothing left to serve after --accept-data-loss")
+	}
+	if code, out = stopDamageStart(t, p, func(string) {}); code != -1 {
+		t.Fatalf("restart after accepting the loss: exit %d:\n%s", code, out)
+	}
+}
+
+// startAgain starts a stopped p again with extra flags.
+func startAgain(t *testing.T, p *proc, extra ...string) (int, string) {
+	t.Helper()
+	off, _ := p.log.Seek(0, io.SeekEnd)
+	args := p.args
+	p.args = append(append([]string(nil), p.args...), extra...)
+	defer func() { p.args = args }()
+	code := -1
+	if err := p.launch(); err != nil {
+		var werr error
+		if code, werr = p.waitExit(10 * time.Second); werr != nil {
+			t.Fatal(werr)
+		}
+	}
+	out := make([]byte, 8192)
+	n, _ := p.log.ReadAt(out, off)
+	return code, string(out[:n])
+}
+
+// TestDamagedSnapshotRefused: the newest snapshot of a partition damaged,
+// and its log compacted past the older snapshot raft falls back to. raft
+// would panic ("log not found"); topkd exits with one line naming the
+// snapshots.
+func TestDamagedSnapshotRefused(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts real topkd processes; skipped with -short")
+	}
+	p := newProc(t)
+	p.args = []string{"--snapshot-entries", "10", "--snapshot-interval", "100ms", "--trailing-logs", "2"}
+	p.start()
+	client := &http.Client{Timeout: 10 * time.Second}
+	for seq := uint64(1); seq <= 60; seq++ {
+		body, _ := randomBatch(rand.New(rand.NewPCG(seq, 8)), 200, 500)
+		if _, err := postEvents(client, p.url(), "prod", seq, body); err != nil {
+			t.Fatal(err)
+		}
+		if seq%15 == 0 {
+			time.Sleep(500 * time.Millisecond) // let snapshots and compaction happen
+		}
+	}
+	time.Sleep(500 * time.Millisecond)
+	var damaged string
+	code, out := stopDamageStart(t, p, func(dir string) {
+		snaps, _ := filepath.Glob(filepath.Join(dir, "p0", "snapshots", "*"))
+		if len(snaps) < 2 {
+			t.Fatalf("partition 0 kept %d snapshots, want 2", len(snaps))
+		}
+		slices.Sort(snaps) // term-index-time: the newest last
+		damaged = filepath.Join(snaps[len(snaps)-1], "state.bin")
+		b, err := os.ReadFile(damaged)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := len(b) / 2; i < len(b)/2+16 && i < len(b); i++ {
+			b[i] ^= 0xff
+		}
+		if err := os.WriteFile(damaged, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if code != 1 || !strings.Contains(out, "damaged storage") || !strings.Contains(out, filepath.Join(p.dir, "p0", "snapshots")) || strings.Contains(out, "goroutine ") {
+		t.Fatalf("start with %s damaged: exit %d, output:\n%s\nwant exit 1 and one line naming the snapshots", damaged, code, out)
 	}
 }

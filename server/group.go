@@ -106,6 +106,11 @@ type groupConfig struct {
 	// onStuck reopens the group when its raft instance is stuck in a
 	// leadership transfer (nil: the stuck instance is only logged).
 	onStuck func()
+	// floor is the applied index this node recorded for the group
+	// (manifest.json): a log and snapshots ending below it lost data.
+	floor uint64
+	// acceptLoss starts such a group from what is left, with a warning.
+	acceptLoss bool
 }
 
 // stuckTransferAfter is how long a new leadership may refuse entries
@@ -188,15 +193,63 @@ func openGroup(gc groupConfig) (*group, error) {
 	// A replica removed from its group stays open and idle (a server outside
 	// the configuration never campaigns), so placement can add it back.
 	cfg.ShutdownOnRemove = false
-	r, err := raft.NewRaft(cfg, gc.fsm, store, store, snaps, unpipelined{trans})
+	if err := checkFloor(gc, store, snaps); err != nil {
+		trans.Close()
+		return fail(err)
+	}
+	r, err := newRaft(cfg, gc, store, snaps, unpipelined{trans})
 	if err != nil {
 		trans.Close()
-		return fail(fmt.Errorf("start raft: %w", err))
+		return fail(err)
 	}
 	g.raft = r
 	g.wg.Add(1)
 	go g.watchLeadership()
 	return g, nil
+}
+
+// checkFloor refuses a group whose log and newest snapshot end below the
+// applied index this node recorded for it.
+func checkFloor(gc groupConfig, store logStore, snaps raft.SnapshotStore) error {
+	if gc.floor == 0 {
+		return nil
+	}
+	last, err := store.LastIndex()
+	if err != nil {
+		return fmt.Errorf("read last index: %w", err)
+	}
+	have := last
+	if list, err := snaps.List(); err == nil && len(list) > 0 {
+		have = max(have, list[0].Index)
+	}
+	if have >= gc.floor {
+		return nil
+	}
+	msg := fmt.Sprintf("its Raft log and snapshots end at index %d, but this node had applied %d (%s): entries were lost from its log store or %s",
+		have, gc.floor, manifestFile, filepath.Join(gc.dir, "snapshots"))
+	if gc.acceptLoss {
+		gc.log.Warn("starting a group that lost data, as --accept-data-loss asks", "group", gc.name, "lost", msg)
+		return nil
+	}
+	return fmt.Errorf("%w: %s; restore the data directory from a backup, or start with --accept-data-loss to serve what is left (one-node clusters only)", ErrDamaged, msg)
+}
+
+// newRaft is raft.NewRaft, whose scan of the log after the snapshot it
+// restored panics on a missing entry: when the newest snapshot is damaged,
+// raft falls back to an older one, which the compacted log no longer
+// continues. That becomes an error naming the group.
+func newRaft(cfg *raft.Config, gc groupConfig, store logStore, snaps raft.SnapshotStore, trans raft.Transport) (r *raft.Raft, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			r, err = nil, fmt.Errorf("%w: its Raft log does not continue the snapshot raft restored (%v): the newest snapshot in %s is probably damaged, and the log was compacted past the older one; restore the data directory from a backup",
+				ErrDamaged, p, filepath.Join(gc.dir, "snapshots"))
+		}
+	}()
+	r, err = raft.NewRaft(cfg, gc.fsm, store, store, snaps, trans)
+	if err != nil {
+		return nil, fmt.Errorf("start raft: %w", err)
+	}
+	return r, nil
 }
 
 // openBoltStore opens a group's own raft-boltdb file, refusing a damaged one

@@ -76,6 +76,10 @@ type Config struct {
 	// LogStore is where partitions keep their Raft logs: LogStoreShared
 	// (the default) or LogStorePerGroup.
 	LogStore string
+	// AcceptDataLoss starts groups whose log and snapshots end below what
+	// this node recorded applying, serving what is left. Refused for a node
+	// that has been in a cluster of more than one member.
+	AcceptDataLoss bool
 	// Fatal is called once when the shared Raft log cannot commit (a failed
 	// fsync): the store is stopped by then and the process should exit.
 	// Without it the node stays up with every write failing.
@@ -109,6 +113,8 @@ type Node struct {
 	metaFSM *metaFSM
 	logs    *partitionLogs
 	storeID string
+	// manifest records how far each group applied (manifest.go).
+	manifest *manifest
 	// lastMembers is the member list last written to the members file (reconcileLoop only).
 	lastMembers string
 	// deadSince is when the meta leader last saw each member alive in gossip (reconcileLoop only).
@@ -174,6 +180,19 @@ func Open(ctx context.Context, cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
+	man, err := loadManifest(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.AcceptDataLoss {
+		// A replica that lost its log (or its term and vote) must not rejoin
+		// its group under its old identity: it could vote twice or lose
+		// entries the others count on.
+		if ms := (&Node{cfg: cfg}).readMembers(); len(ms) > 1 {
+			return nil, fmt.Errorf("--accept-data-loss: this node has been one of %d members; a member that lost data must not rejoin as itself: remove it (topkctl leave --force %s, on another member) and start it with an empty data dir and a new --node-id",
+				len(ms), cfg.NodeID)
+		}
+	}
 	ln := cfg.RaftListener
 	if ln == nil {
 		var err error
@@ -192,7 +211,7 @@ func Open(ctx context.Context, cfg Config) (*Node, error) {
 		peerTLS = cfg.TLS.ClientConfig()
 	}
 	n := &Node{cfg: cfg, log: cfg.Logger, clock: cfg.Clock, stop: make(chan struct{}), watermark: newWatermarks(),
-		storeID: storeID, peers: newPeers(peerTLS)}
+		storeID: storeID, manifest: man, peers: newPeers(peerTLS)}
 	n.mux = NewMux(ln, dial, cfg.Logger)
 	if cfg.GossipAddr != "" {
 		keys, saved, err := loadGossipKeys(cfg.DataDir, cfg.GossipKeys)
@@ -244,6 +263,14 @@ func Open(ctx context.Context, cfg Config) (*Node, error) {
 	n.start(n.reconcileLoop)
 	n.start(n.tickLoop)
 	n.start(n.snapshotLoop)
+	n.start(n.floorLoop)
+	if cfg.AcceptDataLoss {
+		// What was accepted is the new record.
+		if err := n.manifest.set(n.applied()); err != nil {
+			n.Close()
+			return nil, err
+		}
+	}
 	n.start(func() { n.periodic(time.Second, n.mem.sample) })
 	n.start(func() { n.periodic(cfg.CacheRefresh, n.coord.cache.refresh) })
 	return n, nil
@@ -259,7 +286,30 @@ func (n *Node) start(f func()) {
 
 func (n *Node) groupConfig(id uint32, name string, f readFSM) groupConfig {
 	return groupConfig{id: id, name: name, dir: filepath.Join(n.cfg.DataDir, name), nodeID: n.cfg.NodeID,
-		layer: n.mux, fsm: f, policy: n.cfg.Raft, log: n.log}
+		layer: n.mux, fsm: f, policy: n.cfg.Raft, log: n.log, floor: n.manifest.floor(name), acceptLoss: n.cfg.AcceptDataLoss}
+}
+
+// applied is each open group's applied index, by group name.
+func (n *Node) applied() map[string]uint64 {
+	out := map[string]uint64{}
+	if n.meta != nil && n.meta.raft != nil {
+		out["meta"] = n.meta.raft.AppliedIndex()
+	}
+	for _, p := range n.parts {
+		if inc := p.cur.Load(); inc != nil && inc.g.raft != nil {
+			out[partitionName(p.id)] = inc.g.raft.AppliedIndex()
+		}
+	}
+	return out
+}
+
+// floorLoop raises the manifest's floors as the groups apply.
+func (n *Node) floorLoop() {
+	n.periodic(5*time.Second, func() {
+		if err := n.manifest.raise(n.applied()); err != nil {
+			n.log.Warn("record applied indexes", "file", manifestFile, "err", err)
+		}
+	})
 }
 
 func (n *Node) openMeta(ctx context.Context) error {
@@ -664,6 +714,9 @@ func (n *Node) Close() error {
 	// held by a stuck state machine is ended by the shutdown below instead.
 	waitTimeout(&n.pushes, 5*time.Second)
 	var errs []error
+	if err := n.manifest.raise(n.applied()); err != nil {
+		errs = append(errs, fmt.Errorf("record applied indexes: %w", err))
+	}
 	for _, p := range n.parts {
 		p.reopening.Lock() // a reopen in progress finishes first; later ones see stop
 		errs = append(errs, p.group().close())

@@ -82,6 +82,11 @@ func (n *Node) reopenPartition(p int, drop bool) error {
 // shared store, or its own raft.db) and its snapshots.
 func (n *Node) dropPartitionData(p int) error {
 	dir := filepath.Join(n.cfg.DataDir, partitionName(p))
+	// First, durably: a crash in the middle must not leave a floor above
+	// what the half-dropped replica has.
+	if err := n.manifest.reset(partitionName(p)); err != nil {
+		return err
+	}
 	if n.logs.shared != nil {
 		if err := n.logs.shared.Drop(PartitionGroup(p)); err != nil {
 			return err

@@ -114,6 +114,7 @@ func run(args []string) error {
 	fs.StringVar(&sf.tokenFile, "token-file", env("token-file", ""), "bearer tokens, one per line: ROLE SHA256-HEX [NAME] (topkctl token create); reloaded when it changes (TOPKD_TOKEN_FILE; or the lines in TOPKD_TOKENS)")
 	fs.StringVar(&sf.gossipKeyFile, "gossip-key-file", env("gossip-key-file", ""), "file holding the gossip encryption key, base64 of 16, 24 or 32 bytes (TOPKD_GOSSIP_KEY_FILE; or the key in TOPKD_GOSSIP_KEY)")
 	fs.BoolVar(&sf.insecure, "insecure", env("insecure", "") == "true", "allow ports beyond loopback without TLS, tokens or a gossip key, with a warning at every start (TOPKD_INSECURE=true)")
+	acceptLoss := fs.Bool("accept-data-loss", env("accept-data-loss", "") == "true", "start groups whose Raft log or snapshots lost entries this node had applied, serving what is left (one-node clusters only; TOPKD_ACCEPT_DATA_LOSS=true)")
 	debugAddr := fs.String("debug-addr", env("debug-addr", ""), "serve Go's /debug/pprof profiles on this address, off when empty (TOPKD_DEBUG_ADDR)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -167,7 +168,7 @@ func run(args []string) error {
 	start := time.Now()
 	n, err := server.Open(ctx, server.Config{NodeID: id, DataDir: *dataDir, RaftAddr: *raftAddr, HTTPAddr: *httpAddr,
 		GossipAddr: *gossipAddr, Join: *join, Partitions: *partitions, Replicas: *replicas, MetaVoters: *metaVoters, DeadNodeGrace: *deadGrace, MaxMoves: *maxMoves, MaxLeaderboards: *maxBoards,
-		MemoryHighWater: limit, Logger: log, Raft: raftPolicy, TLS: prot.certs, GossipKeys: prot.gossipKeys,
+		MemoryHighWater: limit, Logger: log, Raft: raftPolicy, TLS: prot.certs, GossipKeys: prot.gossipKeys, AcceptDataLoss: *acceptLoss,
 		LogStore: *logStore, Fatal: func(err error) {
 			// A failed fsync is not retried: the page cache may have dropped
 			// the data. Stop before anything else is acknowledged.
