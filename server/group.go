@@ -111,6 +111,10 @@ type groupConfig struct {
 	floor uint64
 	// acceptLoss starts such a group from what is left, with a warning.
 	acceptLoss bool
+	// storeID is the data dir's id (store-id), recorded in the group's
+	// stable store on first open: a log store from another data dir is
+	// refused.
+	storeID string
 }
 
 // stuckTransferAfter is how long a new leadership may refuse entries
@@ -197,6 +201,10 @@ func openGroup(gc groupConfig) (*group, error) {
 		trans.Close()
 		return fail(err)
 	}
+	if err := bindStore(gc, store); err != nil {
+		trans.Close()
+		return fail(err)
+	}
 	r, err := newRaft(cfg, gc, store, snaps, unpipelined{trans})
 	if err != nil {
 		trans.Close()
@@ -232,6 +240,31 @@ func checkFloor(gc groupConfig, store logStore, snaps raft.SnapshotStore) error 
 		return nil
 	}
 	return fmt.Errorf("%w: %s; restore the data directory from a backup, or start with --accept-data-loss to serve what is left (one-node clusters only)", ErrDamaged, msg)
+}
+
+// keyStoreID is the stable-store key of the data dir id a group's log
+// store belongs to.
+var keyStoreID = []byte("TopkdStoreID")
+
+// bindStore records the data dir's id in a group's stable store, or checks
+// it: a log store copied in from another data dir (another node's, or an
+// older copy of this one's) would mix two histories.
+func bindStore(gc groupConfig, store logStore) error {
+	if gc.storeID == "" {
+		return nil
+	}
+	have, err := store.Get(keyStoreID)
+	if err != nil && !isKeyNotFound(err) {
+		return fmt.Errorf("read store id: %w", err)
+	}
+	switch {
+	case len(have) == 0:
+		return store.Set(keyStoreID, []byte(gc.storeID))
+	case string(have) != gc.storeID:
+		return fmt.Errorf("%w: its Raft log store belongs to another data directory (store id %s, this one's %s in store-id): restore the data directory from one backup, not pieces of several",
+			ErrDamaged, have, gc.storeID)
+	}
+	return nil
 }
 
 // newRaft is raft.NewRaft, whose scan of the log after the snapshot it

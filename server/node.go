@@ -286,7 +286,7 @@ func (n *Node) start(f func()) {
 
 func (n *Node) groupConfig(id uint32, name string, f readFSM) groupConfig {
 	return groupConfig{id: id, name: name, dir: filepath.Join(n.cfg.DataDir, name), nodeID: n.cfg.NodeID,
-		layer: n.mux, fsm: f, policy: n.cfg.Raft, log: n.log, floor: n.manifest.floor(name), acceptLoss: n.cfg.AcceptDataLoss}
+		layer: n.mux, fsm: f, policy: n.cfg.Raft, log: n.log, floor: n.manifest.floor(name), acceptLoss: n.cfg.AcceptDataLoss, storeID: n.storeID}
 }
 
 // applied is each open group's applied index, by group name.

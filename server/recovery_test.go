@@ -124,3 +124,26 @@ func TestPartitionDataWithoutMetaRefused(t *testing.T) {
 		t.Fatalf("Open over orphaned partition data: %v, want a refusal", err)
 	}
 }
+
+// TestForeignLogStoreRefused: a raftlog.db copied in from another data dir
+// (another node's, here) is refused, not mixed into this node's history.
+func TestForeignLogStoreRefused(t *testing.T) {
+	a, b := t.TempDir(), t.TempDir()
+	openTestNode(t, a).Close()
+	openTestNode(t, b).Close()
+	data, err := os.ReadFile(filepath.Join(b, sharedLogFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(a, sharedLogFile), data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// The manifest would refuse a store that lost entries; this one has as many.
+	if err := os.Remove(filepath.Join(a, manifestFile)); err != nil {
+		t.Fatal(err)
+	}
+	_, err = openNodeWith(t, a, "")
+	if !errors.Is(err, ErrDamaged) || !strings.Contains(err.Error(), "another data directory") {
+		t.Fatalf("Open with another node's raftlog.db: %v", err)
+	}
+}
