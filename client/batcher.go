@@ -3,7 +3,6 @@ package client
 import (
 	"context"
 	"fmt"
-	"maps"
 	"sync"
 	"time"
 )
@@ -154,6 +153,11 @@ func (c *Client) waitCapacity(ctx context.Context) error {
 }
 
 func (b *batcher) add(events []Event) error {
+	for i, e := range events {
+		if len(e.Dimensions) > 0 {
+			return invalidArg("add to "+lbName(b.lb), "events[%d].dimensions: not supported yet", i)
+		}
+	}
 	r := b.c.nodes.Load().routes
 	lb := lbName(b.lb)
 	now := time.Now()
@@ -163,9 +167,6 @@ func (b *batcher) add(events []Event) error {
 		return ErrClosed
 	}
 	for _, e := range events {
-		if e.Dimensions != nil {
-			e.Dimensions = maps.Clone(e.Dimensions)
-		}
 		dest := r.leaderOf(lb, e, now)
 		q := b.queues[dest]
 		if q == nil {

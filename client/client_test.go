@@ -608,3 +608,21 @@ func TestConcurrentFlushesEachReportTheFailure(t *testing.T) {
 		}
 	}
 }
+
+// Dimensions are not supported yet: a batch carrying any is refused before
+// it is sent, by IngestBatch and by Add.
+func TestDimensionsRefused(t *testing.T) {
+	node := newTestNode(t)
+	c, err := client.New([]string{node.Addr}, client.WithDiscovery(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(context.Background())
+	e := client.Event{Item: "x", Dimensions: map[string]string{"region": "eu"}}
+	if _, err := c.IngestBatch(t.Context(), "default", []client.Event{{Item: "ok"}, e}); err == nil || !strings.Contains(err.Error(), "events[1].dimensions") {
+		t.Errorf("IngestBatch with dimensions: %v", err)
+	}
+	if err := c.Add(t.Context(), "default", e); err == nil || !strings.Contains(err.Error(), "dimensions") {
+		t.Errorf("Add with dimensions: %v", err)
+	}
+}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
 	"sync"
 	"syscall"
 	"time"
@@ -22,7 +21,9 @@ type Event struct {
 	Count int64 `json:"count,omitempty"`
 	// Time is the event time; zero lets the receiving node stamp it.
 	Time time.Time `json:"time,omitzero"`
-	// Dimensions are reserved for per-dimension top-K.
+	// Dimensions are reserved for per-dimension top-K, not supported yet:
+	// a batch with any is refused rather than sent to a server that would
+	// drop them.
 	Dimensions map[string]string `json:"dimensions,omitempty"`
 }
 
@@ -169,33 +170,17 @@ func (c *Client) ingest(ctx context.Context, leaderboard string, events []Event,
 
 // request encodes events as one request without its sequence.
 func (c *Client) request(op, leaderboard string, events []Event) (*topkv1.IngestRequest, error) {
-	msg := &topkv1.IngestRequest{Leaderboard: leaderboard, ProducerId: c.producerID, Epoch: c.epoch}
-	if cols, ok := columnsOf(events); ok {
-		msg.Columns = cols
-	} else {
-		msg.Events = make([]*topkv1.Event, len(events))
-	}
 	for i, e := range events {
 		// Protobuf strings must be UTF-8: say which event is wrong rather
 		// than fail to marshal the whole batch.
 		if !utf8.ValidString(e.Item) {
 			return nil, invalidArg(op, "events[%d].item: not valid UTF-8", i)
 		}
-		if msg.Columns != nil {
-			continue
+		if len(e.Dimensions) > 0 {
+			return nil, invalidArg(op, "events[%d].dimensions: not supported yet", i)
 		}
-		for k, v := range e.Dimensions {
-			if !utf8.ValidString(k) || !utf8.ValidString(v) {
-				return nil, invalidArg(op, "events[%d].dimensions: not valid UTF-8", i)
-			}
-		}
-		pe := &topkv1.Event{Item: e.Item, Count: e.Count, Dimensions: maps.Clone(e.Dimensions)}
-		if !e.Time.IsZero() {
-			pe.TimeUnixMs = e.Time.UnixMilli()
-		}
-		msg.Events[i] = pe
 	}
-	return msg, nil
+	return &topkv1.IngestRequest{Leaderboard: leaderboard, ProducerId: c.producerID, Epoch: c.epoch, Columns: columnsOf(events)}, nil
 }
 
 func lbName(s string) string {
@@ -260,14 +245,11 @@ func (s *seqWindow) release(seq uint64) {
 	s.mu.Unlock()
 }
 
-// columnsOf encodes events column-wise unless one carries dimensions; the
-// column form costs far fewer allocations on both ends.
-func columnsOf(events []Event) (*topkv1.EventColumns, bool) {
+// columnsOf encodes events column-wise: far fewer allocations on both ends
+// than one message per event.
+func columnsOf(events []Event) *topkv1.EventColumns {
 	cols := &topkv1.EventColumns{Items: make([]string, len(events))}
 	for i, e := range events {
-		if len(e.Dimensions) > 0 {
-			return nil, false
-		}
 		cols.Items[i] = e.Item
 		if e.Count != 0 {
 			if cols.Counts == nil {
@@ -282,5 +264,5 @@ func columnsOf(events []Event) (*topkv1.EventColumns, bool) {
 			cols.TimeUnixMs[i] = e.Time.UnixMilli()
 		}
 	}
-	return cols, true
+	return cols
 }

@@ -67,7 +67,7 @@ func BenchmarkApplyModes(b *testing.B) {
 			b.ReportMetric(float64(events)/b.Elapsed().Seconds(), "events/s")
 			b.ReportMetric(float64(heapAlloc()-h0)/(1<<20), "heapMB")
 			b.ReportMetric(float64(len(snapshotBytes(b, f)))/(1<<20), "snapMB")
-			b.ReportMetric(float64(f.Distinct(benchBoard)), "tracked")
+			b.ReportMetric(float64(f.DistinctAt(benchBoard, 0)), "tracked")
 			r, err := f.TopK(benchBoard, 0, 100)
 			if err != nil || len(r.Items) != 100 {
 				b.Fatalf("top-100: %d items, %v", len(r.Items), err)

@@ -511,11 +511,9 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	return nil
 }
 
-// Distinct is the number of live items of a leaderboard (0 when unknown).
-func (f *FSM) Distinct(leaderboard string) int { return f.DistinctAt(leaderboard, 0) }
-
-// DistinctAt is Distinct of one incarnation (0: any): a partition still
-// holding an older incarnation holds none of the newer one's items.
+// DistinctAt is the number of live items of a leaderboard's incarnation (0:
+// any; 0 items when unknown): a partition still holding an older
+// incarnation holds none of the newer one's items.
 func (f *FSM) DistinctAt(leaderboard string, incarnation uint64) int {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
@@ -528,10 +526,7 @@ func (f *FSM) DistinctAt(leaderboard string, incarnation uint64) int {
 	return 0
 }
 
-// Contains reports whether the leaderboard holds the item.
-func (f *FSM) Contains(leaderboard, item string) bool { return f.ContainsAt(leaderboard, 0, item) }
-
-// ContainsAt is Contains for one incarnation (0: any).
+// ContainsAt reports whether a leaderboard's incarnation (0: any) holds the item.
 func (f *FSM) ContainsAt(leaderboard string, incarnation uint64, item string) bool {
 	f.mu.RLock()
 	defer f.mu.RUnlock()

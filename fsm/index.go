@@ -135,8 +135,6 @@ func (x *itemIndex) table(h uint64) *ixTable {
 
 func (t *ixTable) start(h uint64) int { return int(tagOf(h)>>1) & (t.lines() - 1) }
 
-func (x *itemIndex) len() int { return x.n }
-
 // get returns item s's id.
 func (x *itemIndex) get(s string) (uint32, bool) {
 	return x.probe(s, x.hash(s))

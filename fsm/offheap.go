@@ -64,14 +64,6 @@ var off struct {
 	slack   int64     // free bytes in mapped shared slabs, spares included
 }
 
-// offHeapSlack is the part of OffHeapBytes in free blocks of shared slabs
-// and in spare slabs.
-func offHeapSlack() int64 {
-	off.mu.Lock()
-	defer off.mu.Unlock()
-	return off.slack
-}
-
 // offAlloc returns a zeroed array of n elements outside the Go heap and
 // the block that owns it, or nil when the array is small or the platform
 // has no slabs. T must hold no pointers.

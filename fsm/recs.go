@@ -15,8 +15,6 @@ import (
 //
 // Records are derived state: Restore rebuilds them, snapshots never read
 // them. The canonical all-time counts stay in a copy-on-write array beside.
-// The item index reuses the store, with the stride of no windows (two
-// words), for its inline keys.
 //
 // Layout in 8-byte words: word 0 the "all" count; word 1 the "all"
 // position (first half) and the reference count (second half); then three

@@ -81,10 +81,10 @@ func (w *window) setNewestSlot(id uint32, gen uint64, slot int) {
 	*w.rec.word(id, w.off+2) = gen
 }
 
-// hnode is a heap member: its count (kept equal to counts[id]) and the
-// 8-byte prefix of its item ride in the heap, so a sift compares nodes
-// without loading the counts array or, unless counts and prefixes tie,
-// the item strings.
+// hnode is a heap member: its count (kept equal to the count in its
+// record) and the 16-byte prefix key of its item ride in the heap, so a
+// sift compares nodes without loading records or, unless counts and
+// prefixes tie, the item strings.
 type hnode struct {
 	count int64
 	key   pkey
@@ -505,21 +505,6 @@ func selectPos(pos []uint32, k int, nodes []hnode, w *window) {
 			hi = i - 1
 		}
 	}
-}
-
-func (w *window) certainCount() int {
-	bc, bItem, ok := w.outsideBound()
-	bk := prefixKey(bItem)
-	if !ok {
-		return len(w.heap)
-	}
-	n := 0
-	for _, nd := range w.heap {
-		if w.nodeAboveBound(nd, bc, bk, bItem) {
-			n++
-		}
-	}
-	return n
 }
 
 // certainAtLeast reports certainCount() >= target without scanning the whole

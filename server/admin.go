@@ -77,9 +77,6 @@ func (n *Node) Leaderboards() []*pb.LeaderboardConfig {
 	return st.Leaderboards
 }
 
-// Leaderboard returns one definition.
-func (n *Node) Leaderboard(name string) (*pb.LeaderboardConfig, error) { return n.leaderboard(name) }
-
 // DropLeaderboard removes a leaderboard and its counts everywhere.
 func (n *Node) DropLeaderboard(ctx context.Context, name string) error {
 	if name == "default" {
@@ -285,15 +282,6 @@ func parseUint(s string) uint64 {
 	var v uint64
 	fmt.Sscan(s, &v)
 	return v
-}
-
-// RaftStats exposes each group's raft.Stats() for metrics.
-func (n *Node) RaftStats() map[string]map[string]string {
-	out := map[string]map[string]string{"meta": n.meta.raft.Stats()}
-	for _, p := range n.parts {
-		out[p.group().name] = p.group().raft.Stats()
-	}
-	return out
 }
 
 // Voters counts the voters of each group this node holds, as its replicas

@@ -7,7 +7,8 @@
 // partitions here or on peers, the result cache, readiness, and metrics.
 //
 // It never parses client wire formats (rpc/ does) and never counts (fsm/
-// does): it validates, routes, proposes and waits. Every clock read on the
-// data path goes through Config.Clock; every goroutine is owned by the Node
-// and stopped by Close. See DESIGN.md for the trade-offs.
+// does): it validates, routes, proposes and waits. Times that reach the
+// state machines or answers (ingest stamps, ticks, the result cache) come
+// from Config.Clock; timeouts, latencies, liveness and move start times use
+// the wall clock. Every goroutine is owned by the Node and stopped by Close. See DESIGN.md for the trade-offs.
 package server

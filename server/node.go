@@ -734,7 +734,7 @@ func (n *Node) Close() error {
 	return errors.Join(errs...)
 }
 
-// leaderboards returns the meta group's leaderboard definitions.
+// leaderboard returns the meta group's definition of a leaderboard.
 func (n *Node) leaderboard(name string) (*pb.LeaderboardConfig, error) {
 	st, _ := n.metaFSM.state()
 	for _, c := range st.Leaderboards {

@@ -144,7 +144,7 @@ func TestModeMemory(t *testing.T) {
 			return x
 		}
 		f := measure(rows[0], func() any { return buildExact(t, ms) }).(*fsm.FSM)
-		if got := f.Distinct(memBoard); got != n {
+		if got := f.DistinctAt(memBoard, 0); got != n {
 			t.Fatalf("exact FSM holds %d distinct items, want %d", got, n)
 		}
 		if got, want := f.AcceptedEvents(), uint64(len(ms.ids)); got != want {
