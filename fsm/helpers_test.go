@@ -99,23 +99,6 @@ func ms(d time.Duration) int64 { return d.Milliseconds() }
 // ex is an exact-mode item: its bounds equal its count.
 func ex(item string, c int64) Item { return Item{Item: item, Count: c, Lower: c, Upper: c} }
 
-// certainCount is how many heap members rank above every item outside
-// the heap (the model test's invariants).
-func (w *window) certainCount() int {
-	bc, bItem, ok := w.outsideBound()
-	bk := prefixKey(bItem)
-	if !ok {
-		return len(w.heap)
-	}
-	n := 0
-	for _, nd := range w.heap {
-		if w.nodeAboveBound(nd, bc, bk, bItem) {
-			n++
-		}
-	}
-	return n
-}
-
 // offHeapSlack is the part of OffHeapBytes in free blocks of shared slabs
 // and in spare slabs.
 func offHeapSlack() int64 {

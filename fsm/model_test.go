@@ -1191,23 +1191,12 @@ func mdCheckStructure(rt *rapid.T, f *FSM, who string) {
 	rt.Helper()
 	f.mu.RLock()
 	defer f.mu.RUnlock()
+	if err := f.st.check(); err != nil {
+		rt.Fatalf("%s: %v", who, err)
+	}
 	for _, name := range f.st.sortedBoards() {
 		lb := f.st.boards[name]
-		if lb.ap == nil {
-			if err := mdRecordInvariants(lb); err != nil {
-				rt.Fatalf("%s: leaderboard %q: %v", who, name, err)
-			}
-		}
 		for wi, w := range append([]*window{lb.all}, lb.wins...) {
-			if err := mdWindowInvariants(w); err != nil {
-				rt.Fatalf("%s: leaderboard %q window %d: %v", who, name, wi-1, err)
-			}
-			if w.dirty {
-				rt.Fatalf("%s: leaderboard %q window %d is dirty after a batch", who, name, wi-1)
-			}
-			if got, want := w.certainCount(), min(w.kmax, w.positive); got < want {
-				rt.Fatalf("%s: leaderboard %q window %d: %d certain heap members, want >= %d", who, name, wi-1, got, want)
-			}
 			if err := mdCertainAtLeast(w); err != nil {
 				rt.Fatalf("%s: leaderboard %q window %d: %v", who, name, wi-1, err)
 			}
@@ -1223,157 +1212,6 @@ func mdCertainAtLeast(w *window) error {
 	for t := 0; t <= len(w.heap)+1; t++ {
 		if got, want := w.certainAtLeast(t), n >= t; got != want {
 			return fmt.Errorf("certainAtLeast(%d) = %v with %d of %d heap members certain", t, got, n, len(w.heap))
-		}
-	}
-	return nil
-}
-
-// mdRecordInvariants checks the records against the canonical state: the
-// all-time copy against the snapshotted counts plus the journal, the reference counts
-// against the bucket entries, and every newest-bucket slot that claims an
-// entry.
-func mdRecordInvariants(lb *leaderboard) error {
-	if lb.recs.n != lb.items.len() || lb.allCounts.len() != lb.items.len() {
-		return fmt.Errorf("%d records, %d all-time counts, %d item slots", lb.recs.n, lb.allCounts.len(), lb.items.len())
-	}
-	unfolded := map[uint32]int64{}
-	for k, id := range lb.allLog.ids {
-		unfolded[id] += lb.allLog.deltas[k]
-	}
-	refs := make([]uint32, lb.recs.n)
-	for _, w := range lb.wins {
-		for _, b := range w.buckets {
-			for i := range b.ids.len() {
-				refs[b.ids.get(i)]++
-			}
-		}
-		if n := len(w.buckets); n > 0 && w.buckets[n-1].gen == w.fastGen && w.fastGen != 0 {
-			b := w.buckets[n-1]
-			for i := range b.ids.len() {
-				id := b.ids.get(i)
-				if g, s := w.newestSlot(id); g != b.gen || s != i {
-					return fmt.Errorf("id %d: newest-bucket record (%d, %d), entry %d of generation %d", id, g, s, i, b.gen)
-				}
-			}
-		}
-	}
-	for i := range lb.recs.n {
-		id := uint32(i)
-		// The converse: a record naming the generation of a live newest
-		// bucket is that bucket's entry (addToBucket trusts it without a
-		// look at the ids). Records naming an expired bucket's generation
-		// stay behind; no later bucket gets that generation.
-		for wi, w := range lb.wins {
-			g, s := w.newestSlot(id)
-			n := len(w.buckets)
-			if g == 0 || n == 0 || w.buckets[n-1].gen != g {
-				continue
-			}
-			if s >= w.buckets[n-1].ids.len() || w.buckets[n-1].ids.get(s) != id {
-				return fmt.Errorf("window %d: id %d's record names generation %d slot %d, not its entry", wi, id, g, s)
-			}
-		}
-		if a, c := lb.all.cnt(id), lb.allCounts.get(i)+unfolded[id]; a != c {
-			return fmt.Errorf("id %d: record all-time count %d, canonical %d (%d unfolded)", id, a, c, unfolded[id])
-		}
-		if r := lb.recs.refs(id); r != refs[i] {
-			return fmt.Errorf("id %d: %d references recorded, %d bucket entries", id, r, refs[i])
-		}
-	}
-	return nil
-}
-
-// mdWindowInvariants checks the heap, the count classes and their bounds.
-func mdWindowInvariants(w *window) error {
-	positive, untracked := 0, 0
-	for i := 0; i < w.rec.n; i++ {
-		id := uint32(i)
-		c := w.cnt(id)
-		if c > 0 {
-			positive++
-		}
-		switch p := w.posOf(id); {
-		case p <= -2:
-			hi := int(-(p + 2))
-			if hi >= len(w.heap) || w.heap[hi].id != id || c <= 0 {
-				return fmt.Errorf("id %d (count %d): bad heap position %d", id, c, hi)
-			}
-			if nd := w.heap[hi]; nd.count != c || nd.key != prefixKey(w.items.get(i)) {
-				return fmt.Errorf("id %d (count %d): heap node %+v out of date", id, c, nd)
-			}
-		case p >= 0:
-			if c <= 0 {
-				return fmt.Errorf("id %d with count %d sits in a class", id, c)
-			}
-			if classOf(c) < w.floor {
-				untracked++ // a stale position below the floor
-				continue
-			}
-			cl := &w.cls()[classOf(c)]
-			if int(p) >= len(cl.ids) || cl.ids[p] != id {
-				return fmt.Errorf("id %d (count %d): bad class slot %d", id, c, p)
-			}
-		default:
-			if c > 0 && classOf(c) >= w.floor {
-				return fmt.Errorf("id %d with count %d (class %d, floor %d) is neither in the heap nor in a class", id, c, classOf(c), w.floor)
-			}
-			if c > 0 {
-				untracked++
-			}
-		}
-	}
-	if positive != w.positive {
-		return fmt.Errorf("positive %d, want %d", w.positive, positive)
-	}
-	if untracked != w.untracked() {
-		return fmt.Errorf("%d untracked items, the window counts %d", untracked, w.untracked())
-	}
-	members := 0
-	for ci := range w.classes {
-		if n := len(w.cls()[ci].ids); n > 0 && ci < w.floor {
-			return fmt.Errorf("class %d below the floor %d holds %d members", ci, w.floor, n)
-		}
-		members += len(w.cls()[ci].ids)
-	}
-	if members != w.tracked {
-		return fmt.Errorf("classes hold %d members, the window counts %d", members, w.tracked)
-	}
-	if len(w.heap) > w.capacity {
-		return fmt.Errorf("heap of %d exceeds capacity %d", len(w.heap), w.capacity)
-	}
-	for i := 1; i < len(w.heap); i++ {
-		if w.below(i, (i-1)/2) {
-			return fmt.Errorf("heap order broken at %d", i)
-		}
-	}
-	for ci := range w.classes {
-		cl := &w.cls()[ci]
-		nonEmpty := w.nonEmpty[ci>>6]&(1<<(ci&63)) != 0
-		if nonEmpty != (len(cl.ids) > 0) {
-			return fmt.Errorf("class %d: non-empty bit %v with %d members", ci, nonEmpty, len(cl.ids))
-		}
-		if cl.stale {
-			if ci == w.topClass() {
-				return fmt.Errorf("top class %d has a stale bound after settle", ci)
-			}
-			for _, id := range cl.ids {
-				if c := w.cnt(id); classOf(c) != ci {
-					return fmt.Errorf("id %d with count %d sits in class %d", id, c, ci)
-				}
-			}
-			continue
-		}
-		if len(cl.ids) > 0 && !cl.hasBound {
-			return fmt.Errorf("class %d has members but no bound", ci)
-		}
-		for _, id := range cl.ids {
-			c := w.cnt(id)
-			if classOf(c) != ci {
-				return fmt.Errorf("id %d with count %d sits in class %d", id, c, ci)
-			}
-			if w.aboveBound(c, id, cl.bCount, cl.bItem) {
-				return fmt.Errorf("class %d: member %q (%d) ranks above the class bound", ci, w.items.get(int(id)), c)
-			}
 		}
 	}
 	return nil
@@ -1632,7 +1470,7 @@ func (h *mdWinHarness) top(k int) []Item {
 func (h *mdWinHarness) check(when string) {
 	h.t.Helper()
 	w := h.w
-	if err := mdWindowInvariants(w); err != nil {
+	if err := w.check(); err != nil {
 		h.t.Fatalf("%s: %v", when, err)
 	}
 	if got, want := w.certainCount(), min(w.kmax, w.positive); got < want {
@@ -1931,7 +1769,7 @@ func TestWindowClassBoundAfterIDReuse(t *testing.T) {
 		t.Fatalf("TopK(r, all, 2) = %v, want %v", r.Items, want)
 	}
 	lf.f.mu.RLock()
-	err = mdWindowInvariants(lf.f.st.boards["r"].all)
+	err = lf.f.st.boards["r"].all.check()
 	lf.f.mu.RUnlock()
 	if err != nil {
 		t.Fatal(err)
