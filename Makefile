@@ -7,7 +7,7 @@ CONNECT_GO_VERSION    := v1.21.1
 STATICCHECK_VERSION   := v0.8.2
 export PATH := $(BIN):$(PATH)
 
-.PHONY: all build run test test-short generate generate-check tools bench bench-fsm bench-fsm-10m bench-server bench-redis bench-restart bench-single bench-logstore bench-scaling bench-cluster bench-security lint ci accuracy mode-memory image cluster-up cluster-down cluster-test
+.PHONY: all build run test test-fsmcheck test-short generate generate-check tools bench bench-fsm bench-fsm-10m bench-server bench-redis bench-restart bench-single bench-logstore bench-scaling bench-cluster bench-security lint ci accuracy mode-memory image cluster-up cluster-down cluster-test
 
 all: build
 
@@ -24,6 +24,7 @@ test:
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 30m ./...
 	$(GO) test -count=1 -tags failpoint ./server/failpoint
+	$(MAKE) test-fsmcheck
 	$(GO) test -race -count=1 -run 'Race|Raft|Smoke' ./fsm/...
 	$(GO) test -race -count=1 ./server/... ./rpc/... ./client/...
 
@@ -70,6 +71,12 @@ lint:
 	staticcheck ./...
 
 # Benchmarks of the counting state machine (1M-item cases; the 10M cases: make bench-fsm-10m).
+# The checked build of the state machine (fsm/checked_on.go): freed off-heap
+# memory faults on use, every batch runs a GC and checks the invariants.
+# Not under -race, which keeps the arrays on the Go heap.
+test-fsmcheck:
+	$(GO) test -count=1 -tags fsmcheck -run 'TestModel|Determinism|Snapshot|UseAfterFree|RecordSlabsRetired' ./fsm
+
 bench: bench-fsm
 
 bench-fsm:

@@ -133,6 +133,9 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 	for _, name := range st.sortedBoards() {
 		st.boards[name].settle()
 	}
+	if checked {
+		checkBatch(st)
+	}
 	idx := st.appliedIndex
 	f.mu.Unlock()
 	f.publish(idx)

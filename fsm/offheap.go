@@ -17,8 +17,16 @@ import (
 // A block belongs to an offBlock, a small Go object; a cleanup returns the
 // block once its offBlock is unreachable, so blocks shared with snapshots
 // (copy-on-write chunks) live exactly as long as the last view holding
-// them. The rule that keeps this safe: a slice over a block is only used
-// while its offBlock is reachable (the chunk or table holding both is).
+// them.
+//
+// The ownership rule, for every off-heap array in this package (these
+// blocks and the item records' slabs, recs.go): a slice over off-heap
+// memory is used only while its owner (the offBlock, or the recStore for
+// records) is reachable, which holds when the slice and its owner are kept
+// in the same struct and read together. Nothing checks it at run time in
+// production; the checked build (-tags fsmcheck, checked_on.go) makes
+// freed memory fault on access and runs a GC after every batch, and the
+// model, determinism and snapshot tests run under it (make test-fsmcheck).
 //
 // Blocks are powers of two from offMin to offMaxShared bytes, carved from
 // 2 MiB slabs of one size each; larger ones get their own mapping. A slab
@@ -142,6 +150,14 @@ func (cl *offClass) unlist(s *offSlab) {
 // offPut returns a block (run by the cleanup of its offBlock; cleanups may
 // run in parallel).
 func offPut(b offBlock) {
+	if checked && retire(b.addr, b.size) {
+		off.mu.Lock()
+		if b.size <= offMaxShared {
+			off.used -= int64(b.size)
+		}
+		off.mu.Unlock()
+		return
+	}
 	if b.size > offMaxShared {
 		freeSlab(b.addr, b.size)
 		return

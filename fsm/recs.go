@@ -43,8 +43,13 @@ type slabRange struct{ addr, n uintptr }
 // of a slab is left over when chunks do not divide it.
 const slabMin = 8 << 20
 
+// free unmaps the slabs: the cleanup of their recStore (the ownership
+// rule in offheap.go).
 func (l *slabList) free() {
 	for _, r := range l.mapped {
+		if checked && retire(r.addr, r.n) {
+			continue
+		}
 		freeSlab(r.addr, r.n)
 	}
 	l.mapped = nil
