@@ -601,7 +601,7 @@ func BenchmarkAllFold(b *testing.B) {
 			for range b.N {
 				b.StopTimer()
 				// Deltas of 0 leave the counts as they are.
-				for !lb.allLog.due(lb.allCounts.len()) {
+				for !lb.allLog.due(lb.allCounts.len(), lb.tune.foldMin) {
 					for _, item := range fx.deltas(benchEventsPerEntry, fx.nextSec).Items {
 						if id, ok := lb.index.get(item); ok {
 							lb.allLog.add(id, 0)
@@ -1003,7 +1003,7 @@ func BenchmarkSnapshot(b *testing.B) {
 // between the staged apply and the plain loop, and the ratio is reported.
 func BenchmarkApplyStaged(b *testing.B) {
 	fx := getFixture(b, 1_000_000)
-	defer func() { stagedApply = true }()
+	defer func() { fx.f.opts.tune.unstaged = false }()
 	var dur [2]time.Duration
 	var ev [2]int64
 	b.ResetTimer()
@@ -1011,7 +1011,7 @@ func BenchmarkApplyStaged(b *testing.B) {
 		b.StopTimer()
 		h := fx.genHour()
 		on := i % 2
-		stagedApply = on == 1
+		fx.f.opts.tune.unstaged = on == 0
 		b.StartTimer()
 		t0 := time.Now()
 		fx.f.applyLogs(h.logs, benchBatch)

@@ -70,11 +70,12 @@ func (p *producer) setOutcome(o *pb.Outcome) {
 
 type dedupeTable struct {
 	ttlMs     int64
+	maxRows   int // tuning.maxProducers
 	producers map[string]*producer
 }
 
-func newDedupeTable(ttlMs int64) *dedupeTable {
-	return &dedupeTable{ttlMs: ttlMs, producers: make(map[string]*producer)}
+func newDedupeTable(ttlMs int64, maxRows int) *dedupeTable {
+	return &dedupeTable{ttlMs: ttlMs, maxRows: maxRows, producers: make(map[string]*producer)}
 }
 
 // check decides what to do with a part. It returns a non-nil outcome when the
@@ -149,14 +150,8 @@ func (p *producer) shift(n uint64) {
 	p.seen = out
 }
 
-// maxProducers bounds the rows of one partition's table (about 64 MiB of
-// one-shot rows). A client that makes a new producer id per request would
-// otherwise keep a row per request for the whole TTL. A variable only so
-// that tests can lower it: replicas must agree on it, like on any code.
-var maxProducers = 256 << 10
-
 // expire drops producers idle for longer than the TTL in log time, then,
-// above maxProducers rows, the least recently seen (ties by id) down to 90%
+// above maxRows rows, the least recently seen (ties by id) down to 90%
 // of it. An evicted producer's retry is counted as new: its exactly-once
 // window ended early, as it does after the TTL.
 func (t *dedupeTable) expire(logMs int64) {
@@ -165,7 +160,7 @@ func (t *dedupeTable) expire(logMs int64) {
 			delete(t.producers, id)
 		}
 	}
-	if len(t.producers) <= maxProducers {
+	if len(t.producers) <= t.maxRows {
 		return
 	}
 	rows := make([]*producer, 0, len(t.producers))
@@ -178,7 +173,7 @@ func (t *dedupeTable) expire(logMs int64) {
 		}
 		return strings.Compare(a.id, b.id)
 	})
-	for _, p := range rows[:len(rows)-maxProducers*9/10] {
+	for _, p := range rows[:len(rows)-t.maxRows*9/10] {
 		delete(t.producers, p.id)
 	}
 }

@@ -66,9 +66,7 @@ func TestProducerOutcomesCompact(t *testing.T) {
 // the least recently seen producers (ties by id) down to 90% of the cap,
 // identically on every replica, and a snapshot-restored replica agrees.
 func TestDedupeTableBounded(t *testing.T) {
-	defer func(n int) { maxProducers = n }(maxProducers)
-	maxProducers = 100
-	lf := newFeeder(t)
+	lf := newTunedFeeder(t, func(tu *tuning) { tu.maxProducers = 100 })
 	if err := lf.config(DefaultLeaderboard(1)); err != nil {
 		t.Fatal(err)
 	}

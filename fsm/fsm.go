@@ -35,6 +35,8 @@ type Options struct {
 	OnFatal func(error)
 	// ChecksumHistory is how many checksum digests are kept for Checksums().
 	ChecksumHistory int
+	// tune: defaultTuning when nil (tests set it).
+	tune *tuning
 }
 
 // DefaultDedupeTTL is how long an idle producer's dedupe row is kept.
@@ -60,6 +62,7 @@ type state struct {
 	names        []string // sorted keys of boards: iteration order never comes from the map
 	tombstones   map[string]uint64
 	dedupe       *dedupeTable
+	tune         *tuning // the FSM's; shared by its leaderboards
 	counters     pb.SnapshotCounters
 	checksums    []ChecksumRecord
 }
@@ -87,6 +90,10 @@ func New(opts Options) *FSM {
 	if opts.ChecksumHistory <= 0 {
 		opts.ChecksumHistory = 16
 	}
+	if opts.tune == nil {
+		t := defaultTuning
+		opts.tune = &t
+	}
 	f := &FSM{opts: opts, waitCh: make(chan struct{})}
 	f.st = f.newState()
 	return f
@@ -96,7 +103,8 @@ func (f *FSM) newState() *state {
 	return &state{
 		boards:     make(map[string]*leaderboard),
 		tombstones: make(map[string]uint64),
-		dedupe:     newDedupeTable(f.opts.DedupeTTL.Milliseconds()),
+		dedupe:     newDedupeTable(f.opts.DedupeTTL.Milliseconds(), f.opts.tune.maxProducers),
+		tune:       f.opts.tune,
 	}
 }
 
@@ -296,7 +304,7 @@ func (st *state) applyConfig(c *pb.LeaderboardConfig) error {
 	lb := st.boards[c.Name]
 	switch {
 	case lb == nil || c.Incarnation > lb.cfg.Incarnation:
-		lb = newLeaderboard(c)
+		lb = newLeaderboard(c, st.tune)
 		lb.advance(st.logMs)
 		st.setBoard(c.Name, lb)
 		return nil

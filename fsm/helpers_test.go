@@ -22,6 +22,14 @@ func newFeeder(t testing.TB) *logFeeder {
 	return &logFeeder{t: t, f: New(Options{})}
 }
 
+// newTunedFeeder is newFeeder with edit applied to the default tuning.
+func newTunedFeeder(t testing.TB, edit func(*tuning)) *logFeeder {
+	t.Helper()
+	tune := defaultTuning
+	edit(&tune)
+	return &logFeeder{t: t, f: New(Options{tune: &tune})}
+}
+
 func (lf *logFeeder) raw(data []byte) interface{} {
 	lf.t.Helper()
 	lf.index++

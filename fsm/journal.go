@@ -22,17 +22,14 @@ type allJournal struct {
 	sDeltas []int64
 }
 
-// foldMin is the fewest entries worth a fold; above it a fold waits for
-// an eighth of the ids, so a fold writes most lines of the chunks it
-// visits. A variable so that tests fold often, or never.
-var foldMin = 4096
-
 func (j *allJournal) add(id uint32, d int64) {
 	j.ids = append(j.ids, id)
 	j.deltas = append(j.deltas, d)
 }
 
-func (j *allJournal) due(ids int) bool { return len(j.ids) >= max(foldMin, ids/8) }
+// due reports whether the journal is worth a fold: at least foldMin
+// entries (tuning) and an eighth of the ids.
+func (j *allJournal) due(ids, foldMin int) bool { return len(j.ids) >= max(foldMin, ids/8) }
 
 // fold adds the entries to counts and empties the journal.
 func (j *allJournal) fold(counts *cowArray[int64]) {

@@ -139,20 +139,21 @@ type leaderboard struct {
 	rejectedOF uint64 // rejected: a count would leave the kept range
 
 	release func(id uint32)
+	tune    *tuning // the FSM's
 
 	frees       uint64 // ids freed so far: invalidates ids resolved before
 	scratchHash []uint64
 	scratchIDs  []uint32
 }
 
-func newLeaderboard(cfg *pb.LeaderboardConfig) *leaderboard {
-	lb := &leaderboard{cfg: cfg, maxEventMs: noTime, clockMs: noTime}
+func newLeaderboard(cfg *pb.LeaderboardConfig, tune *tuning) *leaderboard {
+	lb := &leaderboard{cfg: cfg, maxEventMs: noTime, clockMs: noTime, tune: tune}
 	lb.index = newItemIndex(&lb.items, 0)
 	k := int(cfg.KMax)
 	lb.recs = newRecStore(len(cfg.Windows))
-	lb.all = newWindow(0, 0, k, &lb.items, lb.recs, 0)
+	lb.all = newWindow(0, 0, k, &lb.items, lb.recs, 0, tune.trackedMin)
 	for i, w := range cfg.Windows {
-		lb.wins = append(lb.wins, newWindow(w.DurationMs, w.BucketMs, k, &lb.items, lb.recs, 2+3*i))
+		lb.wins = append(lb.wins, newWindow(w.DurationMs, w.BucketMs, k, &lb.items, lb.recs, 2+3*i, tune.trackedMin))
 	}
 	lb.late = make([]uint64, len(lb.wins))
 	lb.release = lb.releaseRef
@@ -277,7 +278,7 @@ func (lb *leaderboard) applyDeltas(d *pb.LeaderboardDeltas, entryMs int64, out *
 	var idxs [16]int64
 	ix, lastT := idxs[:0], int64(math.MinInt64)
 	var pre []uint32
-	if stagedApply {
+	if !lb.tune.unstaged {
 		pre = lb.resolve(d.Items)
 	}
 	frees := lb.frees
@@ -338,13 +339,10 @@ func (lb *leaderboard) applyDeltas(d *pb.LeaderboardDeltas, entryMs int64, out *
 		}
 	}
 	lb.noteLate(lh, out)
-	if lb.allLog.due(lb.allCounts.len()) {
+	if lb.allLog.due(lb.allCounts.len(), lb.tune.foldMin) {
 		lb.allLog.fold(&lb.allCounts)
 	}
 }
-
-// stagedApply turns on resolve; only the side-by-side benchmark turns it off.
-var stagedApply = true
 
 // cachedEntries is the size below which resolve does not prefetch a newest
 // bucket's entries: 128 KiB of deltas stay in a core's L2, and the stage

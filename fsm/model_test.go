@@ -1230,12 +1230,11 @@ func TestModelFSM(t *testing.T) {
 }
 
 func mdRunCase(rt *rapid.T) {
-	defer func(m int) { trackedMin = m }(trackedMin)
-	trackedMin = rapid.SampledFrom([]int{-1, 0, 1, 2, 5, 20}).Draw(rt, "trackedMin")
-	defer func(m int) { foldMin = m }(foldMin)
-	foldMin = rapid.SampledFrom([]int{0, 2, 7, 1 << 40}).Draw(rt, "foldMin")
+	tune := defaultTuning
+	tune.trackedMin = rapid.SampledFrom([]int{-1, 0, 1, 2, 5, 20}).Draw(rt, "trackedMin")
+	tune.foldMin = rapid.SampledFrom([]int{0, 2, 7, 1 << 40}).Draw(rt, "foldMin")
 	ttl := rapid.SampledFrom([]time.Duration{2 * time.Minute, 10 * time.Minute, DefaultDedupeTTL}).Draw(rt, "ttl")
-	opts := Options{DedupeTTL: ttl}
+	opts := Options{DedupeTTL: ttl, tune: &tune}
 	m := newMdModel(ttl.Milliseconds())
 	g := &mdGen{rt: rt, m: m, now: mdBaseMs, maxInc: map[string]uint64{}, seen: map[string]map[string]bool{}}
 	nb := rapid.IntRange(1, 4).Draw(rt, "boards")
@@ -1428,7 +1427,7 @@ type mdWinHarness struct {
 
 func newMdWinHarness(t *testing.T, kmax int) *mdWinHarness {
 	h := &mdWinHarness{t: t, ids: map[string]uint32{}}
-	h.w = newWindow(0, 0, kmax, &h.items, newRecStore(0), 0)
+	h.w = newWindow(0, 0, kmax, &h.items, newRecStore(0), 0, defaultTuning.trackedMin)
 	return h
 }
 
@@ -1498,11 +1497,11 @@ func (h *mdWinHarness) settle(when string) {
 }
 
 // raisedFloor fills a full heap of h items at 100, "o" at 50 and ten b
-// items at 8, with trackedMin 1 (callers restore it): settle raises the
-// floor to o's class, so the b items are untracked.
+// items at 8, with trackedMin 1: settle raises the floor to o's class, so
+// the b items are untracked.
 func (h *mdWinHarness) raisedFloor() (hs, bs []string) {
 	h.t.Helper()
-	trackedMin = 1
+	h.w.trackedMin = 1
 	hs, bs = mdNames("h", h.w.capacity), mdNames("b", 10)
 	h.addAll(hs, 100)
 	h.add("o", 50)
@@ -1690,7 +1689,6 @@ func TestWindowTrickyPaths(t *testing.T) {
 			name: "untracked item ties a heap member just below the floor",
 			kmax: 2,
 			run: func(h *mdWinHarness) {
-				defer func(m int) { trackedMin = m }(trackedMin)
 				hs, _ := h.raisedFloor()
 				low := classLow(h.w.floor)
 				h.add("b000", low-1-8) // stays below the floor
@@ -1706,7 +1704,6 @@ func TestWindowTrickyPaths(t *testing.T) {
 			name: "first untracked item with no kept class",
 			kmax: 2,
 			run: func(h *mdWinHarness) {
-				defer func(m int) { trackedMin = m }(trackedMin)
 				hs, bs := h.raisedFloor()
 				h.addAll(bs, -8)
 				h.add("o", -50)

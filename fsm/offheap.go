@@ -40,7 +40,9 @@ import (
 // heap's own allocation (or the runtime's forced GC every two minutes).
 
 // offMin is the smallest block: smaller arrays stay on the Go heap, so a
-// small leaderboard maps nothing. Tests lower it to run everything here.
+// small leaderboard maps nothing. Process-wide by nature (one allocator per
+// process), unlike the per-FSM tuning: only TestMain lowers it, before any
+// test runs, to run everything here.
 var offMin uintptr = 4 << 10
 
 const (

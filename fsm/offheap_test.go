@@ -17,8 +17,8 @@ func TestMain(m *testing.M) {
 	flag.Parse()
 	if f := flag.Lookup("test.bench"); f == nil || f.Value.String() == "" {
 		offMin = 64
-		trackedMin = 2 // floors move often, so every path through them runs
-		foldMin = 2    // the all-time journal folds often and snapshots carry one
+		defaultTuning.trackedMin = 2 // floors move often, so every path through them runs
+		defaultTuning.foldMin = 2    // the all-time journal folds often and snapshots carry one
 	}
 	os.Exit(m.Run())
 }

@@ -509,7 +509,7 @@ func (rs *restorer) startBoard(m *pb.LeaderboardState) error {
 	if m.IdSlots > 1<<32-1 {
 		return corrupt("leaderboard %q: %d id slots", cfg.Name, m.IdSlots)
 	}
-	lb := newLeaderboard(cfg)
+	lb := newLeaderboard(cfg, rs.st.tune)
 	rs.ap = nil
 	if lb.ap != nil {
 		if m.IdSlots != 0 || len(m.FreeIds) != 0 || m.RejectedMaxItems != 0 {

@@ -14,11 +14,9 @@ import (
 // leaderboards per part) to the staged apply and to the plain loop: the
 // snapshots and outcomes must be identical.
 func TestStagedApplyMatchesPlain(t *testing.T) {
-	defer func() { stagedApply = true }()
 	for seed := range 300 {
 		run := func(staged bool) ([]byte, []string) {
-			stagedApply = staged
-			lf := newFeeder(t)
+			lf := newTunedFeeder(t, func(tu *tuning) { tu.unstaged = !staged })
 			r := rand.New(rand.NewPCG(uint64(seed), 3))
 			cfgs := []*pb.LeaderboardConfig{
 				{Name: "a", Incarnation: 1, Version: 1, KMax: 3},

@@ -49,9 +49,10 @@ type window struct {
 	// tracked, and all rank below classLow(floor). refill lowers the floor
 	// by a scan of the records when the kept classes run out; settle raises
 	// it when they hold far more than a refill needs (keepTracked).
-	floor   int
-	tracked int // members of the kept classes
-	lowered int // scans that lowered the floor (benchmarks report them)
+	floor      int
+	tracked    int // members of the kept classes
+	trackedMin int // tuning.trackedMin
+	lowered    int // scans that lowered the floor (benchmarks report them)
 
 	buckets []*bucket // ascending index; sliding windows only
 	// The newest bucket finds an item's entry through its record instead
@@ -184,10 +185,6 @@ func classLow(ci int) int64 {
 	return int64(4|(ci-5)%4) << (b - 3)
 }
 
-// trackedMin overrides the least number of outsiders kept in classes
-// (keepTracked) when >= 0; tests set it small so floors move often.
-var trackedMin = -1
-
 // keepTracked is how many outsiders the kept classes hold at least after
 // the floor moves (or all of them, if fewer): enough that refills rarely
 // exhaust them, and at least a 64th of the window's items, so that the
@@ -197,8 +194,8 @@ var trackedMin = -1
 // keepTracked), so a small window on a large leaderboard never scans.
 func (w *window) keepTracked() int {
 	k := 4 * w.capacity
-	if trackedMin >= 0 {
-		k = trackedMin
+	if w.trackedMin >= 0 {
+		k = w.trackedMin
 	}
 	return max(k, w.positive/64, 1)
 }
@@ -213,8 +210,8 @@ func (w *window) cls() *[numClasses]class {
 
 func (w *window) untracked() int { return w.positive - len(w.heap) - w.tracked }
 
-func newWindow(durMs, bucketMs int64, kmax int, items *cowArray[string], rec *recStore, off int) *window {
-	w := &window{durMs: durMs, bucketMs: bucketMs, kmax: kmax, items: items, rec: rec, off: off}
+func newWindow(durMs, bucketMs int64, kmax int, items *cowArray[string], rec *recStore, off, trackedMin int) *window {
+	w := &window{durMs: durMs, bucketMs: bucketMs, kmax: kmax, items: items, rec: rec, off: off, trackedMin: trackedMin}
 	if durMs > 0 {
 		w.nb = durMs / bucketMs
 	}
