@@ -5,8 +5,8 @@ import "unsafe"
 // allJournal holds the all-time deltas a leaderboard applied since its last
 // fold into the canonical counts (leaderboard.allCounts). The apply loop
 // appends here instead of writing the count array by id: that write was a
-// random line per delta, about 7% of apply at 10M items (DESIGN.md, "The
-// all-time journal"). A fold groups the entries by chunk of the array
+// random line per delta, about 7% of apply at 10M items (BENCHMARKS.md,
+// "All-time journal"). A fold groups the entries by chunk of the array
 // (a counting sort) and adds them chunk by chunk, so each chunk's lines are
 // written together. A snapshot carries the unfolded entries beside the
 // frozen array and adds them as it writes, so Snapshot() stays O(chunks).
