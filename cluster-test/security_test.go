@@ -366,6 +366,7 @@ func TestSecureCluster(t *testing.T) {
 		{b.proc("x-client-cert", withArgs(map[string]string{"--tls-cert": clientCert.Cert, "--tls-key": clientCert.Key})...), true, "not a node certificate"},
 		{b.proc("x-wrong-key", withArgs(map[string]string{"--gossip-key-file": b.writeFile("wrong.key", wrongKey)})...), true, "gossip key"},
 		{b.proc("x-no-key", withArgs(map[string]string{"--gossip-key-file": ""})...), false, "not admitted"},
+		{b.proc("x-no-tls", withArgs(map[string]string{"--tls-ca": "", "--tls-cert": "", "--tls-key": ""})...), false, "not admitted"},
 	}
 	for _, s := range strangers {
 		if err := b.launch(s.p, true); err != nil {
@@ -387,7 +388,7 @@ func TestSecureCluster(t *testing.T) {
 		}
 	}
 	b.waitMembers(ctx, adm, "n1", "n2", "n3")
-	t.Logf("a node of another CA, one with a client certificate, one with a wrong and one without a gossip key did not join")
+	t.Logf("a node of another CA, one with a client certificate, one without TLS, one with a wrong and one without a gossip key did not join")
 
 	// The Raft port takes no one but a node of this CA.
 	nodeCerts, err := security.LoadCerts(security.CertFiles{CA: b.ca.File, Cert: b.nodeCert.Cert, Key: b.nodeCert.Key}, "")

@@ -214,16 +214,21 @@ func (n *Node) joinCluster(ctx context.Context, addrs []string) (*nodev1.JoinRes
 	var last error
 	lastLog := time.Now()
 	for {
+		// Every member's answer of the round: the one that says why (a
+		// certificate refused) may not be the last.
+		var round []error
 		for _, a := range addrs {
 			resp, err := n.peers.client(a).Join(ctx, connect.NewRequest(req))
 			if err == nil {
 				return resp.Msg, nil
 			}
-			last = fromPeer(err, false)
-			if errors.Is(last, ErrIdentity) || errors.Is(last, ErrInvalid) {
-				return nil, last
+			err = fromPeer(err, false)
+			if errors.Is(err, ErrIdentity) || errors.Is(err, ErrInvalid) {
+				return nil, err
 			}
+			round = append(round, fmt.Errorf("%s: %w", a, err))
 		}
+		last = errors.Join(round...)
 		if time.Since(lastLog) > 10*time.Second {
 			n.log.Warn("not admitted to the cluster yet; retrying", "join", strings.Join(addrs, ","), "err", last)
 			lastLog = time.Now()
