@@ -339,6 +339,19 @@ func TestSecureCluster(t *testing.T) {
 	}
 	t.Logf("%d batches acknowledged with a write token over TLS, exact on every node", batches)
 
+	// SIGHUP reloads at once, and the node keeps serving.
+	if err := n1.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(n1.logText(), "SIGHUP: certificates and tokens reloaded"); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no reload logged within 5 s of SIGHUP:\n%s", n1.logText())
+		}
+	}
+	if _, err := b.client(security.Read, n1.http).Status(ctx); err != nil {
+		t.Fatalf("status after SIGHUP: %v", err)
+	}
+
 	// Strangers: none may join.
 	badCert := b.other.Node("stranger", security.DefaultNodeName)
 	clientCert := b.ca.Issue("client", []string{"client.example"})
