@@ -346,17 +346,7 @@ func TestDamagedSharedLogRefused(t *testing.T) {
 			if err := os.WriteFile(path, c.damage(b), 0o600); err != nil {
 				t.Fatal(err)
 			}
-			off, _ := p.log.Seek(0, io.SeekEnd)
-			if err := p.launch(); err == nil {
-				t.Fatal("topkd served from a damaged Raft log")
-			}
-			code, err := p.waitExit(10 * time.Second)
-			if err != nil {
-				t.Fatal(err)
-			}
-			out := make([]byte, 4096)
-			n, _ := p.log.ReadAt(out, off)
-			msg := string(out[:n])
+			code, msg := startAgain(t, p)
 			if code != 1 || !strings.Contains(msg, path) || !strings.Contains(msg, "damaged") || strings.Contains(msg, "panic") || strings.Contains(msg, "SIGBUS") {
 				t.Fatalf("exit code %d, output:\n%s\nwant exit 1 and one line naming %s as damaged", code, msg, path)
 			}
