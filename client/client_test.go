@@ -64,8 +64,8 @@ func TestBatchingSendsFewerRequestsThanEvents(t *testing.T) {
 	if err := c.Flush(ctx); err != nil {
 		t.Fatalf("Flush: %v", err)
 	}
-	if got, want := tr.ingests.Load(), int64(11); got != want {
-		t.Errorf("Ingest requests = %d, want %d (10 full batches of 100 and one of 50)", got, want)
+	if got, want := tr.accepted.Load(), int64(11); got != want {
+		t.Errorf("accepted Ingest requests = %d, want %d (10 full batches of 100 and one of 50)", got, want)
 	}
 	var total int64
 	for i := range 7 {

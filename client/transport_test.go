@@ -17,17 +17,19 @@ import (
 	"github.com/topkd/topkd/proto/topk/v1/topkv1connect"
 )
 
-// countingTransport counts Ingest requests passing through.
+// countingTransport counts the Ingest requests the server accepted; an
+// attempt the client retried (the node not ready yet) is not one.
 type countingTransport struct {
-	next    http.RoundTripper
-	ingests atomic.Int64
+	next     http.RoundTripper
+	accepted atomic.Int64
 }
 
 func (t *countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
-	if strings.HasSuffix(r.URL.Path, "/Ingest") {
-		t.ingests.Add(1)
+	resp, err := t.next.RoundTrip(r)
+	if err == nil && resp.StatusCode == http.StatusOK && strings.HasSuffix(r.URL.Path, "/Ingest") {
+		t.accepted.Add(1)
 	}
-	return t.next.RoundTrip(r)
+	return resp, err
 }
 
 // losingTransport lets the first `lose` Ingest requests reach the server,

@@ -18,9 +18,11 @@
 package lossyfs
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -36,6 +38,7 @@ import (
 type FS struct {
 	backing, mountpoint, trash string
 	server                     *fuse.Server
+	busyWait                   time.Duration // how long unmount retries a busy mount
 
 	mu      sync.Mutex
 	files   map[uint64]*fileUndo // by backing inode number
@@ -67,7 +70,7 @@ type nsOp struct {
 // Mount mounts a lossy loopback of backing at mountpoint.
 func Mount(backing, mountpoint string) (*FS, error) {
 	f := &FS{backing: filepath.Clean(backing), mountpoint: mountpoint, trash: filepath.Clean(backing) + ".trash",
-		files: map[uint64]*fileUndo{}}
+		files: map[uint64]*fileUndo{}, busyWait: 20 * time.Second}
 	if err := os.MkdirAll(f.trash, 0o755); err != nil {
 		return nil, err
 	}
@@ -99,16 +102,53 @@ func (f *FS) Unmount() error {
 
 // unmount retries while the mount is busy: the kernel holds a killed
 // process's files until this server has answered their release requests,
-// which a loaded host may take a moment to get to.
+// which a loaded host may take a while to get to. If the mount stays busy
+// and no process holds anything under it (only the kernel does), it is
+// detached lazily: nothing can write through it any more. A process still
+// holding it is the caller's bug and is named.
 func (f *FS) unmount() error {
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(f.busyWait)
 	for {
 		err := f.server.Unmount()
-		if err == nil || !strings.Contains(err.Error(), "busy") || time.Now().After(deadline) {
+		if err == nil || !strings.Contains(err.Error(), "busy") {
 			return err
+		}
+		if time.Now().After(deadline) {
+			if h := holders(f.mountpoint); len(h) > 0 {
+				return fmt.Errorf("%w; held by %s", err, strings.Join(h, ", "))
+			}
+			if out, lerr := exec.Command("fusermount3", "-u", "-z", f.mountpoint).CombinedOutput(); lerr != nil {
+				return fmt.Errorf("%w; lazy unmount: %v: %s", err, lerr, bytes.TrimSpace(out))
+			}
+			return nil
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// holders names the processes with a file, directory or mapping under dir.
+func holders(dir string) []string {
+	var found []string
+	pids, _ := filepath.Glob("/proc/[0-9]*")
+	for _, p := range pids {
+		links, _ := filepath.Glob(p + "/fd/*")
+		links = append(links, p+"/cwd", p+"/root")
+		held := false
+		for _, l := range links {
+			if t, err := os.Readlink(l); err == nil && (t == dir || strings.HasPrefix(t, dir+"/")) {
+				held = true
+				break
+			}
+		}
+		if maps, err := os.ReadFile(p + "/maps"); err == nil && bytes.Contains(maps, []byte(dir+"/")) {
+			held = true
+		}
+		if held {
+			comm, _ := os.ReadFile(p + "/comm")
+			found = append(found, fmt.Sprintf("pid %s (%s)", filepath.Base(p), bytes.TrimSpace(comm)))
+		}
+	}
+	return found
 }
 
 // PowerLoss unmounts (every process using the mount must be gone) and

@@ -2,9 +2,12 @@ package lossyfs
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 )
 
 func mount(t *testing.T) (*FS, string, string) {
@@ -121,5 +124,25 @@ func TestUnmountKeeps(t *testing.T) {
 	}
 	if got, err := os.ReadFile(filepath.Join(backing, "x")); err != nil || string(got) != "kept" {
 		t.Errorf("x = %q, %v", got, err)
+	}
+}
+
+// A power loss while a live process still holds a file under the mount is
+// the caller's bug: it fails and names the holder instead of detaching.
+func TestPowerLossNamesHolder(t *testing.T) {
+	f, _, mnt := mount(t)
+	f.busyWait = 200 * time.Millisecond
+	h, err := os.Create(filepath.Join(mnt, "held"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = f.PowerLoss()
+	want := fmt.Sprintf("pid %d (", os.Getpid())
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("power loss with a file held open: %v; want an error naming %q", err, want)
+	}
+	h.Close()
+	if err := f.Unmount(); err != nil {
+		t.Fatal(err)
 	}
 }
