@@ -140,10 +140,11 @@ func normalizeApprox(c *pb.LeaderboardConfig) error {
 	return nil
 }
 
-// approx is the counting state of a cms or spacesaving leaderboard: one
-// approxWindow for "all" and one per sliding window.
-type approx struct {
+// approxBoard is the counting state of a cms or spacesaving leaderboard:
+// one approxWindow for "all" and one per sliding window.
+type approxBoard struct {
 	mode        pb.Mode
+	spans       []span
 	all         approxWindow
 	wins        []approxWindow
 	width       int
@@ -166,7 +167,7 @@ type approxWindow interface {
 }
 
 // total is the weight "all" has counted: every accepted delta.
-func (a *approx) total() uint64 {
+func (a *approxBoard) total() uint64 {
 	switch w := a.all.(type) {
 	case *ssAll:
 		return w.s.Total()
@@ -176,8 +177,8 @@ func (a *approx) total() uint64 {
 	return 0
 }
 
-func newApprox(c *pb.LeaderboardConfig) *approx {
-	a := &approx{mode: c.Mode}
+func newApproxBoard(c *pb.LeaderboardConfig, spans []span) *approxBoard {
+	a := &approxBoard{mode: c.Mode, spans: spans}
 	switch c.Mode {
 	case pb.Mode_MODE_CMS:
 		a.width, a.depth = sketch.CountMinSize(c.Epsilon, c.Delta)
@@ -197,14 +198,9 @@ func newApprox(c *pb.LeaderboardConfig) *approx {
 	return a
 }
 
-// applyApprox counts one leaderboard's deltas in an approximate mode. Same
-// late and clock rules as exact mode; negative deltas are refused (counted).
-func (lb *leaderboard) applyApprox(d *pb.LeaderboardDeltas, entryMs int64, out *pb.Outcome) {
-	a := lb.ap
-	var starts [16]int64
-	st := lb.windowStarts(starts[:0], lb.entryClock(d, entryMs))
-	var lateHere [16]uint64
-	lh := zeros(lateHere[:0], len(lb.wins))
+// apply follows exact mode's late and clock rules; negative deltas are
+// refused (counted).
+func (a *approxBoard) apply(lb *leaderboard, d *pb.LeaderboardDeltas, entryMs int64, st []int64, lh []uint64, out *pb.Outcome) {
 	var cms *sketch.CountMin
 	if c, ok := a.all.(*cmsAll); ok {
 		cms = c.t.Sketch()
@@ -227,11 +223,7 @@ func (lb *leaderboard) applyApprox(d *pb.LeaderboardDeltas, entryMs int64, out *
 			continue
 		}
 		t := timeAt(d, i, entryMs)
-		lb.accepted += ev
-		out.Accepted += ev
-		if t > lb.maxEventMs {
-			lb.maxEventMs = t
-		}
+		lb.accept(ev, t, out)
 		if delta == 0 {
 			continue
 		}
@@ -241,8 +233,8 @@ func (lb *leaderboard) applyApprox(d *pb.LeaderboardDeltas, entryMs int64, out *
 			loc = cms.Locate(item)
 		}
 		a.all.add(item, loc, 0, w)
-		for wi, win := range lb.wins {
-			idx := floorDiv(t, win.bucketMs)
+		for wi, s := range a.spans {
+			idx := floorDiv(t, s.bucketMs)
 			if idx < st[wi] {
 				lh[wi] += ev
 				continue
@@ -250,17 +242,49 @@ func (lb *leaderboard) applyApprox(d *pb.LeaderboardDeltas, entryMs int64, out *
 			a.wins[wi].add(item, loc, idx, w)
 		}
 	}
-	lb.noteLate(lh, out)
 }
 
-func (a *approx) window(wi int) approxWindow {
+func (a *approxBoard) window(wi int) approxWindow {
 	if wi < 0 {
 		return a.all
 	}
 	return a.wins[wi]
 }
 
-func (a *approx) bytes() int64 {
+func (a *approxBoard) expire(clockMs int64) {
+	for i, s := range a.spans {
+		a.wins[i].expire(s.startIndex(clockMs))
+	}
+}
+
+func (a *approxBoard) settle()    {}
+func (a *approxBoard) resize(int) {} // k_max is fixed (CheckUpdate)
+
+func (a *approxBoard) top(wi, k int) ([]Item, int64) {
+	r := a.window(wi).result(k)
+	items := make([]Item, len(r.Items))
+	for i, c := range r.Items {
+		items[i] = ItemOf(c)
+	}
+	return items, clampInt64(r.Rest)
+}
+
+func (a *approxBoard) count(wi int, item string) Item { return ItemOf(a.window(wi).lookup(item)) }
+func (a *approxBoard) distinct() int                  { return a.all.monitored() }
+func (a *approxBoard) contains(item string) bool      { return a.all.lookup(item).Lower() > 0 }
+func (a *approxBoard) check() error                   { return nil }
+
+func (a *approxBoard) stats(lb *leaderboard, ls *LeaderboardStats) {
+	ls.Approximate, ls.RejectedNegative = true, a.rejectedNeg
+	ls.DistinctItems = a.all.monitored()
+	ls.Windows = append(ls.Windows, WindowStats{PositiveItems: ls.DistinctItems})
+	for i, s := range a.spans {
+		ls.Windows = append(ls.Windows, WindowStats{Window: msDuration(s.durMs), Bucket: msDuration(s.bucketMs),
+			PositiveItems: a.wins[i].monitored(), LateDropped: lb.late[i]})
+	}
+}
+
+func (a *approxBoard) bytes() int64 {
 	n := a.all.bytes()
 	for _, w := range a.wins {
 		n += w.bytes()

@@ -1,6 +1,8 @@
 package fsm
 
 import (
+	"google.golang.org/protobuf/proto"
+
 	"github.com/topkd/topkd/fsm/sketch"
 	pb "github.com/topkd/topkd/proto/topkd/raftcmd/v1"
 )
@@ -11,11 +13,15 @@ type snapApprox struct {
 	buckets []*pb.ApproxBucket
 }
 
+// approxSnap is an approximate board captured: per window, "all" first.
+type approxSnap []snapApprox
+
 // capture copies the approximate state into records. Unlike exact boards it
 // is not copy-on-write: the state is bounded by the configured capacity or
 // sketch size (DESIGN.md gives the sizes), so Snapshot() copies it whole.
-func (a *approx) capture() []snapApprox {
-	out := make([]snapApprox, 0, 1+len(a.wins))
+func (a *approxBoard) capture(st *pb.LeaderboardState) boardSnap {
+	st.RejectedNegative = a.rejectedNeg
+	out := make(approxSnap, 0, 1+len(a.wins))
 	h, bs := a.all.capture(0)
 	out = append(out, snapApprox{h, bs})
 	for i, w := range a.wins {
@@ -25,7 +31,7 @@ func (a *approx) capture() []snapApprox {
 	return out
 }
 
-func writeApprox(rw *recWriter, as []snapApprox) error {
+func (as approxSnap) write(rw *recWriter) error {
 	for _, a := range as {
 		if err := rw.record(recApproxWindow, a.win); err != nil {
 			return err
@@ -42,7 +48,8 @@ func writeApprox(rw *recWriter, as []snapApprox) error {
 // approxRestore rebuilds an approximate board window by window, checking
 // the invariants the live structures keep.
 type approxRestore struct {
-	lb   *leaderboard
+	a    *approxBoard
+	cfg  *pb.LeaderboardConfig
 	name string
 	next int // the next window record expected: 0 = all, i+1 = sliding window i
 	want int // bucket records still expected for the current window
@@ -53,17 +60,35 @@ type approxRestore struct {
 	cms  *cmsWindow
 }
 
+func (a *approxBoard) restore(lb *leaderboard, m *pb.LeaderboardState) (boardRestore, error) {
+	if m.IdSlots != 0 || len(m.FreeIds) != 0 || m.RejectedMaxItems != 0 {
+		return nil, corrupt("leaderboard %q: item table in an approximate board", lb.cfg.Name)
+	}
+	a.rejectedNeg = m.RejectedNegative
+	return &approxRestore{a: a, cfg: lb.cfg, name: lb.cfg.Name}, nil
+}
+
+func (r *approxRestore) record(m proto.Message) error {
+	switch m := m.(type) {
+	case *pb.ApproxWindow:
+		return r.window(m)
+	case *pb.ApproxBucket:
+		return r.bucket(m)
+	}
+	return corrupt("leaderboard %q: %T in an approximate board", r.name, m)
+}
+
 func (r *approxRestore) window(m *pb.ApproxWindow) error {
 	if err := r.closeWindow(); err != nil {
 		return err
 	}
-	a := r.lb.ap
+	a := r.a
 	if int(m.Window) != r.next || r.next > len(a.wins) {
 		return corrupt("leaderboard %q: approximate window %d, expected %d", r.name, m.Window, r.next)
 	}
 	r.next++
 	r.hdr, r.ss, r.cms, r.got, r.want = m, nil, nil, 0, int(m.Buckets)
-	cfg := r.lb.cfg
+	cfg := r.cfg
 	if m.Window == 0 {
 		if m.Buckets != 0 {
 			return corrupt("leaderboard %q: buckets in the all window", r.name)
@@ -227,8 +252,8 @@ func (r *approxRestore) finish() error {
 	if err := r.closeWindow(); err != nil {
 		return err
 	}
-	if r.next != 1+len(r.lb.ap.wins) {
-		return corrupt("leaderboard %q: %d of %d approximate windows", r.name, r.next, 1+len(r.lb.ap.wins))
+	if r.next != 1+len(r.a.wins) {
+		return corrupt("leaderboard %q: %d of %d approximate windows", r.name, r.next, 1+len(r.a.wins))
 	}
 	return nil
 }

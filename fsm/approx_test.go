@@ -114,8 +114,6 @@ func (p *apPair) check() {
 	}
 }
 
-func msDuration(ms int64) time.Duration { return time.Duration(ms) * time.Millisecond }
-
 func testApproxMode(t *rapid.T, mode pb.Mode) {
 	clock := pb.Clock_CLOCK_WALL
 	if rapid.Bool().Draw(t, "eventClock") {
@@ -144,7 +142,7 @@ func testApproxMode(t *rapid.T, mode pb.Mode) {
 	p.apply(mustEncode(EncodeConfig(exact)), mustEncode(EncodeConfig(ap)))
 	p.cfg = p.f.Leaderboards()[0] // normalized "ap"
 	if mode == pb.Mode_MODE_SPACESAVING {
-		s := p.f.st.boards["ap"].ap.all.(*ssAll).s
+		s := p.f.st.boards["ap"].counts.(*approxBoard).all.(*ssAll).s
 		if want := int(p.cfg.Capacity) * int(p.cfg.FilterCells); s.Cells() != want || p.cfg.FilterCells == 0 {
 			t.Fatalf("summary has %d filter cells, config says %d x %d", s.Cells(), p.cfg.Capacity, p.cfg.FilterCells)
 		}

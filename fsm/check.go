@@ -9,19 +9,24 @@ import "fmt"
 // check checks every leaderboard's records and windows.
 func (st *state) check() error {
 	for _, name := range st.sortedBoards() {
-		lb := st.boards[name]
-		if lb.ap == nil {
-			if err := lb.checkRecords(); err != nil {
-				return fmt.Errorf("leaderboard %q: %w", name, err)
-			}
+		if err := st.boards[name].counts.check(); err != nil {
+			return fmt.Errorf("leaderboard %q: %w", name, err)
 		}
-		for wi, w := range append([]*window{lb.all}, lb.wins...) {
-			if w.dirty {
-				return fmt.Errorf("leaderboard %q window %d is dirty after a batch", name, wi-1)
-			}
-			if err := w.check(); err != nil {
-				return fmt.Errorf("leaderboard %q window %d: %w", name, wi-1, err)
-			}
+	}
+	return nil
+}
+
+// check checks the records, then every window.
+func (e *exactBoard) check() error {
+	if err := e.checkRecords(); err != nil {
+		return err
+	}
+	for wi, w := range append([]*window{e.all}, e.wins...) {
+		if w.dirty {
+			return fmt.Errorf("window %d is dirty after a batch", wi-1)
+		}
+		if err := w.check(); err != nil {
+			return fmt.Errorf("window %d: %w", wi-1, err)
 		}
 	}
 	return nil
@@ -31,16 +36,16 @@ func (st *state) check() error {
 // all-time copy against the snapshotted counts plus the journal, the reference counts
 // against the bucket entries, and every newest-bucket slot that claims an
 // entry.
-func (lb *leaderboard) checkRecords() error {
-	if lb.recs.n != lb.items.len() || lb.allCounts.len() != lb.items.len() {
-		return fmt.Errorf("%d records, %d all-time counts, %d item slots", lb.recs.n, lb.allCounts.len(), lb.items.len())
+func (e *exactBoard) checkRecords() error {
+	if e.recs.n != e.items.len() || e.allCounts.len() != e.items.len() {
+		return fmt.Errorf("%d records, %d all-time counts, %d item slots", e.recs.n, e.allCounts.len(), e.items.len())
 	}
 	unfolded := map[uint32]int64{}
-	for k, id := range lb.allLog.ids {
-		unfolded[id] += lb.allLog.deltas[k]
+	for k, id := range e.allLog.ids {
+		unfolded[id] += e.allLog.deltas[k]
 	}
-	refs := make([]uint32, lb.recs.n)
-	for _, w := range lb.wins {
+	refs := make([]uint32, e.recs.n)
+	for _, w := range e.wins {
 		for _, b := range w.buckets {
 			for i := range b.ids.len() {
 				refs[b.ids.get(i)]++
@@ -56,13 +61,13 @@ func (lb *leaderboard) checkRecords() error {
 			}
 		}
 	}
-	for i := range lb.recs.n {
+	for i := range e.recs.n {
 		id := uint32(i)
 		// The converse: a record naming the generation of a live newest
 		// bucket is that bucket's entry (addToBucket trusts it without a
 		// look at the ids). Records naming an expired bucket's generation
 		// stay behind; no later bucket gets that generation.
-		for wi, w := range lb.wins {
+		for wi, w := range e.wins {
 			g, s := w.newestSlot(id)
 			n := len(w.buckets)
 			if g == 0 || n == 0 || w.buckets[n-1].gen != g {
@@ -72,10 +77,10 @@ func (lb *leaderboard) checkRecords() error {
 				return fmt.Errorf("window %d: id %d's record names generation %d slot %d, not its entry", wi, id, g, s)
 			}
 		}
-		if a, c := lb.all.cnt(id), lb.allCounts.get(i)+unfolded[id]; a != c {
+		if a, c := e.all.cnt(id), e.allCounts.get(i)+unfolded[id]; a != c {
 			return fmt.Errorf("id %d: record all-time count %d, canonical %d (%d unfolded)", id, a, c, unfolded[id])
 		}
-		if r := lb.recs.refs(id); r != refs[i] {
+		if r := e.recs.refs(id); r != refs[i] {
 			return fmt.Errorf("id %d: %d references recorded, %d bucket entries", id, r, refs[i])
 		}
 	}

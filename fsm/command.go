@@ -101,7 +101,9 @@ type Command struct {
 // DecodeCommand checks the envelope and decodes its payload. Errors wrap
 // ErrCorrupt or ErrUnknownCommand; a replica must stop on either. An ingest
 // entry's strings alias data (see decodeIngest): data must outlive them.
-func DecodeCommand(data []byte) (Command, error) {
+func DecodeCommand(data []byte) (Command, error) { return decodeCommand(data, false) }
+
+func decodeCommand(data []byte, protoIngest bool) (Command, error) {
 	if len(data) < envelopeSize {
 		return Command{}, fmt.Errorf("%w: command of %d bytes is shorter than its envelope", ErrCorrupt, len(data))
 	}
@@ -116,7 +118,14 @@ func DecodeCommand(data []byte) (Command, error) {
 	var m proto.Message
 	switch c.Type {
 	case TypeIngest:
-		e, err := decodeIngest(payload)
+		var e *pb.IngestEntry
+		var err error
+		if protoIngest {
+			e = &pb.IngestEntry{}
+			err = proto.Unmarshal(payload, e)
+		} else {
+			e, err = decodeIngest(payload)
+		}
 		if err != nil {
 			return Command{}, fmt.Errorf("%w: decode command %d: %v", ErrCorrupt, c.Type, err)
 		}

@@ -350,15 +350,17 @@ func (c *detCoverage) observe(f *FSM) {
 		c.lastFree = make(map[*leaderboard]int)
 	}
 	for _, lb := range f.st.boards {
-		n := len(lb.free)
-		if n > 0 {
-			c.freed = true
+		if e, ok := lb.counts.(*exactBoard); ok {
+			n := len(e.free)
+			if n > 0 {
+				c.freed = true
+			}
+			if prev, ok := c.lastFree[lb]; ok && n < prev {
+				c.reused = true
+			}
+			c.lastFree[lb] = n
+			c.maxItems = c.maxItems || e.rejectedMI > 0
 		}
-		if prev, ok := c.lastFree[lb]; ok && n < prev {
-			c.reused = true
-		}
-		c.lastFree[lb] = n
-		c.maxItems = c.maxItems || lb.rejectedMI > 0
 		for _, l := range lb.late {
 			c.late = c.late || l > 0
 		}

@@ -125,7 +125,7 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 	cmds := make([]decoded, len(logs))
 	for i, l := range logs {
 		if l.Type == raft.LogCommand {
-			cmds[i].c, cmds[i].err = DecodeCommand(l.Data)
+			cmds[i].c, cmds[i].err = decodeCommand(l.Data, f.opts.tune.protoIngest)
 		}
 	}
 	f.mu.Lock()
@@ -139,7 +139,7 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 		}
 	}
 	for _, name := range st.sortedBoards() {
-		st.boards[name].settle()
+		st.boards[name].counts.settle()
 	}
 	if checked {
 		checkBatch(st)
@@ -382,18 +382,6 @@ func (f *FSM) lookup(leaderboard string, window time.Duration) (*leaderboard, in
 	return lb, wi, nil
 }
 
-func (lb *leaderboard) bounds(wi int) (start, end int64) {
-	end = lb.clockMs
-	if end == noTime {
-		end = 0
-	}
-	if wi >= 0 && lb.clockMs != noTime {
-		w := lb.wins[wi]
-		start = w.startIndex(lb.clockMs) * w.bucketMs
-	}
-	return start, end
-}
-
 // TopK returns the k highest-count items of a window (count desc, then item
 // asc), only items with a positive count. k must be in [1, K_max].
 func (f *FSM) TopK(leaderboard string, window time.Duration, k int) (TopKResult, error) {
@@ -406,35 +394,10 @@ func (f *FSM) TopK(leaderboard string, window time.Duration, k int) (TopKResult,
 	if k <= 0 || k > int(lb.cfg.KMax) {
 		return TopKResult{}, fmt.Errorf("%w: k=%d, leaderboard %q answers 1..%d", ErrInvalidK, k, leaderboard, lb.cfg.KMax)
 	}
-	if lb.ap != nil {
-		r := lb.ap.window(wi).result(k)
-		res := TopKResult{Leaderboard: leaderboard, Incarnation: lb.cfg.Incarnation, Window: window,
-			AppliedIndex: f.st.appliedIndex, Approximate: true, Rest: clampInt64(r.Rest), Items: make([]Item, len(r.Items))}
-		res.WindowStartMs, res.WindowEndMs = lb.bounds(wi)
-		for i, c := range r.Items {
-			res.Items[i] = ItemOf(c)
-		}
-		return res, nil
-	}
-	w := lb.window(wi)
-	// Heap nodes carry their count and key prefix: ranking them touches no
-	// record, where ranking ids would miss the cache once per member.
-	nodes := w.topNodes(k)
-	slices.SortFunc(nodes, func(a, b hnode) int {
-		if w.nodeAbove(a, b) {
-			return -1
-		}
-		if w.nodeAbove(b, a) {
-			return 1
-		}
-		return 0
-	})
 	res := TopKResult{Leaderboard: leaderboard, Incarnation: lb.cfg.Incarnation, Window: window,
-		AppliedIndex: f.st.appliedIndex, Items: make([]Item, len(nodes))}
+		AppliedIndex: f.st.appliedIndex, Approximate: lb.approximate()}
+	res.Items, res.Rest = lb.counts.top(wi, k)
 	res.WindowStartMs, res.WindowEndMs = lb.bounds(wi)
-	for i, nd := range nodes {
-		res.Items[i] = Item{Item: lb.items.get(int(nd.id)), Count: nd.count, Lower: nd.count, Upper: nd.count}
-	}
 	return res, nil
 }
 
@@ -448,15 +411,8 @@ func (f *FSM) Count(leaderboard, item string, window time.Duration) (CountResult
 	}
 	res := CountResult{AppliedIndex: f.st.appliedIndex, Incarnation: lb.cfg.Incarnation}
 	res.WindowStartMs, res.WindowEndMs = lb.bounds(wi)
-	if lb.ap != nil {
-		it := ItemOf(lb.ap.window(wi).lookup(item))
-		res.Count, res.Lower, res.Upper, res.Approximate = it.Count, it.Lower, it.Upper, true
-		return res, nil
-	}
-	if id, ok := lb.index.get(item); ok {
-		res.Count = lb.window(wi).cnt(id)
-	}
-	res.Lower, res.Upper = res.Count, res.Count
+	it := lb.counts.count(wi, item)
+	res.Count, res.Lower, res.Upper, res.Approximate = it.Count, it.Lower, it.Upper, lb.approximate()
 	return res, nil
 }
 
@@ -529,10 +485,7 @@ func (f *FSM) DistinctAt(leaderboard string, incarnation uint64) int {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	if lb := f.st.boards[leaderboard]; lb != nil && (incarnation == 0 || lb.cfg.Incarnation == incarnation) {
-		if lb.ap != nil {
-			return lb.ap.all.monitored()
-		}
-		return lb.live
+		return lb.counts.distinct()
 	}
 	return 0
 }
@@ -542,11 +495,7 @@ func (f *FSM) ContainsAt(leaderboard string, incarnation uint64, item string) bo
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	if lb := f.st.boards[leaderboard]; lb != nil && (incarnation == 0 || lb.cfg.Incarnation == incarnation) {
-		if lb.ap != nil {
-			return lb.ap.all.lookup(item).Lower() > 0
-		}
-		_, ok := lb.index.get(item)
-		return ok
+		return lb.counts.contains(item)
 	}
 	return false
 }

@@ -3,7 +3,6 @@ package fsm
 import (
 	"fmt"
 	"math"
-	"strings"
 	"time"
 
 	pb "github.com/topkd/topkd/proto/topkd/raftcmd/v1"
@@ -110,128 +109,103 @@ func NormalizeConfig(c *pb.LeaderboardConfig) error {
 	return normalizeApprox(c)
 }
 
-// leaderboard is the exact counting state of one leaderboard on a partition.
-type leaderboard struct {
-	cfg   *pb.LeaderboardConfig
-	items cowArray[string] // by id; "" for free ids
-	index *itemIndex
-	free  []uint32 // free ids, reused from the end
-	// allCounts and allLog are the canonical all-time counts, by id: the
-	// counts as of the last fold plus the deltas since (journal.go), both
-	// captured by snapshots. The "all" window keeps the sum in the records.
-	allCounts cowArray[int64]
-	allLog    allJournal
-	// recs hold every window's per-item state and the bucket references.
-	recs *recStore
-	live int
-	// itemBytes sums the live items' lengths, for Stats without a walk.
-	itemBytes int64
+// span is a sliding window's shape: its length and bucket width (durMs 0:
+// the "all" window).
+type span struct {
+	durMs    int64
+	bucketMs int64
+	nb       int64 // buckets per window
+}
 
-	all  *window
-	wins []*window
-	ap   *approx // cms and spacesaving; then all and the windows' counts are unused
+func spanOf(w *pb.WindowSpec) span {
+	return span{durMs: w.DurationMs, bucketMs: w.BucketMs, nb: w.DurationMs / w.BucketMs}
+}
+
+// startIndex is the first bucket index live at clockMs.
+func (s span) startIndex(clockMs int64) int64 {
+	return floorDiv(clockMs, s.bucketMs) - s.nb + 1
+}
+
+// board is a leaderboard's counting state in its mode: exactBoard
+// (exact.go) or approxBoard (approx.go). The leaderboard keeps what the
+// modes share (config, window clock, counters) and passes itself in where
+// a board needs it. Window wi is -1 for "all", else a sliding window.
+type board interface {
+	// apply counts a part's deltas: starts holds each sliding window's
+	// first live bucket index; events behind it are added to late.
+	apply(lb *leaderboard, d *pb.LeaderboardDeltas, entryMs int64, starts []int64, late []uint64, out *pb.Outcome)
+	// expire drops the buckets the window clock has left behind.
+	expire(clockMs int64)
+	// settle runs once per applied batch.
+	settle()
+	// resize follows a k_max change.
+	resize(kmax int)
+	top(wi, k int) (items []Item, rest int64)
+	count(wi int, item string) Item
+	distinct() int
+	contains(item string) bool
+	// stats fills the mode's part of ls.
+	stats(lb *leaderboard, ls *LeaderboardStats)
+	bytes() int64
+	// capture freezes the state for a snapshot, filling its part of st.
+	capture(st *pb.LeaderboardState) boardSnap
+	// restore starts rebuilding this (new, empty) board from a snapshot.
+	restore(lb *leaderboard, m *pb.LeaderboardState) (boardRestore, error)
+	check() error
+}
+
+// leaderboard is one leaderboard on a partition.
+type leaderboard struct {
+	cfg    *pb.LeaderboardConfig
+	spans  []span // the sliding windows
+	counts board
 
 	maxEventMs int64 // highest event time seen (event clock)
 	clockMs    int64 // window clock, monotonic
 	late       []uint64
 	accepted   uint64
-	rejectedMI uint64 // rejected by max_items
 	rejectedOF uint64 // rejected: a count would leave the kept range
-
-	release func(id uint32)
-	tune    *tuning // the FSM's
-
-	frees       uint64 // ids freed so far: invalidates ids resolved before
-	scratchHash []uint64
-	scratchIDs  []uint32
 }
 
 func newLeaderboard(cfg *pb.LeaderboardConfig, tune *tuning) *leaderboard {
-	lb := &leaderboard{cfg: cfg, maxEventMs: noTime, clockMs: noTime, tune: tune}
-	lb.index = newItemIndex(&lb.items, 0)
-	k := int(cfg.KMax)
-	lb.recs = newRecStore(len(cfg.Windows))
-	lb.all = newWindow(0, 0, k, &lb.items, lb.recs, 0, tune.trackedMin)
-	for i, w := range cfg.Windows {
-		lb.wins = append(lb.wins, newWindow(w.DurationMs, w.BucketMs, k, &lb.items, lb.recs, 2+3*i, tune.trackedMin))
+	lb := &leaderboard{cfg: cfg, maxEventMs: noTime, clockMs: noTime, late: make([]uint64, len(cfg.Windows))}
+	for _, w := range cfg.Windows {
+		lb.spans = append(lb.spans, spanOf(w))
 	}
-	lb.late = make([]uint64, len(lb.wins))
-	lb.release = lb.releaseRef
-	if cfg.Mode != pb.Mode_MODE_EXACT {
-		lb.ap = newApprox(cfg)
+	if cfg.Mode == pb.Mode_MODE_EXACT {
+		lb.counts = newExactBoard(cfg, lb.spans, tune)
+	} else {
+		lb.counts = newApproxBoard(cfg, lb.spans)
 	}
 	return lb
 }
+
+func (lb *leaderboard) approximate() bool { return lb.cfg.Mode != pb.Mode_MODE_EXACT }
 
 // windowIndex maps a duration to -1 for "all" or the sliding window's index.
 func (lb *leaderboard) windowIndex(d time.Duration) (int, bool) {
 	if d == 0 {
 		return -1, true
 	}
-	for i, w := range lb.wins {
-		if w.durMs == d.Milliseconds() {
+	for i, s := range lb.spans {
+		if s.durMs == d.Milliseconds() {
 			return i, true
 		}
 	}
 	return 0, false
 }
 
-func (lb *leaderboard) window(i int) *window {
-	if i < 0 {
-		return lb.all
+// bounds is window wi's time range at the clock, in ms.
+func (lb *leaderboard) bounds(wi int) (start, end int64) {
+	end = lb.clockMs
+	if end == noTime {
+		end = 0
 	}
-	return lb.wins[i]
-}
-
-// intern returns the id of item, allocating one unless max_items is reached.
-func (lb *leaderboard) intern(item string) (uint32, bool) {
-	if id, ok := lb.index.get(item); ok {
-		return id, true
+	if wi >= 0 && lb.clockMs != noTime {
+		s := lb.spans[wi]
+		start = s.startIndex(lb.clockMs) * s.bucketMs
 	}
-	if lb.cfg.MaxItems > 0 && uint64(lb.live) >= lb.cfg.MaxItems {
-		return 0, false
-	}
-	item = strings.Clone(item) // decoded items alias the log entry
-	var id uint32
-	if n := len(lb.free); n > 0 {
-		id = lb.free[n-1]
-		lb.free = lb.free[:n-1]
-		lb.items.set(int(id), item)
-	} else {
-		id = uint32(lb.items.append(item))
-		lb.allCounts.append(0)
-		lb.recs.grow()
-	}
-	lb.index.put(item, id)
-	lb.live++
-	lb.itemBytes += int64(len(item))
-	return id, true
-}
-
-// maybeFree releases an id once nothing counts or references it.
-func (lb *leaderboard) maybeFree(id uint32) {
-	if lb.recs.refs(id) != 0 || lb.all.cnt(id) != 0 {
-		return
-	}
-	item := lb.items.get(int(id))
-	lb.index.del(item)
-	lb.items.set(int(id), "")
-	lb.free = append(lb.free, id)
-	lb.frees++
-	lb.live--
-	lb.itemBytes -= int64(len(item))
-}
-
-// addAll adds delta to id's all-time count, in its record and canonically.
-func (lb *leaderboard) addAll(id uint32, delta int64) {
-	lb.all.add(id, delta)
-	lb.allLog.add(id, delta)
-}
-
-func (lb *leaderboard) releaseRef(id uint32) {
-	if lb.recs.addRefs(id, -1) == 0 {
-		lb.maybeFree(id)
-	}
+	return start, end
 }
 
 // computeClock is the window clock for log time logMs, before the monotonic clamp.
@@ -252,173 +226,32 @@ func (lb *leaderboard) advance(logMs int64) {
 		return
 	}
 	lb.clockMs = c
-	for i, w := range lb.wins {
-		if lb.ap != nil {
-			lb.ap.wins[i].expire(w.startIndex(c))
-			continue
-		}
-		w.expire(c, lb.release)
-	}
+	lb.counts.expire(c)
 }
 
 // applyDeltas counts one leaderboard's deltas of a part. Late decisions use
-// the clock as it stood before the entry; the caller advances it afterwards.
+// the clock of entryClock; the caller advances it afterwards.
 func (lb *leaderboard) applyDeltas(d *pb.LeaderboardDeltas, entryMs int64, out *pb.Outcome) {
-	if lb.ap != nil {
-		lb.applyApprox(d, entryMs, out)
-		return
-	}
 	var starts [16]int64
 	st := lb.windowStarts(starts[:0], lb.entryClock(d, entryMs))
 	var lateHere [16]uint64
-	lh := zeros(lateHere[:0], len(lb.wins))
-	// Cache the last bucket per window: consecutive deltas usually share it.
-	var lastB [16]*bucket
-	lastBk := zeros(lastB[:0], len(lb.wins))
-	var idxs [16]int64
-	ix, lastT := idxs[:0], int64(math.MinInt64)
-	var pre []uint32
-	if !lb.tune.unstaged {
-		pre = lb.resolve(d.Items)
-	}
-	frees := lb.frees
-	for i, item := range d.Items {
-		ev := eventsAt(d, i)
-		t := timeAt(d, i, entryMs)
-		var id uint32
-		ok := true
-		// A pre-resolved id is stale once this loop freed any id (a
-		// later intern may have reused it); absent items intern here.
-		if pre != nil && pre[i] != noID && lb.frees == frees {
-			id = pre[i]
-		} else {
-			id, ok = lb.intern(item)
+	lh := zeros(lateHere[:0], len(lb.spans))
+	lb.counts.apply(lb, d, entryMs, st, lh, out)
+	for wi, n := range lh {
+		if n > 0 {
+			lb.late[wi] += n
+			out.Late = append(out.Late, &pb.LateCount{Leaderboard: lb.cfg.Name, Window: uint32(wi), Events: n})
 		}
-		if !ok {
-			lb.rejectedMI += ev
-			out.Rejected += ev
-			continue
-		}
-		delta := d.Deltas[i]
-		// Each window's bucket index of t, for fits and the adds; deltas
-		// of a part mostly share their second, so divide only on a change.
-		if t != lastT {
-			ix = idxs[:0]
-			for _, w := range lb.wins {
-				ix = append(ix, floorDiv(t, w.bucketMs))
-			}
-			lastT = t
-		}
-		if !lb.fits(id, delta, ix, st) {
-			lb.rejectedOF += ev
-			out.Rejected += ev
-			lb.maybeFree(id)
-			continue
-		}
-		lb.addAll(id, delta)
-		for wi, w := range lb.wins {
-			idx := ix[wi]
-			if idx < st[wi] {
-				lh[wi] += ev
-				continue
-			}
-			b := lastBk[wi]
-			if b == nil || b.index != idx {
-				b = w.bucketFor(idx)
-				lastBk[wi] = b
-			}
-			if w.addToBucket(b, id, delta) {
-				lb.recs.addRefs(id, 1)
-			}
-		}
-		lb.maybeFree(id)
-		lb.accepted += ev
-		out.Accepted += ev
-		if t > lb.maxEventMs {
-			lb.maxEventMs = t
-		}
-	}
-	lb.noteLate(lh, out)
-	if lb.allLog.due(lb.allCounts.len(), lb.tune.foldMin) {
-		lb.allLog.fold(&lb.allCounts)
 	}
 }
 
-// cachedEntries is the size below which resolve does not prefetch a newest
-// bucket's entries: 128 KiB of deltas stay in a core's L2, and the stage
-// costs a record read per delta (1.037x and 1.022x at 10M items skipping
-// it below this size, in one process).
-const cachedEntries = 16384
-
-// resolve looks up every item of a part in one batch and prefetches the
-// per-id state the apply loop will read. The loop's work per delta is a
-// chain of loads and branches that depend on each other, so its cache misses
-// do not overlap; here the loads of different deltas are independent and do.
-// Prefetches rather than loads: a load that misses holds up retirement, so a
-// few hundred of them stall the core instead of overlapping.
-// Ids are noID for items not yet interned.
-func (lb *leaderboard) resolve(items []string) []uint32 {
-	hashes, ids := lb.index.lookupBatch(items, lb.scratchHash, lb.scratchIDs)
-	if cap(ids) <= maxScratch {
-		lb.scratchHash, lb.scratchIDs = hashes, ids
+// accept counts ev events of a delta at event time t as accepted.
+func (lb *leaderboard) accept(ev uint64, t int64, out *pb.Outcome) {
+	lb.accepted += ev
+	out.Accepted += ev
+	if t > lb.maxEventMs {
+		lb.maxEventMs = t
 	}
-	for _, id := range ids {
-		if id == noID {
-			continue
-		}
-		lb.recs.prefetch(id)
-	}
-	// Stage 6: each id's entry in every window's newest bucket, found
-	// through the record prefetched above, so the loop's read-modify-write
-	// of that entry hits the cache. Worth it at 10M items (DESIGN.md).
-	for _, w := range lb.wins {
-		nb := w.newest()
-		if nb == nil {
-			continue
-		}
-		m := nb.deltas.len()
-		if m < cachedEntries {
-			continue // the loop finds a small bucket's entries in cache anyway
-		}
-		for _, id := range ids {
-			if id == noID {
-				continue
-			}
-			if g, s := w.newestSlot(id); g == nb.gen && uint(s) < uint(m) {
-				nb.deltas.prefetch(s)
-			}
-		}
-	}
-	return ids
-}
-
-// maxScratch bounds the per-leaderboard scratch kept between entries.
-const maxScratch = 1 << 16
-
-// Counts stay within ±MaxCount, and a delta within ±MaxDelta, so no sum
-// of them wraps int64 (the server caps an event at 2^40 and a request at
-// 100,000 events); a delta that would leave the range is refused, counted.
-const (
-	MaxCount = 1 << 62
-	MaxDelta = 1 << 57
-)
-
-// fits reports whether delta keeps id's count within ±MaxCount in "all"
-// and in every sliding window that will count it (bucket index ix[wi]).
-func (lb *leaderboard) fits(id uint32, delta int64, ix, starts []int64) bool {
-	if delta > MaxDelta || delta < -MaxDelta {
-		return false
-	}
-	in := func(c int64) bool { c += delta; return c <= MaxCount && c >= -MaxCount }
-	if !in(lb.all.cnt(id)) {
-		return false
-	}
-	for wi, w := range lb.wins {
-		if ix[wi] >= starts[wi] && !in(w.cnt(id)) {
-			return false
-		}
-	}
-	return true
 }
 
 // entryClock is the window clock a part's late events are judged against.
@@ -441,24 +274,14 @@ func (lb *leaderboard) entryClock(d *pb.LeaderboardDeltas, entryMs int64) int64 
 // windowStarts appends each sliding window's first live bucket index at
 // clock (every bucket is live while it reads none).
 func (lb *leaderboard) windowStarts(dst []int64, clock int64) []int64 {
-	for _, w := range lb.wins {
+	for _, s := range lb.spans {
 		if clock == noTime {
 			dst = append(dst, math.MinInt64)
 		} else {
-			dst = append(dst, w.startIndex(clock))
+			dst = append(dst, s.startIndex(clock))
 		}
 	}
 	return dst
-}
-
-// noteLate adds an entry's late events per window to the counters and the outcome.
-func (lb *leaderboard) noteLate(lh []uint64, out *pb.Outcome) {
-	for wi, n := range lh {
-		if n > 0 {
-			lb.late[wi] += n
-			out.Late = append(out.Late, &pb.LateCount{Leaderboard: lb.cfg.Name, Window: uint32(wi), Events: n})
-		}
-	}
 }
 
 // resized is s with length n, reusing its array when it is large enough.
@@ -494,17 +317,6 @@ func timeAt(d *pb.LeaderboardDeltas, i int, entryMs int64) int64 {
 	return entryMs
 }
 
-// settle runs once per applied batch.
-func (lb *leaderboard) settle() {
-	if lb.ap != nil {
-		return
-	}
-	lb.all.settle()
-	for _, w := range lb.wins {
-		w.settle()
-	}
-}
-
 // CheckUpdate reports whether c may replace old within one incarnation:
 // only the limits may change (and in the approximate modes, not k_max or
 // the structure's size either). Both must be normalized.
@@ -531,10 +343,7 @@ func (lb *leaderboard) update(c *pb.LeaderboardConfig) error {
 	}
 	lb.cfg = c
 	if c.KMax != old.KMax {
-		lb.all.resize(int(c.KMax))
-		for _, w := range lb.wins {
-			w.resize(int(c.KMax))
-		}
+		lb.counts.resize(int(c.KMax))
 	}
 	return nil
 }

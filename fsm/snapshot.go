@@ -9,7 +9,6 @@ import (
 	"hash/crc64"
 	"io"
 	"slices"
-	"unsafe"
 
 	"github.com/hashicorp/raft"
 	"google.golang.org/protobuf/proto"
@@ -51,20 +50,19 @@ type snapshot struct {
 }
 
 type snapBoard struct {
-	st     *pb.LeaderboardState
-	items  frozen[string]
-	counts frozen[int64]
-	// The all-time deltas not yet folded into counts (journal.go).
-	allIDs    []uint32
-	allDeltas []int64
-	buckets   [][]snapBucket
-	approx    []snapApprox
+	st   *pb.LeaderboardState
+	body boardSnap
 }
 
-type snapBucket struct {
-	index  int64
-	ids    frozen[uint32]
-	deltas frozen[int64]
+// boardSnap is a board's frozen state; its records follow the board's
+// recBoard record.
+type boardSnap interface{ write(rw *recWriter) error }
+
+// boardRestore rebuilds a board from the records that follow its recBoard
+// record, checking their order itself.
+type boardRestore interface {
+	record(m proto.Message) error
+	finish() error
 }
 
 var _ raft.FSMSnapshot = (*snapshot)(nil)
@@ -82,27 +80,9 @@ func (st *state) capture() *snapshot {
 	}
 	for _, name := range st.sortedBoards() {
 		lb := st.boards[name]
-		b := snapBoard{
-			st: &pb.LeaderboardState{Config: cloneConfig(lb.cfg), MaxEventTimeMs: lb.maxEventMs, IdSlots: uint64(lb.items.len()),
-				FreeIds: slices.Clone(lb.free), RejectedMaxItems: lb.rejectedMI, RejectedOverflow: lb.rejectedOF, AcceptedEvents: lb.accepted,
-				LateDropped: slices.Clone(lb.late), ClockMs: lb.clockMs},
-			items:  lb.items.freeze(),
-			counts: lb.allCounts.freeze(),
-		}
-		b.allIDs, b.allDeltas = lb.allLog.seal()
-		if lb.ap != nil {
-			b.st.RejectedNegative = lb.ap.rejectedNeg
-			b.approx = lb.ap.capture()
-			s.boards = append(s.boards, b)
-			continue
-		}
-		for _, w := range lb.wins {
-			var bs []snapBucket
-			for _, bk := range w.buckets {
-				bs = append(bs, snapBucket{index: bk.index, ids: bk.ids.freeze(), deltas: bk.deltas.freeze()})
-			}
-			b.buckets = append(b.buckets, bs)
-		}
+		b := snapBoard{st: &pb.LeaderboardState{Config: cloneConfig(lb.cfg), MaxEventTimeMs: lb.maxEventMs,
+			RejectedOverflow: lb.rejectedOF, AcceptedEvents: lb.accepted, LateDropped: slices.Clone(lb.late), ClockMs: lb.clockMs}}
+		b.body = lb.counts.capture(b.st)
 		s.boards = append(s.boards, b)
 	}
 	for _, id := range st.dedupe.sortedIDs() {
@@ -200,40 +180,8 @@ func (s *snapshot) write(w io.Writer) error {
 		if err := rw.record(recBoard, b.st); err != nil {
 			return err
 		}
-		if err := writeApprox(rw, b.approx); err != nil {
+		if err := b.body.write(rw); err != nil {
 			return err
-		}
-		starts, ids, deltas := byChunk(b.allIDs, b.allDeltas, (b.items.len()+chunkMask)>>chunkBits, nil, nil, nil)
-		for first := 0; first < b.items.len(); first += chunkSize {
-			end := min(first+chunkSize, b.items.len())
-			ic := &pb.ItemChunk{FirstId: uint32(first), Items: make([]string, 0, end-first), AllCounts: make([]int64, 0, end-first)}
-			for i := first; i < end; i++ {
-				ic.Items = append(ic.Items, b.items.get(i))
-				ic.AllCounts = append(ic.AllCounts, b.counts.get(i))
-			}
-			for k := starts[first>>chunkBits]; k < starts[first>>chunkBits+1]; k++ {
-				ic.AllCounts[ids[k]-uint32(first)] += deltas[k]
-			}
-			if err := rw.record(recItems, ic); err != nil {
-				return err
-			}
-		}
-		for wi, bs := range b.buckets {
-			for _, bk := range bs {
-				n := bk.ids.len()
-				for first := 0; first == 0 || first < n; first += chunkSize {
-					end := min(first+chunkSize, n)
-					bc := &pb.BucketChunk{Window: uint32(wi), Index: bk.index, Last: end == n,
-						Ids: make([]uint32, 0, end-first), Deltas: make([]int64, 0, end-first)}
-					for i := first; i < end; i++ {
-						bc.Ids = append(bc.Ids, bk.ids.get(i))
-						bc.Deltas = append(bc.Deltas, bk.deltas.get(i))
-					}
-					if err := rw.record(recBucket, bc); err != nil {
-						return err
-					}
-				}
-			}
 		}
 	}
 	for _, p := range s.producers {
@@ -291,24 +239,14 @@ func corrupt(format string, a ...any) error {
 // restorer rebuilds state record by record, checking every invariant the
 // live state keeps, so a corrupt stream is an error, never a wrong state.
 type restorer struct {
-	f         *FSM
-	st        *state
-	lb        *leaderboard
-	lbName    string
-	items     int // item slots received for lb
-	wantIDs   int
-	freeSet   map[uint32]bool
-	curWin    int
-	curIdx    int64
-	curBk     *bucket
-	inBucket  bool
-	seenIn    []uint32 // per id: the last bucket (bucketSeq) it appeared in, to refuse duplicates
-	bucketSeq uint32
-	lastName  string
-	lastProd  string
-	lastTomb  string
-	stage     int
-	ap        *approxRestore // the current board is approximate
+	f        *FSM
+	st       *state
+	lb       *leaderboard // the board being read
+	br       boardRestore // its mode's reader
+	lastName string
+	lastProd string
+	lastTomb string
+	stage    int
 }
 
 func (f *FSM) readSnapshot(r io.Reader) (*state, error) {
@@ -436,33 +374,11 @@ func (rs *restorer) record(t byte, data []byte) error {
 		}
 		rs.stage = recBoard
 		return rs.startBoard(m)
-	case *pb.ApproxWindow:
-		if rs.lb == nil || rs.ap == nil || rs.stage != recBoard {
-			return corrupt("approximate window record out of order")
+	case *pb.ItemChunk, *pb.BucketChunk, *pb.ApproxWindow, *pb.ApproxBucket:
+		if rs.lb == nil || rs.stage != recBoard {
+			return corrupt("record type %d outside a leaderboard", t)
 		}
-		return rs.ap.window(m)
-	case *pb.ApproxBucket:
-		if rs.lb == nil || rs.ap == nil || rs.stage != recBoard {
-			return corrupt("approximate bucket record out of order")
-		}
-		return rs.ap.bucket(m)
-	case *pb.ItemChunk:
-		if rs.lb == nil || rs.ap != nil || (rs.stage != recBoard && rs.stage != recItems) {
-			return corrupt("item chunk out of order")
-		}
-		rs.stage = recItems
-		return rs.addItems(m)
-	case *pb.BucketChunk:
-		if rs.lb == nil || rs.ap != nil || rs.stage < recBoard || rs.stage > recBucket {
-			return corrupt("bucket chunk out of order")
-		}
-		if rs.stage != recBucket {
-			if err := rs.finishItems(); err != nil {
-				return err
-			}
-		}
-		rs.stage = recBucket
-		return rs.addBucket(m)
+		return rs.br.record(m)
 	case *pb.ProducerState:
 		if err := rs.finishBoard(); err != nil {
 			return err
@@ -510,166 +426,29 @@ func (rs *restorer) startBoard(m *pb.LeaderboardState) error {
 		return corrupt("leaderboard %q: %d id slots", cfg.Name, m.IdSlots)
 	}
 	lb := newLeaderboard(cfg, rs.st.tune)
-	rs.ap = nil
-	if lb.ap != nil {
-		if m.IdSlots != 0 || len(m.FreeIds) != 0 || m.RejectedMaxItems != 0 {
-			return corrupt("leaderboard %q: item table in an approximate board", cfg.Name)
-		}
-		lb.ap.rejectedNeg = m.RejectedNegative
-		rs.ap = &approxRestore{lb: lb, name: cfg.Name}
-	} else if m.RejectedNegative != 0 {
-		return corrupt("leaderboard %q: negative rejections in an exact board", cfg.Name)
-	}
-	if len(m.LateDropped) != len(lb.wins) {
-		return corrupt("leaderboard %q: %d late counters for %d windows", cfg.Name, len(m.LateDropped), len(lb.wins))
+	if len(m.LateDropped) != len(lb.late) {
+		return corrupt("leaderboard %q: %d late counters for %d windows", cfg.Name, len(m.LateDropped), len(lb.late))
 	}
 	copy(lb.late, m.LateDropped)
 	lb.maxEventMs, lb.clockMs = m.MaxEventTimeMs, m.ClockMs
-	lb.accepted, lb.rejectedMI, lb.rejectedOF = m.AcceptedEvents, m.RejectedMaxItems, m.RejectedOverflow
-	rs.freeSet = make(map[uint32]bool, len(m.FreeIds))
-	for _, id := range m.FreeIds {
-		if uint64(id) >= m.IdSlots || rs.freeSet[id] {
-			return corrupt("leaderboard %q: bad free id %d", cfg.Name, id)
-		}
-		rs.freeSet[id] = true
+	lb.accepted, lb.rejectedOF = m.AcceptedEvents, m.RejectedOverflow
+	br, err := lb.counts.restore(lb, m)
+	if err != nil {
+		return err
 	}
-	lb.free = slices.Clone(m.FreeIds)
-	rs.lb, rs.lbName, rs.items, rs.wantIDs = lb, cfg.Name, 0, int(m.IdSlots)
-	rs.seenIn, rs.bucketSeq = nil, 0
-	rs.curWin, rs.curIdx, rs.curBk, rs.inBucket = 0, 0, nil, false
-	return nil
-}
-
-func (rs *restorer) addItems(m *pb.ItemChunk) error {
-	lb := rs.lb
-	if int(m.FirstId) != rs.items || len(m.Items) != len(m.AllCounts) || rs.items+len(m.Items) > rs.wantIDs {
-		return corrupt("leaderboard %q: item chunk at %d (have %d of %d)", rs.lbName, m.FirstId, rs.items, rs.wantIDs)
-	}
-	for i, s := range m.Items {
-		id := uint32(rs.items + i)
-		c := m.AllCounts[i]
-		lb.items.append(s)
-		lb.allCounts.append(c)
-		lb.recs.grow()
-		if rs.freeSet[id] {
-			if s != "" || c != 0 {
-				return corrupt("leaderboard %q: free id %d holds an item", rs.lbName, id)
-			}
-			continue
-		}
-		lb.live++
-		lb.itemBytes += int64(len(s))
-		lb.all.rawAdd(id, c)
-	}
-	rs.items += len(m.Items)
-	return nil
-}
-
-// finishItems checks the item count and builds the index in one presized
-// pass, now that the data backing the header's claims has been read.
-func (rs *restorer) finishItems() error {
-	if rs.items != rs.wantIDs {
-		return corrupt("leaderboard %q: %d of %d item slots", rs.lbName, rs.items, rs.wantIDs)
-	}
-	lb := rs.lb
-	lb.index = newItemIndex(&lb.items, lb.live)
-	for id := range rs.wantIDs {
-		if j := id + recAhead; j < rs.wantIDs {
-			lb.index.prefetchSlot(lb.items.get(j))
-		}
-		if rs.freeSet[uint32(id)] {
-			continue
-		}
-		s := lb.items.get(id)
-		if _, dup := lb.index.get(s); dup {
-			return corrupt("leaderboard %q: item %q twice", rs.lbName, s)
-		}
-		lb.index.put(s, uint32(id))
-	}
-	return nil
-}
-
-func (rs *restorer) addBucket(m *pb.BucketChunk) error {
-	lb := rs.lb
-	if int(m.Window) >= len(lb.wins) || len(m.Ids) != len(m.Deltas) {
-		return corrupt("leaderboard %q: bucket chunk for window %d", rs.lbName, m.Window)
-	}
-	wi := int(m.Window)
-	w := lb.wins[wi]
-	if rs.seenIn == nil {
-		rs.seenIn = make([]uint32, rs.wantIDs)
-	}
-	if rs.inBucket {
-		if wi != rs.curWin || m.Index != rs.curIdx {
-			return corrupt("leaderboard %q: bucket %d/%d interrupted", rs.lbName, rs.curWin, rs.curIdx)
-		}
-	} else {
-		if wi < rs.curWin || (wi == rs.curWin && len(w.buckets) > 0 && m.Index <= w.buckets[len(w.buckets)-1].index) {
-			return corrupt("leaderboard %q: bucket %d/%d out of order", rs.lbName, wi, m.Index)
-		}
-		rs.curBk = &bucket{index: m.Index}
-		rs.bucketSeq++
-		w.buckets = append(w.buckets, rs.curBk)
-	}
-	rs.curWin, rs.curIdx = wi, m.Index
-	b := rs.curBk
-	for i, id := range m.Ids {
-		// Entries name ids at random: prefetch the record and the seen
-		// mark of one a little ahead, as bucket expiry does.
-		if j := i + recAhead; j < len(m.Ids) && int(m.Ids[j]) < rs.wantIDs && int(m.Ids[j]) < lb.recs.n {
-			lb.recs.prefetch(m.Ids[j])
-			prefetch(unsafe.Pointer(&rs.seenIn[m.Ids[j]]))
-		}
-		if int(id) >= rs.wantIDs || rs.freeSet[id] {
-			return corrupt("leaderboard %q: bucket entry for id %d", rs.lbName, id)
-		}
-		if rs.seenIn[id] == rs.bucketSeq {
-			return corrupt("leaderboard %q: id %d twice in bucket %d", rs.lbName, id, m.Index)
-		}
-		rs.seenIn[id] = rs.bucketSeq
-		b.ids.append(id)
-		b.deltas.append(m.Deltas[i])
-		w.rawAdd(id, m.Deltas[i])
-		lb.recs.addRefs(id, 1)
-	}
-	rs.inBucket = !m.Last
+	rs.lb, rs.br = lb, br
 	return nil
 }
 
 func (rs *restorer) finishBoard() error {
-	lb := rs.lb
-	if lb == nil {
+	if rs.lb == nil {
 		return nil
 	}
-	if rs.ap != nil {
-		if err := rs.ap.finish(); err != nil {
-			return err
-		}
-		rs.st.setBoard(rs.lbName, lb)
-		rs.lb, rs.ap = nil, nil
-		return nil
+	if err := rs.br.finish(); err != nil {
+		return err
 	}
-	if rs.stage == recBoard || rs.stage == recItems {
-		if err := rs.finishItems(); err != nil {
-			return err
-		}
-	}
-	if rs.inBucket {
-		return corrupt("leaderboard %q: last bucket unfinished", rs.lbName)
-	}
-	for id := 0; id < rs.wantIDs; id++ {
-		if !rs.freeSet[uint32(id)] && lb.recs.refs(uint32(id)) == 0 && lb.all.cnt(uint32(id)) == 0 {
-			return corrupt("leaderboard %q: id %d holds nothing but is not free", rs.lbName, id)
-		}
-	}
-	// Counts were written raw; build each window's classes and heap in one pass.
-	lb.all.rebuild()
-	for _, w := range lb.wins {
-		w.rebuild()
-		w.adoptNewest()
-	}
-	rs.st.setBoard(rs.lbName, lb)
-	rs.lb = nil
+	rs.st.setBoard(rs.lb.cfg.Name, rs.lb)
+	rs.lb, rs.br = nil, nil
 	return nil
 }
 

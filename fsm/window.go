@@ -21,9 +21,7 @@ import (
 // and pulls the best items of the top classes back in, scanning only those
 // classes. DESIGN.md explains the amortized cost.
 type window struct {
-	durMs    int64 // 0: the "all" window
-	bucketMs int64
-	nb       int64 // buckets per window
+	span
 
 	items *cowArray[string] // owned by the leaderboard; for tie-breaks
 
@@ -210,11 +208,8 @@ func (w *window) cls() *[numClasses]class {
 
 func (w *window) untracked() int { return w.positive - len(w.heap) - w.tracked }
 
-func newWindow(durMs, bucketMs int64, kmax int, items *cowArray[string], rec *recStore, off, trackedMin int) *window {
-	w := &window{durMs: durMs, bucketMs: bucketMs, kmax: kmax, items: items, rec: rec, off: off, trackedMin: trackedMin}
-	if durMs > 0 {
-		w.nb = durMs / bucketMs
-	}
+func newWindow(s span, kmax int, items *cowArray[string], rec *recStore, off, trackedMin int) *window {
+	w := &window{span: s, kmax: kmax, items: items, rec: rec, off: off, trackedMin: trackedMin}
 	w.setKmax(kmax)
 	return w
 }
@@ -818,11 +813,6 @@ func floorDiv(a, b int64) int64 {
 	return q
 }
 
-// startIndex is the first bucket inside the window when the clock reads clockMs.
-func (w *window) startIndex(clockMs int64) int64 {
-	return floorDiv(clockMs, w.bucketMs) - w.nb + 1
-}
-
 // bucketFor finds or creates the bucket with the given index.
 func (w *window) bucketFor(idx int64) *bucket {
 	i := len(w.buckets)
@@ -882,7 +872,7 @@ func (w *window) addToBucket(b *bucket, id uint32, delta int64) bool {
 
 // expire drops buckets that fell out of the window, subtracting their
 // counts; release is called once per dropped entry, in canonical order.
-func (w *window) expire(clockMs int64, release func(id uint32)) {
+func (w *window) expire(clockMs int64, release func(id uint32), pf bool) {
 	start := w.startIndex(clockMs)
 	n := 0
 	for n < len(w.buckets) && w.buckets[n].index < start {
@@ -890,7 +880,7 @@ func (w *window) expire(clockMs int64, release func(id uint32)) {
 		m := b.ids.len()
 		for lo := 0; lo < m; lo += expireBlock {
 			hi := min(m, lo+expireBlock)
-			for i := lo; i < hi; i++ {
+			for i := lo; pf && i < hi; i++ {
 				w.rec.prefetch(b.ids.get(i))
 			}
 			for i := lo; i < hi; i++ {
