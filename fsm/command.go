@@ -47,20 +47,8 @@ func encode(t CommandType, flags byte, m proto.Message) ([]byte, error) {
 	return buf, nil
 }
 
-// EncodeIngest frames an ingest entry for raft.Apply. Its payload is
-// byte for byte what proto.Marshal writes (see appendIngest).
-func EncodeIngest(e *pb.IngestEntry) ([]byte, error) {
-	var sz ingestSizes
-	n, err := sz.entry(e)
-	if err != nil {
-		return nil, fmt.Errorf("marshal command %d: %w", TypeIngest, err)
-	}
-	buf := make([]byte, envelopeSize, envelopeSize+n)
-	buf[0], buf[1] = envelopeVersion, byte(TypeIngest)
-	buf = sz.appendEntry(buf, e)
-	binary.LittleEndian.PutUint32(buf[4:], crc32.Checksum(buf[envelopeSize:], castagnoli))
-	return buf, nil
-}
+// EncodeIngest frames an ingest entry for raft.Apply.
+func EncodeIngest(e *pb.IngestEntry) ([]byte, error) { return encode(TypeIngest, 0, e) }
 
 // EncodeTick frames a tick.
 func EncodeTick(t *pb.Tick) ([]byte, error) { return encode(TypeTick, 0, t) }
@@ -73,19 +61,6 @@ func EncodeDrop(d *pb.DropLeaderboard) ([]byte, error) { return encode(TypeDrop,
 
 // EncodeChecksum frames a checksum command.
 func EncodeChecksum(c *pb.Checksum) ([]byte, error) { return encode(TypeChecksum, 0, c) }
-
-// EncodeRaw frames an arbitrary payload; tests use it for unknown and ignorable types.
-func EncodeRaw(t CommandType, ignorable bool, payload []byte) []byte {
-	var flags byte
-	if ignorable {
-		flags = flagIgnorable
-	}
-	buf := make([]byte, envelopeSize+len(payload))
-	buf[0], buf[1], buf[2] = envelopeVersion, byte(t), flags
-	binary.LittleEndian.PutUint32(buf[4:], crc32.Checksum(payload, castagnoli))
-	copy(buf[envelopeSize:], payload)
-	return buf
-}
 
 // Command is a decoded log command. Exactly one field is set, or Ignored.
 type Command struct {

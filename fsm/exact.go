@@ -184,12 +184,6 @@ func (e *exactBoard) apply(lb *leaderboard, d *pb.LeaderboardDeltas, entryMs int
 	}
 }
 
-// cachedEntries is the size below which resolve does not prefetch a newest
-// bucket's entries: 128 KiB of deltas stay in a core's L2, and the stage
-// costs a record read per delta (1.037x and 1.022x at 10M items skipping
-// it below this size, in one process).
-const cachedEntries = 16384
-
 // resolve looks up every item of a part in one batch and prefetches the
 // per-id state the apply loop will read. The loop's work per delta is a
 // chain of loads and branches that depend on each other, so its cache misses
@@ -209,30 +203,6 @@ func (e *exactBoard) resolve(items []string) []uint32 {
 		e.recs.prefetch(id)
 		if e.tune.noJournal {
 			e.allCounts.prefetch(int(id))
-		}
-	}
-	// Stage 6: each id's entry in every window's newest bucket, found
-	// through the record prefetched above, so the loop's read-modify-write
-	// of that entry hits the cache. Worth it at 10M items (DESIGN.md).
-	for _, w := range e.wins {
-		if e.tune.noNewest {
-			break
-		}
-		nb := w.newest()
-		if nb == nil {
-			continue
-		}
-		m := nb.deltas.len()
-		if m < cachedEntries {
-			continue // the loop finds a small bucket's entries in cache anyway
-		}
-		for _, id := range ids {
-			if id == noID {
-				continue
-			}
-			if g, s := w.newestSlot(id); g == nb.gen && uint(s) < uint(m) {
-				nb.deltas.prefetch(s)
-			}
 		}
 	}
 	return ids

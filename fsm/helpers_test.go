@@ -2,6 +2,8 @@ package fsm
 
 import (
 	"bytes"
+	"encoding/binary"
+	"hash/crc32"
 	"testing"
 	"time"
 
@@ -116,3 +118,16 @@ func offHeapSlack() int64 {
 }
 
 func (x *itemIndex) len() int { return x.n }
+
+// EncodeRaw frames an arbitrary payload; tests use it for unknown and ignorable types.
+func EncodeRaw(t CommandType, ignorable bool, payload []byte) []byte {
+	var flags byte
+	if ignorable {
+		flags = flagIgnorable
+	}
+	buf := make([]byte, envelopeSize+len(payload))
+	buf[0], buf[1], buf[2] = envelopeVersion, byte(t), flags
+	binary.LittleEndian.PutUint32(buf[4:], crc32.Checksum(payload, castagnoli))
+	copy(buf[envelopeSize:], payload)
+	return buf
+}

@@ -12,9 +12,9 @@ type tuning struct {
 	unstaged bool
 	// Switches of BenchmarkWithout, each turning one optimisation off:
 	// the all-time journal (counts written by id, prefetched in resolve),
-	// resolve's newest-bucket stage, expiry's record prefetch, the
-	// hand-written ingest decoder (protobuf's instead).
-	noJournal, noNewest, noExpiryPrefetch, protoIngest bool
+	// expiry's record prefetch, the hand-written ingest decoder
+	// (protobuf's instead).
+	noJournal, noExpiryPrefetch, protoIngest bool
 	// trackedMin, when >= 0, overrides the least number of outsiders kept
 	// in classes (window.keepTracked); tests set it small so floors move.
 	trackedMin int

@@ -831,17 +831,6 @@ func (w *window) bucketFor(idx int64) *bucket {
 	return b
 }
 
-// newest is the window's newest bucket when its entries are found through
-// the records (addToBucket's fast path), else nil.
-func (w *window) newest() *bucket {
-	if n := len(w.buckets); n > 0 {
-		if b := w.buckets[n-1]; b.gen != 0 && b.gen == w.fastGen {
-			return b
-		}
-	}
-	return nil
-}
-
 // addToBucket records delta for id in bucket b. It reports whether the
 // item gained a new bucket entry (a reference the leaderboard tracks).
 func (w *window) addToBucket(b *bucket, id uint32, delta int64) bool {

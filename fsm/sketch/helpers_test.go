@@ -245,3 +245,37 @@ func zipfItems(n int, seed uint64) []string {
 	rng.Shuffle(n, func(i, j int) { items[i], items[j] = items[j], items[i] })
 	return items
 }
+
+// MergeResults merges answers over disjoint sub-streams whose item sets may
+// overlap. An item absent from part p may still have up to p.Rest there, so
+// it gains p.Rest in Count and Err (its upper bound grows, its lower bound
+// does not). The best k by the total order are kept; Rest is the larger of
+// the sum of the parts' Rest and the largest dropped Count.
+func MergeResults(k int, parts ...Result) Result {
+	var sumRest uint64
+	for _, p := range parts {
+		sumRest += p.Rest
+	}
+	cs, rests := gather(parts)
+	for j := range cs {
+		missing := sumRest - rests[j]
+		cs[j].Count += missing
+		cs[j].Err += missing
+	}
+	return keep(k, cs, sumRest)
+}
+
+// NewSpaceSaving returns an empty filtered summary of capacity counters and
+// FilterCellsPerCounter cells per counter: the structure of topkd's
+// spacesaving mode.
+func NewSpaceSaving(capacity int) *Summary {
+	return NewFilteredSummary(capacity, FilterCellsPerCounter*max(capacity, 1))
+}
+
+// Restore rebuilds a summary from its canonical parts (Total, Floor,
+// Counters). It rejects input that Add and Merge cannot produce: more
+// counters than capacity, duplicate items, Err > Count, Count < floor,
+// Count > total or floor > total. The counters may come in any order.
+func Restore(capacity int, total, floor uint64, cs []Counter) (*Summary, error) {
+	return restore(capacity, total, floor, cs)
+}

@@ -6,25 +6,6 @@ type Result struct {
 	Rest  uint64    // upper bound on the true count of any item NOT in Items (0 = none can exist)
 }
 
-// MergeResults merges answers over disjoint sub-streams whose item sets may
-// overlap. An item absent from part p may still have up to p.Rest there, so
-// it gains p.Rest in Count and Err (its upper bound grows, its lower bound
-// does not). The best k by the total order are kept; Rest is the larger of
-// the sum of the parts' Rest and the largest dropped Count.
-func MergeResults(k int, parts ...Result) Result {
-	var sumRest uint64
-	for _, p := range parts {
-		sumRest += p.Rest
-	}
-	cs, rests := gather(parts)
-	for j := range cs {
-		missing := sumRest - rests[j]
-		cs[j].Count += missing
-		cs[j].Err += missing
-	}
-	return keep(k, cs, sumRest)
-}
-
 // MergeDisjoint merges answers whose parts hold disjoint items (topkd's
 // item-hash partitions): every occurrence of an item is in one part, so an
 // absent item gains nothing, and an item listed nowhere is bounded by the

@@ -34,13 +34,6 @@ type Summary struct {
 // (DESIGN.md, "Filtered Space-Saving").
 const FilterCellsPerCounter = 16
 
-// NewSpaceSaving returns an empty filtered summary of capacity counters and
-// FilterCellsPerCounter cells per counter: the structure of topkd's
-// spacesaving mode.
-func NewSpaceSaving(capacity int) *Summary {
-	return NewFilteredSummary(capacity, FilterCellsPerCounter*max(capacity, 1))
-}
-
 // NewFilteredSummary returns an empty summary with a filter of cells cells
 // (0: none, a plain Space-Saving summary).
 func NewFilteredSummary(capacity, cells int) *Summary {
@@ -221,14 +214,6 @@ func (s *Summary) Reset() {
 // Bytes estimates the heap bytes held.
 func (s *Summary) Bytes() int {
 	return int(unsafe.Sizeof(*s)) + s.filter.bytes() + s.r.bytes()
-}
-
-// Restore rebuilds a summary from its canonical parts (Total, Floor,
-// Counters). It rejects input that Add and Merge cannot produce: more
-// counters than capacity, duplicate items, Err > Count, Count < floor,
-// Count > total or floor > total. The counters may come in any order.
-func Restore(capacity int, total, floor uint64, cs []Counter) (*Summary, error) {
-	return restore(capacity, total, floor, cs)
 }
 
 func restore(capacity int, total, floor uint64, cs []Counter) (*Summary, error) {
