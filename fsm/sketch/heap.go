@@ -129,42 +129,6 @@ func (r *ranked) down(i int) {
 	r.slots[x.id].pos = int32(i)
 }
 
-// sinkRoot places a new root whose item most likely belongs near the
-// leaves (an eviction's replacement: count min+w among many counters at
-// min). Bottom-up (Floyd): walk the worse-child path to a leaf with one
-// comparison per level, then climb back to x's place, usually a step or
-// two, instead of two comparisons per level on the way down.
-func (r *ranked) sinkRoot() {
-	nodes := r.nodes
-	n := len(nodes)
-	x := nodes[0]
-	i := 0
-	for {
-		c := 2*i + 1
-		if c >= n {
-			break
-		}
-		if c+1 < n {
-			c += r.worseBit(nodes[c+1], nodes[c])
-		}
-		nodes[i] = nodes[c]
-		r.slots[nodes[i].id].pos = int32(i)
-		i = c
-	}
-	for i > 0 {
-		p := (i - 1) / 2
-		pn := nodes[p]
-		if !r.worse(x, pn) {
-			break
-		}
-		nodes[i] = pn
-		r.slots[pn.id].pos = int32(i)
-		i = p
-	}
-	nodes[i] = x
-	r.slots[x.id].pos = int32(i)
-}
-
 // fix restores the heap after node i's count changed in either direction.
 func (r *ranked) fix(i int) {
 	if i > 0 && r.worse(r.nodes[i], r.nodes[(i-1)/2]) {
@@ -212,7 +176,7 @@ func (r *ranked) replaceRoot(item string, h, count, aux uint64) {
 	long := r.index(item, h, id)
 	r.nodes[0].count = count
 	r.nodes[0].key = prefixKey(item)
-	r.sinkRoot()
+	r.down(0)
 	if long {
 		r.toSlow()
 	}

@@ -299,12 +299,7 @@ func Merge(capacity int, parts ...*Summary) *Summary {
 			n += p.r.len()
 		}
 	}
-	var cs []Counter
-	if len(ps) <= 3 {
-		cs = unionByLookup(ps, sumFloor, n)
-	} else {
-		cs = unionByIndex(ps, sumFloor, n)
-	}
+	cs := unionByIndex(ps, sumFloor, n)
 	floor := max(sumFloor, partitionBest(cs, capacity))
 	cs = cs[:min(len(cs), capacity)]
 	s := NewSummary(capacity)
@@ -315,40 +310,7 @@ func Merge(capacity int, parts ...*Summary) *Summary {
 	return s
 }
 
-// unionByLookup merges a few parts without building a union map: each
-// item is summed by looking it up in the other parts, and skipped in a part
-// when an earlier part already holds it. (P-1) lookups per counter beat
-// inserting every counter into a fresh map while P is small.
-func unionByLookup(ps []*Summary, sumFloor uint64, n int) []Counter {
-	cs := make([]Counter, 0, n)
-	for i, p := range ps {
-	next:
-		for j := range p.r.slots {
-			sl := &p.r.slots[j]
-			for _, q := range ps[:i] {
-				if _, seen := q.r.findHashed(sl.item, sl.hash); seen {
-					continue next
-				}
-			}
-			c := Counter{Item: sl.item, Count: p.r.nodes[sl.pos].count, Err: sl.aux}
-			floors := p.floor // of the parts holding the item
-			for _, q := range ps[i+1:] {
-				if id, ok := q.r.findHashed(sl.item, sl.hash); ok {
-					qs := &q.r.slots[id]
-					c.Count += q.r.nodes[qs.pos].count
-					c.Err += qs.aux
-					floors += q.floor
-				}
-			}
-			c.Count += sumFloor - floors
-			c.Err += sumFloor - floors
-			cs = append(cs, c)
-		}
-	}
-	return cs
-}
-
-// unionByIndex merges many parts through one map from item to its sums.
+// unionByIndex merges parts through one map from item to its sums.
 func unionByIndex(ps []*Summary, sumFloor uint64, n int) []Counter {
 	// floors: per item, the floors of the parts holding it.
 	cs, _, floors := unionSums(ps, n, func(p *Summary, _ *slot) uint64 { return p.floor })
