@@ -3,7 +3,7 @@ package fsm
 import "unsafe"
 
 // allJournal holds the all-time deltas a leaderboard applied since its last
-// fold into the canonical counts (leaderboard.allCounts). The apply loop
+// fold into the canonical counts (exactBoard.allCounts). The apply loop
 // appends here instead of writing the count array by id: that write was a
 // random line per delta, about 7% of apply at 10M items (BENCHMARKS.md,
 // "All-time journal"). A fold groups the entries by chunk of the array

@@ -23,9 +23,9 @@ import (
 type window struct {
 	span
 
-	items *cowArray[string] // owned by the leaderboard; for tie-breaks
+	items *cowArray[string] // owned by the exact board; for tie-breaks
 
-	// Counts and positions live in the leaderboard's records (recs.go),
+	// Counts and positions live in the exact board's records (recs.go),
 	// at word off. A position is >=0 for a slot in its class, -1 for none,
 	// <=-2 for heap index -(pos+2).
 	rec *recStore
@@ -832,7 +832,7 @@ func (w *window) bucketFor(idx int64) *bucket {
 }
 
 // addToBucket records delta for id in bucket b. It reports whether the
-// item gained a new bucket entry (a reference the leaderboard tracks).
+// item gained a new bucket entry (a reference the exact board tracks).
 func (w *window) addToBucket(b *bucket, id uint32, delta int64) bool {
 	w.add(id, delta)
 	if b.gen != 0 && b.gen == w.fastGen {

@@ -28,10 +28,11 @@ type Summary struct {
 	r      ranked
 }
 
-// FilterCellsPerCounter is how many filter cells NewSpaceSaving gives each
-// counter, about 40% of the memory with 32-bit cells. At 32 KB on the
-// flights routes, 8 cells reach top-100 precision 0.85 and 16 reach 1.00
-// (DESIGN.md, "Filtered Space-Saving").
+// FilterCellsPerCounter is how many filter cells a new spacesaving
+// leaderboard gives each counter (fsm.FillNewDefaults), about 40% of the
+// memory with 32-bit cells. At 32 KB on the flights routes, 8 cells reach
+// top-100 precision 0.85 and 16 reach 1.00 (DESIGN.md, "Filtered
+// Space-Saving").
 const FilterCellsPerCounter = 16
 
 // NewFilteredSummary returns an empty summary with a filter of cells cells
