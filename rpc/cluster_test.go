@@ -1,6 +1,7 @@
 package rpc_test
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -23,12 +24,13 @@ import (
 // clusterNode is one node of an in-process cluster: a server.Node served by
 // rpc.Handler on a real loopback HTTP listener.
 type clusterNode struct {
-	id     string
-	node   *server.Node
-	srv    *http.Server
-	addr   string // HTTP
-	raft   string
-	gossip string
+	id       string
+	node     *server.Node
+	srv      *http.Server
+	addr     string // HTTP
+	raft     string
+	gossip   string
+	replicas int // R as configured
 }
 
 // newCluster starts n nodes that bootstrap together (InitialCluster): every
@@ -68,7 +70,7 @@ func newCluster(t *testing.T, n, partitions int) []*clusterNode {
 			}
 			srv := rpc.NewServer(m.HTTPAddr, rpc.Handler(node, rpc.Security{}), nil)
 			go srv.Serve(httpLns[i])
-			nodes[i] = &clusterNode{id: m.ID, node: node, srv: srv, addr: m.HTTPAddr}
+			nodes[i] = &clusterNode{id: m.ID, node: node, srv: srv, addr: m.HTTPAddr, replicas: server.DefaultReplicas}
 		})
 	}
 	wg.Wait()
@@ -204,7 +206,8 @@ func startNodeAt(t *testing.T, id, dir, join, raftAddr, httpAddr string, opts ..
 		t.Fatalf("open %s: %v", id, err)
 	}
 	h.set(rpc.Handler(node, rpc.Security{}))
-	cn := &clusterNode{id: id, node: node, srv: srv, addr: httpLn.Addr().String(), raft: raftLn.Addr().String(), gossip: node.GossipAddr()}
+	cn := &clusterNode{id: id, node: node, srv: srv, addr: httpLn.Addr().String(), raft: raftLn.Addr().String(), gossip: node.GossipAddr(),
+		replicas: cmp.Or(cfg.Replicas, server.DefaultReplicas)}
 	t.Cleanup(cn.stop)
 	return cn
 }
@@ -308,6 +311,9 @@ func TestClusterJoin(t *testing.T) {
 // has exactly the voters placement lists, and returns the placement.
 func waitPlaced(t *testing.T, nodes []*clusterNode) [][]string {
 	t.Helper()
+	// Every partition on min(R, nodes) replicas: while nodes join, moves
+	// are planned one at a time, and between two of them none is in flight.
+	replicas := min(nodes[0].replicas, len(nodes))
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		placed, ok := map[int][]string{}, true
@@ -326,6 +332,9 @@ func waitPlaced(t *testing.T, nodes []*clusterNode) [][]string {
 				}
 				placed[p.Partition] = p.Placement
 			}
+		}
+		for _, reps := range placed {
+			ok = ok && len(reps) == replicas
 		}
 		if ok && len(placed) == len(nodes[0].node.Status(t.Context()).Partitions) {
 			out := make([][]string, len(placed))
