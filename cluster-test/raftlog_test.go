@@ -381,16 +381,11 @@ func TestLostLogRefused(t *testing.T) {
 	p := newProc(t)
 	p.args = []string{"--snapshot-entries", "10", "--snapshot-interval", "200ms", "--trailing-logs", "1000"}
 	p.start()
-	client := &http.Client{Timeout: 10 * time.Second}
-	for seq := uint64(1); seq <= 40; seq++ {
-		body, _ := randomBatch(rand.New(rand.NewPCG(seq, 7)), 200, 500)
-		if _, err := postEvents(client, p.url(), "prod", seq, body); err != nil {
-			t.Fatal(err)
-		}
+	postSeeded(t, p, 40, 7, func(seq uint64) {
 		if seq == 20 {
 			time.Sleep(time.Second) // snapshots taken here; the rest live only in the log
 		}
-	}
+	})
 	code, out := stopDamageStart(t, p, func(dir string) {
 		if err := os.Remove(filepath.Join(dir, "raftlog.db")); err != nil {
 			t.Fatal(err)
@@ -409,6 +404,20 @@ func TestLostLogRefused(t *testing.T) {
 	}
 	if code, out = stopDamageStart(t, p, func(string) {}); code != -1 {
 		t.Fatalf("restart after accepting the loss: exit %d:\n%s", code, out)
+	}
+}
+
+// postSeeded posts batches 1..n of 200 events over 500 items as producer
+// "prod", batch seq drawn from seed (seq, stream); after runs after each.
+func postSeeded(t *testing.T, p *proc, n, stream uint64, after func(seq uint64)) {
+	t.Helper()
+	client := &http.Client{Timeout: 10 * time.Second}
+	for seq := uint64(1); seq <= n; seq++ {
+		body, _ := randomBatch(rand.New(rand.NewPCG(seq, stream)), 200, 500)
+		if _, err := postEvents(client, p.url(), "prod", seq, body); err != nil {
+			t.Fatal(err)
+		}
+		after(seq)
 	}
 }
 
@@ -442,16 +451,11 @@ func TestDamagedSnapshotRefused(t *testing.T) {
 	p := newProc(t)
 	p.args = []string{"--snapshot-entries", "10", "--snapshot-interval", "100ms", "--trailing-logs", "2"}
 	p.start()
-	client := &http.Client{Timeout: 10 * time.Second}
-	for seq := uint64(1); seq <= 60; seq++ {
-		body, _ := randomBatch(rand.New(rand.NewPCG(seq, 8)), 200, 500)
-		if _, err := postEvents(client, p.url(), "prod", seq, body); err != nil {
-			t.Fatal(err)
-		}
+	postSeeded(t, p, 60, 8, func(seq uint64) {
 		if seq%15 == 0 {
 			time.Sleep(500 * time.Millisecond) // let snapshots and compaction happen
 		}
-	}
+	})
 	time.Sleep(500 * time.Millisecond)
 	var damaged string
 	code, out := stopDamageStart(t, p, func(dir string) {

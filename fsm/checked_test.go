@@ -21,22 +21,7 @@ func TestUseAfterFreeFaults(t *testing.T) {
 	before := retired.Load()
 	b = nil // the owner is gone; v is now a dangling slice
 	_ = b
-	for deadline := time.Now().Add(10 * time.Second); retired.Load() == before; {
-		runtime.GC()
-		if time.Now().After(deadline) {
-			t.Fatal("the block's cleanup never ran")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
-	faulted := func() (ok bool) {
-		defer func() { ok = recover() != nil }()
-		sinkWord = v[0]
-		return false
-	}()
-	if !faulted {
-		t.Fatal("reading a freed block did not fault")
-	}
+	mustFaultOnceRetired(t, before, "the block", func() uint64 { return v[0] })
 }
 
 // TestRecordSlabsRetired: the item records' slabs go the same way when
@@ -54,21 +39,28 @@ func TestRecordSlabsRetired(t *testing.T) {
 	before := retired.Load()
 	s = nil
 	_ = s
+	mustFaultOnceRetired(t, before, "the record slab", func() uint64 { return words[0] })
+}
+
+// mustFaultOnceRetired runs GCs until a cleanup retires memory (the
+// retired count passes before), then requires read to fault.
+func mustFaultOnceRetired(t *testing.T, before int64, what string, read func() uint64) {
+	t.Helper()
 	for deadline := time.Now().Add(10 * time.Second); retired.Load() == before; {
 		runtime.GC()
 		if time.Now().After(deadline) {
-			t.Fatal("the record store's cleanup never ran")
+			t.Fatalf("%s: its cleanup never ran", what)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	faulted := func() (ok bool) {
 		defer func() { ok = recover() != nil }()
-		sinkWord = words[0]
+		sinkWord = read()
 		return false
 	}()
 	if !faulted {
-		t.Fatal("reading a freed record slab did not fault")
+		t.Fatalf("reading %s after it was freed did not fault", what)
 	}
 }
 

@@ -102,8 +102,7 @@ func (e *exactBoard) maybeFree(id uint32) {
 // addAll adds delta to id's all-time count, in its record and canonically.
 func (e *exactBoard) addAll(id uint32, delta int64) {
 	e.all.add(id, delta)
-	if e.tune.noJournal {
-		e.allLog.fold(&e.allCounts)
+	if e.tune.noJournal { // the journal was folded when apply began
 		e.allCounts.set(int(id), e.allCounts.get(int(id))+delta)
 		return
 	}
@@ -122,6 +121,9 @@ func (e *exactBoard) apply(lb *leaderboard, d *pb.LeaderboardDeltas, entryMs int
 	lastBk := zeros(lastB[:0], len(e.wins))
 	var idxs [16]int64
 	ix, lastT := idxs[:0], int64(math.MinInt64)
+	if e.tune.noJournal {
+		e.allLog.fold(&e.allCounts) // entries from before the switch
+	}
 	var pre []uint32
 	if !e.tune.unstaged {
 		pre = e.resolve(d.Items)
