@@ -127,7 +127,7 @@ func (n *Node) otherMembers() []string {
 	st, _ := n.metaFSM.state()
 	nodes := st.Nodes
 	if len(nodes) == 0 {
-		nodes = n.readMembers()
+		nodes = readMembers(n.cfg.DataDir)
 	}
 	var out []string
 	for _, m := range nodes {
@@ -451,7 +451,7 @@ func (n *Node) join(ctx context.Context) error {
 // machine holds only its snapshot until a leader reaches it, so the
 // addresses come from the members file (writeMembers).
 func (n *Node) refreshSelf() {
-	known := n.readMembers()
+	known := readMembers(n.cfg.DataDir)
 	me := n.self()
 	var old *metapb.Node
 	for _, m := range known {
@@ -496,8 +496,10 @@ func (n *Node) writeMembers(st *metapb.State) {
 	}
 }
 
-func (n *Node) readMembers() []*metapb.Node {
-	b, err := os.ReadFile(filepath.Join(n.cfg.DataDir, membersFile))
+// readMembers is the member list last written to dataDir's members file
+// (nil without a readable one).
+func readMembers(dataDir string) []*metapb.Node {
+	b, err := os.ReadFile(filepath.Join(dataDir, membersFile))
 	if err != nil {
 		return nil
 	}
@@ -514,7 +516,7 @@ func (n *Node) rejoinGossip() {
 		return
 	}
 	var addrs []string
-	for _, m := range n.readMembers() {
+	for _, m := range readMembers(n.cfg.DataDir) {
 		if m.Id != n.cfg.NodeID && m.GossipAddr != "" {
 			addrs = append(addrs, m.GossipAddr)
 		}

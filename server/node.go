@@ -188,7 +188,7 @@ func Open(ctx context.Context, cfg Config) (*Node, error) {
 		// A replica that lost its log (or its term and vote) must not rejoin
 		// its group under its old identity: it could vote twice or lose
 		// entries the others count on.
-		if ms := (&Node{cfg: cfg}).readMembers(); len(ms) > 1 {
+		if ms := readMembers(cfg.DataDir); len(ms) > 1 {
 			return nil, fmt.Errorf("--accept-data-loss: this node has been one of %d members; a member that lost data must not rejoin as itself: remove it (topkctl leave --force %s, on another member) and start it with an empty data dir and a new --node-id",
 				len(ms), cfg.NodeID)
 		}
