@@ -7,7 +7,7 @@ CONNECT_GO_VERSION    := v1.21.1
 STATICCHECK_VERSION   := v0.8.2
 export PATH := $(BIN):$(PATH)
 
-.PHONY: all build run test test-fsmcheck test-short generate generate-check tools bench bench-fsm bench-fsm-10m bench-server bench-redis bench-restart bench-single bench-logstore bench-scaling bench-cluster bench-security lint ci accuracy mode-memory image cluster-up cluster-down cluster-test
+.PHONY: all build run test test-fsmcheck test-short generate generate-check tools bench bench-fsm bench-fsm-10m bench-server bench-redis bench-restart bench-single bench-logstore bench-logstore-bounds bench-scaling bench-cluster bench-security lint ci accuracy mode-memory image cluster-up cluster-down cluster-test
 
 all: build
 
@@ -126,6 +126,11 @@ bench-scaling:
 
 bench-logstore:
 	bash cluster-test/bench_logstore.sh
+
+# The same with two stores that are not durable, as lower bounds of what any log store could give:
+# memory (raft's in-memory log) and shared-nosync (the shared file without fdatasync).
+bench-logstore-bounds:
+	TOPKD_BENCH_STORES="$${TOPKD_BENCH_STORES:-per-group shared shared-nosync memory}" bash cluster-test/bench_logstore.sh
 
 # Accuracy of the approximate modes (spacesaving, cms) at 10-512 KB of measured heap, on Zipf and real
 # streams, single and merged over 16 partitions; fails only on a violated bound.

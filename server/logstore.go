@@ -27,6 +27,10 @@ const (
 	LogStorePerGroup = "per-group"
 )
 
+// boundStores opens the benchmark-only stores of logstore_bound.go (build
+// tag logbound) and reports whether mode named one; nil in release builds.
+var boundStores func(pl *partitionLogs, mode string, obs raftlog.Observer, fatal func(error)) (bool, error)
+
 // sharedLogFile is the shared store's file in the data dir.
 const sharedLogFile = "raftlog.db"
 
@@ -38,6 +42,9 @@ type partitionLogs struct {
 	dir    string
 	shared *raftlog.Store // nil with per-group files
 	log    *slog.Logger
+	// bound serves the benchmark-only stores (logstore_bound.go); nil in
+	// release builds.
+	bound func(p int) logStore
 }
 
 func openPartitionLogs(dir, mode string, obs raftlog.Observer, fatal func(error), log *slog.Logger) (*partitionLogs, error) {
@@ -53,6 +60,11 @@ func openPartitionLogs(dir, mode string, obs raftlog.Observer, fatal func(error)
 	case LogStoreShared, "":
 		pl.mode = LogStoreShared
 	default:
+		if boundStores != nil {
+			if ok, err := boundStores(pl, mode, obs, fatal); ok {
+				return pl, err
+			}
+		}
 		return nil, fmt.Errorf("raft log store %q: want %q or %q", mode, LogStoreShared, LogStorePerGroup)
 	}
 	s, err := raftlog.Open(shared, raftlog.Options{Observer: obs, Fatal: fatal})
@@ -84,6 +96,9 @@ func (pl *partitionLogs) hasData() (string, bool) {
 // raft-boltdb file. A per-group file left by an earlier release is migrated
 // into the shared store first.
 func (pl *partitionLogs) store(p int) (logStore, error) {
+	if pl.bound != nil {
+		return pl.bound(p), nil
+	}
 	if pl.shared == nil {
 		return nil, nil
 	}
