@@ -127,10 +127,11 @@ bench-scaling:
 bench-logstore:
 	bash cluster-test/bench_logstore.sh
 
-# The same with two stores that are not durable, as lower bounds of what any log store could give:
-# memory (raft's in-memory log) and shared-nosync (the shared file without fdatasync).
+# The same with three stores that are not durable, as lower bounds of what any log store could give:
+# memory (raft's in-memory log), shared-nosync (the shared file without fdatasync) and
+# shared-onesync (one fdatasync per commit: what a log format needing one would cost).
 bench-logstore-bounds:
-	TOPKD_BENCH_STORES="$${TOPKD_BENCH_STORES:-per-group shared shared-nosync memory}" bash cluster-test/bench_logstore.sh
+	TOPKD_BENCH_STORES="$${TOPKD_BENCH_STORES:-per-group shared shared-onesync shared-nosync memory}" bash cluster-test/bench_logstore.sh
 
 # Accuracy of the approximate modes (spacesaving, cms) at 10-512 KB of measured heap, on Zipf and real
 # streams, single and merged over 16 partitions; fails only on a violated bound.

@@ -5,8 +5,9 @@
 # applied p50 (topkd_ingest_commit_seconds) and the shared log's commit p50 (topkd_raftlog_commit_seconds),
 # interpolated from the histograms.
 # TOPKD_BENCH_PARTITIONS, TOPKD_BENCH_PRODUCERS, TOPKD_BENCH_STORES, TOPKD_BENCH_EVENTS override the sweep.
-# The node is built with -tags logbound, which adds two stores that are not durable, as lower bounds of
-# the log's share (make bench-logstore-bounds): memory (a log that costs nothing) and shared-nosync.
+# The node is built with -tags logbound, which adds three stores that are not crash-safe, as bounds of
+# the log's share (make bench-logstore-bounds): memory (a log that costs nothing), shared-nosync and
+# shared-onesync (one fdatasync per commit where bbolt needs two).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tmp=$(mktemp -d)

@@ -20,9 +20,8 @@ var (
 	topkdBin string
 	binDir   string
 
-	failBinOnce sync.Once
-	failBin     string
-	failBinErr  error
+	taggedMu   sync.Mutex
+	taggedBins = map[string]string{}
 )
 
 func TestMain(m *testing.M) {
@@ -45,19 +44,22 @@ func TestMain(m *testing.M) {
 
 // failpointBin is topkd built with the "failpoint" tag (server/failpoint):
 // TOPKD_FAILPOINTS then kills it or fails a call at a named point.
-func failpointBin(t *testing.T) string {
+func failpointBin(t *testing.T) string { return taggedBin(t, "failpoint") }
+
+// taggedBin is topkd built once with a build tag.
+func taggedBin(t *testing.T, tag string) string {
 	t.Helper()
-	failBinOnce.Do(func() {
-		failBin = filepath.Join(binDir, "topkd-failpoint")
-		out, err := exec.Command("go", "build", "-tags", "failpoint", "-o", failBin, "../cmd/topkd").CombinedOutput()
-		if err != nil {
-			failBinErr = fmt.Errorf("build topkd with failpoints: %v\n%s", err, out)
-		}
-	})
-	if failBinErr != nil {
-		t.Fatal(failBinErr)
+	taggedMu.Lock()
+	defer taggedMu.Unlock()
+	if bin, ok := taggedBins[tag]; ok {
+		return bin
 	}
-	return failBin
+	bin := filepath.Join(binDir, "topkd-"+tag)
+	if out, err := exec.Command("go", "build", "-tags", tag, "-o", bin, "../cmd/topkd").CombinedOutput(); err != nil {
+		t.Fatalf("build topkd with -tags %s: %v\n%s", tag, err, out)
+	}
+	taggedBins[tag] = bin
+	return bin
 }
 
 func freePort(t *testing.T) string {

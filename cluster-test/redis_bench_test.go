@@ -65,6 +65,11 @@ func TestRedisComparison(t *testing.T) {
 	}
 
 	p := newProc(t)
+	if store := os.Getenv("TOPKD_BENCH_RAFT_LOG_STORE"); store != "" {
+		// memory and shared-nosync exist only in a logbound build (make bench-logstore-bounds).
+		p.bin, p.args = taggedBin(t, "logbound"), []string{"--raft-log-store", store}
+		t.Logf("topkd with --raft-log-store %s", store)
+	}
 	p.start()
 	if prof := os.Getenv("TOPKD_BENCH_CPUPROFILE"); prof != "" {
 		// A CPU profile of the server during the topkd runs, for tuning.

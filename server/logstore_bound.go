@@ -15,11 +15,13 @@ import (
 // with -tags logbound (make bench-logstore-bounds). Neither is durable: a
 // release binary cannot select them.
 //   - memory: raft's in-memory store, a log that costs nothing;
-//   - shared-nosync: the shared store without its two fdatasync calls, the
-//     bound of any bbolt layout with fewer syncs.
+//   - shared-nosync: the shared store without its two fdatasync calls;
+//   - shared-onesync: the shared store with one fdatasync per commit, the
+//     cost of a log format that needs one (bbolt needs two).
 const (
-	logStoreMemory       = "memory"
-	logStoreSharedNoSync = "shared-nosync"
+	logStoreMemory        = "memory"
+	logStoreSharedNoSync  = "shared-nosync"
+	logStoreSharedOneSync = "shared-onesync"
 )
 
 func init() {
@@ -38,13 +40,17 @@ func init() {
 				return stores[p]
 			}
 			return true, nil
-		case logStoreSharedNoSync:
+		case logStoreSharedNoSync, logStoreSharedOneSync:
 			pl.mode = mode
 			s, err := raftlog.Open(filepath.Join(pl.dir, sharedLogFile), raftlog.Options{Observer: obs, Fatal: fatal})
 			if err != nil {
 				return true, err
 			}
-			s.UnsafeNoSync()
+			if mode == logStoreSharedNoSync {
+				s.UnsafeNoSync()
+			} else {
+				s.UnsafeOneSync()
+			}
 			pl.shared = s
 			return true, nil
 		}

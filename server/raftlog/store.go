@@ -56,6 +56,9 @@ type Store struct {
 	// commitHook runs before every commit; an error fails it as a failed
 	// fsync would (the "raftlog-commit" failpoint, or a test's hook).
 	commitHook func() error
+	// afterCommit runs after every commit; nil but in the logbound build's
+	// one-sync bound (bound.go).
+	afterCommit func() error
 
 	mu     sync.Mutex
 	queue  []*write
@@ -266,6 +269,11 @@ func (s *Store) commit(batch []*write) error {
 	}
 	if err := tx.Commit(); err != nil {
 		return s.poison(err)
+	}
+	if s.afterCommit != nil {
+		if err := s.afterCommit(); err != nil {
+			return s.poison(err)
+		}
 	}
 	if s.obs != nil {
 		st.Groups, st.Duration = len(groups), time.Since(start)
