@@ -94,6 +94,8 @@ bench-server:
 
 # Side by side with redis-server (ZINCRBY + ZREVRANGE, appendfsync always) on the same stream, with
 # 4 and with 32 producers (TOPKD_BENCH_PRODUCERS="4 32"): both systems gain from concurrent batches.
+# TOPKD_BENCH_RAFT_LOG_STORE=<store> runs topkd with another --raft-log-store (a logbound build for the
+# bounds of bench-logstore-bounds).
 bench-redis:
 	@command -v redis-server >/dev/null || (apt-get update -qq && apt-get install -y -qq redis-server)
 	for p in $${TOPKD_BENCH_PRODUCERS:-4 32}; do \
