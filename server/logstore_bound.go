@@ -11,8 +11,8 @@ import (
 	"github.com/topkd/topkd/server/raftlog"
 )
 
-// Lower bounds for the log store's share of the ingest path, built only
-// with -tags logbound (make bench-logstore-bounds). Neither is durable: a
+// Bounds of the log store's share of the ingest path, built only with
+// -tags logbound (make bench-logstore-bounds). None is crash-safe, and a
 // release binary cannot select them.
 //   - memory: raft's in-memory store, a log that costs nothing;
 //   - shared-nosync: the shared store without its two fdatasync calls;
