@@ -62,7 +62,10 @@ func openPartitionLogs(dir, mode string, obs raftlog.Observer, fatal func(error)
 	default:
 		if boundStores != nil {
 			if ok, err := boundStores(pl, mode, obs, fatal); ok {
-				return pl, err
+				if err != nil {
+					return nil, err
+				}
+				return pl, nil
 			}
 		}
 		return nil, fmt.Errorf("raft log store %q: want %q or %q", mode, LogStoreShared, LogStorePerGroup)
